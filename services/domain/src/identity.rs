@@ -1,0 +1,113 @@
+//! Who is calling: taken from the client certificate's SAN URI, never from the request.
+
+use std::fmt;
+
+pub const DEPARTMENT_URI_PREFIX: &str = "urn:xinqiao:dept:";
+pub const ADMIN_URI_PREFIX: &str = "urn:xinqiao:admin:";
+
+/// The identity a client certificate names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Principal {
+    /// A department, by its 统一社会信用代码.
+    Department(String),
+    /// The platform admin, by a name for the audit trail.
+    Admin(String),
+}
+
+impl Principal {
+    /// Reads an identity URI (`urn:xinqiao:dept:<USCC>` or `urn:xinqiao:admin:<name>`).
+    pub fn from_uri(uri: &str) -> Option<Principal> {
+        if let Some(code) = uri.strip_prefix(DEPARTMENT_URI_PREFIX) {
+            (!code.is_empty()).then(|| Principal::Department(code.to_string()))
+        } else if let Some(name) = uri.strip_prefix(ADMIN_URI_PREFIX) {
+            (!name.is_empty()).then(|| Principal::Admin(name.to_string()))
+        } else {
+            None
+        }
+    }
+
+    /// Picks the one xinqiao identity among a certificate's SAN URIs. A certificate that names
+    /// several identities is ambiguous and names none.
+    pub fn from_uris<'a>(uris: impl IntoIterator<Item = &'a str>) -> Option<Principal> {
+        let mut found = uris.into_iter().filter_map(Principal::from_uri);
+        let first = found.next()?;
+        found.next().is_none().then_some(first)
+    }
+
+    pub fn uri(&self) -> String {
+        match self {
+            Principal::Department(code) => format!("{DEPARTMENT_URI_PREFIX}{code}"),
+            Principal::Admin(name) => format!("{ADMIN_URI_PREFIX}{name}"),
+        }
+    }
+}
+
+impl fmt::Display for Principal {
+    /// The actor as written in histories and the audit trail.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Principal::Department(code) => write!(f, "{code}"),
+            Principal::Admin(name) => write!(f, "admin:{name}"),
+        }
+    }
+}
+
+/// An authenticated caller whose department, if any, is registered and active.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Admin(String),
+    Department(String),
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Caller::Admin(_))
+    }
+
+    /// The caller's department code, if it is a department.
+    pub fn department(&self) -> Option<&str> {
+        match self {
+            Caller::Department(code) => Some(code),
+            Caller::Admin(_) => None,
+        }
+    }
+
+    pub fn actor(&self) -> String {
+        match self {
+            Caller::Admin(name) => format!("admin:{name}"),
+            Caller::Department(code) => code.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_department_and_admin_uris() {
+        assert_eq!(
+            Principal::from_uri("urn:xinqiao:dept:11100000000013127D"),
+            Some(Principal::Department("11100000000013127D".into()))
+        );
+        assert_eq!(Principal::from_uri("urn:xinqiao:admin:ops"), Some(Principal::Admin("ops".into())));
+        assert_eq!(Principal::from_uri("urn:xinqiao:dept:"), None);
+        assert_eq!(Principal::from_uri("https://example.org"), None);
+    }
+
+    #[test]
+    fn ambiguous_certificates_name_nobody() {
+        let uris = ["urn:xinqiao:dept:11100000000013127D", "urn:xinqiao:admin:ops"];
+        assert_eq!(Principal::from_uris(uris), None);
+        assert_eq!(
+            Principal::from_uris(["spiffe://x", "urn:xinqiao:admin:ops"]),
+            Some(Principal::Admin("ops".into()))
+        );
+    }
+
+    #[test]
+    fn round_trips_through_its_uri() {
+        let p = Principal::Department("11100000000013127D".into());
+        assert_eq!(Principal::from_uri(&p.uri()), Some(p));
+    }
+}

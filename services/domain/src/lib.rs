@@ -1,0 +1,16 @@
+//! Xinqiao's domain: the rules of government information-resource sharing, with no I/O.
+//!
+//! Everything here is a plain value or a pure function, tested beside its code. The hub and the
+//! store speak in these types; `tonic::Status` and SQL never appear here.
+
+pub mod catalogue;
+pub mod department;
+pub mod error;
+pub mod identifiers;
+pub mod identity;
+pub mod lifecycle;
+pub mod paging;
+pub mod policy;
+pub mod text;
+
+pub use error::{Error, FieldViolation, Result};

@@ -1,0 +1,42 @@
+//! Authentication: from the connection's verified certificate to a [`Caller`] whose department is
+//! registered and active.
+
+use std::sync::Arc;
+
+use xinqiao_domain::identity::{Caller, Principal};
+use xinqiao_domain::{Error, Result};
+use xinqiao_store::Store;
+
+use crate::tls::PeerInfo;
+
+#[derive(Clone)]
+pub struct Authenticator {
+    store: Arc<dyn Store>,
+}
+
+impl Authenticator {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// Who is calling. The department is looked up on every call, so a deactivation takes effect
+    /// at once, also on connections that are already open.
+    pub async fn caller<T>(&self, request: &tonic::Request<T>) -> Result<Caller> {
+        let peer = request
+            .extensions()
+            .get::<PeerInfo>()
+            .ok_or_else(|| Error::Unauthenticated("no verified client certificate on this connection".into()))?;
+        match &peer.principal {
+            None => Err(Error::Unauthenticated(
+                "the client certificate names no xinqiao identity (SAN URI urn:xinqiao:dept:<USCC> or urn:xinqiao:admin:<name>)"
+                    .into(),
+            )),
+            Some(Principal::Admin(name)) => Ok(Caller::Admin(name.clone())),
+            Some(Principal::Department(code)) => match self.store.get_department(code).await? {
+                None => Err(Error::PermissionDenied(format!("department {code} is not registered with this hub"))),
+                Some(d) if !d.active => Err(Error::PermissionDenied(format!("department {code} is deactivated"))),
+                Some(_) => Ok(Caller::Department(code.clone())),
+            },
+        }
+    }
+}

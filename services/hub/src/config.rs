@@ -1,0 +1,144 @@
+//! The hub's configuration: a TOML file, then environment variables and flags (applied by the
+//! CLI), then defaults derived from the data directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7443";
+pub const DEFAULT_DATA_DIR: &str = "xinqiao-data";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the gRPC server listens on.
+    pub listen: Option<SocketAddr>,
+    /// Where the embedded database and the development PKI live.
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite://PATH` or `postgres://…`; the default is a SQLite file in the data directory.
+    pub database_url: Option<String>,
+    #[serde(default)]
+    pub tls: TlsFiles,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// The hub's certificate and the CA that client certificates must chain to. Each defaults to
+/// the development PKI under `DATA_DIR/pki`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request message the hub decodes, in bytes; larger ones get RESOURCE_EXHAUSTED.
+    pub max_message_bytes: usize,
+    /// A client that has not completed its TLS handshake by then is dropped.
+    pub handshake_timeout_secs: u64,
+    /// On shutdown, how long in-flight calls may take to finish.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_message_bytes: 4 * 1024 * 1024, handshake_timeout_secs: 10, shutdown_grace_secs: 30 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+    }
+
+    pub fn listen(&self) -> SocketAddr {
+        self.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("the default listen address is valid"))
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+    }
+
+    pub fn pki_dir(&self) -> PathBuf {
+        self.data_dir().join("pki")
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir().join("hub.db").display()))
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.tls.ca.clone().unwrap_or_else(|| crate::pki::ca_cert_path(&self.pki_dir()))
+    }
+
+    pub fn cert(&self) -> PathBuf {
+        self.tls.cert.clone().unwrap_or_else(|| crate::pki::server_files(&self.pki_dir()).cert)
+    }
+
+    pub fn key(&self) -> PathBuf {
+        self.tls.key.clone().unwrap_or_else(|| crate::pki::server_files(&self.pki_dir()).key)
+    }
+
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.limits.handshake_timeout_secs.max(1))
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.limits.shutdown_grace_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_derive_from_the_data_directory() {
+        let c: Config = toml::from_str("data_dir = \"/srv/xq\"").unwrap();
+        assert_eq!(c.database_url(), "sqlite:///srv/xq/hub.db");
+        assert_eq!(c.ca(), PathBuf::from("/srv/xq/pki/ca.crt"));
+        assert_eq!(c.listen().to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.limits.max_message_bytes, 4 * 1024 * 1024);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("listn = \"127.0.0.1:1\"").is_err());
+        assert!(toml::from_str::<Config>("[limits]\nmax_mesage_bytes = 1").is_err());
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let c: Config = toml::from_str(
+            r#"
+            listen = "0.0.0.0:7443"
+            database_url = "postgres://hub@db/xinqiao"
+            [tls]
+            ca = "/etc/xinqiao/ca.crt"
+            cert = "/etc/xinqiao/server.crt"
+            key = "/etc/xinqiao/server.key"
+            [limits]
+            max_message_bytes = 1048576
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.database_url(), "postgres://hub@db/xinqiao");
+        assert_eq!(c.limits.max_message_bytes, 1_048_576);
+        assert_eq!(c.limits.shutdown_grace_secs, 30);
+    }
+}

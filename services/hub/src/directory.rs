@@ -1,0 +1,321 @@
+//! DirectoryService: departments and the catalogue. Each handler reads as its rule:
+//! authenticate, authorise, validate, store, answer.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tonic::{Request, Response, Status};
+use xinqiao_domain::catalogue::CatalogEntry;
+use xinqiao_domain::identity::Caller;
+use xinqiao_domain::lifecycle::EntryAction;
+use xinqiao_domain::{Error, Result, paging, policy, text};
+use xinqiao_proto::v1 as pb;
+use xinqiao_proto::v1::directory_service_server::DirectoryService;
+use xinqiao_store::{EntryChange, Store};
+
+use crate::auth::Authenticator;
+use crate::convert;
+use crate::paging::{decode, next_token};
+use crate::status::to_status;
+
+const DEPARTMENTS: &str = "departments";
+const ENTRIES: &str = "entries";
+
+pub struct DirectoryApi {
+    store: Arc<dyn Store>,
+    auth: Authenticator,
+}
+
+impl DirectoryApi {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { auth: Authenticator::new(store.clone()), store }
+    }
+
+    /// The current entry, if the caller may see it.
+    async fn visible_entry(&self, caller: &Caller, resource_code: &str) -> Result<CatalogEntry> {
+        let not_found = || Error::NotFound(format!("catalogue entry {resource_code}"));
+        let entry = self.store.get_entry(resource_code).await?.ok_or_else(not_found)?;
+        policy::read_entry(caller, &entry)?;
+        Ok(entry)
+    }
+
+    /// Applies a lifecycle action to an entry: the caller must be allowed to, the entry must be in
+    /// a state that permits it, and (when given) still at the version the caller last saw.
+    async fn transition(
+        &self,
+        caller: &Caller,
+        resource_code: &str,
+        expected_version: u64,
+        action: EntryAction,
+        reason: String,
+        edit: impl FnOnce(&mut CatalogEntry) -> Result<()>,
+    ) -> Result<CatalogEntry> {
+        let mut entry = self.visible_entry(caller, resource_code).await?;
+        policy::act_on_entry(caller, &entry, action)?;
+        check_version(&entry, expected_version)?;
+        let now = Utc::now();
+        entry.state = entry.state.apply(action)?;
+        entry.version += 1;
+        entry.updated_at = now;
+        entry.state_reason = reason.clone();
+        edit(&mut entry)?;
+        let change = EntryChange { action, actor: caller.actor(), reason, at: now };
+        self.store.save_entry_version(&entry, &change).await
+    }
+}
+
+fn check_version(entry: &CatalogEntry, expected: u64) -> Result<()> {
+    if expected != 0 && expected != entry.version {
+        return Err(Error::Aborted(format!(
+            "entry {} is at version {}, not {expected}; read it again",
+            entry.resource_code, entry.version
+        )));
+    }
+    Ok(())
+}
+
+fn check_reason(reason: &str, required: bool) -> Result<()> {
+    text::check(reason, required, 2000, true).map_err(|e| Error::invalid("reason", e))
+}
+
+/// Runs a handler body and maps its error to a status in one place.
+async fn answer<T>(body: impl Future<Output = Result<T>>) -> Result<Response<T>, Status> {
+    body.await.map(Response::new).map_err(to_status)
+}
+
+#[tonic::async_trait]
+impl DirectoryService for DirectoryApi {
+    async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        answer(async {
+            let identity = match self.auth.caller(&request).await? {
+                Caller::Admin(name) => pb::who_am_i_response::Identity::Admin(name),
+                Caller::Department(code) => {
+                    let dept = self.store.get_department(&code).await?.ok_or_else(|| Error::NotFound(code))?;
+                    pb::who_am_i_response::Identity::Department(convert::department(dept))
+                }
+            };
+            Ok(pb::WhoAmIResponse { identity: Some(identity) })
+        })
+        .await
+    }
+
+    async fn register_department(
+        &self,
+        request: Request<pb::RegisterDepartmentRequest>,
+    ) -> Result<Response<pb::Department>, Status> {
+        answer(async {
+            policy::manage_departments(&self.auth.caller(&request).await?)?;
+            let r = request.get_ref().clone();
+            let profile = convert::profile(r.code, r.name, r.division_code, r.contact);
+            profile.validate()?;
+            let dept = self.store.register_department(&profile, Utc::now()).await?;
+            Ok(convert::department(dept))
+        })
+        .await
+    }
+
+    async fn update_department(
+        &self,
+        request: Request<pb::UpdateDepartmentRequest>,
+    ) -> Result<Response<pb::Department>, Status> {
+        answer(async {
+            policy::manage_departments(&self.auth.caller(&request).await?)?;
+            let r = request.get_ref().clone();
+            let profile = convert::profile(r.code, r.name, r.division_code, r.contact);
+            profile.validate()?;
+            Ok(convert::department(self.store.update_department(&profile, Utc::now()).await?))
+        })
+        .await
+    }
+
+    async fn deactivate_department(
+        &self,
+        request: Request<pb::DeactivateDepartmentRequest>,
+    ) -> Result<Response<pb::Department>, Status> {
+        answer(async {
+            policy::manage_departments(&self.auth.caller(&request).await?)?;
+            let r = request.get_ref();
+            check_reason(&r.reason, false)?;
+            Ok(convert::department(self.store.set_department_active(&r.code, false, Utc::now()).await?))
+        })
+        .await
+    }
+
+    async fn reactivate_department(
+        &self,
+        request: Request<pb::ReactivateDepartmentRequest>,
+    ) -> Result<Response<pb::Department>, Status> {
+        answer(async {
+            policy::manage_departments(&self.auth.caller(&request).await?)?;
+            Ok(convert::department(self.store.set_department_active(&request.get_ref().code, true, Utc::now()).await?))
+        })
+        .await
+    }
+
+    async fn get_department(
+        &self,
+        request: Request<pb::GetDepartmentRequest>,
+    ) -> Result<Response<pb::Department>, Status> {
+        answer(async {
+            self.auth.caller(&request).await?;
+            let code = &request.get_ref().code;
+            let dept = self.store.get_department(code).await?;
+            Ok(convert::department(dept.ok_or_else(|| Error::NotFound(format!("department {code}")))?))
+        })
+        .await
+    }
+
+    async fn list_departments(
+        &self,
+        request: Request<pb::ListDepartmentsRequest>,
+    ) -> Result<Response<pb::ListDepartmentsResponse>, Status> {
+        answer(async {
+            self.auth.caller(&request).await?;
+            let r = request.get_ref();
+            let limit = paging::page_size(r.page_size)?;
+            let after = decode(DEPARTMENTS, &r.page_token)?;
+            let mut page = self.store.list_departments(after.as_deref(), limit + 1, r.include_inactive).await?;
+            let next_page_token = next_token(DEPARTMENTS, &mut page, limit, |d| d.code());
+            Ok(pb::ListDepartmentsResponse {
+                departments: page.into_iter().map(convert::department).collect(),
+                next_page_token,
+            })
+        })
+        .await
+    }
+
+    async fn create_entry(&self, request: Request<pb::CreateEntryRequest>) -> Result<Response<pb::CatalogEntry>, Status> {
+        answer(async {
+            let caller = self.auth.caller(&request).await?;
+            let provider = policy::create_entry(&caller)?;
+            let draft = request.into_inner().content.ok_or_else(|| Error::invalid("content", "is required"))?;
+            let content = convert::draft(draft).validate()?;
+            let change = EntryChange { action: EntryAction::Create, actor: caller.actor(), reason: String::new(), at: Utc::now() };
+            Ok(convert::entry(self.store.create_entry(provider, &content, &change).await?))
+        })
+        .await
+    }
+
+    async fn update_entry(&self, request: Request<pb::UpdateEntryRequest>) -> Result<Response<pb::CatalogEntry>, Status> {
+        answer(async {
+            let caller = self.auth.caller(&request).await?;
+            let r = request.into_inner();
+            let draft = r.content.ok_or_else(|| Error::invalid("content", "is required"))?;
+            let content = convert::draft(draft).validate()?;
+            let entry = self
+                .transition(&caller, &r.resource_code, r.expected_version, EntryAction::Update, String::new(), |entry| {
+                    if entry.content.classification != content.classification {
+                        return Err(Error::invalid(
+                            "content.classification",
+                            format!("is fixed at {} once the entry exists: its resource code derives from it", entry.content.classification),
+                        ));
+                    }
+                    entry.content = content;
+                    Ok(())
+                })
+                .await?;
+            Ok(convert::entry(entry))
+        })
+        .await
+    }
+
+    async fn submit_entry(&self, request: Request<pb::SubmitEntryRequest>) -> Result<Response<pb::CatalogEntry>, Status> {
+        answer(async {
+            let caller = self.auth.caller(&request).await?;
+            let r = request.get_ref();
+            let entry =
+                self.transition(&caller, &r.resource_code, r.expected_version, EntryAction::Submit, String::new(), |_| Ok(())).await?;
+            Ok(convert::entry(entry))
+        })
+        .await
+    }
+
+    async fn publish_entry(&self, request: Request<pb::PublishEntryRequest>) -> Result<Response<pb::CatalogEntry>, Status> {
+        answer(async {
+            let caller = self.auth.caller(&request).await?;
+            let r = request.get_ref();
+            let entry = self
+                .transition(&caller, &r.resource_code, r.expected_version, EntryAction::Publish, String::new(), |entry| {
+                    entry.published_at = Some(entry.updated_at);
+                    Ok(())
+                })
+                .await?;
+            Ok(convert::entry(entry))
+        })
+        .await
+    }
+
+    async fn return_entry(&self, request: Request<pb::ReturnEntryRequest>) -> Result<Response<pb::CatalogEntry>, Status> {
+        answer(async {
+            let caller = self.auth.caller(&request).await?;
+            let r = request.into_inner();
+            // A return must tell the provider what to change.
+            check_reason(&r.reason, true)?;
+            let entry = self.transition(&caller, &r.resource_code, r.expected_version, EntryAction::Return, r.reason, |_| Ok(())).await?;
+            Ok(convert::entry(entry))
+        })
+        .await
+    }
+
+    async fn withdraw_entry(&self, request: Request<pb::WithdrawEntryRequest>) -> Result<Response<pb::CatalogEntry>, Status> {
+        answer(async {
+            let caller = self.auth.caller(&request).await?;
+            let r = request.into_inner();
+            check_reason(&r.reason, false)?;
+            let entry =
+                self.transition(&caller, &r.resource_code, r.expected_version, EntryAction::Withdraw, r.reason, |_| Ok(())).await?;
+            Ok(convert::entry(entry))
+        })
+        .await
+    }
+
+    async fn get_entry(&self, request: Request<pb::GetEntryRequest>) -> Result<Response<pb::CatalogEntry>, Status> {
+        answer(async {
+            let caller = self.auth.caller(&request).await?;
+            let r = request.get_ref();
+            let current = self.visible_entry(&caller, &r.resource_code).await?;
+            if r.version == 0 || r.version == current.version {
+                return Ok(convert::entry(current));
+            }
+            policy::read_history(&caller, &current)?;
+            let past = self.store.get_entry_version(&r.resource_code, r.version).await?;
+            let past = past.ok_or_else(|| Error::NotFound(format!("version {} of entry {}", r.version, r.resource_code)))?;
+            Ok(convert::entry(past))
+        })
+        .await
+    }
+
+    async fn list_entry_versions(
+        &self,
+        request: Request<pb::ListEntryVersionsRequest>,
+    ) -> Result<Response<pb::ListEntryVersionsResponse>, Status> {
+        answer(async {
+            let caller = self.auth.caller(&request).await?;
+            let code = &request.get_ref().resource_code;
+            let current = self.visible_entry(&caller, code).await?;
+            policy::read_history(&caller, &current)?;
+            let versions = self.store.list_entry_versions(code).await?;
+            Ok(pb::ListEntryVersionsResponse { versions: versions.into_iter().map(convert::version).collect() })
+        })
+        .await
+    }
+
+    async fn search_entries(
+        &self,
+        request: Request<pb::SearchEntriesRequest>,
+    ) -> Result<Response<pb::SearchEntriesResponse>, Status> {
+        answer(async {
+            let caller = self.auth.caller(&request).await?;
+            let r = request.get_ref();
+            let filter = convert::filter(r)?;
+            filter.validate()?;
+            let limit = paging::page_size(r.page_size)?;
+            let after = decode(ENTRIES, &r.page_token)?;
+            let visibility = policy::entry_visibility(&caller);
+            let mut page = self.store.search_entries(&visibility, &filter, after.as_deref(), limit + 1).await?;
+            let next_page_token = next_token(ENTRIES, &mut page, limit, |e| &e.resource_code);
+            Ok(pb::SearchEntriesResponse { entries: page.into_iter().map(convert::entry).collect(), next_page_token })
+        })
+        .await
+    }
+}

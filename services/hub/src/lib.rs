@@ -1,0 +1,15 @@
+//! The Xinqiao hub: gRPC services over mutual TLS, with identity from client certificates,
+//! authorisation by the domain policy, and storage behind the store traits.
+
+pub mod auth;
+pub mod config;
+pub mod convert;
+pub mod directory;
+pub mod paging;
+pub mod pki;
+pub mod server;
+pub mod status;
+pub mod tls;
+
+pub use config::Config;
+pub use server::{RunningHub, ServeError, start, start_with_store};

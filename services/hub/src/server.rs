@@ -1,0 +1,131 @@
+//! Server assembly: storage, TLS, the gRPC services, health and reflection, and a graceful stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Server;
+use xinqiao_domain::department::DepartmentProfile;
+use xinqiao_proto::v1::directory_service_server::DirectoryServiceServer;
+use xinqiao_store::Store;
+
+use crate::config::Config;
+use crate::directory::DirectoryApi;
+use crate::tls;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("storage: {0}")]
+    Store(#[from] xinqiao_domain::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("reflection: {0}")]
+    Reflection(String),
+    #[error("server: {0}")]
+    Transport(String),
+    #[error("in-flight calls did not finish within the shutdown grace period")]
+    GraceExceeded,
+}
+
+/// A hub that is serving. Dropping it without [`RunningHub::stop`] leaves the server running
+/// until the runtime ends.
+pub struct RunningHub {
+    pub addr: SocketAddr,
+    pub store: Arc<dyn Store>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), ServeError>>,
+    grace: std::time::Duration,
+}
+
+impl RunningHub {
+    /// Stops accepting connections and waits for in-flight calls, at most the grace period.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        let _ = self.stop.send(());
+        self.wait_with_grace().await
+    }
+
+    /// Serves until `signal` completes, then stops gracefully.
+    pub async fn serve_until(self, signal: impl Future<Output = ()>) -> Result<(), ServeError> {
+        signal.await;
+        self.stop().await
+    }
+
+    async fn wait_with_grace(self) -> Result<(), ServeError> {
+        match tokio::time::timeout(self.grace, self.task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(ServeError::Transport(join.to_string())),
+            Err(_) => Err(ServeError::GraceExceeded),
+        }
+    }
+}
+
+/// Opens the configured store (running its migrations) and starts serving.
+pub async fn start(config: &Config) -> Result<RunningHub, ServeError> {
+    let store = xinqiao_store::open(&config.database_url()).await?;
+    start_with_store(config, store).await
+}
+
+/// Starts serving on the configured address (port 0 picks a free one; see `RunningHub::addr`).
+pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<RunningHub, ServeError> {
+    let tls_config = tls::server_config(&config.ca(), &config.cert(), &config.key())?;
+    let addr = config.listen();
+    let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Listen { addr, source })?;
+    let on_failure: tls::HandshakeFailureHook = Arc::new(|remote, error| {
+        tracing::warn!(%remote, %error, "TLS handshake refused");
+    });
+    let incoming = tls::incoming(listener, tls_config, config.handshake_timeout(), on_failure);
+
+    let max = config.limits.max_message_bytes;
+    let directory = DirectoryServiceServer::new(DirectoryApi::new(store.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max.max(4 * 1024 * 1024));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<DirectoryServiceServer<DirectoryApi>>().await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(xinqiao_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(|e| ServeError::Reflection(e.to_string()))?;
+    // Many clients in the field (Python grpcio among them) still speak only v1alpha.
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| ServeError::Reflection(e.to_string()))?;
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let router = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(directory);
+    let task = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            })
+            .await
+            .map_err(|e| ServeError::Transport(tls::error_chain(&e)))
+    });
+    tracing::info!(%addr, "xinqiao hub serving (mTLS)");
+    Ok(RunningHub { addr, store, stop, task, grace: config.shutdown_grace() })
+}
+
+/// Registers the development PKI's sample departments, leaving any already registered alone.
+pub async fn register_sample_departments(store: &dyn Store) -> Result<(), xinqiao_domain::Error> {
+    for sample in crate::pki::SAMPLE_DEPARTMENTS {
+        if store.get_department(sample.code).await?.is_none() {
+            let profile = DepartmentProfile {
+                code: sample.code.into(),
+                name: sample.name.into(),
+                division_code: sample.division_code.into(),
+                contact: sample.contact.into(),
+            };
+            store.register_department(&profile, chrono::Utc::now()).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! The Xinqiao gRPC API, package `xinqiao.v1`.
+
+#![allow(clippy::all, missing_docs)]
+
+pub mod v1 {
+    tonic::include_proto!("xinqiao.v1");
+}
+
+/// The encoded file descriptor set of every xinqiao.v1 file and its imports, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xinqiao_descriptor.bin"));

@@ -1,0 +1,78 @@
+//! Database errors leave the store as domain errors. The detail of anything unexpected goes to
+//! the log; the caller only learns the kind, since the hub never shows `Internal` text.
+
+use sqlx::migrate::MigrateError;
+use xinqiao_domain::Error;
+
+/// SQLSTATEs PostgreSQL uses when a transaction lost to a concurrent one: serialization_failure
+/// and deadlock_detected. The caller may retry.
+const PG_CONFLICTS: [&str; 2] = ["40001", "40P01"];
+
+/// SQLite's primary result codes for "the database is locked by someone else" (SQLITE_BUSY,
+/// SQLITE_LOCKED), which the extended codes carry in their low byte. Seen after busy_timeout ran
+/// out, or from another process writing the same file.
+const SQLITE_BUSY: i64 = 5;
+const SQLITE_LOCKED: i64 = 6;
+
+/// Translates an error from a write; `subject` names what was written (for example
+/// "department 11100000000013127D") and becomes the ALREADY_EXISTS message on a unique violation
+/// (SQLSTATE 23505 on PostgreSQL, SQLITE_CONSTRAINT_UNIQUE 2067 / _PRIMARYKEY 1555 on SQLite).
+pub(crate) fn translate(err: sqlx::Error, subject: &str) -> Error {
+    if let sqlx::Error::Database(db) = &err {
+        if db.is_unique_violation() {
+            return Error::AlreadyExists(subject.to_string());
+        }
+        let code = db.code();
+        let code = code.as_deref().unwrap_or_default();
+        if PG_CONFLICTS.contains(&code) {
+            return Error::Aborted(format!("{subject} was changed concurrently; read it again and retry"));
+        }
+        if is_sqlite_busy(db.as_ref(), code) {
+            tracing::error!(error = %err, "database busy");
+            return unavailable();
+        }
+    }
+    match err {
+        // Connections ran out or the server cannot be reached: transient, worth a retry.
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            tracing::error!(error = %err, "database unavailable");
+            unavailable()
+        }
+        err => {
+            tracing::error!(error = %err, "database error");
+            Error::Internal(format!("database: {err}"))
+        }
+    }
+}
+
+/// Translates an error from a read, where no constraint can be violated.
+pub(crate) fn db_error(err: sqlx::Error) -> Error {
+    translate(err, "the record")
+}
+
+/// Translates a failure to bring the schema up to date at start-up.
+pub(crate) fn migrate_error(err: MigrateError) -> Error {
+    match err {
+        MigrateError::Execute(err) => db_error(err),
+        err => {
+            tracing::error!(error = %err, "database migration failed");
+            Error::Internal(format!("migration: {err}"))
+        }
+    }
+}
+
+/// A value read back that the domain does not accept (an unknown enumeration text, a negative
+/// version): the database was changed behind the store's back.
+pub(crate) fn corrupt(column: &str, detail: impl std::fmt::Display) -> Error {
+    tracing::error!(column, %detail, "unreadable value in the database");
+    Error::Internal(format!("unreadable {column}: {detail}"))
+}
+
+fn unavailable() -> Error {
+    Error::Unavailable("the database is busy or unreachable; try again".into())
+}
+
+fn is_sqlite_busy(db: &dyn sqlx::error::DatabaseError, code: &str) -> bool {
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+        && code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
+}
