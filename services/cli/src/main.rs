@@ -1,1 +1,93 @@
-fn main() {}
+//! `xinqiao`: run a hub, manage its development PKI, and act on a hub as a department or the admin.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod catalog;
+mod certs;
+mod client;
+mod demo;
+mod dept;
+mod entry_file;
+mod output;
+mod serve;
+
+#[derive(Parser)]
+#[command(
+    name = "xinqiao",
+    version,
+    about = "信桥 Xinqiao: the government data-exchange and sharing hub"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a hub.
+    Serve(serve::ServeArgs),
+    /// Start a hub on a temporary database and walk through a sharing scenario.
+    Demo,
+    /// Create or extend the development PKI (CA, hub, admin and department certificates).
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
+    /// Show who the hub takes this client's certificate to be.
+    Whoami(client::ClientArgs),
+    /// Departments (admin: register, update, deactivate, reactivate; anyone: list, show).
+    Dept(dept::DeptArgs),
+    /// The resource directory: compile, review and search catalogue entries.
+    Catalog(catalog::CatalogArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo narrates on stdout; the hub inside it only speaks up about errors.
+    let default_level = if matches!(cli.command, Command::Demo) {
+        "error"
+    } else {
+        "info"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("XINQIAO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Demo => demo::run().await,
+            Command::Certs(cmd) => certs::run(cmd),
+            Command::Whoami(args) => client::whoami(args).await,
+            Command::Dept(args) => dept::run(args).await,
+            Command::Catalog(args) => catalog::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a line on stdout. A closed pipe (`xinqiao … | head`) ends the command quietly instead
+/// of panicking as `println!` would.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::write_line(format_args!($($arg)*)) };
+}
+pub(crate) use out;
+
+/// Errors end the command with one readable line.
+pub type CliResult<T = ()> = Result<T, String>;

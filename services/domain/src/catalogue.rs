@@ -210,24 +210,42 @@ impl EntryDraft {
         let mut v = Violations::new();
         v.check("content.name", text::check(&self.name, true, MAX_NAME_CHARS, false));
         v.check("content.classification", validate_classification(&self.classification));
-        v.check("content.summary", text::check(&self.summary, true, MAX_SUMMARY_CHARS, true));
-        v.check("content.maintainer", text::check(&self.maintainer, false, MAX_NAME_CHARS, false));
+        v.check(
+            "content.summary",
+            text::check(&self.summary, true, MAX_SUMMARY_CHARS, true),
+        );
+        v.check(
+            "content.maintainer",
+            text::check(&self.maintainer, false, MAX_NAME_CHARS, false),
+        );
         let format = required(&mut v, "content.format", self.format);
         let update_cycle = required(&mut v, "content.update_cycle", self.update_cycle);
 
         if self.items.is_empty() {
             v.add("content.items", "at least one data item (信息项) is required");
         } else if self.items.len() > MAX_ITEMS {
-            v.add("content.items", format!("has {} items; at most {MAX_ITEMS} are allowed", self.items.len()));
+            v.add(
+                "content.items",
+                format!("has {} items; at most {MAX_ITEMS} are allowed", self.items.len()),
+            );
         } else {
             let mut seen = std::collections::HashSet::new();
             for (i, item) in self.items.iter().enumerate() {
                 let field = |f: &str| format!("content.items[{i}].{f}");
                 v.check(field("name"), text::check(&item.name, true, MAX_ITEM_NAME_CHARS, false));
-                v.check(field("data_type"), text::check(&item.data_type, true, MAX_ITEM_TYPE_CHARS, false));
-                v.check(field("description"), text::check(&item.description, false, MAX_CONDITION_CHARS, true));
+                v.check(
+                    field("data_type"),
+                    text::check(&item.data_type, true, MAX_ITEM_TYPE_CHARS, false),
+                );
+                v.check(
+                    field("description"),
+                    text::check(&item.description, false, MAX_CONDITION_CHARS, true),
+                );
                 if item.length > MAX_ITEM_LENGTH {
-                    v.add(field("length"), format!("is {}; at most {MAX_ITEM_LENGTH}", item.length));
+                    v.add(
+                        field("length"),
+                        format!("is {}; at most {MAX_ITEM_LENGTH}", item.length),
+                    );
                 }
                 if !seen.insert(item.name.trim()) {
                     v.add(field("name"), format!("'{}' appears more than once", item.name));
@@ -244,11 +262,20 @@ impl EntryDraft {
                 let share_type = required(&mut v, "content.share.share_type", s.share_type);
                 let channel = required(&mut v, "content.share.channel", s.channel);
                 let exchange_kind = required(&mut v, "content.share.exchange_kind", s.exchange_kind);
-                v.check("content.share.condition", text::check(&s.condition, false, MAX_CONDITION_CHARS, true));
-                v.check("content.share.legal_basis", text::check(&s.legal_basis, false, MAX_CONDITION_CHARS, true));
+                v.check(
+                    "content.share.condition",
+                    text::check(&s.condition, false, MAX_CONDITION_CHARS, true),
+                );
+                v.check(
+                    "content.share.legal_basis",
+                    text::check(&s.legal_basis, false, MAX_CONDITION_CHARS, true),
+                );
                 if let Some(t) = share_type {
                     if t != ShareType::Unconditional && s.condition.trim().is_empty() {
-                        v.add("content.share.condition", "共享条件 is required unless the share type is unconditional");
+                        v.add(
+                            "content.share.condition",
+                            "共享条件 is required unless the share type is unconditional",
+                        );
                     }
                     if t != ShareType::Unconditional && s.legal_basis.trim().is_empty() {
                         v.add(
@@ -277,16 +304,28 @@ impl EntryDraft {
             }
             Some(o) => {
                 let open_type = required(&mut v, "content.open.open_type", o.open_type);
-                v.check("content.open.condition", text::check(&o.condition, false, MAX_CONDITION_CHARS, true));
+                v.check(
+                    "content.open.condition",
+                    text::check(&o.condition, false, MAX_CONDITION_CHARS, true),
+                );
                 if open_type == Some(OpenType::Conditional) && o.condition.trim().is_empty() {
-                    v.add("content.open.condition", "开放条件 is required when the open type is conditional");
+                    v.add(
+                        "content.open.condition",
+                        "开放条件 is required when the open type is conditional",
+                    );
                 }
-                open_type.map(|open_type| OpenAttributes { open_type, condition: o.condition })
+                open_type.map(|open_type| OpenAttributes {
+                    open_type,
+                    condition: o.condition,
+                })
             }
         };
 
         if self.related_codes.len() > MAX_RELATED_CODES {
-            v.add("content.related_codes", format!("at most {MAX_RELATED_CODES} related codes"));
+            v.add(
+                "content.related_codes",
+                format!("at most {MAX_RELATED_CODES} related codes"),
+            );
         } else {
             for (i, code) in self.related_codes.iter().enumerate() {
                 v.check(format!("content.related_codes[{i}]"), validate_resource_code(code));
@@ -327,7 +366,9 @@ pub fn validate_classification(code: &str) -> Result<(), String> {
     }
     match code.len() {
         1 | 3 | 6..=12 => Ok(()),
-        n => Err(format!("has {n} digits; a path is 1, 3, 6 or up to 12 digits (类/项/目/细目)")),
+        n => Err(format!(
+            "has {n} digits; a path is 1, 3, 6 or up to 12 digits (类/项/目/细目)"
+        )),
     }
 }
 
@@ -382,7 +423,8 @@ impl EntryFilter {
         let mut v = Violations::new();
         v.check("keyword", text::check(&self.keyword, false, MAX_NAME_CHARS, false));
         if !self.classification_prefix.is_empty()
-            && (self.classification_prefix.len() > 12 || !self.classification_prefix.bytes().all(|b| b.is_ascii_digit()))
+            && (self.classification_prefix.len() > 12
+                || !self.classification_prefix.bytes().all(|b| b.is_ascii_digit()))
         {
             v.add("classification_prefix", "must be up to 12 digits");
         }
@@ -403,8 +445,20 @@ pub(crate) mod tests {
             summary: "本市企业的营业执照登记信息".into(),
             format: Some(ResourceFormat::Database),
             items: vec![
-                DataItem { name: "统一社会信用代码".into(), data_type: "字符型".into(), length: 18, sensitive: false, description: String::new() },
-                DataItem { name: "法定代表人".into(), data_type: "字符型".into(), length: 50, sensitive: true, description: String::new() },
+                DataItem {
+                    name: "统一社会信用代码".into(),
+                    data_type: "字符型".into(),
+                    length: 18,
+                    sensitive: false,
+                    description: String::new(),
+                },
+                DataItem {
+                    name: "法定代表人".into(),
+                    data_type: "字符型".into(),
+                    length: 50,
+                    sensitive: true,
+                    description: String::new(),
+                },
             ],
             share: Some(ShareDraft {
                 share_type: Some(ShareType::Unconditional),
@@ -413,7 +467,10 @@ pub(crate) mod tests {
                 exchange_kind: Some(ExchangeKind::Table),
                 legal_basis: String::new(),
             }),
-            open: Some(OpenDraft { open_type: Some(OpenType::NotOpen), condition: String::new() }),
+            open: Some(OpenDraft {
+                open_type: Some(OpenType::NotOpen),
+                condition: String::new(),
+            }),
             update_cycle: Some(UpdateCycle::Daily),
             related_codes: vec![],
             maintainer: String::new(),
@@ -439,7 +496,10 @@ pub(crate) mod tests {
     fn conditional_sharing_needs_condition_and_legal_basis() {
         let mut d = draft();
         d.share.as_mut().unwrap().share_type = Some(ShareType::Conditional);
-        assert_eq!(violated_fields(d), ["content.share.condition", "content.share.legal_basis"]);
+        assert_eq!(
+            violated_fields(d),
+            ["content.share.condition", "content.share.legal_basis"]
+        );
     }
 
     #[test]
@@ -457,7 +517,16 @@ pub(crate) mod tests {
     fn missing_metadata_is_named() {
         let d = EntryDraft::default();
         let fields = violated_fields(d);
-        for f in ["content.name", "content.classification", "content.summary", "content.format", "content.update_cycle", "content.items", "content.share", "content.open"] {
+        for f in [
+            "content.name",
+            "content.classification",
+            "content.summary",
+            "content.format",
+            "content.update_cycle",
+            "content.items",
+            "content.share",
+            "content.open",
+        ] {
             assert!(fields.iter().any(|x| x == f), "{f} missing from {fields:?}");
         }
     }
@@ -473,7 +542,10 @@ pub(crate) mod tests {
     #[test]
     fn conditional_open_needs_condition() {
         let mut d = draft();
-        d.open = Some(OpenDraft { open_type: Some(OpenType::Conditional), condition: String::new() });
+        d.open = Some(OpenDraft {
+            open_type: Some(OpenType::Conditional),
+            condition: String::new(),
+        });
         assert_eq!(violated_fields(d), ["content.open.condition"]);
     }
 

@@ -65,8 +65,15 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let p = DepartmentProfile { code: "123".into(), name: "".into(), division_code: "x".into(), ..profile() };
-        let Err(Error::InvalidArgument(violations)) = p.validate() else { panic!("expected InvalidArgument") };
+        let p = DepartmentProfile {
+            code: "123".into(),
+            name: "".into(),
+            division_code: "x".into(),
+            ..profile()
+        };
+        let Err(Error::InvalidArgument(violations)) = p.validate() else {
+            panic!("expected InvalidArgument")
+        };
         let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["code", "name", "division_code"]);
     }

@@ -30,7 +30,9 @@ pub fn validate_uscc(code: &str) -> Result<(), String> {
         return Err(format!("must be 18 characters, got {}", code.chars().count()));
     }
     if let Some(bad) = code.chars().find(|c| !USCC_ALPHABET.contains(&(*c as u8))) {
-        return Err(format!("contains '{bad}', which is not in the code alphabet 0-9 A-H J-N P-R T U W-Y"));
+        return Err(format!(
+            "contains '{bad}', which is not in the code alphabet 0-9 A-H J-N P-R T U W-Y"
+        ));
     }
     if !code[2..8].bytes().all(|b| b.is_ascii_digit()) {
         return Err("positions 3-8 must be the 6-digit administrative division code".into());
@@ -38,7 +40,9 @@ pub fn validate_uscc(code: &str) -> Result<(), String> {
     let expected = uscc_check_char(&code[..17]).ok_or("contains characters outside the code alphabet")?;
     let actual = code.as_bytes()[17] as char;
     if actual != expected {
-        return Err(format!("check character is '{actual}', expected '{expected}' (GB 32100)"));
+        return Err(format!(
+            "check character is '{actual}', expected '{expected}' (GB 32100)"
+        ));
     }
     Ok(())
 }
@@ -51,7 +55,9 @@ pub fn validate_division_code(code: &str) -> Result<(), String> {
     }
     let province: u32 = code[..2].parse().map_err(|_| "must be 6 digits".to_string())?;
     if !(11..=82).contains(&province) {
-        return Err(format!("province part {province:02} is not a GB/T 2260 province code (11-82)"));
+        return Err(format!(
+            "province part {province:02} is not a GB/T 2260 province code (11-82)"
+        ));
     }
     Ok(())
 }

@@ -90,7 +90,10 @@ mod tests {
             Principal::from_uri("urn:xinqiao:dept:11100000000013127D"),
             Some(Principal::Department("11100000000013127D".into()))
         );
-        assert_eq!(Principal::from_uri("urn:xinqiao:admin:ops"), Some(Principal::Admin("ops".into())));
+        assert_eq!(
+            Principal::from_uri("urn:xinqiao:admin:ops"),
+            Some(Principal::Admin("ops".into()))
+        );
         assert_eq!(Principal::from_uri("urn:xinqiao:dept:"), None);
         assert_eq!(Principal::from_uri("https://example.org"), None);
     }

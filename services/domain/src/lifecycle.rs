@@ -31,8 +31,13 @@ pub enum EntryAction {
 }
 
 impl EntryState {
-    pub const ALL: &'static [EntryState] =
-        &[EntryState::Draft, EntryState::PendingReview, EntryState::Published, EntryState::Returned, EntryState::Withdrawn];
+    pub const ALL: &'static [EntryState] = &[
+        EntryState::Draft,
+        EntryState::PendingReview,
+        EntryState::Published,
+        EntryState::Returned,
+        EntryState::Withdrawn,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -57,7 +62,10 @@ impl EntryState {
 
     /// Reads the code or the Chinese term.
     pub fn parse(text: &str) -> Option<Self> {
-        EntryState::ALL.iter().copied().find(|s| s.as_str() == text || s.label() == text)
+        EntryState::ALL
+            .iter()
+            .copied()
+            .find(|s| s.as_str() == text || s.label() == text)
     }
 
     /// The state after `action`, or FAILED_PRECONDITION when the action is not allowed now.
@@ -106,9 +114,16 @@ impl EntryAction {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Create, Self::Update, Self::Submit, Self::Publish, Self::Return, Self::Withdraw]
-            .into_iter()
-            .find(|a| a.as_str() == text)
+        [
+            Self::Create,
+            Self::Update,
+            Self::Submit,
+            Self::Publish,
+            Self::Return,
+            Self::Withdraw,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == text)
     }
 }
 
@@ -133,10 +148,17 @@ mod tests {
     #[test]
     fn every_other_transition_is_refused() {
         let allowed = [
-            (S::Draft, A::Update), (S::Returned, A::Update), (S::Withdrawn, A::Update),
-            (S::Draft, A::Submit), (S::Returned, A::Submit),
-            (S::PendingReview, A::Publish), (S::PendingReview, A::Return),
-            (S::Draft, A::Withdraw), (S::PendingReview, A::Withdraw), (S::Published, A::Withdraw), (S::Returned, A::Withdraw),
+            (S::Draft, A::Update),
+            (S::Returned, A::Update),
+            (S::Withdrawn, A::Update),
+            (S::Draft, A::Submit),
+            (S::Returned, A::Submit),
+            (S::PendingReview, A::Publish),
+            (S::PendingReview, A::Return),
+            (S::Draft, A::Withdraw),
+            (S::PendingReview, A::Withdraw),
+            (S::Published, A::Withdraw),
+            (S::Returned, A::Withdraw),
         ];
         for &state in S::ALL {
             for action in [A::Create, A::Update, A::Submit, A::Publish, A::Return, A::Withdraw] {
@@ -144,7 +166,10 @@ mod tests {
                 if allowed.contains(&(state, action)) {
                     assert!(result.is_ok(), "{state:?} {action:?}");
                 } else {
-                    assert!(matches!(result, Err(Error::FailedPrecondition(_))), "{state:?} {action:?} gave {result:?}");
+                    assert!(
+                        matches!(result, Err(Error::FailedPrecondition(_))),
+                        "{state:?} {action:?} gave {result:?}"
+                    );
                 }
             }
         }
@@ -152,7 +177,9 @@ mod tests {
 
     #[test]
     fn the_refusal_says_why() {
-        let Err(Error::FailedPrecondition(msg)) = S::Published.apply(A::Publish) else { panic!() };
+        let Err(Error::FailedPrecondition(msg)) = S::Published.apply(A::Publish) else {
+            panic!()
+        };
         assert_eq!(msg, "cannot publish an entry that is published (已发布)");
     }
 

@@ -10,9 +10,10 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 pub fn page_size(requested: u32) -> Result<u32> {
     match requested {
         0 => Ok(DEFAULT_PAGE_SIZE),
-        n if n > MAX_PAGE_SIZE => {
-            Err(Error::invalid("page_size", format!("is {n}; at most {MAX_PAGE_SIZE} are allowed")))
-        }
+        n if n > MAX_PAGE_SIZE => Err(Error::invalid(
+            "page_size",
+            format!("is {n}; at most {MAX_PAGE_SIZE} are allowed"),
+        )),
         n => Ok(n),
     }
 }

@@ -10,15 +10,17 @@ pub fn manage_departments(caller: &Caller) -> Result<()> {
     if caller.is_admin() {
         Ok(())
     } else {
-        Err(Error::PermissionDenied("only the platform admin manages departments".into()))
+        Err(Error::PermissionDenied(
+            "only the platform admin manages departments".into(),
+        ))
     }
 }
 
 /// Only a department compiles catalogue entries, as their provider (提供方).
 pub fn create_entry(caller: &Caller) -> Result<&str> {
-    caller
-        .department()
-        .ok_or_else(|| Error::PermissionDenied("catalogue entries are compiled by their providing department, not the admin".into()))
+    caller.department().ok_or_else(|| {
+        Error::PermissionDenied("catalogue entries are compiled by their providing department, not the admin".into())
+    })
 }
 
 /// Which entries a caller may see at all.
@@ -114,7 +116,10 @@ mod tests {
     #[test]
     fn only_the_admin_manages_departments() {
         assert!(manage_departments(&admin()).is_ok());
-        assert!(matches!(manage_departments(&Caller::Department(OWNER.into())), Err(Error::PermissionDenied(_))));
+        assert!(matches!(
+            manage_departments(&Caller::Department(OWNER.into())),
+            Err(Error::PermissionDenied(_))
+        ));
     }
 
     #[test]
@@ -125,9 +130,16 @@ mod tests {
             let e = entry(state);
             assert!(read_entry(&owner, &e).is_ok());
             assert!(read_entry(&admin(), &e).is_ok());
-            assert_eq!(read_entry(&other, &e).is_ok(), state == EntryState::Published, "{state:?}");
+            assert_eq!(
+                read_entry(&other, &e).is_ok(),
+                state == EntryState::Published,
+                "{state:?}"
+            );
         }
-        assert!(matches!(read_entry(&other, &entry(EntryState::Draft)), Err(Error::NotFound(_))));
+        assert!(matches!(
+            read_entry(&other, &entry(EntryState::Draft)),
+            Err(Error::NotFound(_))
+        ));
     }
 
     #[test]
@@ -142,10 +154,19 @@ mod tests {
         assert!(act_on_entry(&admin(), &pending, EntryAction::Update).is_err());
         assert!(act_on_entry(&admin(), &published, EntryAction::Withdraw).is_ok());
         assert!(act_on_entry(&owner, &published, EntryAction::Withdraw).is_ok());
-        assert!(matches!(act_on_entry(&other, &published, EntryAction::Withdraw), Err(Error::PermissionDenied(_))));
-        assert!(matches!(act_on_entry(&other, &published, EntryAction::Update), Err(Error::PermissionDenied(_))));
+        assert!(matches!(
+            act_on_entry(&other, &published, EntryAction::Withdraw),
+            Err(Error::PermissionDenied(_))
+        ));
+        assert!(matches!(
+            act_on_entry(&other, &published, EntryAction::Update),
+            Err(Error::PermissionDenied(_))
+        ));
         // A draft of another department is not even disclosed.
-        assert!(matches!(act_on_entry(&other, &pending, EntryAction::Update), Err(Error::NotFound(_))));
+        assert!(matches!(
+            act_on_entry(&other, &pending, EntryAction::Update),
+            Err(Error::NotFound(_))
+        ));
     }
 
     #[test]

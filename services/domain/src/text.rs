@@ -11,7 +11,10 @@ pub fn check(value: &str, required: bool, max_chars: usize, multiline: bool) -> 
     if count > max_chars {
         return Err(format!("is {count} characters long; at most {max_chars} are allowed"));
     }
-    if let Some(c) = value.chars().find(|&c| c.is_control() && !(multiline && (c == '\n' || c == '\t' || c == '\r'))) {
+    if let Some(c) = value
+        .chars()
+        .find(|&c| c.is_control() && !(multiline && (c == '\n' || c == '\t' || c == '\r')))
+    {
         return Err(format!("contains the control character U+{:04X}", c as u32));
     }
     Ok(())

@@ -48,7 +48,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_message_bytes: 4 * 1024 * 1024, handshake_timeout_secs: 10, shutdown_grace_secs: 30 }
+        Self {
+            max_message_bytes: 4 * 1024 * 1024,
+            handshake_timeout_secs: 10,
+            shutdown_grace_secs: 30,
+        }
     }
 }
 
@@ -62,12 +66,19 @@ pub enum ConfigError {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })
     }
 
     pub fn listen(&self) -> SocketAddr {
-        self.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("the default listen address is valid"))
+        self.listen
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("the default listen address is valid"))
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -79,19 +90,30 @@ impl Config {
     }
 
     pub fn database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir().join("hub.db").display()))
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir().join("hub.db").display()))
     }
 
     pub fn ca(&self) -> PathBuf {
-        self.tls.ca.clone().unwrap_or_else(|| crate::pki::ca_cert_path(&self.pki_dir()))
+        self.tls
+            .ca
+            .clone()
+            .unwrap_or_else(|| crate::pki::ca_cert_path(&self.pki_dir()))
     }
 
     pub fn cert(&self) -> PathBuf {
-        self.tls.cert.clone().unwrap_or_else(|| crate::pki::server_files(&self.pki_dir()).cert)
+        self.tls
+            .cert
+            .clone()
+            .unwrap_or_else(|| crate::pki::server_files(&self.pki_dir()).cert)
     }
 
     pub fn key(&self) -> PathBuf {
-        self.tls.key.clone().unwrap_or_else(|| crate::pki::server_files(&self.pki_dir()).key)
+        self.tls
+            .key
+            .clone()
+            .unwrap_or_else(|| crate::pki::server_files(&self.pki_dir()).key)
     }
 
     pub fn handshake_timeout(&self) -> Duration {
@@ -114,6 +136,14 @@ mod tests {
         assert_eq!(c.ca(), PathBuf::from("/srv/xq/pki/ca.crt"));
         assert_eq!(c.listen().to_string(), DEFAULT_LISTEN);
         assert_eq!(c.limits.max_message_bytes, 4 * 1024 * 1024);
+    }
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/xinqiao.toml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.listen().to_string(), "0.0.0.0:7443");
+        assert_eq!(c.database_url(), "sqlite:///var/lib/xinqiao/hub.db");
     }
 
     #[test]

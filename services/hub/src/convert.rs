@@ -1,7 +1,7 @@
 //! Conversions between the API's messages and the domain's types.
 
 use chrono::{DateTime, Utc};
-use prost_types::Timestamp;
+pub use prost_types::Timestamp;
 use xinqiao_domain::catalogue as d;
 use xinqiao_domain::department::{Department, DepartmentProfile};
 use xinqiao_domain::lifecycle::EntryState;
@@ -9,7 +9,10 @@ use xinqiao_proto::v1 as pb;
 use xinqiao_store::EntryVersionRecord;
 
 pub fn timestamp(t: DateTime<Utc>) -> Timestamp {
-    Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+    Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
 }
 
 pub fn department(d: Department) -> pb::Department {
@@ -25,7 +28,12 @@ pub fn department(d: Department) -> pb::Department {
 }
 
 pub fn profile(code: String, name: String, division_code: String, contact: String) -> DepartmentProfile {
-    DepartmentProfile { code, name, division_code, contact }
+    DepartmentProfile {
+        code,
+        name,
+        division_code,
+        contact,
+    }
 }
 
 /// Maps each API enumeration to its domain code and back. Unspecified and unknown numbers map
@@ -94,7 +102,10 @@ pub fn draft(c: pb::EntryContent) -> d::EntryDraft {
             exchange_kind: exchange_kind(s.exchange_kind),
             legal_basis: s.legal_basis,
         }),
-        open: c.open.map(|o| d::OpenDraft { open_type: open_type(o.open_type), condition: o.condition }),
+        open: c.open.map(|o| d::OpenDraft {
+            open_type: open_type(o.open_type),
+            condition: o.condition,
+        }),
         update_cycle: update_cycle(c.update_cycle),
         related_codes: c.related_codes,
         maintainer: c.maintainer,
@@ -125,7 +136,10 @@ pub fn content(c: d::EntryContent) -> pb::EntryContent {
             exchange_kind: exchange_kind_api(c.share.exchange_kind),
             legal_basis: c.share.legal_basis,
         }),
-        open: Some(pb::OpenAttributes { open_type: open_type_api(c.open.open_type), condition: c.open.condition }),
+        open: Some(pb::OpenAttributes {
+            open_type: open_type_api(c.open.open_type),
+            condition: c.open.condition,
+        }),
         update_cycle: update_cycle_api(c.update_cycle),
         related_codes: c.related_codes,
         maintainer: c.maintainer,
@@ -163,7 +177,9 @@ pub fn filter_enum<T>(field: &str, value: i32, map: fn(i32) -> Option<T>) -> xin
     if value == 0 {
         return Ok(None);
     }
-    map(value).map(Some).ok_or_else(|| xinqiao_domain::Error::invalid(field, format!("{value} is not a known value")))
+    map(value)
+        .map(Some)
+        .ok_or_else(|| xinqiao_domain::Error::invalid(field, format!("{value} is not a known value")))
 }
 
 pub fn filter(r: &pb::SearchEntriesRequest) -> xinqiao_domain::Result<d::EntryFilter> {

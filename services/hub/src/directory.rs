@@ -28,7 +28,10 @@ pub struct DirectoryApi {
 
 impl DirectoryApi {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { auth: Authenticator::new(store.clone()), store }
+        Self {
+            auth: Authenticator::new(store.clone()),
+            store,
+        }
     }
 
     /// The current entry, if the caller may see it.
@@ -59,7 +62,12 @@ impl DirectoryApi {
         entry.updated_at = now;
         entry.state_reason = reason.clone();
         edit(&mut entry)?;
-        let change = EntryChange { action, actor: caller.actor(), reason, at: now };
+        let change = EntryChange {
+            action,
+            actor: caller.actor(),
+            reason,
+            at: now,
+        };
         self.store.save_entry_version(&entry, &change).await
     }
 }
@@ -90,11 +98,17 @@ impl DirectoryService for DirectoryApi {
             let identity = match self.auth.caller(&request).await? {
                 Caller::Admin(name) => pb::who_am_i_response::Identity::Admin(name),
                 Caller::Department(code) => {
-                    let dept = self.store.get_department(&code).await?.ok_or_else(|| Error::NotFound(code))?;
+                    let dept = self
+                        .store
+                        .get_department(&code)
+                        .await?
+                        .ok_or_else(|| Error::NotFound(code))?;
                     pb::who_am_i_response::Identity::Department(convert::department(dept))
                 }
             };
-            Ok(pb::WhoAmIResponse { identity: Some(identity) })
+            Ok(pb::WhoAmIResponse {
+                identity: Some(identity),
+            })
         })
         .await
     }
@@ -123,7 +137,9 @@ impl DirectoryService for DirectoryApi {
             let r = request.get_ref().clone();
             let profile = convert::profile(r.code, r.name, r.division_code, r.contact);
             profile.validate()?;
-            Ok(convert::department(self.store.update_department(&profile, Utc::now()).await?))
+            Ok(convert::department(
+                self.store.update_department(&profile, Utc::now()).await?,
+            ))
         })
         .await
     }
@@ -136,7 +152,9 @@ impl DirectoryService for DirectoryApi {
             policy::manage_departments(&self.auth.caller(&request).await?)?;
             let r = request.get_ref();
             check_reason(&r.reason, false)?;
-            Ok(convert::department(self.store.set_department_active(&r.code, false, Utc::now()).await?))
+            Ok(convert::department(
+                self.store.set_department_active(&r.code, false, Utc::now()).await?,
+            ))
         })
         .await
     }
@@ -147,7 +165,11 @@ impl DirectoryService for DirectoryApi {
     ) -> Result<Response<pb::Department>, Status> {
         answer(async {
             policy::manage_departments(&self.auth.caller(&request).await?)?;
-            Ok(convert::department(self.store.set_department_active(&request.get_ref().code, true, Utc::now()).await?))
+            Ok(convert::department(
+                self.store
+                    .set_department_active(&request.get_ref().code, true, Utc::now())
+                    .await?,
+            ))
         })
         .await
     }
@@ -160,7 +182,9 @@ impl DirectoryService for DirectoryApi {
             self.auth.caller(&request).await?;
             let code = &request.get_ref().code;
             let dept = self.store.get_department(code).await?;
-            Ok(convert::department(dept.ok_or_else(|| Error::NotFound(format!("department {code}")))?))
+            Ok(convert::department(
+                dept.ok_or_else(|| Error::NotFound(format!("department {code}")))?,
+            ))
         })
         .await
     }
@@ -174,7 +198,10 @@ impl DirectoryService for DirectoryApi {
             let r = request.get_ref();
             let limit = paging::page_size(r.page_size)?;
             let after = decode(DEPARTMENTS, &r.page_token)?;
-            let mut page = self.store.list_departments(after.as_deref(), limit + 1, r.include_inactive).await?;
+            let mut page = self
+                .store
+                .list_departments(after.as_deref(), limit + 1, r.include_inactive)
+                .await?;
             let next_page_token = next_token(DEPARTMENTS, &mut page, limit, |d| d.code());
             Ok(pb::ListDepartmentsResponse {
                 departments: page.into_iter().map(convert::department).collect(),
@@ -184,86 +211,156 @@ impl DirectoryService for DirectoryApi {
         .await
     }
 
-    async fn create_entry(&self, request: Request<pb::CreateEntryRequest>) -> Result<Response<pb::CatalogEntry>, Status> {
+    async fn create_entry(
+        &self,
+        request: Request<pb::CreateEntryRequest>,
+    ) -> Result<Response<pb::CatalogEntry>, Status> {
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let provider = policy::create_entry(&caller)?;
-            let draft = request.into_inner().content.ok_or_else(|| Error::invalid("content", "is required"))?;
+            let draft = request
+                .into_inner()
+                .content
+                .ok_or_else(|| Error::invalid("content", "is required"))?;
             let content = convert::draft(draft).validate()?;
-            let change = EntryChange { action: EntryAction::Create, actor: caller.actor(), reason: String::new(), at: Utc::now() };
-            Ok(convert::entry(self.store.create_entry(provider, &content, &change).await?))
+            let change = EntryChange {
+                action: EntryAction::Create,
+                actor: caller.actor(),
+                reason: String::new(),
+                at: Utc::now(),
+            };
+            Ok(convert::entry(
+                self.store.create_entry(provider, &content, &change).await?,
+            ))
         })
         .await
     }
 
-    async fn update_entry(&self, request: Request<pb::UpdateEntryRequest>) -> Result<Response<pb::CatalogEntry>, Status> {
+    async fn update_entry(
+        &self,
+        request: Request<pb::UpdateEntryRequest>,
+    ) -> Result<Response<pb::CatalogEntry>, Status> {
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.into_inner();
             let draft = r.content.ok_or_else(|| Error::invalid("content", "is required"))?;
             let content = convert::draft(draft).validate()?;
             let entry = self
-                .transition(&caller, &r.resource_code, r.expected_version, EntryAction::Update, String::new(), |entry| {
-                    if entry.content.classification != content.classification {
-                        return Err(Error::invalid(
-                            "content.classification",
-                            format!("is fixed at {} once the entry exists: its resource code derives from it", entry.content.classification),
-                        ));
-                    }
-                    entry.content = content;
-                    Ok(())
-                })
+                .transition(
+                    &caller,
+                    &r.resource_code,
+                    r.expected_version,
+                    EntryAction::Update,
+                    String::new(),
+                    |entry| {
+                        if entry.content.classification != content.classification {
+                            return Err(Error::invalid(
+                                "content.classification",
+                                format!(
+                                    "is fixed at {} once the entry exists: its resource code derives from it",
+                                    entry.content.classification
+                                ),
+                            ));
+                        }
+                        entry.content = content;
+                        Ok(())
+                    },
+                )
                 .await?;
             Ok(convert::entry(entry))
         })
         .await
     }
 
-    async fn submit_entry(&self, request: Request<pb::SubmitEntryRequest>) -> Result<Response<pb::CatalogEntry>, Status> {
-        answer(async {
-            let caller = self.auth.caller(&request).await?;
-            let r = request.get_ref();
-            let entry =
-                self.transition(&caller, &r.resource_code, r.expected_version, EntryAction::Submit, String::new(), |_| Ok(())).await?;
-            Ok(convert::entry(entry))
-        })
-        .await
-    }
-
-    async fn publish_entry(&self, request: Request<pb::PublishEntryRequest>) -> Result<Response<pb::CatalogEntry>, Status> {
+    async fn submit_entry(
+        &self,
+        request: Request<pb::SubmitEntryRequest>,
+    ) -> Result<Response<pb::CatalogEntry>, Status> {
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.get_ref();
             let entry = self
-                .transition(&caller, &r.resource_code, r.expected_version, EntryAction::Publish, String::new(), |entry| {
-                    entry.published_at = Some(entry.updated_at);
-                    Ok(())
-                })
+                .transition(
+                    &caller,
+                    &r.resource_code,
+                    r.expected_version,
+                    EntryAction::Submit,
+                    String::new(),
+                    |_| Ok(()),
+                )
                 .await?;
             Ok(convert::entry(entry))
         })
         .await
     }
 
-    async fn return_entry(&self, request: Request<pb::ReturnEntryRequest>) -> Result<Response<pb::CatalogEntry>, Status> {
+    async fn publish_entry(
+        &self,
+        request: Request<pb::PublishEntryRequest>,
+    ) -> Result<Response<pb::CatalogEntry>, Status> {
+        answer(async {
+            let caller = self.auth.caller(&request).await?;
+            let r = request.get_ref();
+            let entry = self
+                .transition(
+                    &caller,
+                    &r.resource_code,
+                    r.expected_version,
+                    EntryAction::Publish,
+                    String::new(),
+                    |entry| {
+                        entry.published_at = Some(entry.updated_at);
+                        Ok(())
+                    },
+                )
+                .await?;
+            Ok(convert::entry(entry))
+        })
+        .await
+    }
+
+    async fn return_entry(
+        &self,
+        request: Request<pb::ReturnEntryRequest>,
+    ) -> Result<Response<pb::CatalogEntry>, Status> {
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.into_inner();
             // A return must tell the provider what to change.
             check_reason(&r.reason, true)?;
-            let entry = self.transition(&caller, &r.resource_code, r.expected_version, EntryAction::Return, r.reason, |_| Ok(())).await?;
+            let entry = self
+                .transition(
+                    &caller,
+                    &r.resource_code,
+                    r.expected_version,
+                    EntryAction::Return,
+                    r.reason,
+                    |_| Ok(()),
+                )
+                .await?;
             Ok(convert::entry(entry))
         })
         .await
     }
 
-    async fn withdraw_entry(&self, request: Request<pb::WithdrawEntryRequest>) -> Result<Response<pb::CatalogEntry>, Status> {
+    async fn withdraw_entry(
+        &self,
+        request: Request<pb::WithdrawEntryRequest>,
+    ) -> Result<Response<pb::CatalogEntry>, Status> {
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.into_inner();
             check_reason(&r.reason, false)?;
-            let entry =
-                self.transition(&caller, &r.resource_code, r.expected_version, EntryAction::Withdraw, r.reason, |_| Ok(())).await?;
+            let entry = self
+                .transition(
+                    &caller,
+                    &r.resource_code,
+                    r.expected_version,
+                    EntryAction::Withdraw,
+                    r.reason,
+                    |_| Ok(()),
+                )
+                .await?;
             Ok(convert::entry(entry))
         })
         .await
@@ -279,7 +376,8 @@ impl DirectoryService for DirectoryApi {
             }
             policy::read_history(&caller, &current)?;
             let past = self.store.get_entry_version(&r.resource_code, r.version).await?;
-            let past = past.ok_or_else(|| Error::NotFound(format!("version {} of entry {}", r.version, r.resource_code)))?;
+            let past =
+                past.ok_or_else(|| Error::NotFound(format!("version {} of entry {}", r.version, r.resource_code)))?;
             Ok(convert::entry(past))
         })
         .await
@@ -295,7 +393,9 @@ impl DirectoryService for DirectoryApi {
             let current = self.visible_entry(&caller, code).await?;
             policy::read_history(&caller, &current)?;
             let versions = self.store.list_entry_versions(code).await?;
-            Ok(pb::ListEntryVersionsResponse { versions: versions.into_iter().map(convert::version).collect() })
+            Ok(pb::ListEntryVersionsResponse {
+                versions: versions.into_iter().map(convert::version).collect(),
+            })
         })
         .await
     }
@@ -312,9 +412,15 @@ impl DirectoryService for DirectoryApi {
             let limit = paging::page_size(r.page_size)?;
             let after = decode(ENTRIES, &r.page_token)?;
             let visibility = policy::entry_visibility(&caller);
-            let mut page = self.store.search_entries(&visibility, &filter, after.as_deref(), limit + 1).await?;
+            let mut page = self
+                .store
+                .search_entries(&visibility, &filter, after.as_deref(), limit + 1)
+                .await?;
             let next_page_token = next_token(ENTRIES, &mut page, limit, |e| &e.resource_code);
-            Ok(pb::SearchEntriesResponse { entries: page.into_iter().map(convert::entry).collect(), next_page_token })
+            Ok(pb::SearchEntriesResponse {
+                entries: page.into_iter().map(convert::entry).collect(),
+                next_page_token,
+            })
         })
         .await
     }

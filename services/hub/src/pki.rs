@@ -27,9 +27,24 @@ pub struct SampleDepartment {
 /// The sample departments of the development PKI, in a fictional city under division 330100.
 /// Their codes carry correct GB 32100 check characters (a test below proves it).
 pub const SAMPLE_DEPARTMENTS: &[SampleDepartment] = &[
-    SampleDepartment { code: "11330100MB00010011", name: "市市场监督管理局", division_code: "330100", contact: "数据科 0571-00000001" },
-    SampleDepartment { code: "11330100MB0002002B", name: "市公安局", division_code: "330100", contact: "科信处 0571-00000002" },
-    SampleDepartment { code: "11330100MB0003003M", name: "市人力资源和社会保障局", division_code: "330100", contact: "信息中心 0571-00000003" },
+    SampleDepartment {
+        code: "11330100MB00010011",
+        name: "市市场监督管理局",
+        division_code: "330100",
+        contact: "数据科 0571-00000001",
+    },
+    SampleDepartment {
+        code: "11330100MB0002002B",
+        name: "市公安局",
+        division_code: "330100",
+        contact: "科信处 0571-00000002",
+    },
+    SampleDepartment {
+        code: "11330100MB0003003M",
+        name: "市人力资源和社会保障局",
+        division_code: "330100",
+        contact: "信息中心 0571-00000003",
+    },
 ];
 
 /// The name in the development admin certificate.
@@ -48,7 +63,10 @@ pub enum PkiError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
-    move |source| PkiError::Io { path: path.to_path_buf(), source }
+    move |source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Paths of a certificate and its key.
@@ -68,15 +86,24 @@ fn ca_key_path(dir: &Path) -> PathBuf {
 
 /// Where `certs init` puts a department's certificate.
 pub fn department_files(dir: &Path, code: &str) -> CertFiles {
-    CertFiles { cert: dir.join(format!("dept-{code}.crt")), key: dir.join(format!("dept-{code}.key")) }
+    CertFiles {
+        cert: dir.join(format!("dept-{code}.crt")),
+        key: dir.join(format!("dept-{code}.key")),
+    }
 }
 
 pub fn admin_files(dir: &Path) -> CertFiles {
-    CertFiles { cert: dir.join("admin.crt"), key: dir.join("admin.key") }
+    CertFiles {
+        cert: dir.join("admin.crt"),
+        key: dir.join("admin.key"),
+    }
 }
 
 pub fn server_files(dir: &Path) -> CertFiles {
-    CertFiles { cert: dir.join("server.crt"), key: dir.join("server.key") }
+    CertFiles {
+        cert: dir.join("server.crt"),
+        key: dir.join("server.key"),
+    }
 }
 
 /// Creates a CA, a server certificate for localhost/127.0.0.1 (and `extra_hosts`), an admin
@@ -91,7 +118,11 @@ pub fn init(dir: &Path, extra_hosts: &[String]) -> Result<(), PkiError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = name("Xinqiao platform CA (development)");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     set_validity(&mut params, 10);
     let ca_cert = params.self_signed(&ca_key)?;
     write_private(&ca_key_path(dir), &ca_key.serialize_pem())?;
@@ -118,15 +149,23 @@ pub fn issue(dir: &Path, principal: &Principal) -> Result<CertFiles, PkiError> {
         Principal::Admin(admin) if admin == DEV_ADMIN => admin_files(dir),
         Principal::Admin(admin) => {
             if admin.is_empty() || !admin.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(PkiError::Invalid("an admin name is letters, digits, '-' and '_'".into()));
+                return Err(PkiError::Invalid(
+                    "an admin name is letters, digits, '-' and '_'".into(),
+                ));
             }
-            CertFiles { cert: dir.join(format!("admin-{admin}.crt")), key: dir.join(format!("admin-{admin}.key")) }
+            CertFiles {
+                cert: dir.join(format!("admin-{admin}.crt")),
+                key: dir.join(format!("admin-{admin}.key")),
+            }
         }
     };
     refuse_overwrite(&files)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = name(&principal.to_string());
-    let uri = principal.uri().try_into().map_err(|_| PkiError::Invalid("identity is not ASCII".into()))?;
+    let uri = principal
+        .uri()
+        .try_into()
+        .map_err(|_| PkiError::Invalid("identity is not ASCII".into()))?;
     params.subject_alt_names = vec![SanType::URI(uri)];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -144,7 +183,11 @@ pub fn issue_server(dir: &Path, hosts: &[String]) -> Result<CertFiles, PkiError>
     for host in hosts {
         let san = match host.parse::<IpAddr>() {
             Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName(host.as_str().try_into().map_err(|_| PkiError::Invalid(format!("bad host name {host}")))?),
+            Err(_) => SanType::DnsName(
+                host.as_str()
+                    .try_into()
+                    .map_err(|_| PkiError::Invalid(format!("bad host name {host}")))?,
+            ),
         };
         params.subject_alt_names.push(san);
     }
@@ -216,7 +259,10 @@ mod tests {
     fn sample_department_codes_are_valid() {
         for d in SAMPLE_DEPARTMENTS {
             assert_eq!(validate_uscc(d.code), Ok(()), "{}", d.code);
-            assert_eq!(xinqiao_domain::identifiers::validate_division_code(d.division_code), Ok(()));
+            assert_eq!(
+                xinqiao_domain::identifiers::validate_division_code(d.division_code),
+                Ok(())
+            );
         }
     }
 
@@ -235,7 +281,13 @@ mod tests {
         assert_eq!(fs::read(dir.path().join("ca.crt")).unwrap(), before);
         let code = "11330100MB00040040";
         issue(dir.path(), &Principal::Department(code.into())).unwrap();
-        assert!(matches!(issue(dir.path(), &Principal::Department(code.into())), Err(PkiError::Exists(_))));
-        assert!(matches!(issue(dir.path(), &Principal::Department("11330100MB00040041".into())), Err(PkiError::Invalid(_))));
+        assert!(matches!(
+            issue(dir.path(), &Principal::Department(code.into())),
+            Err(PkiError::Exists(_))
+        ));
+        assert!(matches!(
+            issue(dir.path(), &Principal::Department("11330100MB00040041".into())),
+            Err(PkiError::Invalid(_))
+        ));
     }
 }

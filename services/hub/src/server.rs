@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::codegen::http;
 use tonic::transport::Server;
 use xinqiao_domain::department::DepartmentProfile;
 use xinqiao_proto::v1::directory_service_server::DirectoryServiceServer;
@@ -45,21 +46,17 @@ impl RunningHub {
     /// Stops accepting connections and waits for in-flight calls, at most the grace period.
     pub async fn stop(self) -> Result<(), ServeError> {
         let _ = self.stop.send(());
-        self.wait_with_grace().await
+        match tokio::time::timeout(self.grace, self.task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(ServeError::Transport(join.to_string())),
+            Err(_) => Err(ServeError::GraceExceeded),
+        }
     }
 
     /// Serves until `signal` completes, then stops gracefully.
     pub async fn serve_until(self, signal: impl Future<Output = ()>) -> Result<(), ServeError> {
         signal.await;
         self.stop().await
-    }
-
-    async fn wait_with_grace(self) -> Result<(), ServeError> {
-        match tokio::time::timeout(self.grace, self.task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(ServeError::Transport(join.to_string())),
-            Err(_) => Err(ServeError::GraceExceeded),
-        }
     }
 }
 
@@ -73,8 +70,12 @@ pub async fn start(config: &Config) -> Result<RunningHub, ServeError> {
 pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<RunningHub, ServeError> {
     let tls_config = tls::server_config(&config.ca(), &config.cert(), &config.key())?;
     let addr = config.listen();
-    let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Listen { addr, source })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServeError::Listen { addr, source })?;
     let on_failure: tls::HandshakeFailureHook = Arc::new(|remote, error| {
         tracing::warn!(%remote, %error, "TLS handshake refused");
     });
@@ -92,12 +93,17 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
             .register_encoded_file_descriptor_set(xinqiao_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection().build_v1().map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
     // Many clients in the field (Python grpcio among them) still speak only v1alpha.
-    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
     let (stop, stopped) = oneshot::channel::<()>();
     let router = Server::builder()
+        .layer(tower::util::MapResponseLayer::new(size_limit_is_resource_exhausted))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -111,7 +117,28 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
             .map_err(|e| ServeError::Transport(tls::error_chain(&e)))
     });
     tracing::info!(%addr, "xinqiao hub serving (mTLS)");
-    Ok(RunningHub { addr, store, stop, task, grace: config.shutdown_grace() })
+    Ok(RunningHub {
+        addr,
+        store,
+        stop,
+        task,
+        grace: config.shutdown_grace(),
+    })
+}
+
+/// tonic answers a request larger than the decoding limit with OUT_OF_RANGE; gRPC's own status
+/// table says RESOURCE_EXHAUSTED, which is what clients retry on and what the hub documents.
+fn size_limit_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let out_of_range = headers.get("grpc-status").is_some_and(|v| v == "11");
+    let too_large = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .is_some_and(|m| m.contains("too%20large") || m.contains("too large"));
+    if out_of_range && too_large {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
 }
 
 /// Registers the development PKI's sample departments, leaving any already registered alone.

@@ -11,7 +11,11 @@ pub fn to_status(error: Error) -> Status {
         Error::NotFound(what) => Status::not_found(format!("{what} not found")),
         Error::AlreadyExists(what) => Status::already_exists(format!("{what} already exists")),
         Error::InvalidArgument(violations) => {
-            let message = violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            let message = violations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
             let mut details = ErrorDetails::new();
             for v in &violations {
                 details.add_bad_request_violation(v.field.clone(), v.description.clone());
@@ -38,7 +42,10 @@ mod tests {
 
     #[test]
     fn violations_travel_as_bad_request_details() {
-        let status = to_status(Error::InvalidArgument(vec![FieldViolation::new("code", "check character is 'E', expected 'D'")]));
+        let status = to_status(Error::InvalidArgument(vec![FieldViolation::new(
+            "code",
+            "check character is 'E', expected 'D'",
+        )]));
         assert_eq!(status.code(), Code::InvalidArgument);
         let bad = status.get_details_bad_request().expect("BadRequest details");
         assert_eq!(bad.field_violations[0].field, "code");
@@ -46,7 +53,9 @@ mod tests {
 
     #[test]
     fn internal_details_are_not_sent() {
-        let status = to_status(Error::Internal("UNIQUE constraint failed: departments.code at /var/lib/x.db".into()));
+        let status = to_status(Error::Internal(
+            "UNIQUE constraint failed: departments.code at /var/lib/x.db".into(),
+        ));
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("UNIQUE"));
         assert!(!status.message().contains("/var"));

@@ -39,24 +39,35 @@ pub fn install_crypto_provider() {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|e| TlsError::File { path: path.to_path_buf(), reason: e.to_string() })
+    std::fs::read(path).map_err(|e| TlsError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::File { path: path.to_path_buf(), reason: format!("not a PEM certificate: {e}") })?;
+        .map_err(|e| TlsError::File {
+            path: path.to_path_buf(),
+            reason: format!("not a PEM certificate: {e}"),
+        })?;
     if certs.is_empty() {
-        return Err(TlsError::File { path: path.to_path_buf(), reason: "holds no certificate".into() });
+        return Err(TlsError::File {
+            path: path.to_path_buf(),
+            reason: "holds no certificate".into(),
+        });
     }
     Ok(certs)
 }
 
 fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read(path)?;
-    PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| TlsError::File { path: path.to_path_buf(), reason: format!("not a PEM private key: {e}") })
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::File {
+        path: path.to_path_buf(),
+        reason: format!("not a PEM private key: {e}"),
+    })
 }
 
 /// The hub's TLS configuration: its own certificate, and client certificates required and
@@ -65,7 +76,10 @@ pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ServerCon
     install_crypto_provider();
     let mut roots = RootCertStore::empty();
     for ca_cert in certificates(ca)? {
-        roots.add(ca_cert).map_err(|e| TlsError::File { path: ca.to_path_buf(), reason: e.to_string() })?;
+        roots.add(ca_cert).map_err(|e| TlsError::File {
+            path: ca.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
@@ -184,10 +198,25 @@ pub fn incoming(
                 let stream = match handshake {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(e)) => return on_failure(remote, &e),
-                    Err(_) => return on_failure(remote, &io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")),
+                    Err(_) => {
+                        return on_failure(
+                            remote,
+                            &io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"),
+                        );
+                    }
                 };
-                let principal = stream.get_ref().1.peer_certificates().and_then(|certs| certs.first()).and_then(principal_of);
-                let _ = tx.send(Ok(TlsConnection { stream, info: PeerInfo { remote, principal } })).await;
+                let principal = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|certs| certs.first())
+                    .and_then(principal_of);
+                let _ = tx
+                    .send(Ok(TlsConnection {
+                        stream,
+                        info: PeerInfo { remote, principal },
+                    }))
+                    .await;
             });
         }
     });
@@ -206,7 +235,11 @@ pub struct ClientIdentity {
 /// as https).
 pub async fn connect(hub: &str, identity: &ClientIdentity) -> Result<tonic::transport::Channel, ConnectError> {
     install_crypto_provider();
-    let uri = if hub.contains("://") { hub.to_string() } else { format!("https://{hub}") };
+    let uri = if hub.contains("://") {
+        hub.to_string()
+    } else {
+        format!("https://{hub}")
+    };
     let ca = read(&identity.ca)?;
     let cert = read(&identity.cert)?;
     let key = read(&identity.key)?;
@@ -218,7 +251,10 @@ pub async fn connect(hub: &str, identity: &ClientIdentity) -> Result<tonic::tran
         .tls_config(tls)
         .map_err(|e| ConnectError::Tls(e.to_string()))?
         .connect_timeout(Duration::from_secs(10));
-    endpoint.connect().await.map_err(|e| ConnectError::Connect(format!("{uri}: {}", error_chain(&e))))
+    endpoint
+        .connect()
+        .await
+        .map_err(|e| ConnectError::Connect(format!("{uri}: {}", error_chain(&e))))
 }
 
 #[derive(Debug, thiserror::Error)]

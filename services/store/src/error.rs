@@ -74,5 +74,7 @@ fn unavailable() -> Error {
 
 fn is_sqlite_busy(db: &dyn sqlx::error::DatabaseError, code: &str) -> bool {
     db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
-        && code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
+        && code
+            .parse::<i64>()
+            .is_ok_and(|c| matches!(c & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
 }

@@ -30,7 +30,12 @@ pub trait DepartmentStore: Send + Sync {
     async fn set_department_active(&self, code: &str, active: bool, at: DateTime<Utc>) -> Result<Department>;
     async fn get_department(&self, code: &str) -> Result<Option<Department>>;
     /// Departments ordered by code, starting after `after`, at most `limit`.
-    async fn list_departments(&self, after: Option<&str>, limit: u32, include_inactive: bool) -> Result<Vec<Department>>;
+    async fn list_departments(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+        include_inactive: bool,
+    ) -> Result<Vec<Department>>;
 }
 
 /// One change in an entry's history, as recorded.
@@ -56,7 +61,12 @@ pub struct EntryVersionRecord {
 pub trait CatalogStore: Send + Sync {
     /// Stores a new draft at version 1 and assigns its resource code: the classification, "/",
     /// and the next sequence number in that classification, unique even with several hubs.
-    async fn create_entry(&self, provider_code: &str, content: &EntryContent, change: &EntryChange) -> Result<CatalogEntry>;
+    async fn create_entry(
+        &self,
+        provider_code: &str,
+        content: &EntryContent,
+        change: &EntryChange,
+    ) -> Result<CatalogEntry>;
 
     /// Stores `entry` as its next version (`entry.version` must be the current version + 1) with
     /// the change that made it, in one transaction. ABORTED if the entry is no longer at

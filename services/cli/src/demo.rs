@@ -1,0 +1,385 @@
+//! `xinqiao demo`: a real hub on a temporary SQLite database with loopback mutual TLS, and a
+//! sharing scenario played by three departments and the platform admin.
+
+use crate::out;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use tonic::Code;
+use tonic::transport::Channel;
+use xinqiao_domain::identity::Principal;
+use xinqiao_hub::tls::{ClientIdentity, connect};
+use xinqiao_hub::{Config, pki, server};
+use xinqiao_proto::v1 as pb;
+use xinqiao_proto::v1::directory_service_client::DirectoryServiceClient;
+
+use crate::client::explain;
+use crate::{CliResult, entry_file, output};
+
+type Directory = DirectoryServiceClient<Channel>;
+
+const SAMR: &str = "11330100MB00010011"; // 市市场监督管理局
+const POLICE: &str = "11330100MB0002002B"; // 市公安局
+const HRSS: &str = "11330100MB0003003M"; // 市人力资源和社会保障局
+const HEALTH: &str = "11330100MB00040040"; // 市卫生健康委员会, registered late in the story
+
+const ENTERPRISE: &str = include_str!("../../../deploy/examples/entry-enterprise-registration.toml");
+const PENALTY: &str = include_str!("../../../deploy/examples/entry-administrative-penalty.toml");
+const SOCIAL_INSURANCE: &str = include_str!("../../../deploy/examples/entry-social-insurance.toml");
+
+fn step(n: &mut u32, text: &str) {
+    *n += 1;
+    out!("\n{n}. {text}");
+}
+
+fn say(text: impl AsRef<str>) {
+    out!("   {}", text.as_ref());
+}
+
+async fn client(addr: SocketAddr, dir: &Path, files: pki::CertFiles) -> CliResult<Directory> {
+    let identity = ClientIdentity {
+        ca: pki::ca_cert_path(dir),
+        cert: files.cert,
+        key: files.key,
+    };
+    Ok(DirectoryServiceClient::new(
+        connect(&format!("https://127.0.0.1:{}", addr.port()), &identity)
+            .await
+            .map_err(|e| e.to_string())?,
+    ))
+}
+
+/// The call must be refused with `code`; returns the hub's explanation.
+fn refused<T>(result: Result<tonic::Response<T>, tonic::Status>, code: Code) -> CliResult<String> {
+    match result {
+        Ok(_) => Err(format!("expected {code:?}, but the hub accepted the call")),
+        Err(status) if status.code() == code => Ok(explain(status)),
+        Err(status) => Err(format!("expected {code:?}, got {}", explain(status))),
+    }
+}
+
+fn ok<T>(result: Result<tonic::Response<T>, tonic::Status>) -> CliResult<T> {
+    result.map(tonic::Response::into_inner).map_err(explain)
+}
+
+fn entry_content(text: &str) -> CliResult<pb::EntryContent> {
+    entry_file::parse(text, false)
+}
+
+pub async fn run() -> CliResult {
+    let tmp = tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let dir = tmp.path().join("pki");
+    pki::init(&dir, &[]).map_err(|e| e.to_string())?;
+    let config = Config {
+        listen: Some("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?),
+        data_dir: Some(tmp.path().to_path_buf()),
+        ..Config::default()
+    };
+    let hub = server::start(&config).await.map_err(|e| e.to_string())?;
+    let addr = hub.addr;
+    let mut n = 0;
+    out!(
+        "信桥 Xinqiao demo: a hub on {addr} with a new SQLite database in {}",
+        tmp.path().display()
+    );
+    out!("Every call below travels over mutual TLS with a certificate from a development CA.");
+
+    step(&mut n, "The platform admin connects with the admin certificate.");
+    let mut admin = client(addr, &dir, pki::admin_files(&dir)).await?;
+    let me = ok(admin.who_am_i(pb::WhoAmIRequest {}).await)?;
+    say(format!("The hub recognises: {:?}", me.identity.ok_or("no identity")?));
+
+    step(
+        &mut n,
+        "The admin registers three departments by their 统一社会信用代码.",
+    );
+    for d in &pki::SAMPLE_DEPARTMENTS[..3] {
+        let request = pb::RegisterDepartmentRequest {
+            code: d.code.into(),
+            name: d.name.into(),
+            division_code: d.division_code.into(),
+            contact: d.contact.into(),
+        };
+        let dept = ok(admin.register_department(request).await)?;
+        say(format!("registered {} {}", dept.code, dept.name));
+    }
+    say("A mistyped code is caught by its GB 32100 check character:");
+    let typo = pb::RegisterDepartmentRequest {
+        code: "11330100MB00040041".into(),
+        name: "市卫生健康委员会".into(),
+        division_code: "330100".into(),
+        contact: String::new(),
+    };
+    say(refused(admin.register_department(typo).await, Code::InvalidArgument)?);
+
+    step(
+        &mut n,
+        "市市场监督管理局 compiles two catalogue entries (drafts, 待提交).",
+    );
+    let mut samr = client(addr, &dir, pki::department_files(&dir, SAMR)).await?;
+    let enterprise = ok(samr
+        .create_entry(pb::CreateEntryRequest {
+            content: Some(entry_content(ENTERPRISE)?),
+        })
+        .await)?;
+    say(format!(
+        "{} {} — the hub assigned its resource code",
+        enterprise.resource_code,
+        enterprise.content.as_ref().map(|c| c.name.as_str()).unwrap_or("")
+    ));
+    let mut penalty_content = entry_content(PENALTY)?;
+    let legal_basis = std::mem::take(
+        &mut penalty_content
+            .share
+            .as_mut()
+            .ok_or("example has share attributes")?
+            .legal_basis,
+    );
+    say("A conditional (有条件共享) entry without its legal basis is refused:");
+    say(refused(
+        samr.create_entry(pb::CreateEntryRequest {
+            content: Some(penalty_content.clone()),
+        })
+        .await,
+        Code::InvalidArgument,
+    )?);
+    penalty_content.share.as_mut().ok_or("share")?.legal_basis = legal_basis;
+    let penalty = ok(samr
+        .create_entry(pb::CreateEntryRequest {
+            content: Some(penalty_content.clone()),
+        })
+        .await)?;
+    say(format!(
+        "{} {} created with its legal basis",
+        penalty.resource_code, penalty_content.name
+    ));
+
+    step(
+        &mut n,
+        "市人力资源和社会保障局 compiles its entry; both departments submit for review (待审核).",
+    );
+    let mut hrss = client(addr, &dir, pki::department_files(&dir, HRSS)).await?;
+    let insurance = ok(hrss
+        .create_entry(pb::CreateEntryRequest {
+            content: Some(entry_content(SOCIAL_INSURANCE)?),
+        })
+        .await)?;
+    for code in [&enterprise.resource_code, &penalty.resource_code] {
+        ok(samr
+            .submit_entry(pb::SubmitEntryRequest {
+                resource_code: code.clone(),
+                expected_version: 0,
+            })
+            .await)?;
+        say(format!("{code} submitted"));
+    }
+    ok(hrss
+        .submit_entry(pb::SubmitEntryRequest {
+            resource_code: insurance.resource_code.clone(),
+            expected_version: 0,
+        })
+        .await)?;
+    say(format!("{} submitted", insurance.resource_code));
+
+    step(
+        &mut n,
+        "市公安局 searches the catalogue: entries under review are not visible to other departments.",
+    );
+    let mut police = client(addr, &dir, pki::department_files(&dir, POLICE)).await?;
+    let found = ok(police.search_entries(pb::SearchEntriesRequest::default()).await)?;
+    say(format!("{} entries visible to 市公安局", found.entries.len()));
+    if !found.entries.is_empty() {
+        return Err("unpublished entries leaked to another department".into());
+    }
+
+    step(
+        &mut n,
+        "The admin reviews: the penalty entry is returned with a reason, the others are published.",
+    );
+    let returned = ok(admin
+        .return_entry(pb::ReturnEntryRequest {
+            resource_code: penalty.resource_code.clone(),
+            reason: "信息项缺少\"处罚决定日期\"，请补充后重新提交".into(),
+            expected_version: 0,
+        })
+        .await)?;
+    say(format!(
+        "{} returned (已退回): {}",
+        returned.resource_code, returned.state_reason
+    ));
+    for code in [&enterprise.resource_code, &insurance.resource_code] {
+        let e = ok(admin
+            .publish_entry(pb::PublishEntryRequest {
+                resource_code: code.clone(),
+                expected_version: 0,
+            })
+            .await)?;
+        say(format!("{} published (已发布), version {}", e.resource_code, e.version));
+    }
+    say("Only the admin reviews; a department trying to publish is refused:");
+    say(refused(
+        samr.publish_entry(pb::PublishEntryRequest {
+            resource_code: penalty.resource_code.clone(),
+            expected_version: 0,
+        })
+        .await,
+        Code::PermissionDenied,
+    )?);
+
+    step(
+        &mut n,
+        "市市场监督管理局 revises the returned entry and resubmits; the admin publishes it.",
+    );
+    penalty_content.items.push(pb::DataItem {
+        name: "处罚决定日期".into(),
+        data_type: "日期型".into(),
+        length: 8,
+        sensitive: false,
+        description: String::new(),
+    });
+    let revised = ok(samr
+        .update_entry(pb::UpdateEntryRequest {
+            resource_code: penalty.resource_code.clone(),
+            content: Some(penalty_content),
+            expected_version: returned.version,
+        })
+        .await)?;
+    say(format!("revised to version {} (待提交)", revised.version));
+    say("Publishing a draft is the wrong lifecycle step:");
+    say(refused(
+        admin
+            .publish_entry(pb::PublishEntryRequest {
+                resource_code: penalty.resource_code.clone(),
+                expected_version: 0,
+            })
+            .await,
+        Code::FailedPrecondition,
+    )?);
+    ok(samr
+        .submit_entry(pb::SubmitEntryRequest {
+            resource_code: penalty.resource_code.clone(),
+            expected_version: 0,
+        })
+        .await)?;
+    let published = ok(admin
+        .publish_entry(pb::PublishEntryRequest {
+            resource_code: penalty.resource_code.clone(),
+            expected_version: 0,
+        })
+        .await)?;
+    say(format!(
+        "{} published at version {}",
+        published.resource_code, published.version
+    ));
+
+    step(
+        &mut n,
+        "市公安局 searches in Chinese: 营业执照 finds the entry whose summary mentions it.",
+    );
+    let found = ok(police
+        .search_entries(pb::SearchEntriesRequest {
+            keyword: "营业执照".into(),
+            ..Default::default()
+        })
+        .await)?;
+    output::entries(false, &found.entries);
+    if found.entries.len() != 1 || found.entries[0].resource_code != enterprise.resource_code {
+        return Err("the keyword search did not find the enterprise registration entry".into());
+    }
+    say("Filtering by sharing type 有条件共享:");
+    let conditional = ok(police
+        .search_entries(pb::SearchEntriesRequest {
+            share_type: pb::ShareType::Conditional as i32,
+            ..Default::default()
+        })
+        .await)?;
+    output::entries(false, &conditional.entries);
+
+    step(&mut n, "The history of the revised entry: every change is a version.");
+    let history = ok(police
+        .list_entry_versions(pb::ListEntryVersionsRequest {
+            resource_code: penalty.resource_code.clone(),
+        })
+        .await)?;
+    output::versions(false, &history.versions);
+
+    step(&mut n, "市公安局 tries to withdraw another department's entry.");
+    say(refused(
+        police
+            .withdraw_entry(pb::WithdrawEntryRequest {
+                resource_code: enterprise.resource_code.clone(),
+                reason: String::new(),
+                expected_version: 0,
+            })
+            .await,
+        Code::PermissionDenied,
+    )?);
+
+    step(
+        &mut n,
+        "A department with a valid certificate but no registration is refused until the admin registers it.",
+    );
+    pki::issue(&dir, &Principal::Department(HEALTH.into())).map_err(|e| e.to_string())?;
+    let mut health = client(addr, &dir, pki::department_files(&dir, HEALTH)).await?;
+    say(refused(
+        health.who_am_i(pb::WhoAmIRequest {}).await,
+        Code::PermissionDenied,
+    )?);
+    ok(admin
+        .register_department(pb::RegisterDepartmentRequest {
+            code: HEALTH.into(),
+            name: "市卫生健康委员会".into(),
+            division_code: "330100".into(),
+            contact: String::new(),
+        })
+        .await)?;
+    let found = ok(health.search_entries(pb::SearchEntriesRequest::default()).await)?;
+    say(format!(
+        "after registration it sees the {} published entries",
+        found.entries.len()
+    ));
+    ok(admin
+        .deactivate_department(pb::DeactivateDepartmentRequest {
+            code: HEALTH.into(),
+            reason: "演示停用".into(),
+        })
+        .await)?;
+    say("deactivated by the admin, it is refused at once on the same connection:");
+    say(refused(
+        health.search_entries(pb::SearchEntriesRequest::default()).await,
+        Code::PermissionDenied,
+    )?);
+
+    step(
+        &mut n,
+        "A client whose certificate comes from another CA cannot even complete the TLS handshake.",
+    );
+    let other = tmp.path().join("other-ca");
+    pki::init(&other, &[]).map_err(|e| e.to_string())?;
+    let stranger = ClientIdentity {
+        ca: pki::ca_cert_path(&dir),
+        cert: pki::admin_files(&other).cert,
+        key: pki::admin_files(&other).key,
+    };
+    let attempt = async {
+        let channel = connect(&format!("https://127.0.0.1:{}", addr.port()), &stranger)
+            .await
+            .map_err(|_| ())?;
+        DirectoryServiceClient::new(channel)
+            .who_am_i(pb::WhoAmIRequest {})
+            .await
+            .map_err(|_| ())
+    };
+    match attempt.await {
+        Ok(_) => return Err("a certificate from another CA was accepted".into()),
+        Err(_) => say("refused: the hub rejected the certificate during the handshake, before any call"),
+    }
+
+    step(&mut n, "The hub stops gracefully.");
+    hub.stop().await.map_err(|e| e.to_string())?;
+    say("stopped");
+    out!(
+        "\nDemo complete: departments registered, entries compiled, reviewed, published and found, refusals explained."
+    );
+    Ok(())
+}

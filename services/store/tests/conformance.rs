@@ -1,0 +1,1098 @@
+//! The store's conformance suite: every case runs on SQLite (a fresh file in a temporary
+//! directory) and on PostgreSQL when `XINQIAO_TEST_DATABASE_URL` names a database (a fresh schema
+//! per case, dropped afterwards). Without the variable the PostgreSQL cases say so and pass; with
+//! it they must reach the database.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use sqlx::Connection;
+use xinqiao_domain::Error;
+use xinqiao_domain::catalogue::{
+    CatalogEntry, DataItem, EntryContent, EntryFilter, ExchangeKind, OpenAttributes, OpenType, ResourceFormat,
+    ShareAttributes, ShareChannel, ShareType, UpdateCycle,
+};
+use xinqiao_domain::department::DepartmentProfile;
+use xinqiao_domain::identifiers::uscc_check_char;
+use xinqiao_domain::lifecycle::{EntryAction, EntryState};
+use xinqiao_domain::policy::EntryVisibility;
+use xinqiao_store::{CatalogStore, DepartmentStore, EntryChange, PgStore, SqliteStore, Store};
+
+const PG_URL_VAR: &str = "XINQIAO_TEST_DATABASE_URL";
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+
+/// A SQLite store on a file in a directory that lives as long as the test.
+struct SqliteBackend {
+    store: SqliteStore,
+    _dir: tempfile::TempDir,
+}
+
+impl SqliteBackend {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+        let store = SqliteStore::open(&url).await.expect("open SQLite store");
+        SqliteBackend { store, _dir: dir }
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        Arc::new(self.store.clone())
+    }
+
+    async fn finish(self) {
+        self.store.close().await;
+    }
+}
+
+/// A PostgreSQL store in a schema of its own, or `None` (after saying so) without a database.
+struct PgBackend {
+    url: String,
+    schema: String,
+    store: PgStore,
+}
+
+fn pg_url(case: &str) -> Option<String> {
+    match std::env::var(PG_URL_VAR) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("skipping PostgreSQL case {case}: {PG_URL_VAR} is not set");
+            None
+        }
+    }
+}
+
+fn fresh_schema() -> String {
+    format!("xq_test_{}", uuid::Uuid::new_v4().simple())
+}
+
+impl PgBackend {
+    async fn new(case: &str) -> Option<Self> {
+        let url = pg_url(case)?;
+        let schema = fresh_schema();
+        let store = PgStore::open_in_schema(&url, &schema)
+            .await
+            .unwrap_or_else(|e| panic!("{PG_URL_VAR} is set but the store does not open: {e}"));
+        Some(PgBackend { url, schema, store })
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        Arc::new(self.store.clone())
+    }
+
+    async fn finish(self) {
+        self.store.close().await;
+        drop_schema(&self.url, &self.schema).await;
+    }
+}
+
+async fn drop_schema(url: &str, schema: &str) {
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .expect("connect to drop the test schema");
+    // The name is one this suite made up (fresh_schema), never outside input.
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE")))
+        .execute(&mut conn)
+        .await
+        .expect("drop the test schema");
+    let _ = conn.close().await;
+}
+
+/// Runs each case on both backends, in a runtime with several threads so that concurrent cases
+/// really overlap.
+macro_rules! conformance {
+    ($($case:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let backend = super::SqliteBackend::new().await;
+                    super::$case(backend.store()).await;
+                    backend.finish().await;
+                }
+            )+
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let Some(backend) = super::PgBackend::new(stringify!($case)).await else { return };
+                    super::$case(backend.store()).await;
+                    backend.finish().await;
+                }
+            )+
+        }
+    };
+}
+
+conformance!(
+    departments_are_registered_listed_and_paged,
+    a_department_code_is_registered_once,
+    unknown_departments_are_not_found,
+    resource_codes_count_per_classification,
+    concurrent_creates_get_distinct_codes,
+    saving_a_version_records_history,
+    a_stale_version_is_aborted,
+    concurrent_saves_of_one_version_let_one_win,
+    search_shows_published_or_own_entries,
+    search_applies_each_filter,
+    search_finds_chinese_keywords_in_name_summary_and_items,
+    search_keywords_match_literally,
+    search_orders_by_resource_code_and_pages,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+/// A fixed instant, plus `seconds`: tests never depend on the clock.
+fn t(seconds: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0)
+        .single()
+        .expect("valid instant")
+        + Duration::seconds(seconds)
+}
+
+/// A well-formed 统一社会信用代码 for department `n`.
+fn dept_code(n: u32) -> String {
+    let first17 = format!("111000000000{n:05}");
+    let check = uscc_check_char(&first17).expect("code alphabet");
+    format!("{first17}{check}")
+}
+
+fn profile(n: u32) -> DepartmentProfile {
+    DepartmentProfile {
+        code: dept_code(n),
+        name: format!("测试局{n}"),
+        division_code: "110000".into(),
+        contact: "010-12345678".into(),
+    }
+}
+
+fn item(name: &str) -> DataItem {
+    DataItem {
+        name: name.into(),
+        data_type: "字符型".into(),
+        length: 50,
+        sensitive: false,
+        description: String::new(),
+    }
+}
+
+fn content(classification: &str, name: &str) -> EntryContent {
+    EntryContent {
+        name: name.into(),
+        classification: classification.into(),
+        summary: "测试用的信息资源".into(),
+        format: ResourceFormat::Database,
+        items: vec![item("编号"), item("名称")],
+        share: ShareAttributes {
+            share_type: ShareType::Unconditional,
+            condition: String::new(),
+            channel: ShareChannel::Platform,
+            exchange_kind: ExchangeKind::Table,
+            legal_basis: String::new(),
+        },
+        open: OpenAttributes {
+            open_type: OpenType::NotOpen,
+            condition: String::new(),
+        },
+        update_cycle: UpdateCycle::Daily,
+        related_codes: vec![],
+        maintainer: String::new(),
+    }
+}
+
+fn change(action: EntryAction, actor: &str, at: DateTime<Utc>) -> EntryChange {
+    EntryChange {
+        action,
+        actor: actor.into(),
+        reason: String::new(),
+        at,
+    }
+}
+
+async fn register(store: &dyn Store, n: u32) -> String {
+    store
+        .register_department(&profile(n), t(0))
+        .await
+        .expect("register department");
+    dept_code(n)
+}
+
+async fn create(store: &dyn Store, provider: &str, content: &EntryContent) -> CatalogEntry {
+    store
+        .create_entry(provider, content, &change(EntryAction::Create, provider, t(1)))
+        .await
+        .expect("create entry")
+}
+
+/// Saves `entry` as its next version in `state` (the store does not police the lifecycle).
+async fn save_as(store: &dyn Store, entry: &CatalogEntry, state: EntryState, action: EntryAction) -> CatalogEntry {
+    let mut next = entry.clone();
+    next.version += 1;
+    next.state = state;
+    next.updated_at = entry.updated_at + Duration::seconds(1);
+    if state == EntryState::Published {
+        next.published_at = Some(next.updated_at);
+    }
+    store
+        .save_entry_version(&next, &change(action, "admin:ops", next.updated_at))
+        .await
+        .expect("save version")
+}
+
+async fn publish(store: &dyn Store, entry: &CatalogEntry) -> CatalogEntry {
+    save_as(store, entry, EntryState::Published, EntryAction::Publish).await
+}
+
+async fn search(store: &dyn Store, visibility: &EntryVisibility, filter: &EntryFilter) -> Vec<String> {
+    let found = store
+        .search_entries(visibility, filter, None, 1000)
+        .await
+        .expect("search");
+    found.into_iter().map(|e| e.resource_code).collect()
+}
+
+async fn find(store: &dyn Store, keyword: &str) -> Vec<String> {
+    search(
+        store,
+        &EntryVisibility::All,
+        &EntryFilter {
+            keyword: keyword.into(),
+            ..EntryFilter::default()
+        },
+    )
+    .await
+}
+
+fn codes(entries: &[&CatalogEntry]) -> Vec<String> {
+    entries.iter().map(|e| e.resource_code.clone()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Departments
+
+async fn departments_are_registered_listed_and_paged(store: Arc<dyn Store>) {
+    // Registered out of order; the sub-microsecond part of the time is not kept.
+    let at = t(0) + Duration::nanoseconds(123_456_789);
+    let mut registered = Vec::new();
+    for n in [3, 1, 2] {
+        let d = store.register_department(&profile(n), at).await.expect("register");
+        assert_eq!(d.profile, profile(n));
+        assert!(d.active);
+        assert_eq!(d.created_at, t(0) + Duration::microseconds(123_456));
+        assert_eq!(d.updated_at, d.created_at);
+        assert_eq!(
+            store.get_department(&d.profile.code).await.expect("get"),
+            Some(d.clone())
+        );
+        registered.push(d);
+    }
+    assert_eq!(store.get_department(&dept_code(9)).await.expect("get"), None);
+
+    let list = |after: Option<String>, limit: u32, include_inactive: bool| {
+        let store = store.clone();
+        async move {
+            let found = store
+                .list_departments(after.as_deref(), limit, include_inactive)
+                .await
+                .expect("list");
+            found.into_iter().map(|d| d.profile.code).collect::<Vec<_>>()
+        }
+    };
+    let (c1, c2, c3) = (dept_code(1), dept_code(2), dept_code(3));
+    assert_eq!(list(None, 10, false).await, [c1.clone(), c2.clone(), c3.clone()]);
+    assert_eq!(list(None, 2, false).await, [c1.clone(), c2.clone()]);
+    assert_eq!(list(Some(c2.clone()), 2, false).await, [c3.as_str()]);
+    assert!(list(Some(c3.clone()), 2, false).await.is_empty());
+    assert!(list(None, 0, true).await.is_empty());
+
+    let renamed = DepartmentProfile {
+        name: "改名局".into(),
+        contact: "010-87654321".into(),
+        ..profile(2)
+    };
+    let updated = store.update_department(&renamed, t(10)).await.expect("update");
+    assert_eq!(updated.profile, renamed);
+    assert_eq!(updated.created_at, registered[2].created_at);
+    assert_eq!(updated.updated_at, t(10));
+    assert_eq!(store.get_department(&c2).await.expect("get"), Some(updated));
+
+    let inactive = store
+        .set_department_active(&c2, false, t(20))
+        .await
+        .expect("deactivate");
+    assert!(!inactive.active);
+    assert_eq!(inactive.profile, renamed);
+    assert_eq!(inactive.updated_at, t(20));
+    assert_eq!(list(None, 10, false).await, [c1.clone(), c3.clone()]);
+    assert_eq!(list(None, 10, true).await, [c1.clone(), c2.clone(), c3.clone()]);
+    assert_eq!(list(Some(c1.clone()), 1, false).await, [c3.as_str()]);
+
+    let active = store.set_department_active(&c2, true, t(30)).await.expect("activate");
+    assert!(active.active);
+    assert_eq!(list(None, 10, false).await, [c1, c2, c3]);
+}
+
+async fn a_department_code_is_registered_once(store: Arc<dyn Store>) {
+    store.register_department(&profile(1), t(0)).await.expect("register");
+    let again = DepartmentProfile {
+        name: "另一个名字".into(),
+        ..profile(1)
+    };
+    let err = store.register_department(&again, t(1)).await.expect_err("duplicate");
+    assert!(matches!(err, Error::AlreadyExists(_)), "{err:?}");
+    let kept = store
+        .get_department(&dept_code(1))
+        .await
+        .expect("get")
+        .expect("still there");
+    assert_eq!(kept.profile.name, profile(1).name);
+}
+
+async fn unknown_departments_are_not_found(store: Arc<dyn Store>) {
+    let err = store.update_department(&profile(7), t(0)).await.expect_err("unknown");
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    let err = store
+        .set_department_active(&dept_code(7), false, t(0))
+        .await
+        .expect_err("unknown");
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    let err = store
+        .create_entry(
+            &dept_code(7),
+            &content("102", "无主资源"),
+            &change(EntryAction::Create, "x", t(0)),
+        )
+        .await
+        .expect_err("unknown provider");
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    assert_eq!(store.get_department(&dept_code(7)).await.expect("get"), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entries and versions
+
+async fn resource_codes_count_per_classification(store: Arc<dyn Store>) {
+    let provider = register(&*store, 1).await;
+    let first = content("102", "企业登记信息");
+    let created = store
+        .create_entry(&provider, &first, &change(EntryAction::Create, &provider, t(5)))
+        .await
+        .expect("create");
+    assert_eq!(created.resource_code, "102/000001");
+    assert_eq!(created.provider_code, provider);
+    assert_eq!(created.provider_name, profile(1).name);
+    assert_eq!(created.content, first);
+    assert_eq!(created.state, EntryState::Draft);
+    assert_eq!(created.version, 1);
+    assert_eq!(created.state_reason, "");
+    assert_eq!(created.published_at, None);
+    assert_eq!(created.created_at, t(5));
+    assert_eq!(created.updated_at, t(5));
+    assert_eq!(store.get_entry("102/000001").await.expect("get"), Some(created));
+
+    assert_eq!(
+        create(&*store, &provider, &content("102", "二")).await.resource_code,
+        "102/000002"
+    );
+    assert_eq!(
+        create(&*store, &provider, &content("201001", "三")).await.resource_code,
+        "201001/000001"
+    );
+    assert_eq!(
+        create(&*store, &provider, &content("102", "四")).await.resource_code,
+        "102/000003"
+    );
+    assert_eq!(store.get_entry("102/999999").await.expect("get"), None);
+}
+
+async fn concurrent_creates_get_distinct_codes(store: Arc<dyn Store>) {
+    let a = register(&*store, 1).await;
+    let b = register(&*store, 2).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = store.clone();
+            let provider = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { create(&*store, &provider, &content("102", &format!("资源{i}"))).await })
+        })
+        .collect();
+    let mut codes = BTreeSet::new();
+    for task in tasks {
+        let entry = task.await.expect("task");
+        assert!(
+            codes.insert(entry.resource_code.clone()),
+            "{} handed out twice",
+            entry.resource_code
+        );
+    }
+    let expected: BTreeSet<_> = (1..=20).map(|n| format!("102/{n:06}")).collect();
+    assert_eq!(codes, expected);
+}
+
+async fn saving_a_version_records_history(store: Arc<dyn Store>) {
+    let provider = register(&*store, 1).await;
+    let v1 = create(&*store, &provider, &content("102", "企业登记信息")).await;
+
+    let mut draft = v1.clone();
+    draft.version = 2;
+    draft.content.summary = "修订后的摘要".into();
+    draft.updated_at = t(2);
+    let update = EntryChange {
+        action: EntryAction::Update,
+        actor: provider.clone(),
+        reason: String::new(),
+        at: t(2),
+    };
+    let v2 = store.save_entry_version(&draft, &update).await.expect("save v2");
+    assert_eq!(v2, draft);
+    assert_eq!(store.get_entry(&v1.resource_code).await.expect("get"), Some(v2.clone()));
+
+    let mut pending = v2.clone();
+    pending.version = 3;
+    pending.state = EntryState::PendingReview;
+    pending.updated_at = t(3);
+    let submit = EntryChange {
+        action: EntryAction::Submit,
+        actor: provider.clone(),
+        reason: String::new(),
+        at: t(3),
+    };
+    let v3 = store.save_entry_version(&pending, &submit).await.expect("save v3");
+    assert_eq!(v3, pending);
+
+    let mut returned = v3.clone();
+    returned.version = 4;
+    returned.state = EntryState::Returned;
+    returned.state_reason = "缺少法律依据".into();
+    returned.updated_at = t(4);
+    let send_back = EntryChange {
+        action: EntryAction::Return,
+        actor: "admin:ops".into(),
+        reason: "缺少法律依据".into(),
+        at: t(4),
+    };
+    let v4 = store.save_entry_version(&returned, &send_back).await.expect("save v4");
+    assert_eq!(v4, returned);
+
+    let mut published = v4.clone();
+    published.version = 5;
+    published.state = EntryState::Published;
+    published.state_reason = String::new();
+    published.published_at = Some(t(5) + Duration::nanoseconds(999));
+    published.updated_at = t(5);
+    let approve = EntryChange {
+        action: EntryAction::Publish,
+        actor: "admin:ops".into(),
+        reason: "同意".into(),
+        at: t(5),
+    };
+    let v5 = store.save_entry_version(&published, &approve).await.expect("save v5");
+    assert_eq!(v5.published_at, Some(t(5)), "kept to the microsecond");
+    assert_eq!(v5.created_at, v1.created_at);
+    assert_eq!(store.get_entry(&v1.resource_code).await.expect("get"), Some(v5.clone()));
+
+    let history = store.list_entry_versions(&v1.resource_code).await.expect("history");
+    let summary: Vec<_> = history.iter().map(|r| (r.version, r.state, r.change.action)).collect();
+    assert_eq!(
+        summary,
+        [
+            (1, EntryState::Draft, EntryAction::Create),
+            (2, EntryState::Draft, EntryAction::Update),
+            (3, EntryState::PendingReview, EntryAction::Submit),
+            (4, EntryState::Returned, EntryAction::Return),
+            (5, EntryState::Published, EntryAction::Publish),
+        ]
+    );
+    assert_eq!(history[0].change, change(EntryAction::Create, &provider, t(1)));
+    assert_eq!(history[3].change, send_back);
+    assert_eq!(history[4].change, approve);
+
+    // Each past version reads back as it was.
+    for (version, expected) in [(1, &v1), (2, &v2), (3, &v3), (4, &v4), (5, &v5)] {
+        let old = store
+            .get_entry_version(&v1.resource_code, version)
+            .await
+            .expect("get version");
+        assert_eq!(old.as_ref(), Some(expected), "version {version}");
+    }
+    assert_eq!(store.get_entry_version(&v1.resource_code, 6).await.expect("get"), None);
+    assert_eq!(store.get_entry_version("102/999999", 1).await.expect("get"), None);
+    assert!(
+        store
+            .list_entry_versions("102/999999")
+            .await
+            .expect("history")
+            .is_empty()
+    );
+}
+
+async fn a_stale_version_is_aborted(store: Arc<dyn Store>) {
+    let provider = register(&*store, 1).await;
+    let v1 = create(&*store, &provider, &content("102", "企业登记信息")).await;
+    let v2 = save_as(&*store, &v1, EntryState::PendingReview, EntryAction::Submit).await;
+
+    // A second writer that also read v1.
+    let mut stale = v1.clone();
+    stale.version = 2;
+    stale.content.name = "晚到的修改".into();
+    let err = store
+        .save_entry_version(&stale, &change(EntryAction::Update, &provider, t(9)))
+        .await
+        .expect_err("stale");
+    assert!(matches!(err, Error::Aborted(_)), "{err:?}");
+
+    // Skipping a version is refused the same way.
+    let mut ahead = v2.clone();
+    ahead.version = 4;
+    let err = store
+        .save_entry_version(&ahead, &change(EntryAction::Update, &provider, t(9)))
+        .await
+        .expect_err("ahead");
+    assert!(matches!(err, Error::Aborted(_)), "{err:?}");
+    let mut zero = v2.clone();
+    zero.version = 0;
+    let err = store
+        .save_entry_version(&zero, &change(EntryAction::Update, &provider, t(9)))
+        .await
+        .expect_err("zero");
+    assert!(matches!(err, Error::Aborted(_)), "{err:?}");
+
+    let mut unknown = v2.clone();
+    unknown.resource_code = "102/999999".into();
+    unknown.version = 2;
+    let err = store
+        .save_entry_version(&unknown, &change(EntryAction::Update, &provider, t(9)))
+        .await
+        .expect_err("unknown");
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+
+    assert_eq!(store.get_entry(&v1.resource_code).await.expect("get"), Some(v2));
+    assert_eq!(
+        store
+            .list_entry_versions(&v1.resource_code)
+            .await
+            .expect("history")
+            .len(),
+        2
+    );
+}
+
+async fn concurrent_saves_of_one_version_let_one_win(store: Arc<dyn Store>) {
+    let provider = register(&*store, 1).await;
+    let v1 = create(&*store, &provider, &content("102", "企业登记信息")).await;
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let store = store.clone();
+            let mut next = v1.clone();
+            next.version = 2;
+            next.content.summary = format!("第{i}个修改");
+            let reason = next.content.summary.clone();
+            let change = EntryChange {
+                action: EntryAction::Update,
+                actor: provider.clone(),
+                reason,
+                at: t(2),
+            };
+            tokio::spawn(async move { store.save_entry_version(&next, &change).await })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(saved) => winners.push(saved),
+            Err(Error::Aborted(_)) => {}
+            Err(other) => panic!("expected ABORTED for the losers, got {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one concurrent save wins");
+    assert_eq!(
+        store.get_entry(&v1.resource_code).await.expect("get").as_ref(),
+        winners.first()
+    );
+    let history = store.list_entry_versions(&v1.resource_code).await.expect("history");
+    assert_eq!(history.len(), 2);
+    assert_eq!(
+        history[1].change.reason, winners[0].content.summary,
+        "the winner's change is recorded"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Search
+
+async fn search_shows_published_or_own_entries(store: Arc<dyn Store>) {
+    let a = register(&*store, 1).await;
+    let b = register(&*store, 2).await;
+    let a_draft = create(&*store, &a, &content("102", "甲的草稿")).await;
+    let a_published = publish(&*store, &create(&*store, &a, &content("102", "甲的发布")).await).await;
+    let b_draft = create(&*store, &b, &content("102", "乙的草稿")).await;
+    let b_pending = save_as(
+        &*store,
+        &create(&*store, &b, &content("102", "乙的待审")).await,
+        EntryState::PendingReview,
+        EntryAction::Submit,
+    )
+    .await;
+    let b_published = publish(&*store, &create(&*store, &b, &content("102", "乙的发布")).await).await;
+
+    let any = EntryFilter::default();
+    let own_a = EntryVisibility::PublishedOrOwnedBy(a.clone());
+    let own_b = EntryVisibility::PublishedOrOwnedBy(b.clone());
+    let stranger = EntryVisibility::PublishedOrOwnedBy(dept_code(9));
+    assert_eq!(
+        search(&*store, &own_a, &any).await,
+        codes(&[&a_draft, &a_published, &b_published])
+    );
+    assert_eq!(
+        search(&*store, &own_b, &any).await,
+        codes(&[&a_published, &b_draft, &b_pending, &b_published])
+    );
+    assert_eq!(
+        search(&*store, &stranger, &any).await,
+        codes(&[&a_published, &b_published])
+    );
+    assert_eq!(
+        search(&*store, &EntryVisibility::All, &any).await,
+        codes(&[&a_draft, &a_published, &b_draft, &b_pending, &b_published])
+    );
+
+    // Visibility narrows every other filter too, and results are whole current entries.
+    let drafts = EntryFilter {
+        state: Some(EntryState::Draft),
+        ..EntryFilter::default()
+    };
+    assert_eq!(search(&*store, &own_a, &drafts).await, codes(&[&a_draft]));
+    let found = store.search_entries(&own_a, &any, None, 10).await.expect("search");
+    assert_eq!(found, [a_draft, a_published, b_published]);
+}
+
+async fn search_applies_each_filter(store: Arc<dyn Store>) {
+    let a = register(&*store, 1).await;
+    let b = register(&*store, 2).await;
+
+    let e1 = create(&*store, &a, &content("102", "一")).await;
+
+    let mut c2 = content("102003", "二");
+    c2.share.share_type = ShareType::Conditional;
+    c2.share.condition = "仅限办理业务使用".into();
+    c2.share.legal_basis = "《政务信息资源共享管理暂行办法》".into();
+    c2.open = OpenAttributes {
+        open_type: OpenType::Conditional,
+        condition: "依申请开放".into(),
+    };
+    c2.update_cycle = UpdateCycle::Monthly;
+    c2.format = ResourceFormat::Spreadsheet;
+    let e2 = publish(&*store, &create(&*store, &a, &c2).await).await;
+
+    let mut c3 = content("201", "三");
+    c3.share.share_type = ShareType::NotShared;
+    c3.update_cycle = UpdateCycle::Yearly;
+    c3.format = ResourceFormat::ElectronicFile;
+    let e3 = publish(&*store, &create(&*store, &b, &c3).await).await;
+
+    let all = EntryVisibility::All;
+    let check = |filter: EntryFilter, expected: Vec<String>| {
+        let store = store.clone();
+        let all = all.clone();
+        async move {
+            assert_eq!(search(&*store, &all, &filter).await, expected, "{filter:?}");
+        }
+    };
+    let f = EntryFilter::default;
+    check(f(), codes(&[&e1, &e2, &e3])).await;
+    check(
+        EntryFilter {
+            share_type: Some(ShareType::Conditional),
+            ..f()
+        },
+        codes(&[&e2]),
+    )
+    .await;
+    check(
+        EntryFilter {
+            share_type: Some(ShareType::NotShared),
+            ..f()
+        },
+        codes(&[&e3]),
+    )
+    .await;
+    check(
+        EntryFilter {
+            open_type: Some(OpenType::NotOpen),
+            ..f()
+        },
+        codes(&[&e1, &e3]),
+    )
+    .await;
+    check(
+        EntryFilter {
+            open_type: Some(OpenType::Unconditional),
+            ..f()
+        },
+        vec![],
+    )
+    .await;
+    check(
+        EntryFilter {
+            update_cycle: Some(UpdateCycle::Yearly),
+            ..f()
+        },
+        codes(&[&e3]),
+    )
+    .await;
+    check(
+        EntryFilter {
+            format: Some(ResourceFormat::Database),
+            ..f()
+        },
+        codes(&[&e1]),
+    )
+    .await;
+    check(
+        EntryFilter {
+            state: Some(EntryState::Published),
+            ..f()
+        },
+        codes(&[&e2, &e3]),
+    )
+    .await;
+    check(
+        EntryFilter {
+            state: Some(EntryState::Withdrawn),
+            ..f()
+        },
+        vec![],
+    )
+    .await;
+    check(
+        EntryFilter {
+            provider_code: b.clone(),
+            ..f()
+        },
+        codes(&[&e3]),
+    )
+    .await;
+    check(
+        EntryFilter {
+            provider_code: dept_code(9),
+            ..f()
+        },
+        vec![],
+    )
+    .await;
+    check(
+        EntryFilter {
+            classification_prefix: "1".into(),
+            ..f()
+        },
+        codes(&[&e1, &e2]),
+    )
+    .await;
+    check(
+        EntryFilter {
+            classification_prefix: "102".into(),
+            ..f()
+        },
+        codes(&[&e1, &e2]),
+    )
+    .await;
+    check(
+        EntryFilter {
+            classification_prefix: "1020".into(),
+            ..f()
+        },
+        codes(&[&e2]),
+    )
+    .await;
+    check(
+        EntryFilter {
+            classification_prefix: "102003".into(),
+            ..f()
+        },
+        codes(&[&e2]),
+    )
+    .await;
+    check(
+        EntryFilter {
+            classification_prefix: "2".into(),
+            ..f()
+        },
+        codes(&[&e3]),
+    )
+    .await;
+    check(
+        EntryFilter {
+            classification_prefix: "3".into(),
+            ..f()
+        },
+        vec![],
+    )
+    .await;
+    check(
+        EntryFilter {
+            classification_prefix: "1".into(),
+            state: Some(EntryState::Published),
+            provider_code: a,
+            ..f()
+        },
+        codes(&[&e2]),
+    )
+    .await;
+}
+
+async fn search_finds_chinese_keywords_in_name_summary_and_items(store: Arc<dyn Store>) {
+    let a = register(&*store, 1).await;
+    let mut c1 = content("102", "企业登记信息");
+    c1.summary = "本市企业的营业执照登记信息".into();
+    c1.items = vec![item("统一社会信用代码"), item("法定代表人")];
+    let e1 = create(&*store, &a, &c1).await;
+    let mut c2 = content("101", "人口基础信息");
+    c2.summary = "户籍人口信息".into();
+    c2.items = vec![item("公民身份号码"), item("姓名")];
+    let e2 = create(&*store, &a, &c2).await;
+    let e3 = create(&*store, &a, &content("301", "GDP 统计")).await;
+
+    assert_eq!(find(&*store, "营业执照").await, codes(&[&e1]), "in the summary");
+    assert_eq!(find(&*store, "法定代表人").await, codes(&[&e1]), "a data-item name");
+    assert_eq!(find(&*store, "人口基础").await, codes(&[&e2]), "in the name");
+    assert_eq!(find(&*store, "公民身份号码").await, codes(&[&e2]));
+    assert_eq!(find(&*store, "人口基础信息").await, codes(&[&e2]));
+    assert_eq!(
+        find(&*store, "信息").await,
+        codes(&[&e2, &e1, &e3]),
+        "names and summaries"
+    );
+    assert!(find(&*store, "不动产").await.is_empty());
+    // Metadata outside name, summary and item names is not searched.
+    assert!(find(&*store, "字符型").await.is_empty());
+    assert!(find(&*store, "database").await.is_empty());
+    // ASCII letters match regardless of case.
+    assert_eq!(find(&*store, "gdp").await, codes(&[&e3]));
+    assert_eq!(find(&*store, "Gdp 统").await, codes(&[&e3]));
+
+    // A new version is searched by its new text only.
+    let mut revised = e1.clone();
+    revised.version = 2;
+    revised.content.summary = "本市市场主体的不动产登记信息".into();
+    store
+        .save_entry_version(&revised, &change(EntryAction::Update, &a, t(3)))
+        .await
+        .expect("save");
+    assert_eq!(find(&*store, "不动产").await, codes(&[&e1]));
+    assert!(find(&*store, "营业执照").await.is_empty());
+}
+
+async fn search_keywords_match_literally(store: Arc<dyn Store>) {
+    let a = register(&*store, 1).await;
+    let names = [
+        "增长率100%",
+        "a_b字段",
+        "axb字段",
+        "O'Brien档案",
+        "\"引号\"数据",
+        r"C:\路径",
+        "普通信息",
+    ];
+    let mut by_name = std::collections::HashMap::new();
+    for name in names {
+        by_name.insert(name, create(&*store, &a, &content("102", name)).await.resource_code);
+    }
+    let only = |name: &str| vec![by_name[name].clone()];
+
+    assert_eq!(find(&*store, "%").await, only("增长率100%"));
+    assert_eq!(find(&*store, "100%").await, only("增长率100%"));
+    assert_eq!(find(&*store, "_").await, only("a_b字段"));
+    assert_eq!(find(&*store, "a_b").await, only("a_b字段"));
+    assert_eq!(find(&*store, "'").await, only("O'Brien档案"));
+    assert_eq!(find(&*store, "o'brien").await, only("O'Brien档案"));
+    assert_eq!(find(&*store, "\"").await, only("\"引号\"数据"));
+    assert_eq!(find(&*store, "\\").await, only(r"C:\路径"));
+    assert_eq!(find(&*store, r"C:\路").await, only(r"C:\路径"));
+    assert!(find(&*store, "%%").await.is_empty());
+    assert!(find(&*store, "a%b").await.is_empty());
+    assert!(find(&*store, r"\%").await.is_empty());
+    assert!(find(&*store, "'; DELETE FROM catalog_entries; --").await.is_empty());
+    assert!(find(&*store, "' OR '1'='1").await.is_empty());
+    assert_eq!(
+        find(&*store, "").await.len(),
+        names.len(),
+        "an empty keyword matches everything"
+    );
+}
+
+async fn search_orders_by_resource_code_and_pages(store: Arc<dyn Store>) {
+    let a = register(&*store, 1).await;
+    let b = register(&*store, 2).await;
+    // Created out of code order and by two providers.
+    for (provider, classification) in [
+        (&a, "201001"),
+        (&b, "102"),
+        (&a, "101"),
+        (&b, "102"),
+        (&a, "102"),
+        (&b, "101"),
+        (&a, "102"),
+        (&b, "102"),
+    ] {
+        create(&*store, provider, &content(classification, "资源")).await;
+    }
+    let expected = [
+        "101/000001",
+        "101/000002",
+        "102/000001",
+        "102/000002",
+        "102/000003",
+        "102/000004",
+        "102/000005",
+        "201001/000001",
+    ];
+    assert_eq!(find(&*store, "").await, expected);
+
+    let all = EntryVisibility::All;
+    let any = EntryFilter::default();
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .search_entries(&all, &any, after.as_deref(), 3)
+            .await
+            .expect("page");
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        after = Some(last.resource_code.clone());
+        paged.extend(page.into_iter().map(|e| e.resource_code));
+    }
+    assert_eq!(paged, expected);
+
+    let page = store
+        .search_entries(&all, &any, Some("102/000003"), 2)
+        .await
+        .expect("page");
+    assert_eq!(
+        page.iter().map(|e| e.resource_code.as_str()).collect::<Vec<_>>(),
+        ["102/000004", "102/000005"]
+    );
+    assert!(
+        store
+            .search_entries(&all, &any, None, 0)
+            .await
+            .expect("empty page")
+            .is_empty()
+    );
+
+    // Paging composes with the filters.
+    let own_b = EntryFilter {
+        provider_code: b,
+        ..EntryFilter::default()
+    };
+    let page = store
+        .search_entries(&all, &own_b, Some("101/000002"), 2)
+        .await
+        .expect("page");
+    assert_eq!(
+        page.iter().map(|e| e.resource_code.as_str()).collect::<Vec<_>>(),
+        ["102/000001", "102/000002"]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backend-specific behaviour
+
+#[tokio::test]
+async fn sqlite_creates_directories_and_keeps_data_across_restarts() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("nested").join("deeper").join("hub.db");
+    let url = format!("sqlite://{}", path.display());
+    assert!(url.starts_with("sqlite:///"), "an absolute path: {url}");
+
+    let store = SqliteStore::open(&url).await.expect("open");
+    let provider = register(&store, 1).await;
+    let first = create(&store, &provider, &content("102", "企业登记信息")).await;
+    store.close().await;
+    assert!(path.exists());
+
+    // Reopening runs the migrations again as a no-op and continues the sequence.
+    let store = SqliteStore::open(&url).await.expect("reopen");
+    assert_eq!(store.get_entry(&first.resource_code).await.expect("get"), Some(first));
+    assert_eq!(
+        create(&store, &provider, &content("102", "二")).await.resource_code,
+        "102/000002"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_works() {
+    let store = xinqiao_store::open("sqlite::memory:").await.expect("open in memory");
+    let provider = register(&*store, 1).await;
+    let entry = create(&*store, &provider, &content("102", "企业登记信息")).await;
+    assert_eq!(
+        store.get_entry(&entry.resource_code).await.expect("get"),
+        Some(entry.clone())
+    );
+    let published = publish(&*store, &entry).await;
+    assert_eq!(find(&*store, "企业").await, [published.resource_code]);
+}
+
+#[tokio::test]
+async fn unknown_url_schemes_are_refused() {
+    let err = xinqiao_store::open("mysql://localhost/hub")
+        .await
+        .err()
+        .expect("refused");
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_hubs_can_start_together_on_a_fresh_schema() {
+    let Some(url) = pg_url("postgres_hubs_can_start_together_on_a_fresh_schema") else {
+        return;
+    };
+    let schema = fresh_schema();
+    // Several hubs starting at once on an empty schema: the migration lock lets each migration
+    // (and the schema itself) be created once, and every hub opens.
+    let (one, two, three) = tokio::join!(
+        PgStore::open_in_schema(&url, &schema),
+        PgStore::open_in_schema(&url, &schema),
+        PgStore::open_in_schema(&url, &schema),
+    );
+    let (one, two, three) = (
+        one.expect("first hub"),
+        two.expect("second hub"),
+        three.expect("third hub"),
+    );
+
+    // They share one database.
+    let provider = register(&one, 1).await;
+    let first = create(&two, &provider, &content("102", "企业登记信息")).await;
+    let second = create(&three, &provider, &content("102", "二")).await;
+    assert_eq!(
+        (first.resource_code.as_str(), second.resource_code.as_str()),
+        ("102/000001", "102/000002")
+    );
+    assert_eq!(one.get_entry("102/000002").await.expect("get"), Some(second));
+
+    // A hub starting later finds the schema up to date.
+    let four = PgStore::open_in_schema(&url, &schema).await.expect("later hub");
+    assert!(four.get_department(&provider).await.expect("get").is_some());
+
+    for store in [one, two, three, four] {
+        store.close().await;
+    }
+    drop_schema(&url, &schema).await;
+}
+
+#[tokio::test]
+async fn postgres_schema_names_are_plain_identifiers() {
+    let Some(url) = pg_url("postgres_schema_names_are_plain_identifiers") else {
+        return;
+    };
+    for bad in ["", "Upper", "1abc", "a-b", "a;drop", "a\"b", &"x".repeat(64)] {
+        let err = PgStore::open_in_schema(&url, bad).await.expect_err("refused");
+        assert!(matches!(err, Error::InvalidArgument(_)), "{bad}: {err:?}");
+    }
+}
