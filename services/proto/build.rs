@@ -7,7 +7,11 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files = ["xinqiao/v1/common.proto", "xinqiao/v1/directory.proto"];
+    let files = [
+        "xinqiao/v1/common.proto",
+        "xinqiao/v1/directory.proto",
+        "xinqiao/v1/schema.proto",
+    ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());
     }

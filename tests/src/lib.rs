@@ -1,1 +1,535 @@
+//! The integration-test harness: a real hub on `127.0.0.1:0` with a fresh development PKI,
+//! spoken to over gRPC with mutual TLS, exactly as departments and the admin do in production.
+//!
+//! Storage is SQLite in the test's temporary directory by default. When
+//! `XINQIAO_TEST_DATABASE_URL` names a PostgreSQL database, [`on_each_backend!`] runs every test
+//! body a second time on it, each hub in a fresh schema that is dropped afterwards.
 
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tempfile::TempDir;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Code, Response, Status};
+use tonic_types::StatusExt;
+use xinqiao_domain::catalogue::{CatalogEntry, EntryFilter};
+use xinqiao_domain::department::Department;
+use xinqiao_domain::identifiers::uscc_check_char;
+use xinqiao_domain::identity::Principal;
+use xinqiao_domain::policy::EntryVisibility;
+use xinqiao_hub::pki::{self, CertFiles};
+use xinqiao_hub::tls::{ClientIdentity, connect};
+use xinqiao_hub::{Config, RunningHub, ServeError, server};
+use xinqiao_proto::v1 as pb;
+use xinqiao_proto::v1::directory_service_client::DirectoryServiceClient;
+use xinqiao_store::{EntryVersionRecord, PgStore, Store};
+
+pub use xinqiao_proto::v1;
+
+/// The environment variable naming the PostgreSQL database the suite may use.
+pub const PG_URL_VAR: &str = "XINQIAO_TEST_DATABASE_URL";
+
+/// 市市场监督管理局, a sample department of the development PKI.
+pub const SAMR: &str = "11330100MB00010011";
+/// 市公安局.
+pub const POLICE: &str = "11330100MB0002002B";
+/// 市人力资源和社会保障局.
+pub const HRSS: &str = "11330100MB0003003M";
+/// 市卫生健康委员会: a valid code that the development PKI does not register.
+pub const HEALTH: &str = "11330100MB00040040";
+/// The admin named in the development admin certificate.
+pub const ADMIN: &str = pki::DEV_ADMIN;
+
+pub type Directory = DirectoryServiceClient<Channel>;
+
+/// Where a test hub keeps its data.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// A SQLite file in the hub's temporary directory.
+    Sqlite,
+    /// A fresh schema in this PostgreSQL database.
+    Postgres { url: String },
+}
+
+impl Backend {
+    /// PostgreSQL when [`PG_URL_VAR`] names a database; otherwise says that `test` was skipped.
+    pub fn postgres(test: &str) -> Option<Backend> {
+        match std::env::var(PG_URL_VAR) {
+            Ok(url) if !url.is_empty() => Some(Backend::Postgres { url }),
+            _ => {
+                eprintln!("skipping the PostgreSQL run of {test}: {PG_URL_VAR} is not set");
+                None
+            }
+        }
+    }
+}
+
+/// Runs each named test body, an `async fn(Backend)`, on SQLite (`sqlite::<name>`) and, when
+/// [`PG_URL_VAR`] is set, on PostgreSQL (`postgres::<name>`; without the variable that test prints
+/// that it was skipped and passes).
+#[macro_export]
+macro_rules! on_each_backend {
+    ($($test:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::Backend::Sqlite).await;
+                }
+            )+
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    if let Some(backend) = $crate::Backend::postgres(stringify!($test)) {
+                        super::$test(backend).await;
+                    }
+                }
+            )+
+        }
+    };
+}
+
+/// A PostgreSQL schema made for one hub, dropped when the hub is (also when a test panics).
+struct PgSchema {
+    url: String,
+    name: String,
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (url, name) = (self.url.clone(), self.name.clone());
+        // Drop may run inside the test's runtime, which must not be blocked on; a thread with a
+        // runtime of its own does the work.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&url).await?;
+                // The name is one this harness made up (a UUID), never outside input.
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE")))
+                    .execute(&mut conn)
+                    .await?;
+                conn.close().await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop the test schema {}", self.name);
+        }
+    }
+}
+
+/// Everything a hub has stored, read through the store: equal snapshots before and after a
+/// refused call prove that the call changed nothing.
+#[derive(Debug, PartialEq)]
+pub struct Snapshot {
+    pub departments: Vec<Department>,
+    pub entries: Vec<CatalogEntry>,
+    pub versions: Vec<Vec<EntryVersionRecord>>,
+}
+
+/// A hub serving on loopback, with its PKI and data in a temporary directory.
+pub struct TestHub {
+    pub addr: SocketAddr,
+    hub: Option<RunningHub>,
+    store: Arc<dyn Store>,
+    pg_store: Option<PgStore>,
+    dir: TempDir,
+    // Declared last: dropped after the hub and its store.
+    _pg_schema: Option<PgSchema>,
+}
+
+impl TestHub {
+    /// A hub on SQLite with the sample departments registered.
+    pub async fn start() -> TestHub {
+        Self::start_on(Backend::Sqlite).await
+    }
+
+    /// A hub on `backend` with the sample departments registered.
+    pub async fn start_on(backend: Backend) -> TestHub {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Like [`TestHub::start_on`], after `configure` has adjusted the hub's configuration.
+    pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> TestHub {
+        xinqiao_hub::tls::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut config = Config {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Config::default()
+        };
+        // A hub that cannot stop within this is broken; the tests need not wait 30 s to see it.
+        config.limits.shutdown_grace_secs = 5;
+        configure(&mut config);
+        pki::init(&config.pki_dir(), &[]).expect("development PKI");
+
+        let (hub, pg_store, pg_schema) = match backend {
+            Backend::Sqlite => (server::start(&config).await.expect("hub starts on SQLite"), None, None),
+            Backend::Postgres { url } => {
+                let name = format!("xq_it_{}", uuid::Uuid::new_v4().simple());
+                // The guard exists before the schema does, so a failed start still cleans up.
+                let schema = PgSchema {
+                    url: url.clone(),
+                    name: name.clone(),
+                };
+                let store = PgStore::open_in_schema(&url, &name)
+                    .await
+                    .unwrap_or_else(|e| panic!("{PG_URL_VAR} is set but the store does not open: {e}"));
+                let hub = server::start_with_store(&config, Arc::new(store.clone()))
+                    .await
+                    .expect("hub starts on PostgreSQL");
+                (hub, Some(store), Some(schema))
+            }
+        };
+        server::register_sample_departments(hub.store.as_ref())
+            .await
+            .expect("sample departments");
+        TestHub {
+            addr: hub.addr,
+            store: hub.store.clone(),
+            hub: Some(hub),
+            pg_store,
+            dir,
+            _pg_schema: pg_schema,
+        }
+    }
+
+    /// The hub's address as a client dials it.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.addr.port())
+    }
+
+    /// The development PKI: the CA and every certificate it issued.
+    pub fn pki_dir(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+
+    /// The hub's store, to look behind the API (counting rows, proving nothing changed).
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// A mutual-TLS channel presenting the certificate in `files`.
+    pub async fn channel(&self, files: CertFiles) -> Channel {
+        let identity = ClientIdentity {
+            ca: pki::ca_cert_path(&self.pki_dir()),
+            cert: files.cert,
+            key: files.key,
+        };
+        connect(&self.url(), &identity).await.expect("connect to the test hub")
+    }
+
+    pub async fn admin_channel(&self) -> Channel {
+        self.channel(pki::admin_files(&self.pki_dir())).await
+    }
+
+    /// The platform admin's client.
+    pub async fn admin(&self) -> Directory {
+        DirectoryServiceClient::new(self.admin_channel().await)
+    }
+
+    /// The client of a department whose certificate the PKI has issued.
+    pub async fn dept(&self, code: &str) -> Directory {
+        DirectoryServiceClient::new(self.channel(pki::department_files(&self.pki_dir(), code)).await)
+    }
+
+    /// The client of a department with a valid certificate from the platform CA, issued now,
+    /// whether or not the department is registered.
+    pub async fn issue_dept(&self, code: &str) -> Directory {
+        pki::issue(&self.pki_dir(), &Principal::Department(code.into())).expect("issue a department certificate");
+        self.dept(code).await
+    }
+
+    fn endpoint(&self) -> Endpoint {
+        Endpoint::from_shared(self.url())
+            .expect("hub URL")
+            .connect_timeout(Duration::from_secs(5))
+    }
+
+    fn trust_the_hub(&self) -> ClientTlsConfig {
+        let ca = std::fs::read(pki::ca_cert_path(&self.pki_dir())).expect("read the CA certificate");
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca))
+    }
+
+    /// A channel that trusts the hub but presents no client certificate. It connects lazily:
+    /// the refusal shows as the first call's error.
+    pub fn channel_without_certificate(&self) -> Channel {
+        self.endpoint()
+            .tls_config(self.trust_the_hub())
+            .expect("TLS config")
+            .connect_lazy()
+    }
+
+    /// A channel that trusts the hub but presents an admin certificate from another CA, made
+    /// with a second development PKI. It connects lazily.
+    pub fn channel_from_foreign_ca(&self) -> Channel {
+        let other = self.dir.path().join("foreign-pki");
+        if !pki::ca_cert_path(&other).exists() {
+            pki::init(&other, &[]).expect("a second development PKI");
+        }
+        let files = pki::admin_files(&other);
+        let identity = Identity::from_pem(read(&files.cert), read(&files.key));
+        let tls = self.trust_the_hub().identity(identity);
+        self.endpoint().tls_config(tls).expect("TLS config").connect_lazy()
+    }
+
+    /// Everything stored, in a stable order.
+    pub async fn snapshot(&self) -> Snapshot {
+        let store = self.store();
+        let departments = store
+            .list_departments(None, 100_000, true)
+            .await
+            .expect("list departments");
+        let entries = store
+            .search_entries(&EntryVisibility::All, &EntryFilter::default(), None, 100_000)
+            .await
+            .expect("list entries");
+        let mut versions = Vec::new();
+        for entry in &entries {
+            versions.push(
+                store
+                    .list_entry_versions(&entry.resource_code)
+                    .await
+                    .expect("list versions"),
+            );
+        }
+        Snapshot {
+            departments,
+            entries,
+            versions,
+        }
+    }
+
+    /// Stops the hub gracefully. The PKI and the data stay until the `TestHub` is dropped.
+    pub async fn stop(&mut self) -> Result<(), ServeError> {
+        let result = match self.hub.take() {
+            Some(hub) => hub.stop().await,
+            None => Ok(()),
+        };
+        if let Some(store) = self.pg_store.take() {
+            store.close().await;
+        }
+        result
+    }
+
+    /// Stops the hub at the end of a test, which must succeed.
+    pub async fn finish(mut self) {
+        self.stop().await.expect("the hub stops gracefully");
+    }
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building requests
+
+/// A valid 统一社会信用代码 in division 330100 for `serial` (at most 7 digits).
+pub fn uscc(serial: u32) -> String {
+    let first17 = format!("11330100MB{serial:07}");
+    let check = uscc_check_char(&first17).expect("the prefix is in the code alphabet");
+    format!("{first17}{check}")
+}
+
+pub fn register_request(code: &str, name: &str) -> pb::RegisterDepartmentRequest {
+    pb::RegisterDepartmentRequest {
+        code: code.into(),
+        name: name.into(),
+        division_code: "330100".into(),
+        contact: "办公室 0571-00000000".into(),
+    }
+}
+
+pub fn item(name: &str, data_type: &str, length: u32) -> pb::DataItem {
+    pb::DataItem {
+        name: name.into(),
+        data_type: data_type.into(),
+        length,
+        sensitive: false,
+        description: String::new(),
+    }
+}
+
+/// Valid entry content: a database, shared unconditionally, not opened, updated daily.
+pub fn content(name: &str, classification: &str, summary: &str) -> pb::EntryContent {
+    pb::EntryContent {
+        name: name.into(),
+        classification: classification.into(),
+        summary: summary.into(),
+        format: pb::ResourceFormat::Database as i32,
+        items: vec![item("统一社会信用代码", "字符型", 18), item("名称", "字符型", 200)],
+        share: Some(pb::ShareAttributes {
+            share_type: pb::ShareType::Unconditional as i32,
+            condition: String::new(),
+            channel: pb::ShareChannel::Platform as i32,
+            exchange_kind: pb::ExchangeKind::Table as i32,
+            legal_basis: String::new(),
+        }),
+        open: Some(pb::OpenAttributes {
+            open_type: pb::OpenType::NotOpen as i32,
+            condition: String::new(),
+        }),
+        update_cycle: pb::UpdateCycle::Daily as i32,
+        related_codes: vec![],
+        maintainer: String::new(),
+    }
+}
+
+/// Makes `content` conditionally shared (有条件共享) with its condition and legal basis.
+pub fn conditional(mut content: pb::EntryContent) -> pb::EntryContent {
+    content.share = Some(pb::ShareAttributes {
+        share_type: pb::ShareType::Conditional as i32,
+        condition: "仅用于行政审批".into(),
+        channel: pb::ShareChannel::Platform as i32,
+        exchange_kind: pb::ExchangeKind::Interface as i32,
+        legal_basis: "《政务信息资源共享管理暂行办法》".into(),
+    });
+    content
+}
+
+pub fn create(content: pb::EntryContent) -> pb::CreateEntryRequest {
+    pb::CreateEntryRequest { content: Some(content) }
+}
+
+pub fn update(code: &str, content: pb::EntryContent) -> pb::UpdateEntryRequest {
+    pb::UpdateEntryRequest {
+        resource_code: code.into(),
+        content: Some(content),
+        expected_version: 0,
+    }
+}
+
+pub fn submit(code: &str) -> pb::SubmitEntryRequest {
+    pb::SubmitEntryRequest {
+        resource_code: code.into(),
+        expected_version: 0,
+    }
+}
+
+pub fn publish(code: &str) -> pb::PublishEntryRequest {
+    pb::PublishEntryRequest {
+        resource_code: code.into(),
+        expected_version: 0,
+    }
+}
+
+pub fn return_with(code: &str, reason: &str) -> pb::ReturnEntryRequest {
+    pb::ReturnEntryRequest {
+        resource_code: code.into(),
+        reason: reason.into(),
+        expected_version: 0,
+    }
+}
+
+pub fn withdraw(code: &str, reason: &str) -> pb::WithdrawEntryRequest {
+    pb::WithdrawEntryRequest {
+        resource_code: code.into(),
+        reason: reason.into(),
+        expected_version: 0,
+    }
+}
+
+pub fn get(code: &str, version: u64) -> pb::GetEntryRequest {
+    pb::GetEntryRequest {
+        resource_code: code.into(),
+        version,
+    }
+}
+
+pub fn versions(code: &str) -> pb::ListEntryVersionsRequest {
+    pb::ListEntryVersionsRequest {
+        resource_code: code.into(),
+    }
+}
+
+pub fn keyword(text: &str) -> pb::SearchEntriesRequest {
+    pb::SearchEntriesRequest {
+        keyword: text.into(),
+        ..Default::default()
+    }
+}
+
+/// Every entry a search finds, following page tokens until they run out.
+pub async fn search_all(client: &mut Directory, mut request: pb::SearchEntriesRequest) -> Vec<pb::CatalogEntry> {
+    let mut found = Vec::new();
+    loop {
+        let page = ok(client.search_entries(request.clone()).await);
+        found.extend(page.entries);
+        if page.next_page_token.is_empty() {
+            return found;
+        }
+        request.page_token = page.next_page_token;
+    }
+}
+
+/// The resource codes a search finds (every page).
+pub async fn search_codes(client: &mut Directory, request: pb::SearchEntriesRequest) -> Vec<String> {
+    search_all(client, request)
+        .await
+        .into_iter()
+        .map(|e| e.resource_code)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checking answers
+
+/// The answer of a call that must succeed.
+#[track_caller]
+pub fn ok<T>(result: Result<Response<T>, Status>) -> T {
+    match result {
+        Ok(response) => response.into_inner(),
+        Err(status) => panic!("expected success, got {:?}: {}", status.code(), status.message()),
+    }
+}
+
+/// The status of a call that must be refused with `code`.
+#[track_caller]
+pub fn refused<T: Debug>(result: Result<Response<T>, Status>, code: Code) -> Status {
+    match result {
+        Ok(response) => panic!("expected {code:?}, but the call succeeded: {:?}", response.get_ref()),
+        Err(status) => {
+            assert_eq!(
+                status.code(),
+                code,
+                "expected {code:?}, got {:?}: {}",
+                status.code(),
+                status.message()
+            );
+            status
+        }
+    }
+}
+
+/// The fields named by the status's google.rpc.BadRequest details.
+#[track_caller]
+pub fn violated_fields(status: &Status) -> Vec<String> {
+    let bad = status
+        .get_details_bad_request()
+        .unwrap_or_else(|| panic!("no BadRequest details in {:?}: {}", status.code(), status.message()));
+    bad.field_violations.into_iter().map(|v| v.field).collect()
+}
+
+/// Refused with INVALID_ARGUMENT, naming (at least) each of `fields` in its BadRequest details.
+#[track_caller]
+pub fn invalid<T: Debug>(result: Result<Response<T>, Status>, fields: &[&str]) -> Status {
+    let status = refused(result, Code::InvalidArgument);
+    let named = violated_fields(&status);
+    for field in fields {
+        assert!(
+            named.iter().any(|n| n == field),
+            "expected a violation on {field}, got {named:?} ({})",
+            status.message()
+        );
+    }
+    status
+}

@@ -70,15 +70,26 @@ impl ClientArgs {
 
 /// A refused call, as a person reads it: the code, the reason, and each invalid field.
 pub fn explain(status: tonic::Status) -> String {
-    match status.get_details_bad_request() {
-        Some(bad) if !bad.field_violations.is_empty() => {
-            let mut text = format!("{:?}:", status.code());
-            for v in bad.field_violations {
-                text.push_str(&format!("\n  - {}: {}", v.field, v.description));
-            }
-            text
-        }
-        _ => format!("{:?}: {}", status.code(), status.message()),
+    let mut lines = Vec::new();
+    if let Some(bad) = status.get_details_bad_request() {
+        lines.extend(
+            bad.field_violations
+                .into_iter()
+                .map(|v| format!("  - {}: {}", v.field, v.description)),
+        );
+    }
+    if let Some(failure) = status.get_details_precondition_failure() {
+        lines.extend(
+            failure
+                .violations
+                .into_iter()
+                .map(|v| format!("  - {}: {}", v.subject, v.description)),
+        );
+    }
+    if lines.is_empty() {
+        format!("{:?}: {}", status.code(), status.message())
+    } else {
+        format!("{:?}:\n{}", status.code(), lines.join("\n"))
     }
 }
 

@@ -8,10 +8,12 @@ use std::path::Path;
 use tonic::Code;
 use tonic::transport::Channel;
 use xinqiao_domain::identity::Principal;
+use xinqiao_hub::registry::SHARED_SCHEMAS;
 use xinqiao_hub::tls::{ClientIdentity, connect};
 use xinqiao_hub::{Config, pki, server};
 use xinqiao_proto::v1 as pb;
 use xinqiao_proto::v1::directory_service_client::DirectoryServiceClient;
+use xinqiao_proto::v1::schema_service_client::SchemaServiceClient;
 
 use crate::client::explain;
 use crate::{CliResult, entry_file, output};
@@ -36,17 +38,19 @@ fn say(text: impl AsRef<str>) {
     out!("   {}", text.as_ref());
 }
 
-async fn client(addr: SocketAddr, dir: &Path, files: pki::CertFiles) -> CliResult<Directory> {
+async fn channel(addr: SocketAddr, dir: &Path, files: pki::CertFiles) -> CliResult<Channel> {
     let identity = ClientIdentity {
         ca: pki::ca_cert_path(dir),
         cert: files.cert,
         key: files.key,
     };
-    Ok(DirectoryServiceClient::new(
-        connect(&format!("https://127.0.0.1:{}", addr.port()), &identity)
-            .await
-            .map_err(|e| e.to_string())?,
-    ))
+    connect(&format!("https://127.0.0.1:{}", addr.port()), &identity)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn client(addr: SocketAddr, dir: &Path, files: pki::CertFiles) -> CliResult<Directory> {
+    Ok(DirectoryServiceClient::new(channel(addr, dir, files).await?))
 }
 
 /// The call must be refused with `code`; returns the hub's explanation.
@@ -303,6 +307,115 @@ pub async fn run() -> CliResult {
         .await)?;
     output::versions(false, &history.versions);
 
+    step(
+        &mut n,
+        "The admin registers the shared schemas of the base datasets (references first).",
+    );
+    let mut admin_schemas = SchemaServiceClient::new(channel(addr, &dir, pki::admin_files(&dir)).await?);
+    for (subject, json) in SHARED_SCHEMAS {
+        let request = pb::RegisterSchemaRequest {
+            subject: (*subject).into(),
+            schema_json: (*json).into(),
+        };
+        let r = ok(admin_schemas.register_schema(request).await)?;
+        say(format!(
+            "{subject} version {}",
+            r.schema.map(|s| s.version).unwrap_or(0)
+        ));
+    }
+
+    step(
+        &mut n,
+        "市市场监督管理局 binds its enterprise entry to the legal-entity schema.",
+    );
+    let mut samr_schemas = SchemaServiceClient::new(channel(addr, &dir, pki::department_files(&dir, SAMR)).await?);
+    let bind = |code: &str| pb::BindEntrySchemaRequest {
+        resource_code: code.into(),
+        subject: "legal-entity".into(),
+        version: 0,
+    };
+    let bound = ok(samr_schemas.bind_entry_schema(bind(&enterprise.resource_code)).await)?;
+    say(format!(
+        "{} is described by {} version {}",
+        bound.resource_code, bound.subject, bound.version
+    ));
+    say("The penalty entry's data items are not in that schema, so binding it is refused:");
+    say(refused(
+        samr_schemas.bind_entry_schema(bind(&penalty.resource_code)).await,
+        Code::FailedPrecondition,
+    )?);
+
+    step(
+        &mut n,
+        "Records are checked against the schema before they cross the bridge (a dry run).",
+    );
+    let records = [
+        r#"{"uscc":"11100000000013127D","name":"示范科技有限公司","legal_representative":"张三","established_on":"2019-03-01","status":"存续"}"#,
+        r#"{"uscc":"11100000000013127E","name":"校验位错误的公司","legal_representative":"李四","established_on":"2020-07-15","status":"在业"}"#,
+        r#"{"uscc":"11100000000013127D","name":"缺少法定代表人的公司","established_on":"2021-02-29","status":"存续"}"#,
+    ];
+    let request = pb::ValidateRecordsRequest {
+        subject: "legal-entity".into(),
+        version: 0,
+        records: records.iter().map(|r| r.to_string()).collect(),
+        lenient: false,
+    };
+    let report = ok(samr_schemas.validate_records(request).await)?;
+    say(format!(
+        "{} records checked, {} invalid:",
+        report.checked, report.invalid
+    ));
+    for r in &report.reports {
+        for e in &r.errors {
+            let at = if e.instance_pointer.is_empty() {
+                "(record)"
+            } else {
+                &e.instance_pointer
+            };
+            say(format!("  record {}: {at} [{}] {}", r.index, e.keyword, e.message));
+        }
+    }
+    let check_char_caught = report.reports.iter().any(|r| {
+        r.index == 1
+            && r.errors
+                .iter()
+                .any(|e| e.keyword == "format" && e.instance_pointer == "/uscc")
+    });
+    if report.invalid != 2 || !check_char_caught {
+        return Err("the validation report did not reject the wrong check character".into());
+    }
+
+    step(
+        &mut n,
+        "The schema evolves: an optional field is accepted, a new required field is refused (BACKWARD).",
+    );
+    let mut document: serde_json::Value = serde_json::from_str(SHARED_SCHEMAS[1].1).map_err(|e| e.to_string())?;
+    document["properties"]["phone"] =
+        serde_json::json!({ "$ref": "xinqiao://schemas/identifiers/1#/$defs/mobile", "title": "联系电话" });
+    let v2 = ok(admin_schemas
+        .register_schema(pb::RegisterSchemaRequest {
+            subject: "legal-entity".into(),
+            schema_json: document.to_string(),
+        })
+        .await)?;
+    say(format!(
+        "adding an optional 联系电话: version {}",
+        v2.schema.map(|s| s.version).unwrap_or(0)
+    ));
+    if let Some(required) = document["required"].as_array_mut() {
+        required.push(serde_json::json!("phone"));
+    }
+    say("making it required would reject records already written without it:");
+    say(refused(
+        admin_schemas
+            .register_schema(pb::RegisterSchemaRequest {
+                subject: "legal-entity".into(),
+                schema_json: document.to_string(),
+            })
+            .await,
+        Code::FailedPrecondition,
+    )?);
+
     step(&mut n, "市公安局 tries to withdraw another department's entry.");
     say(refused(
         police
@@ -379,7 +492,7 @@ pub async fn run() -> CliResult {
     hub.stop().await.map_err(|e| e.to_string())?;
     say("stopped");
     out!(
-        "\nDemo complete: departments registered, entries compiled, reviewed, published and found, refusals explained."
+        "\nDemo complete: departments registered, entries compiled, reviewed, published and found, schemas shared and enforced, refusals explained."
     );
     Ok(())
 }

@@ -11,7 +11,9 @@ mod demo;
 mod dept;
 mod entry_file;
 mod output;
+mod schema;
 mod serve;
+mod validate;
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +41,10 @@ enum Command {
     Dept(dept::DeptArgs),
     /// The resource directory: compile, review and search catalogue entries.
     Catalog(catalog::CatalogArgs),
+    /// The shared schema registry: register, evolve, bind and validate against schemas.
+    Schema(schema::SchemaArgs),
+    /// Check a file of records (NDJSON or CSV) against a schema file, offline.
+    Validate(validate::ValidateArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +77,8 @@ fn main() -> ExitCode {
             Command::Whoami(args) => client::whoami(args).await,
             Command::Dept(args) => dept::run(args).await,
             Command::Catalog(args) => catalog::run(args).await,
+            Command::Schema(args) => schema::run(args).await,
+            Command::Validate(args) => validate::run(args),
         }
     });
     match result {

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
+use xinqiao_domain::identity::Caller;
+use xinqiao_hub::registry::Registry;
 use xinqiao_hub::{Config, pki, server};
 
 use crate::CliResult;
@@ -62,6 +64,16 @@ pub async fn run(args: ServeArgs) -> CliResult {
         server::register_sample_departments(store.as_ref())
             .await
             .map_err(|e| e.to_string())?;
+        let admin = Caller::Admin(pki::DEV_ADMIN.into());
+        for (schema, created) in Registry::new(store.clone())
+            .import_shared(&admin)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            if created {
+                tracing::info!(subject = %schema.subject, version = schema.version, "registered a shared schema");
+            }
+        }
     }
     let hub = server::start_with_store(&config, store)
         .await

@@ -43,6 +43,9 @@ pub enum Error {
     Unauthenticated(String),
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A schema change that the subject's compatibility mode does not allow, with every reason.
+    #[error("incompatible schema: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Incompatible(Vec<crate::compatibility::Incompatibility>),
     /// A concurrent change won; the caller may re-read and retry.
     #[error("{0}")]
     Aborted(String),

@@ -4,13 +4,16 @@
 //! store speak in these types; `tonic::Status` and SQL never appear here.
 
 pub mod catalogue;
+pub mod compatibility;
 pub mod department;
 pub mod error;
+pub mod fingerprint;
 pub mod identifiers;
 pub mod identity;
 pub mod lifecycle;
 pub mod paging;
 pub mod policy;
+pub mod schema;
 pub mod text;
 
 pub use error::{Error, FieldViolation, Result};

@@ -85,6 +85,18 @@ pub fn act_on_entry(caller: &Caller, entry: &CatalogEntry, action: EntryAction) 
     Err(Error::PermissionDenied(who.into()))
 }
 
+/// Which schema describes an entry's records is decided by its provider (or the admin).
+pub fn bind_schema(caller: &Caller, entry: &CatalogEntry) -> Result<()> {
+    read_entry(caller, entry)?;
+    if caller.is_admin() || caller.department() == Some(entry.provider_code.as_str()) {
+        Ok(())
+    } else {
+        Err(Error::PermissionDenied(
+            "only the provider or the admin binds a schema to an entry".into(),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +178,17 @@ mod tests {
         assert!(matches!(
             act_on_entry(&other, &pending, EntryAction::Update),
             Err(Error::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn the_provider_or_the_admin_binds_a_schema() {
+        let published = entry(EntryState::Published);
+        assert!(bind_schema(&Caller::Department(OWNER.into()), &published).is_ok());
+        assert!(bind_schema(&admin(), &published).is_ok());
+        assert!(matches!(
+            bind_schema(&Caller::Department(OTHER.into()), &published),
+            Err(Error::PermissionDenied(_))
         ));
     }
 

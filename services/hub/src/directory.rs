@@ -58,6 +58,8 @@ impl DirectoryApi {
         check_version(&entry, expected_version)?;
         let now = Utc::now();
         entry.state = entry.state.apply(action)?;
+        // A return must tell the provider what to change.
+        check_reason(&reason, action == EntryAction::Return)?;
         entry.version += 1;
         entry.updated_at = now;
         entry.state_reason = reason.clone();
@@ -243,8 +245,7 @@ impl DirectoryService for DirectoryApi {
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.into_inner();
-            let draft = r.content.ok_or_else(|| Error::invalid("content", "is required"))?;
-            let content = convert::draft(draft).validate()?;
+            let draft = r.content;
             let entry = self
                 .transition(
                     &caller,
@@ -253,6 +254,10 @@ impl DirectoryService for DirectoryApi {
                     EntryAction::Update,
                     String::new(),
                     |entry| {
+                        // Validated after the caller is known to be the provider and the
+                        // entry's state allows a revision.
+                        let draft = draft.ok_or_else(|| Error::invalid("content", "is required"))?;
+                        let content = convert::draft(draft).validate()?;
                         if entry.content.classification != content.classification {
                             return Err(Error::invalid(
                                 "content.classification",
@@ -326,8 +331,6 @@ impl DirectoryService for DirectoryApi {
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.into_inner();
-            // A return must tell the provider what to change.
-            check_reason(&r.reason, true)?;
             let entry = self
                 .transition(
                     &caller,
@@ -350,7 +353,6 @@ impl DirectoryService for DirectoryApi {
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.into_inner();
-            check_reason(&r.reason, false)?;
             let entry = self
                 .transition(
                     &caller,

@@ -7,6 +7,8 @@ pub mod convert;
 pub mod directory;
 pub mod paging;
 pub mod pki;
+pub mod registry;
+pub mod schemas;
 pub mod server;
 pub mod status;
 pub mod tls;

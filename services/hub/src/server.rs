@@ -10,10 +10,13 @@ use tonic::codegen::http;
 use tonic::transport::Server;
 use xinqiao_domain::department::DepartmentProfile;
 use xinqiao_proto::v1::directory_service_server::DirectoryServiceServer;
+use xinqiao_proto::v1::schema_service_server::SchemaServiceServer;
 use xinqiao_store::Store;
 
 use crate::config::Config;
 use crate::directory::DirectoryApi;
+use crate::registry::Registry;
+use crate::schemas::SchemaApi;
 use crate::tls;
 
 #[derive(Debug, thiserror::Error)]
@@ -85,9 +88,14 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     let directory = DirectoryServiceServer::new(DirectoryApi::new(store.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
+    let registry = Registry::new(store.clone());
+    let schemas = SchemaServiceServer::new(SchemaApi::new(store.clone(), registry))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max.max(4 * 1024 * 1024));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<DirectoryServiceServer<DirectoryApi>>().await;
+    health.set_serving::<SchemaServiceServer<SchemaApi>>().await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(xinqiao_proto::FILE_DESCRIPTOR_SET)
@@ -107,7 +115,8 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(directory);
+        .add_service(directory)
+        .add_service(schemas);
     let task = tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(incoming, async {

@@ -23,6 +23,17 @@ pub fn to_status(error: Error) -> Status {
             Status::with_error_details(Code::InvalidArgument, message, details)
         }
         Error::FailedPrecondition(why) => Status::failed_precondition(why),
+        Error::Incompatible(reasons) => {
+            let message = format!(
+                "the schema is not compatible: {}",
+                reasons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            );
+            let mut details = ErrorDetails::new();
+            for r in &reasons {
+                details.add_precondition_failure_violation("COMPATIBILITY", r.pointer.clone(), r.reason.clone());
+            }
+            Status::with_error_details(Code::FailedPrecondition, message, details)
+        }
         Error::PermissionDenied(why) => Status::permission_denied(why),
         Error::Unauthenticated(why) => Status::unauthenticated(why),
         Error::ResourceExhausted(why) => Status::resource_exhausted(why),

@@ -8,9 +8,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use xinqiao_domain::Result;
 use xinqiao_domain::catalogue::{CatalogEntry, EntryContent, EntryFilter};
+use xinqiao_domain::compatibility::CompatibilityMode;
 use xinqiao_domain::department::{Department, DepartmentProfile};
 use xinqiao_domain::lifecycle::{EntryAction, EntryState};
 use xinqiao_domain::policy::EntryVisibility;
+use xinqiao_domain::schema::{RegisteredSchema, SchemaRef, Subject};
 
 mod error;
 pub mod postgres;
@@ -92,10 +94,81 @@ pub trait CatalogStore: Send + Sync {
     ) -> Result<Vec<CatalogEntry>>;
 }
 
-/// Everything the hub stores.
-pub trait Store: DepartmentStore + CatalogStore {}
+/// What registering a schema did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Registration {
+    /// A new version was stored.
+    Created(RegisteredSchema),
+    /// A live version with the same fingerprint already existed; nothing was written.
+    Existing(RegisteredSchema),
+}
 
-impl<T: DepartmentStore + CatalogStore> Store for T {}
+/// A schema to store as the next version of its subject.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSchema<'a> {
+    pub subject: &'a str,
+    pub content: &'a str,
+    pub fingerprint: &'a str,
+    pub references: &'a [SchemaRef],
+    pub registered_by: &'a str,
+    pub at: DateTime<Utc>,
+    /// The version the caller checked compatibility against (the subject's highest version,
+    /// deleted ones included, or 0 for a new subject). ABORTED if another version was
+    /// registered meanwhile, so compatibility is never checked against a stale history.
+    pub after_version: u32,
+}
+
+/// The schema registry: subjects, versions, compatibility settings and the schemas bound to
+/// catalogue entries.
+#[async_trait]
+pub trait SchemaStore: Send + Sync {
+    /// Stores a new version (`after_version + 1`) unless a live version of the subject has the
+    /// same fingerprint, in which case that version is returned. The first version of a subject
+    /// makes `registered_by` its owner. A reference to a missing or deleted version: NOT_FOUND.
+    async fn register_schema(&self, schema: &NewSchema<'_>) -> Result<Registration>;
+
+    async fn get_subject(&self, subject: &str) -> Result<Option<Subject>>;
+    /// Subjects ordered by name, after `after`, at most `limit`. Without `include_deleted`,
+    /// subjects whose versions are all deleted are left out.
+    async fn list_subjects(&self, after: Option<&str>, limit: u32, include_deleted: bool) -> Result<Vec<Subject>>;
+
+    /// One version (deleted or not: the caller decides what to show).
+    async fn get_schema(&self, subject: &str, version: u32) -> Result<Option<RegisteredSchema>>;
+    /// The highest live version.
+    async fn latest_schema(&self, subject: &str) -> Result<Option<RegisteredSchema>>;
+    /// Every version, oldest first; deleted ones only when asked.
+    async fn list_schema_versions(&self, subject: &str, include_deleted: bool) -> Result<Vec<RegisteredSchema>>;
+
+    /// Soft delete (or undelete). NOT_FOUND if the version does not exist.
+    async fn set_schema_deleted(&self, subject: &str, version: u32, deleted: bool) -> Result<RegisteredSchema>;
+    /// Removes a soft-deleted version for good. FAILED_PRECONDITION if it is not soft-deleted
+    /// first, or while a catalogue entry is bound to it or another schema references it.
+    async fn delete_schema_permanently(&self, subject: &str, version: u32) -> Result<()>;
+
+    /// The registry-wide default mode (BACKWARD until set).
+    async fn default_compatibility(&self) -> Result<CompatibilityMode>;
+    async fn set_default_compatibility(&self, mode: CompatibilityMode) -> Result<()>;
+    /// Sets or clears (`None`: follow the default) a subject's mode. NOT_FOUND for an unknown subject.
+    async fn set_subject_compatibility(&self, subject: &str, mode: Option<CompatibilityMode>) -> Result<Subject>;
+
+    /// Binds a catalogue entry to a schema version, replacing any earlier binding.
+    async fn bind_entry_schema(&self, binding: &EntrySchemaBinding) -> Result<()>;
+    async fn entry_schema(&self, resource_code: &str) -> Result<Option<EntrySchemaBinding>>;
+}
+
+/// Which schema version describes a catalogue entry's records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntrySchemaBinding {
+    pub resource_code: String,
+    pub schema: SchemaRef,
+    pub bound_by: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Everything the hub stores.
+pub trait Store: DepartmentStore + CatalogStore + SchemaStore {}
+
+impl<T: DepartmentStore + CatalogStore + SchemaStore> Store for T {}
 
 /// Opens the store a database URL names, creating it and running its migrations:
 /// `sqlite://PATH` (the file is created on first start) or `postgres://…`.

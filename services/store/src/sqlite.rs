@@ -16,13 +16,18 @@ use sqlx::sqlite::{
 };
 use sqlx::{Decode, QueryBuilder, Row, Sqlite, Type};
 use xinqiao_domain::catalogue::{CatalogEntry, EntryContent, EntryFilter, resource_code};
+use xinqiao_domain::compatibility::{CompatibilityMode, DEFAULT_MODE};
 use xinqiao_domain::department::{Department, DepartmentProfile};
 use xinqiao_domain::lifecycle::{EntryAction, EntryState};
 use xinqiao_domain::policy::EntryVisibility;
+use xinqiao_domain::schema::{RegisteredSchema, SchemaRef, Subject};
 use xinqiao_domain::{Error, Result};
 
 use crate::error::{corrupt, db_error, migrate_error, translate};
-use crate::{CatalogStore, DepartmentStore, EntryChange, EntryVersionRecord};
+use crate::{
+    CatalogStore, DepartmentStore, EntryChange, EntrySchemaBinding, EntryVersionRecord, NewSchema, Registration,
+    SchemaStore,
+};
 
 const READERS: u32 = 4;
 /// How long a statement waits for a lock held by another process before SQLITE_BUSY.
@@ -567,6 +572,526 @@ impl CatalogStore for SqliteStore {
             .push_bind(i64::from(limit));
         let rows = query.build().fetch_all(&self.readers).await.map_err(db_error)?;
         rows.iter().map(entry).collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The schema registry
+
+/// The registry_settings row that holds the registry-wide default compatibility mode.
+const DEFAULT_COMPATIBILITY_KEY: &str = "default_compatibility";
+
+const SCHEMA_COLUMNS: &str = "subject, version, content, fingerprint, registered_by, deleted, created_at";
+
+/// Subjects (alias `s`) with their highest live version and their number of versions: the live
+/// ones, or every stored one with `include_deleted`.
+fn select_subjects(include_deleted: bool) -> QueryBuilder<Sqlite> {
+    let counted = if include_deleted { "" } else { " AND NOT v.deleted" };
+    QueryBuilder::new(format!(
+        "SELECT s.subject, s.owner, s.compatibility, \
+         (SELECT MAX(v.version) FROM schema_versions v WHERE v.subject = s.subject AND NOT v.deleted) \
+         AS latest_version, \
+         (SELECT COUNT(*) FROM schema_versions v WHERE v.subject = s.subject{counted}) AS version_count \
+         FROM schema_subjects s"
+    ))
+}
+
+fn schema_version(version: i64, column: &str) -> Result<u32> {
+    u32::try_from(version).map_err(|e| corrupt(column, e))
+}
+
+fn compatibility(text: &str) -> Result<CompatibilityMode> {
+    CompatibilityMode::parse(text).map_err(|_| corrupt("compatibility", text))
+}
+
+fn subject(row: &SqliteRow) -> Result<Subject> {
+    let mode: Option<String> = get(row, "compatibility")?;
+    let latest: Option<i64> = get(row, "latest_version")?;
+    let count: i64 = get(row, "version_count")?;
+    Ok(Subject {
+        name: get(row, "subject")?,
+        owner: get(row, "owner")?,
+        compatibility: mode.as_deref().map(compatibility).transpose()?,
+        latest_version: latest.map(|v| schema_version(v, "latest_version")).transpose()?,
+        version_count: u32::try_from(count).map_err(|e| corrupt("version_count", e))?,
+    })
+}
+
+/// A version without its references, which live in a table of their own.
+fn schema(row: &SqliteRow) -> Result<RegisteredSchema> {
+    Ok(RegisteredSchema {
+        subject: get(row, "subject")?,
+        version: schema_version(get(row, "version")?, "version")?,
+        content: get(row, "content")?,
+        fingerprint: get(row, "fingerprint")?,
+        references: Vec::new(),
+        registered_by: get(row, "registered_by")?,
+        deleted: get(row, "deleted")?,
+        created_at: get(row, "created_at")?,
+    })
+}
+
+/// ABORTED: the subject moved on between the caller's compatibility check and this write.
+fn subject_changed(subject: &str) -> Error {
+    Error::Aborted(format!(
+        "subject {subject} changed while this registration was checked; retry"
+    ))
+}
+
+/// Translates an error from writing a new version: a unique violation means a concurrent
+/// registration stored the same version (or created the same subject) first.
+fn registration_error(err: sqlx::Error, subject: &str) -> Error {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => subject_changed(subject),
+        _ => translate(err, &format!("schema subject {subject}")),
+    }
+}
+
+fn schema_not_found(subject: &str, version: u32) -> Error {
+    Error::NotFound(format!("schema {subject} version {version}"))
+}
+
+/// The versions of `subject` with their references, oldest first: one version, or all of them
+/// (the live ones only unless `include_deleted`).
+async fn fetch_schemas(
+    conn: &mut SqliteConnection,
+    subject: &str,
+    version: Option<u32>,
+    include_deleted: bool,
+) -> Result<Vec<RegisteredSchema>> {
+    let mut query = QueryBuilder::<Sqlite>::new("SELECT ");
+    query
+        .push(SCHEMA_COLUMNS)
+        .push(" FROM schema_versions WHERE subject = ")
+        .push_bind(subject);
+    if let Some(version) = version {
+        query.push(" AND version = ").push_bind(i64::from(version));
+    }
+    if !include_deleted {
+        query.push(" AND NOT deleted");
+    }
+    query.push(" ORDER BY version");
+    let rows = query.build().fetch_all(&mut *conn).await.map_err(db_error)?;
+    let mut schemas = rows.iter().map(schema).collect::<Result<Vec<_>>>()?;
+    if schemas.is_empty() {
+        return Ok(schemas);
+    }
+
+    let mut query =
+        QueryBuilder::<Sqlite>::new("SELECT version, ref_subject, ref_version FROM schema_references WHERE subject = ");
+    query.push_bind(subject);
+    if let Some(version) = version {
+        query.push(" AND version = ").push_bind(i64::from(version));
+    }
+    query.push(" ORDER BY version, position");
+    let rows = query.build().fetch_all(&mut *conn).await.map_err(db_error)?;
+    for row in &rows {
+        let version = schema_version(get(row, "version")?, "schema_references.version")?;
+        let reference = SchemaRef {
+            subject: get(row, "ref_subject")?,
+            version: schema_version(get(row, "ref_version")?, "schema_references.ref_version")?,
+        };
+        // Both lists are ordered by version; references of versions not asked for are skipped.
+        if let Ok(at) = schemas.binary_search_by_key(&version, |s| s.version) {
+            schemas[at].references.push(reference);
+        }
+    }
+    Ok(schemas)
+}
+
+async fn fetch_schema(conn: &mut SqliteConnection, subject: &str, version: u32) -> Result<Option<RegisteredSchema>> {
+    Ok(fetch_schemas(conn, subject, Some(version), true).await?.pop())
+}
+
+async fn fetch_subject(conn: &mut SqliteConnection, name: &str) -> Result<Option<Subject>> {
+    let mut query = select_subjects(false);
+    query.push(" WHERE s.subject = ").push_bind(name);
+    let row = query.build().fetch_optional(conn).await.map_err(db_error)?;
+    row.as_ref().map(subject).transpose()
+}
+
+/// Whether a version exists and is live; `None` if it does not exist.
+async fn version_live(conn: &mut SqliteConnection, subject: &str, version: u32) -> Result<Option<bool>> {
+    let deleted: Option<bool> =
+        sqlx::query_scalar("SELECT deleted FROM schema_versions WHERE subject = ? AND version = ?")
+            .bind(subject)
+            .bind(i64::from(version))
+            .fetch_optional(conn)
+            .await
+            .map_err(db_error)?;
+    Ok(deleted.map(|deleted| !deleted))
+}
+
+#[async_trait]
+impl SchemaStore for SqliteStore {
+    /// In one write transaction, in this order: (1) a live version of the subject with the same
+    /// fingerprint is returned as `Existing`, with nothing written, even when `after_version` is
+    /// stale; (2) the subject's highest stored version (deleted ones included) must equal
+    /// `after_version`, else ABORTED; (3) every reference must name a live version, else
+    /// NOT_FOUND naming it; (4) the subject is created if new (owned by `registered_by`) and the
+    /// version stored with its references.
+    ///
+    /// The new version is one past the highest ever handed out in the subject. That is
+    /// `after_version + 1` unless the subject's highest version was deleted for good, whose
+    /// number is not given out again.
+    async fn register_schema(&self, new: &NewSchema<'_>) -> Result<Registration> {
+        let at = stored_time(new.at);
+        let mut tx = self.begin_write().await?;
+
+        let same: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM schema_versions WHERE subject = ? AND fingerprint = ? AND NOT deleted \
+             ORDER BY version LIMIT 1",
+        )
+        .bind(new.subject)
+        .bind(new.fingerprint)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if let Some(version) = same {
+            let version = schema_version(version, "version")?;
+            let existing = fetch_schema(&mut tx, new.subject, version)
+                .await?
+                .ok_or_else(|| Error::Internal(format!("schema {} version {version} vanished", new.subject)))?;
+            return Ok(Registration::Existing(existing));
+        }
+
+        let last_version: Option<i64> =
+            sqlx::query_scalar("SELECT last_version FROM schema_subjects WHERE subject = ?")
+                .bind(new.subject)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        let highest: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_versions WHERE subject = ?")
+                .bind(new.subject)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        if highest != i64::from(new.after_version) {
+            return Err(subject_changed(new.subject));
+        }
+
+        for reference in new.references {
+            match version_live(&mut tx, &reference.subject, reference.version).await? {
+                Some(true) => {}
+                Some(false) => {
+                    return Err(Error::NotFound(format!(
+                        "referenced schema {} version {} (it is deleted)",
+                        reference.subject, reference.version
+                    )));
+                }
+                None => {
+                    return Err(Error::NotFound(format!(
+                        "referenced schema {} version {}",
+                        reference.subject, reference.version
+                    )));
+                }
+            }
+        }
+
+        let version = last_version.unwrap_or(0) + 1;
+        let number = u32::try_from(version)
+            .map_err(|_| Error::FailedPrecondition(format!("subject {} has no version numbers left", new.subject)))?;
+        if last_version.is_some() {
+            sqlx::query("UPDATE schema_subjects SET last_version = ? WHERE subject = ?")
+                .bind(version)
+                .bind(new.subject)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| registration_error(e, new.subject))?;
+        } else {
+            sqlx::query(
+                "INSERT INTO schema_subjects (subject, owner, compatibility, last_version, created_at) \
+                 VALUES (?, ?, NULL, ?, ?)",
+            )
+            .bind(new.subject)
+            .bind(new.registered_by)
+            .bind(version)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| registration_error(e, new.subject))?;
+        }
+        sqlx::query(
+            "INSERT INTO schema_versions (subject, version, content, fingerprint, registered_by, deleted, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(new.subject)
+        .bind(version)
+        .bind(new.content)
+        .bind(new.fingerprint)
+        .bind(new.registered_by)
+        .bind(false)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| registration_error(e, new.subject))?;
+        for (position, reference) in new.references.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO schema_references (subject, version, position, ref_subject, ref_version) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(new.subject)
+            .bind(version)
+            .bind(i64::try_from(position).map_err(|_| Error::invalid("references", "are too many"))?)
+            .bind(&reference.subject)
+            .bind(i64::from(reference.version))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| registration_error(e, new.subject))?;
+        }
+
+        let created = fetch_schema(&mut tx, new.subject, number).await?.ok_or_else(|| {
+            Error::Internal(format!(
+                "schema {} version {number} vanished while being registered",
+                new.subject
+            ))
+        })?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Registration::Created(created))
+    }
+
+    /// Any stored subject, also one whose versions are all deleted; `version_count` counts the
+    /// live versions.
+    async fn get_subject(&self, subject: &str) -> Result<Option<Subject>> {
+        let mut conn = self.readers.acquire().await.map_err(db_error)?;
+        fetch_subject(&mut conn, subject).await
+    }
+
+    /// `latest_version` is the highest live version (`None` if there is none); `version_count`
+    /// counts the live versions, or every stored one with `include_deleted`.
+    async fn list_subjects(&self, after: Option<&str>, limit: u32, include_deleted: bool) -> Result<Vec<Subject>> {
+        let mut query = select_subjects(include_deleted);
+        query.push(" WHERE 1 = 1");
+        if !include_deleted {
+            query.push(" AND EXISTS (SELECT 1 FROM schema_versions v WHERE v.subject = s.subject AND NOT v.deleted)");
+        }
+        if let Some(after) = after {
+            query.push(" AND s.subject > ").push_bind(after);
+        }
+        query.push(" ORDER BY s.subject LIMIT ").push_bind(i64::from(limit));
+        let rows = query.build().fetch_all(&self.readers).await.map_err(db_error)?;
+        rows.iter().map(subject).collect()
+    }
+
+    async fn get_schema(&self, subject: &str, version: u32) -> Result<Option<RegisteredSchema>> {
+        // One read transaction: the version and its references from the same snapshot.
+        let mut tx = self.readers.begin().await.map_err(db_error)?;
+        fetch_schema(&mut tx, subject, version).await
+    }
+
+    async fn latest_schema(&self, subject: &str) -> Result<Option<RegisteredSchema>> {
+        let mut tx = self.readers.begin().await.map_err(db_error)?;
+        let latest: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM schema_versions WHERE subject = ? AND NOT deleted")
+                .bind(subject)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        match latest {
+            Some(version) => fetch_schema(&mut tx, subject, schema_version(version, "version")?).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn list_schema_versions(&self, subject: &str, include_deleted: bool) -> Result<Vec<RegisteredSchema>> {
+        let mut tx = self.readers.begin().await.map_err(db_error)?;
+        fetch_schemas(&mut tx, subject, None, include_deleted).await
+    }
+
+    async fn set_schema_deleted(&self, subject: &str, version: u32, deleted: bool) -> Result<RegisteredSchema> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query("UPDATE schema_versions SET deleted = ? WHERE subject = ? AND version = ?")
+            .bind(deleted)
+            .bind(subject)
+            .bind(i64::from(version))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if updated.rows_affected() == 0 {
+            return Err(schema_not_found(subject, version));
+        }
+        let schema = fetch_schema(&mut tx, subject, version)
+            .await?
+            .ok_or_else(|| schema_not_found(subject, version))?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(schema)
+    }
+
+    /// Refused (FAILED_PRECONDITION) unless the version is soft-deleted, and while a catalogue
+    /// entry is bound to it or another version references it; the message names the first such
+    /// entry or version. Removes the version's own references with it. The subject stays, with
+    /// its owner, its mode and its count of versions handed out.
+    async fn delete_schema_permanently(&self, subject: &str, version: u32) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        match version_live(&mut tx, subject, version).await? {
+            None => return Err(schema_not_found(subject, version)),
+            Some(true) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "schema {subject} version {version} is not deleted; delete it (soft) before deleting it for good"
+                )));
+            }
+            Some(false) => {}
+        }
+
+        let bound: Option<String> = sqlx::query_scalar(
+            "SELECT resource_code FROM entry_schema_bindings WHERE subject = ? AND version = ? \
+             ORDER BY resource_code LIMIT 1",
+        )
+        .bind(subject)
+        .bind(i64::from(version))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if let Some(resource_code) = bound {
+            return Err(Error::FailedPrecondition(format!(
+                "schema {subject} version {version} describes catalogue entry {resource_code}; bind the entry to \
+                 another version first"
+            )));
+        }
+
+        let referrer = sqlx::query(
+            "SELECT subject, version FROM schema_references WHERE ref_subject = ? AND ref_version = ? \
+             ORDER BY subject, version LIMIT 1",
+        )
+        .bind(subject)
+        .bind(i64::from(version))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if let Some(row) = referrer {
+            let by: String = get(&row, "subject")?;
+            let by_version: i64 = get(&row, "version")?;
+            return Err(Error::FailedPrecondition(format!(
+                "schema {subject} version {version} is referenced by schema {by} version {by_version}"
+            )));
+        }
+
+        sqlx::query("DELETE FROM schema_references WHERE subject = ? AND version = ?")
+            .bind(subject)
+            .bind(i64::from(version))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        sqlx::query("DELETE FROM schema_versions WHERE subject = ? AND version = ?")
+            .bind(subject)
+            .bind(i64::from(version))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn default_compatibility(&self) -> Result<CompatibilityMode> {
+        let value: Option<String> = sqlx::query_scalar("SELECT value FROM registry_settings WHERE key = ?")
+            .bind(DEFAULT_COMPATIBILITY_KEY)
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(db_error)?;
+        match value {
+            Some(mode) => compatibility(&mode),
+            None => Ok(DEFAULT_MODE),
+        }
+    }
+
+    async fn set_default_compatibility(&self, mode: CompatibilityMode) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO registry_settings (key, value) VALUES (?, ?) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(DEFAULT_COMPATIBILITY_KEY)
+        .bind(mode.as_str())
+        .execute(&self.writer)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn set_subject_compatibility(&self, subject: &str, mode: Option<CompatibilityMode>) -> Result<Subject> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query("UPDATE schema_subjects SET compatibility = ? WHERE subject = ?")
+            .bind(mode.map(|m| m.as_str()))
+            .bind(subject)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if updated.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("schema subject {subject}")));
+        }
+        let changed = fetch_subject(&mut tx, subject)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("schema subject {subject}")))?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(changed)
+    }
+
+    /// NOT_FOUND if the entry does not exist, or the version does not exist or is deleted.
+    async fn bind_entry_schema(&self, binding: &EntrySchemaBinding) -> Result<()> {
+        let schema = &binding.schema;
+        let mut tx = self.begin_write().await?;
+        let entry: Option<i64> = sqlx::query_scalar("SELECT 1 FROM catalog_entries WHERE resource_code = ?")
+            .bind(&binding.resource_code)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if entry.is_none() {
+            return Err(Error::NotFound(format!("catalogue entry {}", binding.resource_code)));
+        }
+        match version_live(&mut tx, &schema.subject, schema.version).await? {
+            Some(true) => {}
+            Some(false) => {
+                return Err(Error::NotFound(format!(
+                    "schema {} version {} (it is deleted)",
+                    schema.subject, schema.version
+                )));
+            }
+            None => return Err(schema_not_found(&schema.subject, schema.version)),
+        }
+        sqlx::query(
+            "INSERT INTO entry_schema_bindings (resource_code, subject, version, bound_by, bound_at) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (resource_code) DO UPDATE SET subject = excluded.subject, \
+             version = excluded.version, bound_by = excluded.bound_by, bound_at = excluded.bound_at",
+        )
+        .bind(&binding.resource_code)
+        .bind(&schema.subject)
+        .bind(i64::from(schema.version))
+        .bind(&binding.bound_by)
+        .bind(stored_time(binding.at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            translate(
+                e,
+                &format!("the schema binding of catalogue entry {}", binding.resource_code),
+            )
+        })?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn entry_schema(&self, resource_code: &str) -> Result<Option<EntrySchemaBinding>> {
+        let row = sqlx::query(
+            "SELECT resource_code, subject, version, bound_by, bound_at FROM entry_schema_bindings \
+             WHERE resource_code = ?",
+        )
+        .bind(resource_code)
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(db_error)?;
+        row.as_ref()
+            .map(|row| {
+                Ok(EntrySchemaBinding {
+                    resource_code: get(row, "resource_code")?,
+                    schema: SchemaRef {
+                        subject: get(row, "subject")?,
+                        version: schema_version(get(row, "version")?, "version")?,
+                    },
+                    bound_by: get(row, "bound_by")?,
+                    at: get(row, "bound_at")?,
+                })
+            })
+            .transpose()
     }
 }
 

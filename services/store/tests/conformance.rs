@@ -13,11 +13,16 @@ use xinqiao_domain::catalogue::{
     CatalogEntry, DataItem, EntryContent, EntryFilter, ExchangeKind, OpenAttributes, OpenType, ResourceFormat,
     ShareAttributes, ShareChannel, ShareType, UpdateCycle,
 };
+use xinqiao_domain::compatibility::CompatibilityMode;
 use xinqiao_domain::department::DepartmentProfile;
 use xinqiao_domain::identifiers::uscc_check_char;
 use xinqiao_domain::lifecycle::{EntryAction, EntryState};
 use xinqiao_domain::policy::EntryVisibility;
-use xinqiao_store::{CatalogStore, DepartmentStore, EntryChange, PgStore, SqliteStore, Store};
+use xinqiao_domain::schema::{RegisteredSchema, SchemaRef, Subject};
+use xinqiao_store::{
+    CatalogStore, DepartmentStore, EntryChange, EntrySchemaBinding, NewSchema, PgStore, Registration, SqliteStore,
+    Store,
+};
 
 const PG_URL_VAR: &str = "XINQIAO_TEST_DATABASE_URL";
 
@@ -142,6 +147,17 @@ conformance!(
     search_finds_chinese_keywords_in_name_summary_and_items,
     search_keywords_match_literally,
     search_orders_by_resource_code_and_pages,
+    schema_versions_are_numbered_from_one,
+    identical_content_registers_once,
+    a_stale_after_version_is_aborted,
+    concurrent_registrations_let_one_win,
+    references_must_name_live_versions,
+    soft_deleted_versions_are_hidden,
+    permanent_deletion_needs_a_soft_delete_and_no_users,
+    version_numbers_are_never_reused,
+    compatibility_defaults_and_subject_modes,
+    subjects_are_listed_in_order_and_paged,
+    entries_are_bound_to_live_schema_versions,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -996,6 +1012,701 @@ async fn search_orders_by_resource_code_and_pages(store: Arc<dyn Store>) {
     assert_eq!(
         page.iter().map(|e| e.resource_code.as_str()).collect::<Vec<_>>(),
         ["102/000001", "102/000002"]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The schema registry
+
+/// A small JSON Schema document; `title` makes each one distinct.
+fn doc(title: &str) -> String {
+    format!(r#"{{"type":"object","title":"{title}","properties":{{"名称":{{"type":"string"}}}}}}"#)
+}
+
+fn fingerprint_of(content: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(content).expect("schema JSON");
+    xinqiao_domain::fingerprint::fingerprint(&value)
+}
+
+fn sref(subject: &str, version: u32) -> SchemaRef {
+    SchemaRef {
+        subject: subject.into(),
+        version,
+    }
+}
+
+/// Registers `content` as the version after `after_version` of `subject`.
+async fn try_register_schema(
+    store: &dyn Store,
+    subject: &str,
+    content: &str,
+    after_version: u32,
+    references: &[SchemaRef],
+    registered_by: &str,
+) -> xinqiao_domain::Result<Registration> {
+    let fingerprint = fingerprint_of(content);
+    store
+        .register_schema(&NewSchema {
+            subject,
+            content,
+            fingerprint: &fingerprint,
+            references,
+            registered_by,
+            at: t(100) + Duration::nanoseconds(1_234_567),
+            after_version,
+        })
+        .await
+}
+
+/// Registers a new version and expects it to be created.
+async fn add_version(store: &dyn Store, subject: &str, content: &str, after_version: u32) -> RegisteredSchema {
+    add_version_with(store, subject, content, after_version, &[]).await
+}
+
+async fn add_version_with(
+    store: &dyn Store,
+    subject: &str,
+    content: &str,
+    after_version: u32,
+    references: &[SchemaRef],
+) -> RegisteredSchema {
+    match try_register_schema(store, subject, content, after_version, references, "admin:ops").await {
+        Ok(Registration::Created(schema)) => schema,
+        other => panic!("expected a new version of {subject}, got {other:?}"),
+    }
+}
+
+async fn versions(store: &dyn Store, subject: &str, include_deleted: bool) -> Vec<u32> {
+    let found = store
+        .list_schema_versions(subject, include_deleted)
+        .await
+        .expect("list versions");
+    found.into_iter().map(|s| s.version).collect()
+}
+
+async fn soft_delete(store: &dyn Store, subject: &str, version: u32) -> RegisteredSchema {
+    store
+        .set_schema_deleted(subject, version, true)
+        .await
+        .expect("soft delete")
+}
+
+fn mode(text: &str) -> CompatibilityMode {
+    CompatibilityMode::parse(text).expect("a compatibility mode")
+}
+
+fn binding(resource_code: &str, subject: &str, version: u32, at: DateTime<Utc>) -> EntrySchemaBinding {
+    EntrySchemaBinding {
+        resource_code: resource_code.into(),
+        schema: sref(subject, version),
+        bound_by: "admin:ops".into(),
+        at,
+    }
+}
+
+fn assert_failed_precondition(result: xinqiao_domain::Result<()>, naming: &str) {
+    match result {
+        Err(Error::FailedPrecondition(message)) => {
+            assert!(message.contains(naming), "{message:?} should name {naming}")
+        }
+        other => panic!("expected FAILED_PRECONDITION naming {naming}, got {other:?}"),
+    }
+}
+
+async fn schema_versions_are_numbered_from_one(store: Arc<dyn Store>) {
+    let owner = dept_code(1);
+    let first = doc("法人 v1");
+    let created = match try_register_schema(&*store, "legal-entity", &first, 0, &[], &owner).await {
+        Ok(Registration::Created(schema)) => schema,
+        other => panic!("expected version 1, got {other:?}"),
+    };
+    assert_eq!(
+        created,
+        RegisteredSchema {
+            subject: "legal-entity".into(),
+            version: 1,
+            content: first.clone(),
+            fingerprint: fingerprint_of(&first),
+            references: vec![],
+            registered_by: owner.clone(),
+            deleted: false,
+            // Kept to the microsecond.
+            created_at: t(100) + Duration::microseconds(1_234),
+        }
+    );
+    assert_eq!(
+        store.get_schema("legal-entity", 1).await.expect("get"),
+        Some(created.clone())
+    );
+
+    // Later versions may come from someone else (the hub checks who); the owner stays.
+    let second = add_version(&*store, "legal-entity", &doc("法人 v2"), 1).await;
+    let third = add_version(&*store, "legal-entity", &doc("法人 v3"), 2).await;
+    assert_eq!((second.version, third.version), (2, 3));
+    assert_eq!(third.registered_by, "admin:ops");
+    assert_eq!(third.content, doc("法人 v3"), "content is kept as given");
+
+    assert_eq!(
+        store.latest_schema("legal-entity").await.expect("latest"),
+        Some(third.clone())
+    );
+    assert_eq!(
+        store.list_schema_versions("legal-entity", false).await.expect("list"),
+        [created, second.clone(), third]
+    );
+    assert_eq!(store.get_schema("legal-entity", 2).await.expect("get"), Some(second));
+    assert_eq!(
+        store.get_subject("legal-entity").await.expect("subject"),
+        Some(Subject {
+            name: "legal-entity".into(),
+            owner,
+            compatibility: None,
+            latest_version: Some(3),
+            version_count: 3,
+        })
+    );
+
+    assert_eq!(store.get_schema("legal-entity", 4).await.expect("get"), None);
+    assert_eq!(store.get_schema("unknown", 1).await.expect("get"), None);
+    assert_eq!(store.latest_schema("unknown").await.expect("latest"), None);
+    assert_eq!(store.get_subject("unknown").await.expect("subject"), None);
+    assert!(versions(&*store, "unknown", true).await.is_empty());
+}
+
+async fn identical_content_registers_once(store: Arc<dyn Store>) {
+    let v1 = add_version(&*store, "identifiers", &doc("一"), 0).await;
+    let v2 = add_version(&*store, "identifiers", &doc("二"), 1).await;
+
+    // The same fingerprint returns the live version, whatever the caller checked against.
+    for after_version in [2, 0, 1, 7] {
+        let again = try_register_schema(&*store, "identifiers", &doc("一"), after_version, &[], &dept_code(2))
+            .await
+            .expect("register again");
+        assert_eq!(again, Registration::Existing(v1.clone()), "after {after_version}");
+    }
+    let again = try_register_schema(&*store, "identifiers", &doc("二"), 2, &[], "admin:ops")
+        .await
+        .expect("register again");
+    assert_eq!(again, Registration::Existing(v2));
+    assert_eq!(versions(&*store, "identifiers", true).await, [1, 2]);
+
+    // Fingerprints are per subject.
+    let elsewhere = add_version(&*store, "other", &doc("一"), 0).await;
+    assert_eq!(elsewhere.version, 1);
+
+    // A deleted version does not count: the same content becomes a new version.
+    soft_delete(&*store, "identifiers", 1).await;
+    let v3 = add_version(&*store, "identifiers", &doc("一"), 2).await;
+    assert_eq!(v3.version, 3);
+    assert_eq!(v3.fingerprint, v1.fingerprint);
+}
+
+async fn a_stale_after_version_is_aborted(store: Arc<dyn Store>) {
+    add_version(&*store, "legal-entity", &doc("一"), 0).await;
+    add_version(&*store, "legal-entity", &doc("二"), 1).await;
+    for after_version in [0, 1, 3] {
+        let err = try_register_schema(&*store, "legal-entity", &doc("三"), after_version, &[], "admin:ops")
+            .await
+            .expect_err("stale");
+        match err {
+            Error::Aborted(message) => assert!(message.contains("legal-entity"), "{message}"),
+            other => panic!("expected ABORTED, got {other:?}"),
+        }
+    }
+    assert_eq!(versions(&*store, "legal-entity", true).await, [1, 2]);
+
+    // A new subject is registered after version 0 only.
+    let err = try_register_schema(&*store, "fresh", &doc("一"), 1, &[], "admin:ops")
+        .await
+        .expect_err("no version 1 yet");
+    assert!(matches!(err, Error::Aborted(_)), "{err:?}");
+    assert_eq!(store.get_subject("fresh").await.expect("subject"), None);
+}
+
+async fn concurrent_registrations_let_one_win(store: Arc<dyn Store>) {
+    add_version(&*store, "legal-entity", &doc("一"), 0).await;
+
+    let race = |subject: &'static str, after_version: u32| {
+        let tasks: Vec<_> = (0..10)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let registrant = dept_code(i + 1);
+                    let content = doc(&format!("第{i}个"));
+                    let result = try_register_schema(&*store, subject, &content, after_version, &[], &registrant).await;
+                    (registrant, result)
+                })
+            })
+            .collect::<Vec<_>>();
+        async move {
+            let mut winners = Vec::new();
+            for task in tasks {
+                match task.await.expect("task") {
+                    (registrant, Ok(Registration::Created(schema))) => winners.push((registrant, schema)),
+                    (_, Err(Error::Aborted(_))) => {}
+                    (_, other) => panic!("expected ABORTED for the losers, got {other:?}"),
+                }
+            }
+            assert_eq!(
+                winners.len(),
+                1,
+                "exactly one concurrent registration of {subject} wins"
+            );
+            winners.remove(0)
+        }
+    };
+
+    let (_, won) = race("legal-entity", 1).await;
+    assert_eq!(won.version, 2);
+    assert_eq!(versions(&*store, "legal-entity", true).await, [1, 2]);
+    assert_eq!(store.latest_schema("legal-entity").await.expect("latest"), Some(won));
+
+    // The first version of a new subject: one creator, and it owns the subject.
+    let (registrant, won) = race("fresh", 0).await;
+    assert_eq!(won.version, 1);
+    assert_eq!(versions(&*store, "fresh", true).await, [1]);
+    let subject = store.get_subject("fresh").await.expect("subject").expect("created");
+    assert_eq!(subject.owner, registrant);
+    assert_eq!(subject.version_count, 1);
+}
+
+async fn references_must_name_live_versions(store: Arc<dyn Store>) {
+    add_version(&*store, "identifiers", &doc("一"), 0).await;
+    add_version(&*store, "identifiers", &doc("二"), 1).await;
+    add_version(&*store, "address", &doc("地址"), 0).await;
+
+    // References are kept in the order given.
+    let refs = [sref("identifiers", 2), sref("address", 1), sref("identifiers", 1)];
+    let with_refs = add_version_with(&*store, "legal-entity", &doc("法人"), 0, &refs).await;
+    assert_eq!(with_refs.references, refs);
+    assert_eq!(
+        store.get_schema("legal-entity", 1).await.expect("get"),
+        Some(with_refs.clone())
+    );
+    assert_eq!(
+        store.latest_schema("legal-entity").await.expect("latest"),
+        Some(with_refs.clone())
+    );
+    assert_eq!(
+        store.list_schema_versions("legal-entity", true).await.expect("list"),
+        [with_refs]
+    );
+    // A reference within the subject itself.
+    let own = add_version_with(&*store, "legal-entity", &doc("法人二"), 1, &[sref("legal-entity", 1)]).await;
+    assert_eq!(own.references, [sref("legal-entity", 1)]);
+
+    soft_delete(&*store, "identifiers", 1).await;
+    for (missing, named) in [
+        (sref("identifiers", 9), "identifiers version 9"),
+        (sref("nowhere", 1), "nowhere version 1"),
+        (sref("identifiers", 1), "identifiers version 1"),
+    ] {
+        let err = try_register_schema(
+            &*store,
+            "person",
+            &doc("人"),
+            0,
+            &[sref("address", 1), missing],
+            "admin:ops",
+        )
+        .await
+        .expect_err("missing reference");
+        match err {
+            Error::NotFound(message) => assert!(message.contains(named), "{message:?} should name {named}"),
+            other => panic!("expected NOT_FOUND, got {other:?}"),
+        }
+    }
+    assert_eq!(store.get_subject("person").await.expect("subject"), None);
+    let err = try_register_schema(
+        &*store,
+        "legal-entity",
+        &doc("法人三"),
+        2,
+        &[sref("identifiers", 1)],
+        "x",
+    )
+    .await
+    .expect_err("deleted reference");
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    assert_eq!(versions(&*store, "legal-entity", true).await, [1, 2]);
+
+    // Versions that were referenced keep their references when they are deleted themselves.
+    let deleted = soft_delete(&*store, "legal-entity", 1).await;
+    assert_eq!(deleted.references, refs);
+}
+
+async fn soft_deleted_versions_are_hidden(store: Arc<dyn Store>) {
+    let v1 = add_version(&*store, "legal-entity", &doc("一"), 0).await;
+    let v2 = add_version(&*store, "legal-entity", &doc("二"), 1).await;
+    let v3 = add_version(&*store, "legal-entity", &doc("三"), 2).await;
+
+    let deleted = soft_delete(&*store, "legal-entity", 3).await;
+    assert_eq!(
+        deleted,
+        RegisteredSchema {
+            deleted: true,
+            ..v3.clone()
+        }
+    );
+    assert_eq!(
+        store.get_schema("legal-entity", 3).await.expect("get"),
+        Some(deleted.clone()),
+        "still readable, marked deleted"
+    );
+    assert_eq!(
+        store.latest_schema("legal-entity").await.expect("latest"),
+        Some(v2.clone())
+    );
+    assert_eq!(
+        store.list_schema_versions("legal-entity", false).await.expect("list"),
+        [v1.clone(), v2.clone()]
+    );
+    assert_eq!(
+        store.list_schema_versions("legal-entity", true).await.expect("list"),
+        [v1, v2, deleted]
+    );
+    let subject = store.get_subject("legal-entity").await.expect("get").expect("subject");
+    assert_eq!((subject.latest_version, subject.version_count), (Some(2), 2));
+
+    // A middle version: latest does not move.
+    soft_delete(&*store, "legal-entity", 1).await;
+    assert_eq!(versions(&*store, "legal-entity", false).await, [2]);
+    assert_eq!(
+        store
+            .latest_schema("legal-entity")
+            .await
+            .expect("latest")
+            .map(|s| s.version),
+        Some(2)
+    );
+
+    // Every version deleted: no latest, and left out of listings unless asked for.
+    soft_delete(&*store, "legal-entity", 2).await;
+    assert_eq!(store.latest_schema("legal-entity").await.expect("latest"), None);
+    assert!(versions(&*store, "legal-entity", false).await.is_empty());
+    assert!(store.list_subjects(None, 10, false).await.expect("list").is_empty());
+    let listed = store.list_subjects(None, 10, true).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].latest_version, listed[0].version_count),
+        (None, 3),
+        "with include_deleted every version is counted"
+    );
+    let subject = store
+        .get_subject("legal-entity")
+        .await
+        .expect("get")
+        .expect("still there");
+    assert_eq!((subject.latest_version, subject.version_count), (None, 0));
+
+    // Undeleting brings a version back; a registration still counts deleted versions.
+    let back = store
+        .set_schema_deleted("legal-entity", 2, false)
+        .await
+        .expect("undelete");
+    assert!(!back.deleted);
+    assert_eq!(
+        store
+            .latest_schema("legal-entity")
+            .await
+            .expect("latest")
+            .map(|s| s.version),
+        Some(2)
+    );
+    let err = try_register_schema(&*store, "legal-entity", &doc("四"), 2, &[], "admin:ops")
+        .await
+        .expect_err("version 3 exists, deleted");
+    assert!(matches!(err, Error::Aborted(_)), "{err:?}");
+    assert_eq!(add_version(&*store, "legal-entity", &doc("四"), 3).await.version, 4);
+
+    for (subject, version) in [("legal-entity", 9), ("unknown", 1)] {
+        let err = store
+            .set_schema_deleted(subject, version, true)
+            .await
+            .expect_err("unknown version");
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    }
+}
+
+async fn permanent_deletion_needs_a_soft_delete_and_no_users(store: Arc<dyn Store>) {
+    let provider = register(&*store, 1).await;
+    let entry = create(&*store, &provider, &content("102", "企业登记信息")).await;
+    let code = entry.resource_code.as_str();
+
+    add_version(&*store, "identifiers", &doc("一"), 0).await;
+    add_version(&*store, "identifiers", &doc("二"), 1).await;
+    add_version_with(&*store, "legal-entity", &doc("法人"), 0, &[sref("identifiers", 1)]).await;
+    store
+        .bind_entry_schema(&binding(code, "identifiers", 2, t(200)))
+        .await
+        .expect("bind");
+
+    // Live versions are soft-deleted first.
+    let refused = store.delete_schema_permanently("identifiers", 2).await;
+    assert_failed_precondition(refused, "identifiers version 2");
+    let err = store
+        .delete_schema_permanently("identifiers", 9)
+        .await
+        .expect_err("unknown");
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+
+    // While an entry is bound to it.
+    soft_delete(&*store, "identifiers", 2).await;
+    let refused = store.delete_schema_permanently("identifiers", 2).await;
+    assert_failed_precondition(refused, code);
+    assert!(store.get_schema("identifiers", 2).await.expect("get").is_some());
+
+    // Binding the entry to another version frees it.
+    store
+        .bind_entry_schema(&binding(code, "identifiers", 1, t(201)))
+        .await
+        .expect("rebind");
+    store
+        .delete_schema_permanently("identifiers", 2)
+        .await
+        .expect("delete for good");
+    assert_eq!(store.get_schema("identifiers", 2).await.expect("get"), None);
+    assert_eq!(versions(&*store, "identifiers", true).await, [1]);
+
+    // While another schema references it (and an entry is bound: the entry is named first).
+    soft_delete(&*store, "identifiers", 1).await;
+    let refused = store.delete_schema_permanently("identifiers", 1).await;
+    assert_failed_precondition(refused, code);
+    // Version 2 is gone for good; its number is not given out again.
+    let v3 = add_version(&*store, "identifiers", &doc("三"), 1).await;
+    assert_eq!(v3.version, 3);
+    store
+        .bind_entry_schema(&binding(code, "identifiers", 3, t(202)))
+        .await
+        .expect("rebind");
+    let refused = store.delete_schema_permanently("identifiers", 1).await;
+    assert_failed_precondition(refused, "legal-entity version 1");
+
+    // A referencing version that is deleted for good takes its references with it.
+    soft_delete(&*store, "legal-entity", 1).await;
+    store
+        .delete_schema_permanently("legal-entity", 1)
+        .await
+        .expect("delete the referrer");
+    store
+        .delete_schema_permanently("identifiers", 1)
+        .await
+        .expect("delete, now unused");
+    assert_eq!(versions(&*store, "identifiers", true).await, [3]);
+    assert!(versions(&*store, "legal-entity", true).await.is_empty());
+    let err = store
+        .delete_schema_permanently("identifiers", 1)
+        .await
+        .expect_err("already gone");
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+}
+
+async fn version_numbers_are_never_reused(store: Arc<dyn Store>) {
+    let owner = dept_code(1);
+    let first = try_register_schema(&*store, "legal-entity", &doc("一"), 0, &[], &owner)
+        .await
+        .expect("register");
+    assert!(matches!(first, Registration::Created(_)), "{first:?}");
+    add_version(&*store, "legal-entity", &doc("二"), 1).await;
+    add_version(&*store, "legal-entity", &doc("三"), 2).await;
+
+    // The highest version, deleted for good: the next one is 4, checked against version 2, the
+    // highest that is left.
+    soft_delete(&*store, "legal-entity", 3).await;
+    store
+        .delete_schema_permanently("legal-entity", 3)
+        .await
+        .expect("delete 3");
+    let err = try_register_schema(&*store, "legal-entity", &doc("四"), 3, &[], "admin:ops")
+        .await
+        .expect_err("version 3 is gone");
+    assert!(matches!(err, Error::Aborted(_)), "{err:?}");
+    let v4 = add_version(&*store, "legal-entity", &doc("四"), 2).await;
+    assert_eq!(v4.version, 4);
+    // The content of a version deleted for good may come back, under a new number.
+    let v5 = add_version(&*store, "legal-entity", &doc("三"), 4).await;
+    assert_eq!(v5.version, 5);
+
+    // Every version deleted for good: the subject stays, with its owner, and counts on.
+    for version in [1, 2, 4, 5] {
+        soft_delete(&*store, "legal-entity", version).await;
+        store
+            .delete_schema_permanently("legal-entity", version)
+            .await
+            .expect("delete");
+    }
+    let subject = store.get_subject("legal-entity").await.expect("get").expect("kept");
+    assert_eq!(
+        (subject.owner.as_str(), subject.latest_version, subject.version_count),
+        (owner.as_str(), None, 0)
+    );
+    let v6 = add_version(&*store, "legal-entity", &doc("一"), 0).await;
+    assert_eq!(v6.version, 6);
+    let subject = store.get_subject("legal-entity").await.expect("get").expect("kept");
+    assert_eq!(subject.owner, owner, "the owner does not change");
+    assert_eq!((subject.latest_version, subject.version_count), (Some(6), 1));
+}
+
+async fn compatibility_defaults_and_subject_modes(store: Arc<dyn Store>) {
+    let default = store.default_compatibility().await.expect("default");
+    assert_eq!(default, mode("BACKWARD"));
+    assert_eq!(default.as_str(), "BACKWARD");
+
+    for text in [
+        "FULL_TRANSITIVE",
+        "NONE",
+        "FORWARD",
+        "FULL",
+        "BACKWARD_TRANSITIVE",
+        "FORWARD_TRANSITIVE",
+        "BACKWARD",
+        "FULL",
+    ] {
+        store.set_default_compatibility(mode(text)).await.expect("set default");
+        assert_eq!(store.default_compatibility().await.expect("default"), mode(text));
+    }
+
+    let err = store
+        .set_subject_compatibility("unknown", Some(mode("NONE")))
+        .await
+        .expect_err("unknown subject");
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+
+    add_version(&*store, "legal-entity", &doc("一"), 0).await;
+    add_version(&*store, "legal-entity", &doc("二"), 1).await;
+    let set = store
+        .set_subject_compatibility("legal-entity", Some(mode("FORWARD_TRANSITIVE")))
+        .await
+        .expect("set");
+    assert_eq!(
+        set,
+        Subject {
+            name: "legal-entity".into(),
+            owner: "admin:ops".into(),
+            compatibility: Some(mode("FORWARD_TRANSITIVE")),
+            latest_version: Some(2),
+            version_count: 2,
+        }
+    );
+    assert_eq!(store.get_subject("legal-entity").await.expect("get"), Some(set.clone()));
+    let listed = store.list_subjects(None, 10, false).await.expect("list");
+    assert_eq!(listed, std::slice::from_ref(&set));
+
+    let none = store
+        .set_subject_compatibility("legal-entity", Some(mode("NONE")))
+        .await
+        .expect("set");
+    assert_eq!(none.compatibility, Some(mode("NONE")));
+
+    let cleared = store
+        .set_subject_compatibility("legal-entity", None)
+        .await
+        .expect("clear");
+    assert_eq!(
+        cleared,
+        Subject {
+            compatibility: None,
+            ..set
+        }
+    );
+    assert_eq!(store.get_subject("legal-entity").await.expect("get"), Some(cleared));
+    // The subject's mode and the default are separate.
+    assert_eq!(store.default_compatibility().await.expect("default"), mode("FULL"));
+}
+
+async fn subjects_are_listed_in_order_and_paged(store: Arc<dyn Store>) {
+    // Registered out of order; byte order puts digits before letters and '-' before '.'.
+    for name in ["c-x", "a", "b.2", "b-1", "0num", "d-gone"] {
+        add_version(&*store, name, &doc(name), 0).await;
+    }
+    add_version(&*store, "b-1", &doc("b-1 二"), 1).await;
+    add_version(&*store, "b-1", &doc("b-1 三"), 2).await;
+    soft_delete(&*store, "b-1", 3).await;
+    soft_delete(&*store, "d-gone", 1).await;
+
+    let list = |after: Option<&'static str>, limit: u32, include_deleted: bool| {
+        let store = store.clone();
+        async move {
+            let found = store
+                .list_subjects(after, limit, include_deleted)
+                .await
+                .expect("list subjects");
+            found.into_iter().map(|s| s.name).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(None, 10, false).await, ["0num", "a", "b-1", "b.2", "c-x"]);
+    assert_eq!(list(None, 10, true).await, ["0num", "a", "b-1", "b.2", "c-x", "d-gone"]);
+    assert_eq!(list(None, 2, false).await, ["0num", "a"]);
+    assert_eq!(list(Some("a"), 2, false).await, ["b-1", "b.2"]);
+    assert_eq!(list(Some("b.2"), 2, false).await, ["c-x"]);
+    assert!(list(Some("c-x"), 2, false).await.is_empty());
+    assert_eq!(list(Some("c-x"), 2, true).await, ["d-gone"]);
+    assert_eq!(list(Some("b"), 1, false).await, ["b-1"], "after need not be a subject");
+    assert!(list(None, 0, true).await.is_empty());
+
+    // Paging through everything, a page at a time.
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.list_subjects(after.as_deref(), 2, true).await.expect("page");
+        let Some(last) = page.last() else { break };
+        after = Some(last.name.clone());
+        paged.extend(page.into_iter().map(|s| s.name));
+    }
+    assert_eq!(paged, ["0num", "a", "b-1", "b.2", "c-x", "d-gone"]);
+
+    // Counts: live versions, or every version with include_deleted.
+    let live = store.list_subjects(Some("a"), 1, false).await.expect("list");
+    assert_eq!((live[0].latest_version, live[0].version_count), (Some(2), 2));
+    let all = store.list_subjects(Some("a"), 1, true).await.expect("list");
+    assert_eq!((all[0].latest_version, all[0].version_count), (Some(2), 3));
+}
+
+async fn entries_are_bound_to_live_schema_versions(store: Arc<dyn Store>) {
+    let provider = register(&*store, 1).await;
+    let entry = create(&*store, &provider, &content("102", "企业登记信息")).await;
+    let code = entry.resource_code.as_str();
+    add_version(&*store, "legal-entity", &doc("一"), 0).await;
+    add_version(&*store, "legal-entity", &doc("二"), 1).await;
+    add_version(&*store, "legal-entity", &doc("三"), 2).await;
+    soft_delete(&*store, "legal-entity", 3).await;
+
+    assert_eq!(store.entry_schema(code).await.expect("binding"), None);
+    let first = EntrySchemaBinding {
+        bound_by: provider.clone(),
+        ..binding(code, "legal-entity", 1, t(300) + Duration::nanoseconds(5_555))
+    };
+    store.bind_entry_schema(&first).await.expect("bind");
+    assert_eq!(
+        store.entry_schema(code).await.expect("binding"),
+        Some(EntrySchemaBinding {
+            at: t(300) + Duration::microseconds(5),
+            ..first
+        })
+    );
+
+    // A new binding replaces the old one.
+    let second = binding(code, "legal-entity", 2, t(301));
+    store.bind_entry_schema(&second).await.expect("rebind");
+    assert_eq!(store.entry_schema(code).await.expect("binding"), Some(second.clone()));
+
+    for (bad, what) in [
+        (binding("102/999999", "legal-entity", 1, t(302)), "an unknown entry"),
+        (binding(code, "legal-entity", 9, t(302)), "an unknown version"),
+        (binding(code, "unknown", 1, t(302)), "an unknown subject"),
+        (binding(code, "legal-entity", 3, t(302)), "a deleted version"),
+    ] {
+        let err = store.bind_entry_schema(&bad).await.expect_err(what);
+        assert!(matches!(err, Error::NotFound(_)), "{what}: {err:?}");
+    }
+    assert_eq!(store.entry_schema(code).await.expect("binding"), Some(second));
+    assert_eq!(store.entry_schema("102/999999").await.expect("binding"), None);
+
+    // A bound version may still be soft-deleted: readers that pinned it keep reading it.
+    soft_delete(&*store, "legal-entity", 2).await;
+    assert_eq!(
+        store.entry_schema(code).await.expect("binding").map(|b| b.schema),
+        Some(sref("legal-entity", 2))
     );
 }
 

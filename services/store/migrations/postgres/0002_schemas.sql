@@ -1,0 +1,66 @@
+-- The schema registry: subjects, their versions and references, the registry's settings and the
+-- schema version that describes each catalogue entry's records. Compatibility modes are stored as
+-- their domain text (`CompatibilityMode::as_str()`). Subject names use the "C" collation so that
+-- they sort byte-wise, as on SQLite, and paging with `after` sees the same order on both.
+
+CREATE TABLE schema_subjects (
+    subject       TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+    -- The department code or `admin:<name>` that registered the first version.
+    owner         TEXT        NOT NULL,
+    -- NULL: the subject follows the registry's default mode.
+    compatibility TEXT,
+    -- The highest version ever handed out, kept when that version is deleted for good, so that
+    -- version numbers are never reused. Registrations lock this row, one after another.
+    last_version  BIGINT      NOT NULL,
+    created_at    TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE schema_versions (
+    subject       TEXT COLLATE "C" NOT NULL REFERENCES schema_subjects (subject),
+    version       BIGINT      NOT NULL,
+    -- The schema document as registered (JSON text, kept byte for byte).
+    content       TEXT        NOT NULL,
+    -- SHA-256 of the canonical JSON: identical content registers once per subject.
+    fingerprint   TEXT        NOT NULL,
+    registered_by TEXT        NOT NULL,
+    -- Soft-deleted: hidden from "latest" and listings, kept for readers that pinned it.
+    deleted       BOOLEAN     NOT NULL,
+    created_at    TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (subject, version)
+);
+
+CREATE INDEX schema_versions_fingerprint ON schema_versions (subject, fingerprint);
+
+-- The versions a schema version refers to, in the order they were registered.
+CREATE TABLE schema_references (
+    subject     TEXT COLLATE "C" NOT NULL,
+    version     BIGINT NOT NULL,
+    position    INTEGER NOT NULL,
+    ref_subject TEXT COLLATE "C" NOT NULL,
+    ref_version BIGINT NOT NULL,
+    PRIMARY KEY (subject, version, position),
+    FOREIGN KEY (subject, version) REFERENCES schema_versions (subject, version),
+    FOREIGN KEY (ref_subject, ref_version) REFERENCES schema_versions (subject, version)
+);
+
+-- Who refers to a version: checked before it is deleted for good.
+CREATE INDEX schema_references_target ON schema_references (ref_subject, ref_version);
+
+-- Registry-wide settings by name; `default_compatibility` holds the default mode.
+CREATE TABLE registry_settings (
+    key   TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+-- The schema version that describes a catalogue entry's records (at most one per entry).
+CREATE TABLE entry_schema_bindings (
+    resource_code TEXT COLLATE "C" NOT NULL PRIMARY KEY REFERENCES catalog_entries (resource_code),
+    subject       TEXT COLLATE "C" NOT NULL,
+    version       BIGINT      NOT NULL,
+    bound_by      TEXT        NOT NULL,
+    bound_at      TIMESTAMPTZ NOT NULL,
+    FOREIGN KEY (subject, version) REFERENCES schema_versions (subject, version)
+);
+
+-- Which entries use a version: checked before it is deleted for good.
+CREATE INDEX entry_schema_bindings_schema ON entry_schema_bindings (subject, version, resource_code);
