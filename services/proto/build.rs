@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "xinqiao/v1/common.proto",
         "xinqiao/v1/directory.proto",
         "xinqiao/v1/schema.proto",
+        "xinqiao/v1/exchange.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());

@@ -533,3 +533,30 @@ pub fn invalid<T: Debug>(result: Result<Response<T>, Status>, fields: &[&str]) -
     }
     status
 }
+
+// ---------------------------------------------------------------------------------------------
+// The schema registry
+
+pub type Schemas = xinqiao_proto::v1::schema_service_client::SchemaServiceClient<Channel>;
+
+/// A JSON document (serde_json's `Value`, as sqlx re-exports it), for reading and editing schemas
+/// and records in tests.
+pub use sqlx::types::JsonValue as Json;
+
+impl TestHub {
+    /// The platform admin's SchemaService client.
+    pub async fn schemas_admin(&self) -> Schemas {
+        Schemas::new(self.admin_channel().await)
+    }
+
+    /// The SchemaService client of a department whose certificate the PKI has issued.
+    pub async fn schemas(&self, code: &str) -> Schemas {
+        Schemas::new(self.channel(pki::department_files(&self.pki_dir(), code)).await)
+    }
+}
+
+/// Parses JSON text that a test wrote or a call returned.
+#[track_caller]
+pub fn json(text: &str) -> Json {
+    text.parse().unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}

@@ -13,6 +13,7 @@ use xinqiao_hub::tls::{ClientIdentity, connect};
 use xinqiao_hub::{Config, pki, server};
 use xinqiao_proto::v1 as pb;
 use xinqiao_proto::v1::directory_service_client::DirectoryServiceClient;
+use xinqiao_proto::v1::exchange_service_client::ExchangeServiceClient;
 use xinqiao_proto::v1::schema_service_client::SchemaServiceClient;
 
 use crate::client::explain;
@@ -416,6 +417,156 @@ pub async fn run() -> CliResult {
         Code::FailedPrecondition,
     )?);
 
+    step(
+        &mut n,
+        "市市场监督管理局 opens the exchange for 企业登记信息: a 库表 dataset keyed by 统一社会信用代码.",
+    );
+    let mut samr_exchange = ExchangeServiceClient::new(channel(addr, &dir, pki::department_files(&dir, SAMR)).await?);
+    let dataset = ok(samr_exchange
+        .create_dataset(pb::CreateDatasetRequest {
+            dataset: enterprise.resource_code.clone(),
+            schema_subject: "legal-entity".into(),
+            schema_version: 0,
+            key: vec!["uscc".into()],
+        })
+        .await)?;
+    say(format!(
+        "dataset {} on {} version {}, key {:?}",
+        dataset.dataset, dataset.schema_subject, dataset.schema_version, dataset.key
+    ));
+
+    step(
+        &mut n,
+        "It publishes a batch of four records; one has a wrong check character and is rejected with its reason.",
+    );
+    let company = |i: u32, name: &str| {
+        let first17 = format!("91330100MA2{i:06}");
+        let check = xinqiao_domain::identifiers::uscc_check_char(&first17).unwrap_or('0');
+        serde_json::json!({
+            "uscc": format!("{first17}{check}"), "name": name, "legal_representative": "王五",
+            "established_on": "2018-05-20", "status": "存续", "registered_capital": 500,
+        })
+    };
+    let mut broken = company(4, "校验位错误的公司");
+    if let Some(code) = broken["uscc"]
+        .as_str()
+        .map(|c| format!("{}{}", &c[..17], if c.ends_with('0') { '1' } else { '0' }))
+    {
+        broken["uscc"] = serde_json::json!(code);
+    }
+    let records = [
+        company(1, "示范科技有限公司"),
+        company(2, "示范物流有限公司"),
+        company(3, "示范餐饮有限公司"),
+        broken,
+    ];
+    let batch = pb::PublishRequest {
+        dataset: dataset.dataset.clone(),
+        idempotency_key: "demo-batch-1".into(),
+        changes: records
+            .iter()
+            .map(|r| pb::RecordChange {
+                change: Some(pb::record_change::Change::Upsert(r.to_string().into_bytes())),
+            })
+            .collect(),
+        policy: pb::BatchPolicy::AcceptValid as i32,
+        lenient: false,
+    };
+    let published = ok(samr_exchange.publish(batch.clone()).await)?;
+    say(format!(
+        "accepted {}, sequence numbers {}..{}",
+        published.accepted, published.first_sequence, published.last_sequence
+    ));
+    for r in &published.rejected {
+        for e in &r.errors {
+            say(format!(
+                "rejected record {}: {} [{}] {}",
+                r.index, e.instance_pointer, e.keyword, e.message
+            ));
+        }
+    }
+    if published.accepted != 3 || published.rejected.len() != 1 {
+        return Err("the batch was not split into three accepted records and one rejected".into());
+    }
+    let replay = ok(samr_exchange.publish(batch).await)?;
+    say(format!(
+        "sending the same batch again (a retry) writes nothing: replayed = {}, sequences {}..{}",
+        replay.replayed, replay.first_sequence, replay.last_sequence
+    ));
+
+    step(
+        &mut n,
+        "市公安局 pulls the accepted records (无条件共享) and follows the dataset live.",
+    );
+    let mut police_exchange =
+        ExchangeServiceClient::new(channel(addr, &dir, pki::department_files(&dir, POLICE)).await?);
+    let fetched = ok(police_exchange
+        .fetch(pb::FetchRequest {
+            dataset: dataset.dataset.clone(),
+            after_sequence: 0,
+            limit: 0,
+        })
+        .await)?;
+    for change in &fetched.changes {
+        let record: serde_json::Value = serde_json::from_slice(&change.record).unwrap_or_default();
+        say(format!(
+            "#{} {} {}",
+            change.sequence,
+            record["uscc"].as_str().unwrap_or(""),
+            record["name"].as_str().unwrap_or("")
+        ));
+    }
+    let subscription = police_exchange
+        .subscribe(pb::SubscribeRequest {
+            dataset: dataset.dataset.clone(),
+            after_sequence: fetched.last_sequence,
+            consumer: String::new(),
+            max_batch: 0,
+        })
+        .await;
+    let mut live = subscription.map_err(explain)?.into_inner();
+    let update = pb::PublishRequest {
+        dataset: dataset.dataset.clone(),
+        idempotency_key: "demo-batch-2".into(),
+        changes: vec![pb::RecordChange {
+            change: Some(pb::record_change::Change::Upsert({
+                let mut changed = company(2, "示范物流有限公司");
+                changed["status"] = serde_json::json!("注销");
+                changed.to_string().into_bytes()
+            })),
+        }],
+        policy: pb::BatchPolicy::RejectAll as i32,
+        lenient: false,
+    };
+    ok(samr_exchange.publish(update).await)?;
+    let arrived = tokio::time::timeout(std::time::Duration::from_secs(10), live.message()).await;
+    match arrived {
+        Ok(Ok(Some(batch))) => {
+            for change in &batch.changes {
+                let record: serde_json::Value = serde_json::from_slice(&change.record).unwrap_or_default();
+                say(format!(
+                    "live: #{} {} is now {}",
+                    change.sequence,
+                    record["name"].as_str().unwrap_or(""),
+                    record["status"].as_str().unwrap_or("")
+                ));
+            }
+        }
+        _ => return Err("the live subscription did not deliver the update".into()),
+    }
+    drop(live);
+    let cursor = ok(police_exchange
+        .acknowledge(pb::AcknowledgeRequest {
+            dataset: dataset.dataset.clone(),
+            consumer: "police-etl".into(),
+            sequence: 4,
+        })
+        .await)?;
+    say(format!(
+        "consumer '{}' acknowledged up to #{}: a restarted pull resumes after it",
+        cursor.consumer, cursor.acknowledged_sequence
+    ));
+
     step(&mut n, "市公安局 tries to withdraw another department's entry.");
     say(refused(
         police
@@ -492,7 +643,7 @@ pub async fn run() -> CliResult {
     hub.stop().await.map_err(|e| e.to_string())?;
     say("stopped");
     out!(
-        "\nDemo complete: departments registered, entries compiled, reviewed, published and found, schemas shared and enforced, refusals explained."
+        "\nDemo complete: departments registered, entries compiled, reviewed, published and found, schemas shared and enforced, records exchanged, refusals explained."
     );
     Ok(())
 }

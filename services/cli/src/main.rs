@@ -10,7 +10,11 @@ mod client;
 mod demo;
 mod dept;
 mod entry_file;
+mod exchange;
+mod files;
 mod output;
+mod publish;
+mod pull;
 mod schema;
 mod serve;
 mod validate;
@@ -45,6 +49,14 @@ enum Command {
     Schema(schema::SchemaArgs),
     /// Check a file of records (NDJSON or CSV) against a schema file, offline.
     Validate(validate::ValidateArgs),
+    /// The exchange catalogue: open, show, list and upgrade datasets.
+    Dataset(exchange::DatasetArgs),
+    /// Publish a file of records (NDJSON or CSV) to a table dataset, in idempotent batches.
+    Publish(publish::PublishArgs),
+    /// Pull a dataset's records and changes as NDJSON: once, from a snapshot, or following live.
+    Pull(pull::PullArgs),
+    /// Upload and download the files of a file dataset.
+    File(files::FileArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +91,10 @@ fn main() -> ExitCode {
             Command::Catalog(args) => catalog::run(args).await,
             Command::Schema(args) => schema::run(args).await,
             Command::Validate(args) => validate::run(args),
+            Command::Dataset(args) => exchange::run(args).await,
+            Command::Publish(args) => publish::run(args).await,
+            Command::Pull(args) => pull::run(args).await,
+            Command::File(args) => files::run(args).await,
         }
     });
     match result {

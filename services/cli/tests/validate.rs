@@ -8,7 +8,11 @@ fn repo() -> PathBuf {
 }
 
 fn validate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xinqiao")).arg("validate").args(args).output().expect("run xinqiao")
+    Command::new(env!("CARGO_BIN_EXE_xinqiao"))
+        .arg("validate")
+        .args(args)
+        .output()
+        .expect("run xinqiao")
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -42,11 +46,17 @@ fn invalid_records_are_named_by_line_with_reasons_and_fail_the_command() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("line 2: invalid"), "{stdout}");
-    assert!(stdout.contains("/uscc  [format]  统一社会信用代码 check character is 'E', expected 'D'"), "{stdout}");
+    assert!(
+        stdout.contains("/uscc  [format]  统一社会信用代码 check character is 'E', expected 'D'"),
+        "{stdout}"
+    );
     assert!(stdout.contains("line 3: invalid"), "{stdout}");
     assert!(stdout.contains("[parse]"), "{stdout}");
     assert!(!stdout.contains("line 1:"), "{stdout}");
-    assert!(stdout.contains("checked 3 records: 1 valid, 2 invalid, 0 with warnings"), "{stdout}");
+    assert!(
+        stdout.contains("checked 3 records: 1 valid, 2 invalid, 0 with warnings"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -71,7 +81,10 @@ fn csv_with_a_header_row_is_typed_by_the_schema() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(!stdout.contains("line 2:"), "the numeric capital is coerced: {stdout}");
-    assert!(stdout.contains("line 3: invalid") && stdout.contains("/registered_capital  [type]"), "{stdout}");
+    assert!(
+        stdout.contains("line 3: invalid") && stdout.contains("/registered_capital  [type]"),
+        "{stdout}"
+    );
 }
 
 #[test]

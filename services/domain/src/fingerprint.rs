@@ -20,9 +20,13 @@ pub fn canonical_json(value: &Value) -> String {
 
 /// The lower-case hexadecimal SHA-256 of the canonical JSON text (64 characters).
 pub fn fingerprint(value: &Value) -> String {
-    let digest = Sha256::digest(canonical_json(value).as_bytes());
-    let mut hex = String::with_capacity(64);
-    for byte in digest.iter() {
+    to_hex(&Sha256::digest(canonical_json(value).as_bytes()))
+}
+
+/// Bytes as lower-case hexadecimal, as digests are written.
+pub fn to_hex(bytes: &[u8]) -> String {
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
         // Writing to a String cannot fail.
         let _ = write!(hex, "{byte:02x}");
     }

@@ -7,6 +7,7 @@ pub mod catalogue;
 pub mod compatibility;
 pub mod department;
 pub mod error;
+pub mod exchange;
 pub mod fingerprint;
 pub mod identifiers;
 pub mod identity;

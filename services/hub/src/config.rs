@@ -44,6 +44,12 @@ pub struct Limits {
     pub handshake_timeout_secs: u64,
     /// On shutdown, how long in-flight calls may take to finish.
     pub shutdown_grace_secs: u64,
+    /// Most changes in one published batch.
+    pub max_batch_records: usize,
+    /// Largest single record, in bytes.
+    pub max_record_bytes: usize,
+    /// Largest file in a file dataset, in bytes.
+    pub max_file_bytes: u64,
 }
 
 impl Default for Limits {
@@ -52,6 +58,9 @@ impl Default for Limits {
             max_message_bytes: 4 * 1024 * 1024,
             handshake_timeout_secs: 10,
             shutdown_grace_secs: 30,
+            max_batch_records: 10_000,
+            max_record_bytes: 1024 * 1024,
+            max_file_bytes: 4 * 1024 * 1024 * 1024,
         }
     }
 }

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use tonic::{Request, Response, Status};
 use xinqiao_domain::catalogue::CatalogEntry;
 use xinqiao_domain::identity::Caller;
@@ -56,7 +55,7 @@ impl DirectoryApi {
         let mut entry = self.visible_entry(caller, resource_code).await?;
         policy::act_on_entry(caller, &entry, action)?;
         check_version(&entry, expected_version)?;
-        let now = Utc::now();
+        let now = crate::clock::now();
         entry.state = entry.state.apply(action)?;
         // A return must tell the provider what to change.
         check_reason(&reason, action == EntryAction::Return)?;
@@ -124,7 +123,7 @@ impl DirectoryService for DirectoryApi {
             let r = request.get_ref().clone();
             let profile = convert::profile(r.code, r.name, r.division_code, r.contact);
             profile.validate()?;
-            let dept = self.store.register_department(&profile, Utc::now()).await?;
+            let dept = self.store.register_department(&profile, crate::clock::now()).await?;
             Ok(convert::department(dept))
         })
         .await
@@ -140,7 +139,7 @@ impl DirectoryService for DirectoryApi {
             let profile = convert::profile(r.code, r.name, r.division_code, r.contact);
             profile.validate()?;
             Ok(convert::department(
-                self.store.update_department(&profile, Utc::now()).await?,
+                self.store.update_department(&profile, crate::clock::now()).await?,
             ))
         })
         .await
@@ -155,7 +154,9 @@ impl DirectoryService for DirectoryApi {
             let r = request.get_ref();
             check_reason(&r.reason, false)?;
             Ok(convert::department(
-                self.store.set_department_active(&r.code, false, Utc::now()).await?,
+                self.store
+                    .set_department_active(&r.code, false, crate::clock::now())
+                    .await?,
             ))
         })
         .await
@@ -169,7 +170,7 @@ impl DirectoryService for DirectoryApi {
             policy::manage_departments(&self.auth.caller(&request).await?)?;
             Ok(convert::department(
                 self.store
-                    .set_department_active(&request.get_ref().code, true, Utc::now())
+                    .set_department_active(&request.get_ref().code, true, crate::clock::now())
                     .await?,
             ))
         })
@@ -229,7 +230,7 @@ impl DirectoryService for DirectoryApi {
                 action: EntryAction::Create,
                 actor: caller.actor(),
                 reason: String::new(),
-                at: Utc::now(),
+                at: crate::clock::now(),
             };
             Ok(convert::entry(
                 self.store.create_entry(provider, &content, &change).await?,

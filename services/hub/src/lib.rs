@@ -2,9 +2,12 @@
 //! authorisation by the domain policy, and storage behind the store traits.
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod convert;
 pub mod directory;
+pub mod exchange;
+pub mod feed;
 pub mod paging;
 pub mod pki;
 pub mod registry;

@@ -4,7 +4,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use chrono::Utc;
 use serde_json::Value;
 use xinqiao_domain::compatibility::{self, CompatibilityMode};
 use xinqiao_domain::fingerprint::fingerprint;
@@ -78,7 +77,8 @@ impl Registry {
                 "a schema cannot reference its own subject",
             ));
         }
-        let sources = self.load_sources(&references).await?;
+        // A new schema may reference live versions only.
+        let sources = self.load_sources(&references, false).await?;
         xinqiao_schema::compile(&document, &sources, FormatMode::Strict).map_err(schema_error)?;
         Ok(Candidate {
             subject: subject.to_string(),
@@ -87,8 +87,9 @@ impl Registry {
         })
     }
 
-    /// Loads every live schema reachable from `roots`, for compiling without I/O.
-    async fn load_sources(&self, roots: &[SchemaRef]) -> Result<HashMap<(String, u32), Value>> {
+    /// Loads every schema reachable from `roots`, for compiling without I/O. Soft-deleted versions
+    /// count only for schemas registered before the deletion: a reference pins its version.
+    async fn load_sources(&self, roots: &[SchemaRef], include_deleted: bool) -> Result<HashMap<(String, u32), Value>> {
         let mut sources = HashMap::new();
         let mut queue: VecDeque<SchemaRef> = roots.iter().cloned().collect();
         while let Some(r) = queue.pop_front() {
@@ -97,7 +98,7 @@ impl Registry {
             }
             let found = self.store.get_schema(&r.subject, r.version).await?;
             let schema = found
-                .filter(|s| !s.deleted)
+                .filter(|s| include_deleted || !s.deleted)
                 .ok_or_else(|| Error::NotFound(format!("referenced schema '{}' version {}", r.subject, r.version)))?;
             let document = parse(&schema.content)?;
             queue.extend(schema.references.iter().cloned());
@@ -152,14 +153,14 @@ impl Registry {
         if !problems.is_empty() {
             return Err(Error::Incompatible(problems));
         }
-        let content = serde_json::to_string(&candidate.document).map_err(|e| Error::Internal(e.to_string()))?;
         let new = NewSchema {
             subject,
-            content: &content,
+            // Kept as registered; the fingerprint covers its canonical form.
+            content: schema_json,
             fingerprint: &print,
             references: &candidate.references,
             registered_by: &caller.actor(),
-            at: Utc::now(),
+            at: crate::clock::now(),
             after_version: all.last().map_or(0, |s| s.version),
         };
         match self.store.register_schema(&new).await? {
@@ -195,7 +196,7 @@ impl Registry {
             subject: schema.subject.clone(),
             version: schema.version,
         };
-        let mut sources = self.load_sources(&schema.references).await?;
+        let mut sources = self.load_sources(&schema.references, true).await?;
         sources.insert((root.subject.clone(), root.version), parse(&schema.content)?);
         self.validators
             .get(&root.subject, root.version, mode, &sources)

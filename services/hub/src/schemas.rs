@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use tonic::{Request, Response, Status};
 use xinqiao_domain::compatibility::CompatibilityMode;
 use xinqiao_domain::schema::{RegisteredSchema, SchemaRef, draft_from_entry, uncovered_items};
@@ -332,7 +331,8 @@ impl SchemaService for SchemaApi {
                     r.records.len()
                 )));
             }
-            let schema = self.registry.resolve(&r.subject, r.version, false).await?;
+            // A pinned version stays usable after a soft delete; "latest" means a live one.
+            let schema = self.registry.resolve(&r.subject, r.version, r.version != 0).await?;
             let mode = if r.lenient {
                 FormatMode::Lenient
             } else {
@@ -409,7 +409,7 @@ impl SchemaService for SchemaApi {
                     version: schema.version,
                 },
                 bound_by: caller.actor(),
-                at: Utc::now(),
+                at: crate::clock::now(),
             };
             self.store.bind_entry_schema(&b).await?;
             Ok(binding(b))

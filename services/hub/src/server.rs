@@ -4,17 +4,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::codegen::http;
 use tonic::transport::Server;
 use xinqiao_domain::department::DepartmentProfile;
 use xinqiao_proto::v1::directory_service_server::DirectoryServiceServer;
+use xinqiao_proto::v1::exchange_service_server::ExchangeServiceServer;
 use xinqiao_proto::v1::schema_service_server::SchemaServiceServer;
 use xinqiao_store::Store;
 
 use crate::config::Config;
 use crate::directory::DirectoryApi;
+use crate::exchange::ExchangeApi;
+use crate::feed::ChangeFeed;
 use crate::registry::Registry;
 use crate::schemas::SchemaApi;
 use crate::tls;
@@ -41,6 +44,8 @@ pub struct RunningHub {
     pub addr: SocketAddr,
     pub store: Arc<dyn Store>,
     stop: oneshot::Sender<()>,
+    /// Tells live streams (subscriptions) to end, so that a graceful stop does not wait on them.
+    stopping: watch::Sender<bool>,
     task: JoinHandle<Result<(), ServeError>>,
     grace: std::time::Duration,
 }
@@ -48,6 +53,7 @@ pub struct RunningHub {
 impl RunningHub {
     /// Stops accepting connections and waits for in-flight calls, at most the grace period.
     pub async fn stop(self) -> Result<(), ServeError> {
+        let _ = self.stopping.send(true);
         let _ = self.stop.send(());
         match tokio::time::timeout(self.grace, self.task).await {
             Ok(Ok(result)) => result,
@@ -89,6 +95,18 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
     let registry = Registry::new(store.clone());
+    let (stopping_tx, stopping) = watch::channel(false);
+    let feed = ChangeFeed::new();
+    feed.start(store.clone(), stopping.clone());
+    let exchange = ExchangeServiceServer::new(ExchangeApi::new(
+        store.clone(),
+        registry.clone(),
+        feed,
+        config.limits.clone(),
+        stopping,
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max.max(4 * 1024 * 1024));
     let schemas = SchemaServiceServer::new(SchemaApi::new(store.clone(), registry))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
@@ -96,6 +114,7 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<DirectoryServiceServer<DirectoryApi>>().await;
     health.set_serving::<SchemaServiceServer<SchemaApi>>().await;
+    health.set_serving::<ExchangeServiceServer<ExchangeApi>>().await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(xinqiao_proto::FILE_DESCRIPTOR_SET)
@@ -116,7 +135,8 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(directory)
-        .add_service(schemas);
+        .add_service(schemas)
+        .add_service(exchange);
     let task = tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(incoming, async {
@@ -130,6 +150,7 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         addr,
         store,
         stop,
+        stopping: stopping_tx,
         task,
         grace: config.shutdown_grace(),
     })
@@ -160,7 +181,7 @@ pub async fn register_sample_departments(store: &dyn Store) -> Result<(), xinqia
                 division_code: sample.division_code.into(),
                 contact: sample.contact.into(),
             };
-            store.register_department(&profile, chrono::Utc::now()).await?;
+            store.register_department(&profile, crate::clock::now()).await?;
         }
     }
     Ok(())

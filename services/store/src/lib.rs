@@ -7,14 +7,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use xinqiao_domain::Result;
-use xinqiao_domain::catalogue::{CatalogEntry, EntryContent, EntryFilter};
+use xinqiao_domain::catalogue::{CatalogEntry, EntryContent, EntryFilter, ShareType};
 use xinqiao_domain::compatibility::CompatibilityMode;
 use xinqiao_domain::department::{Department, DepartmentProfile};
+use xinqiao_domain::exchange::{ChangeOp, Dataset, DatasetKind};
 use xinqiao_domain::lifecycle::{EntryAction, EntryState};
 use xinqiao_domain::policy::EntryVisibility;
 use xinqiao_domain::schema::{RegisteredSchema, SchemaRef, Subject};
 
 mod error;
+mod exchange;
 pub mod postgres;
 pub mod sqlite;
 
@@ -165,10 +167,161 @@ pub struct EntrySchemaBinding {
     pub at: DateTime<Utc>,
 }
 
-/// Everything the hub stores.
-pub trait Store: DepartmentStore + CatalogStore + SchemaStore {}
+/// A dataset as the exchange catalogue lists it: the dataset and what its entry says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetListing {
+    pub dataset: Dataset,
+    pub name: String,
+    pub provider_name: String,
+    pub share_type: ShareType,
+    pub entry_state: EntryState,
+}
 
-impl<T: DepartmentStore + CatalogStore + SchemaStore> Store for T {}
+/// Filters of the exchange catalogue; empty means "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatasetFilter {
+    /// Substring of the entry's name or the resource code (literal, case-insensitive).
+    pub keyword: String,
+    pub provider_code: String,
+    pub kind: Option<DatasetKind>,
+    pub share_type: Option<ShareType>,
+    /// Leave out this provider's datasets (a caller listing what others share).
+    pub exclude_provider: Option<String>,
+    /// Only datasets whose entry is published, or provided by this department.
+    pub published_or_provided_by: Option<String>,
+}
+
+/// One change as the publisher's batch stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewChange {
+    pub op: ChangeOp,
+    /// The key as a JSON array (see `xinqiao_domain::exchange::record_key`).
+    pub key: String,
+    /// The record's JSON text, exactly as published (upserts only).
+    pub record: Option<String>,
+}
+
+/// A batch to commit atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBatch<'a> {
+    pub dataset: &'a str,
+    pub idempotency_key: &'a str,
+    pub changes: &'a [NewChange],
+    /// The publisher's view of what was rejected (opaque to the store, returned on a replay).
+    pub rejected: &'a str,
+    pub at: DateTime<Utc>,
+}
+
+/// What a committed batch was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchResult {
+    pub accepted: u32,
+    pub rejected: String,
+    /// 0 and 0 when the batch stored no change.
+    pub first_sequence: u64,
+    pub last_sequence: u64,
+    /// True when the idempotency key had been committed before: nothing was written now.
+    pub replayed: bool,
+}
+
+/// A change read back from a dataset's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChange {
+    pub sequence: u64,
+    pub op: ChangeOp,
+    pub key: String,
+    pub record: Option<String>,
+    pub published_at: DateTime<Utc>,
+}
+
+/// A named consumer's position in a dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerCursor {
+    pub dataset: String,
+    pub department: String,
+    pub consumer: String,
+    pub acknowledged: u64,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A file upload into a file dataset, resumable by its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub id: String,
+    pub dataset: String,
+    pub file_name: String,
+    pub size: u64,
+    pub sha256: String,
+    pub received: u64,
+    /// The file's sequence number in the dataset once complete.
+    pub sequence: Option<u64>,
+    pub started_by: String,
+    pub started_at: DateTime<Utc>,
+}
+
+/// Datasets, their append-only change logs, consumer cursors and files.
+#[async_trait]
+pub trait ExchangeStore: Send + Sync {
+    /// ALREADY_EXISTS if the entry has a dataset; NOT_FOUND if the entry does not exist.
+    async fn create_dataset(&self, dataset: &Dataset) -> Result<Dataset>;
+    async fn get_dataset(&self, id: &str) -> Result<Option<Dataset>>;
+    /// Moves a table dataset to another version of its schema subject.
+    async fn set_dataset_schema(&self, id: &str, schema: &SchemaRef) -> Result<Dataset>;
+    /// Datasets ordered by id, after `after`, at most `limit`.
+    async fn list_datasets(
+        &self,
+        filter: &DatasetFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DatasetListing>>;
+
+    /// Commits a batch in one transaction, or returns the first result when its idempotency key
+    /// was committed before (`replayed`). The changes get consecutive sequence numbers after the
+    /// dataset's last one, assigned so that a reader that has seen sequence N never afterwards
+    /// sees a change numbered N or lower appear — also with publishers on several hub nodes.
+    /// The dataset's record count, last sequence and last publish time move with it. On
+    /// PostgreSQL the commit notifies the other nodes (see `listen_changes`).
+    async fn publish_batch(&self, batch: &NewBatch<'_>) -> Result<BatchResult>;
+
+    /// Changes numbered above `after`, in order, at most `limit`; and the dataset's last sequence.
+    async fn fetch_changes(&self, dataset: &str, after: u64, limit: u32) -> Result<(Vec<StoredChange>, u64)>;
+    /// The latest change of each key among changes numbered up to `as_of`, for keys whose latest
+    /// change is an upsert, ordered by key, after the key `after_key`, at most `limit`.
+    async fn snapshot_page(
+        &self,
+        dataset: &str,
+        as_of: u64,
+        after_key: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<StoredChange>>;
+    /// The last sequence number of each named dataset that exists.
+    async fn dataset_heads(&self, ids: &[String]) -> Result<Vec<(String, u64)>>;
+    /// Forwards `(dataset, last_sequence)` as other hub nodes commit batches, until `sink` closes.
+    /// Returns false when the backend has no other nodes to hear from (SQLite).
+    async fn listen_changes(&self, sink: tokio::sync::mpsc::Sender<(String, u64)>) -> Result<bool>;
+
+    /// Moves a named consumer's acknowledged position forward (never back), creating it.
+    async fn acknowledge(&self, cursor: &ConsumerCursor) -> Result<ConsumerCursor>;
+    async fn get_consumer(&self, dataset: &str, department: &str, consumer: &str) -> Result<Option<ConsumerCursor>>;
+
+    async fn start_upload(&self, upload: &Upload) -> Result<Upload>;
+    async fn get_upload(&self, id: &str) -> Result<Option<Upload>>;
+    /// Appends bytes at `offset`, which must equal the bytes received (FAILED_PRECONDITION naming
+    /// the expected offset otherwise) and stay within the declared size.
+    async fn append_upload(&self, id: &str, offset: u64, data: &[u8]) -> Result<Upload>;
+    /// The upload's bytes from `offset`, at most `max` of them.
+    async fn read_upload(&self, id: &str, offset: u64, max: u32) -> Result<Vec<u8>>;
+    /// Records a fully received, verified upload as the current version of its file: a change
+    /// in the dataset's log (key `["<file name>"]`, record the file's metadata JSON).
+    async fn complete_upload(&self, id: &str, metadata: &str, at: DateTime<Utc>) -> Result<Upload>;
+    /// The completed upload that is the current version of a file.
+    async fn current_file(&self, dataset: &str, file_name: &str) -> Result<Option<Upload>>;
+}
+
+/// Everything the hub stores.
+pub trait Store: DepartmentStore + CatalogStore + SchemaStore + ExchangeStore {}
+
+impl<T: DepartmentStore + CatalogStore + SchemaStore + ExchangeStore> Store for T {}
 
 /// Opens the store a database URL names, creating it and running its migrations:
 /// `sqlite://PATH` (the file is created on first start) or `postgres://…`.

@@ -9,21 +9,24 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Timelike, Utc};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{Connection, Decode, Postgres, QueryBuilder, Row, Type};
-use xinqiao_domain::catalogue::{CatalogEntry, EntryContent, EntryFilter, resource_code};
+use xinqiao_domain::catalogue::{CatalogEntry, EntryContent, EntryFilter, ShareType, resource_code};
 use xinqiao_domain::compatibility::{CompatibilityMode, DEFAULT_MODE};
 use xinqiao_domain::department::{Department, DepartmentProfile};
+use xinqiao_domain::exchange::{ChangeOp, Dataset, DatasetKind};
 use xinqiao_domain::lifecycle::{EntryAction, EntryState};
 use xinqiao_domain::policy::EntryVisibility;
 use xinqiao_domain::schema::{RegisteredSchema, SchemaRef, Subject};
 use xinqiao_domain::{Error, Result};
 
 use crate::error::{corrupt, db_error, migrate_error, translate};
+use crate::exchange::{BatchKeys, bound, check_append, check_complete, file_key, sequences, slice_chunks, to_db};
 use crate::{
-    CatalogStore, DepartmentStore, EntryChange, EntrySchemaBinding, EntryVersionRecord, NewSchema, Registration,
-    SchemaStore,
+    BatchResult, CatalogStore, ConsumerCursor, DatasetFilter, DatasetListing, DepartmentStore, EntryChange,
+    EntrySchemaBinding, EntryVersionRecord, ExchangeStore, NewBatch, NewChange, NewSchema, Registration, SchemaStore,
+    StoredChange, Upload,
 };
 
 const MAX_CONNECTIONS: u32 = 16;
@@ -1091,5 +1094,786 @@ impl SchemaStore for PgStore {
                 })
             })
             .transpose()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The exchange
+
+const DATASET_COLUMNS: &str = "ds.id, ds.provider_code, ds.kind, ds.schema_subject, ds.schema_version, ds.key, \
+     ds.record_count, ds.last_sequence, ds.last_published_at, ds.created_at";
+
+const CHANGE_COLUMNS: &str = "c.sequence, c.op, c.key, c.record, c.published_at";
+
+const UPLOAD_COLUMNS: &str =
+    "u.id, u.dataset, u.file_name, u.size, u.sha256, u.received, u.sequence, u.started_by, u.started_at";
+
+const CONSUMER_COLUMNS: &str = "dataset, department, consumer, acknowledged, updated_at";
+
+/// The channel on which committed batches are announced to every hub node. Channels are
+/// database-wide, so the payload names the schema first: `<schema> <last sequence> <dataset>`.
+const CHANGES_CHANNEL: &str = "xinqiao_changes";
+
+/// How long the listener waits before trying again after losing the database, at first and at
+/// most.
+const LISTEN_RETRY: Duration = Duration::from_millis(100);
+const LISTEN_RETRY_MAX: Duration = Duration::from_secs(10);
+
+fn stored_u64(value: i64, column: &str) -> Result<u64> {
+    u64::try_from(value).map_err(|e| corrupt(column, e))
+}
+
+fn dataset(row: &PgRow) -> Result<Dataset> {
+    let kind: String = get(row, "kind")?;
+    let subject: Option<String> = get(row, "schema_subject")?;
+    let version: Option<i64> = get(row, "schema_version")?;
+    let key: String = get(row, "key")?;
+    Ok(Dataset {
+        id: get(row, "id")?,
+        provider_code: get(row, "provider_code")?,
+        kind: DatasetKind::parse(&kind).ok_or_else(|| corrupt("datasets.kind", &kind))?,
+        schema: match (subject, version) {
+            (Some(subject), Some(version)) => Some(SchemaRef {
+                subject,
+                version: schema_version(version, "datasets.schema_version")?,
+            }),
+            _ => None,
+        },
+        key: serde_json::from_str(&key).map_err(|e| corrupt("datasets.key", e))?,
+        record_count: stored_u64(get(row, "record_count")?, "datasets.record_count")?,
+        last_sequence: stored_u64(get(row, "last_sequence")?, "datasets.last_sequence")?,
+        last_published_at: get(row, "last_published_at")?,
+        created_at: get(row, "created_at")?,
+    })
+}
+
+fn listing(row: &PgRow) -> Result<DatasetListing> {
+    let share_type: String = get(row, "share_type")?;
+    let state: String = get(row, "entry_state")?;
+    Ok(DatasetListing {
+        dataset: dataset(row)?,
+        name: get(row, "name")?,
+        provider_name: get(row, "provider_name")?,
+        share_type: ShareType::parse(&share_type).ok_or_else(|| corrupt("share_type", &share_type))?,
+        entry_state: EntryState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
+    })
+}
+
+fn stored_change(row: &PgRow) -> Result<StoredChange> {
+    let op: String = get(row, "op")?;
+    Ok(StoredChange {
+        sequence: stored_u64(get(row, "sequence")?, "changes.sequence")?,
+        op: ChangeOp::parse(&op).ok_or_else(|| corrupt("changes.op", &op))?,
+        key: get(row, "key")?,
+        record: get(row, "record")?,
+        published_at: get(row, "published_at")?,
+    })
+}
+
+fn upload(row: &PgRow) -> Result<Upload> {
+    let sequence: Option<i64> = get(row, "sequence")?;
+    Ok(Upload {
+        id: get(row, "id")?,
+        dataset: get(row, "dataset")?,
+        file_name: get(row, "file_name")?,
+        size: stored_u64(get(row, "size")?, "uploads.size")?,
+        sha256: get(row, "sha256")?,
+        received: stored_u64(get(row, "received")?, "uploads.received")?,
+        sequence: sequence.map(|s| stored_u64(s, "uploads.sequence")).transpose()?,
+        started_by: get(row, "started_by")?,
+        started_at: get(row, "started_at")?,
+    })
+}
+
+fn cursor(row: &PgRow) -> Result<ConsumerCursor> {
+    Ok(ConsumerCursor {
+        dataset: get(row, "dataset")?,
+        department: get(row, "department")?,
+        consumer: get(row, "consumer")?,
+        acknowledged: stored_u64(get(row, "acknowledged")?, "consumers.acknowledged")?,
+        updated_at: get(row, "updated_at")?,
+    })
+}
+
+fn dataset_not_found(id: &str) -> Error {
+    Error::NotFound(format!("dataset {id}"))
+}
+
+fn upload_not_found(id: &str) -> Error {
+    Error::NotFound(format!("upload {id}"))
+}
+
+/// Translates an error from a write into a row that refers to a dataset: a foreign key
+/// violation means the dataset does not exist.
+fn dataset_write_error(err: sqlx::Error, dataset: &str, subject: &str) -> Error {
+    match &err {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => dataset_not_found(dataset),
+        _ => translate(err, subject),
+    }
+}
+
+/// Reads a notification's payload, `<schema> <last sequence> <dataset>`, if it comes from the
+/// store in `schema`.
+fn parse_notification<'p>(payload: &'p str, schema: &str) -> Option<(&'p str, u64)> {
+    let rest = payload.strip_prefix(schema)?.strip_prefix(' ')?;
+    let (sequence, dataset) = rest.split_once(' ')?;
+    Some((dataset, sequence.parse().ok()?))
+}
+
+async fn fetch_dataset(conn: &mut PgConnection, id: &str, lock: &str) -> Result<Option<Dataset>> {
+    let mut query = QueryBuilder::<Postgres>::new("SELECT ");
+    query
+        .push(DATASET_COLUMNS)
+        .push(" FROM datasets ds WHERE ds.id = ")
+        .push_bind(id);
+    query.push(" ").push(lock);
+    let row = query.build().fetch_optional(conn).await.map_err(db_error)?;
+    row.as_ref().map(dataset).transpose()
+}
+
+/// An upload, locked FOR UPDATE (or not, with `lock` empty) until the transaction ends.
+async fn fetch_upload(conn: &mut PgConnection, id: &str, lock: &str) -> Result<Option<Upload>> {
+    let mut query = QueryBuilder::<Postgres>::new("SELECT ");
+    query
+        .push(UPLOAD_COLUMNS)
+        .push(" FROM uploads u WHERE u.id = ")
+        .push_bind(id);
+    query.push(" ").push(lock);
+    let row = query.build().fetch_optional(conn).await.map_err(db_error)?;
+    row.as_ref().map(upload).transpose()
+}
+
+/// The result a batch committed with its idempotency key, if one was.
+async fn committed_batch(conn: &mut PgConnection, dataset: &str, key: &str) -> Result<Option<BatchResult>> {
+    let row = sqlx::query(
+        "SELECT accepted, rejected, first_sequence, last_sequence FROM batches \
+         WHERE dataset = $1 AND idempotency_key = $2",
+    )
+    .bind(dataset)
+    .bind(key)
+    .fetch_optional(conn)
+    .await
+    .map_err(db_error)?;
+    row.map(|row| {
+        let accepted: i64 = get(&row, "accepted")?;
+        Ok(BatchResult {
+            accepted: u32::try_from(accepted).map_err(|e| corrupt("batches.accepted", e))?,
+            rejected: get(&row, "rejected")?,
+            first_sequence: stored_u64(get(&row, "first_sequence")?, "batches.first_sequence")?,
+            last_sequence: stored_u64(get(&row, "last_sequence")?, "batches.last_sequence")?,
+            replayed: true,
+        })
+    })
+    .transpose()
+}
+
+/// A dataset's last sequence number and record count, as a writer finds them.
+struct Head {
+    last_sequence: i64,
+    record_count: i64,
+}
+
+/// Locks the dataset's row until the transaction ends and reads its head. Every writer of the
+/// dataset's log, on every hub node, takes this lock first: they number their changes one after
+/// another, and each commits (releasing the lock) before the next reads the head it left. So
+/// sequence numbers become visible in order, and a reader that has seen N never sees a lower
+/// number appear later.
+async fn lock_dataset(conn: &mut PgConnection, id: &str) -> Result<Head> {
+    let row = sqlx::query("SELECT last_sequence, record_count FROM datasets WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+        .map_err(|e| translate(e, &format!("dataset {id}")))?
+        .ok_or_else(|| dataset_not_found(id))?;
+    Ok(Head {
+        last_sequence: get(&row, "last_sequence")?,
+        record_count: get(&row, "record_count")?,
+    })
+}
+
+/// Appends `changes` to a dataset's log after `head` (whose row the caller has locked) and moves
+/// the dataset on: its last sequence, record count and last publish time, announcing the new
+/// head to the other hub nodes at commit. Returns the first and last sequence numbers given (0
+/// and 0 for no change).
+async fn append_changes(
+    conn: &mut PgConnection,
+    dataset: &str,
+    head: Head,
+    changes: &[NewChange],
+    at: DateTime<Utc>,
+) -> Result<(i64, i64)> {
+    let (first, last) = sequences(head.last_sequence, changes.len())?;
+    if changes.is_empty() {
+        return Ok((first, last));
+    }
+
+    // How many of the batch's keys are present now: one lookup of each key's latest change,
+    // through the (dataset, key, sequence) index. This statement's snapshot is taken after the
+    // lock was granted, so it sees every earlier batch.
+    let keys = BatchKeys::of(changes);
+    let present_before: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM UNNEST($2::text[]) AS k(key) WHERE (SELECT c.op FROM changes c \
+         WHERE c.dataset = $1 AND c.key = k.key ORDER BY c.sequence DESC LIMIT 1) = 'upsert'",
+    )
+    .bind(dataset)
+    .bind(&keys.keys)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_error)?;
+
+    // The whole batch in one statement, as parallel arrays: change i gets sequence last + i.
+    let ops: Vec<&str> = changes.iter().map(|c| c.op.as_str()).collect();
+    let change_keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
+    let records: Vec<Option<&str>> = changes.iter().map(|c| c.record.as_deref()).collect();
+    sqlx::query(
+        "INSERT INTO changes (dataset, sequence, op, key, record, published_at) \
+         SELECT $1, $2 + u.n, u.op, u.key, u.record, $6 \
+         FROM UNNEST($3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(op, key, record, n)",
+    )
+    .bind(dataset)
+    .bind(head.last_sequence)
+    .bind(&ops)
+    .bind(&change_keys)
+    .bind(&records)
+    .bind(at)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| translate(e, &format!("changes {first} to {last} of dataset {dataset}")))?;
+
+    // The notification is delivered when (and only if) the transaction commits.
+    sqlx::query(
+        "WITH moved AS (UPDATE datasets SET last_sequence = $2, record_count = $3, last_published_at = $4 \
+         WHERE id = $1 RETURNING id, last_sequence) \
+         SELECT pg_notify($5, current_schema() || ' ' || last_sequence || ' ' || id) FROM moved",
+    )
+    .bind(dataset)
+    .bind(last)
+    .bind(keys.record_count(head.record_count, present_before))
+    .bind(at)
+    .bind(CHANGES_CHANNEL)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    Ok((first, last))
+}
+
+/// Forwards the heads other nodes announce for this schema into `sink` until it closes or the
+/// store does. A lost connection is reopened on the next receive; announcements made meanwhile
+/// are lost, which is why the hub also re-reads the heads now and then.
+async fn forward_changes(
+    mut listener: PgListener,
+    schema: String,
+    sink: tokio::sync::mpsc::Sender<(String, u64)>,
+    closed: sqlx::pool::CloseEvent,
+) {
+    let mut retry = LISTEN_RETRY;
+    tokio::pin!(closed);
+    loop {
+        let received = tokio::select! {
+            received = listener.recv() => received,
+            () = sink.closed() => break,
+            () = &mut closed => break,
+        };
+        match received {
+            Ok(notification) => {
+                retry = LISTEN_RETRY;
+                let Some((dataset, sequence)) = parse_notification(notification.payload(), &schema) else {
+                    continue;
+                };
+                if sink.send((dataset.to_string(), sequence)).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?retry, "listening for other hub nodes' changes failed");
+                tokio::select! {
+                    () = tokio::time::sleep(retry) => {}
+                    () = sink.closed() => break,
+                }
+                retry = (retry * 2).min(LISTEN_RETRY_MAX);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ExchangeStore for PgStore {
+    /// NOT_FOUND if the catalogue entry does not exist. Counts start at 0, whatever `dataset`
+    /// says.
+    async fn create_dataset(&self, new: &Dataset) -> Result<Dataset> {
+        let key = serde_json::to_string(&new.key).map_err(|e| Error::Internal(format!("encoding the key: {e}")))?;
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let entry: Option<i32> = sqlx::query_scalar("SELECT 1 FROM catalog_entries WHERE resource_code = $1")
+            .bind(&new.id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if entry.is_none() {
+            return Err(Error::NotFound(format!("catalogue entry {}", new.id)));
+        }
+        sqlx::query(
+            "INSERT INTO datasets (id, provider_code, kind, schema_subject, schema_version, key, record_count, \
+             last_sequence, last_published_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, 0, 0, NULL, $7)",
+        )
+        .bind(&new.id)
+        .bind(&new.provider_code)
+        .bind(new.kind.as_str())
+        .bind(new.schema.as_ref().map(|s| s.subject.as_str()))
+        .bind(new.schema.as_ref().map(|s| i64::from(s.version)))
+        .bind(key)
+        .bind(stored_time(new.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| translate(e, &format!("dataset {}", new.id)))?;
+        let created = fetch_dataset(&mut tx, &new.id, "")
+            .await?
+            .ok_or_else(|| Error::Internal(format!("dataset {} vanished while being created", new.id)))?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(created)
+    }
+
+    async fn get_dataset(&self, id: &str) -> Result<Option<Dataset>> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        fetch_dataset(&mut conn, id, "").await
+    }
+
+    /// NOT_FOUND for an unknown dataset; FAILED_PRECONDITION for a file dataset, or a schema of
+    /// another subject.
+    async fn set_dataset_schema(&self, id: &str, schema: &SchemaRef) -> Result<Dataset> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let current = fetch_dataset(&mut tx, id, "FOR UPDATE")
+            .await?
+            .ok_or_else(|| dataset_not_found(id))?;
+        match &current.schema {
+            None => {
+                return Err(Error::FailedPrecondition(format!(
+                    "{id} is a file dataset: it has no schema"
+                )));
+            }
+            Some(old) if old.subject != schema.subject => {
+                return Err(Error::FailedPrecondition(format!(
+                    "dataset {id} follows schema subject {}, not {}",
+                    old.subject, schema.subject
+                )));
+            }
+            Some(_) => {}
+        }
+        sqlx::query("UPDATE datasets SET schema_version = $1 WHERE id = $2")
+            .bind(i64::from(schema.version))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let updated = fetch_dataset(&mut tx, id, "")
+            .await?
+            .ok_or_else(|| dataset_not_found(id))?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(updated)
+    }
+
+    async fn list_datasets(
+        &self,
+        filter: &DatasetFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DatasetListing>> {
+        let mut query = QueryBuilder::<Postgres>::new("SELECT ");
+        query.push(DATASET_COLUMNS).push(
+            ", e.name, d.name AS provider_name, e.share_type, e.state AS entry_state FROM datasets ds \
+             JOIN catalog_entries e ON e.resource_code = ds.id JOIN departments d ON d.code = e.provider_code \
+             WHERE TRUE",
+        );
+        if !filter.keyword.is_empty() {
+            // strpos() is a plain substring test: quotes, % and _ match themselves.
+            query
+                .push(" AND (strpos(lower(e.name), lower(")
+                .push_bind(&filter.keyword);
+            query
+                .push(")) > 0 OR strpos(lower(ds.id), lower(")
+                .push_bind(&filter.keyword);
+            query.push(")) > 0)");
+        }
+        if !filter.provider_code.is_empty() {
+            query.push(" AND ds.provider_code = ").push_bind(&filter.provider_code);
+        }
+        if let Some(kind) = filter.kind {
+            query.push(" AND ds.kind = ").push_bind(kind.as_str());
+        }
+        if let Some(share_type) = filter.share_type {
+            query.push(" AND e.share_type = ").push_bind(share_type.as_str());
+        }
+        if let Some(excluded) = &filter.exclude_provider {
+            query.push(" AND ds.provider_code <> ").push_bind(excluded);
+        }
+        if let Some(provider) = &filter.published_or_provided_by {
+            query.push(" AND (e.state = ").push_bind(EntryState::Published.as_str());
+            query.push(" OR ds.provider_code = ").push_bind(provider).push(")");
+        }
+        if let Some(after) = after {
+            query.push(" AND ds.id > ").push_bind(after);
+        }
+        query.push(" ORDER BY ds.id LIMIT ").push_bind(i64::from(limit));
+        let rows = query.build().fetch_all(&self.pool).await.map_err(db_error)?;
+        rows.iter().map(listing).collect()
+    }
+
+    /// One transaction: (1) the idempotency key is looked up, and a replay writes nothing;
+    /// (2) the dataset row is locked (see `lock_dataset`); (3) the batch row is claimed, and
+    /// should a publisher of the same key on another node have committed it meanwhile, that
+    /// result is returned instead; (4) the changes are numbered and inserted in one statement.
+    async fn publish_batch(&self, batch: &NewBatch<'_>) -> Result<BatchResult> {
+        let at = stored_time(batch.at);
+        let accepted = u32::try_from(batch.changes.len()).map_err(|_| Error::invalid("changes", "are too many"))?;
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        if let Some(replayed) = committed_batch(&mut tx, batch.dataset, batch.idempotency_key).await? {
+            return Ok(replayed);
+        }
+        let head = lock_dataset(&mut tx, batch.dataset).await?;
+        let (first, last) = sequences(head.last_sequence, batch.changes.len())?;
+        let claimed = sqlx::query(
+            "INSERT INTO batches (dataset, idempotency_key, accepted, rejected, first_sequence, last_sequence, \
+             committed_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dataset, idempotency_key) DO NOTHING",
+        )
+        .bind(batch.dataset)
+        .bind(batch.idempotency_key)
+        .bind(i64::from(accepted))
+        .bind(batch.rejected)
+        .bind(first)
+        .bind(last)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            translate(
+                e,
+                &format!("batch {} of dataset {}", batch.idempotency_key, batch.dataset),
+            )
+        })?;
+        if claimed.rows_affected() == 0 {
+            // Committed by another node between the look-up and the lock: its result stands.
+            return committed_batch(&mut tx, batch.dataset, batch.idempotency_key)
+                .await?
+                .ok_or_else(|| {
+                    Error::Aborted(format!(
+                        "batch {} of dataset {} is being committed concurrently; retry",
+                        batch.idempotency_key, batch.dataset
+                    ))
+                });
+        }
+        append_changes(&mut tx, batch.dataset, head, batch.changes, at).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(BatchResult {
+            accepted,
+            rejected: batch.rejected.to_string(),
+            first_sequence: stored_u64(first, "first_sequence")?,
+            last_sequence: stored_u64(last, "last_sequence")?,
+            replayed: false,
+        })
+    }
+
+    /// NOT_FOUND for an unknown dataset. One statement, so the changes and the last sequence
+    /// come from one snapshot.
+    async fn fetch_changes(&self, dataset: &str, after: u64, limit: u32) -> Result<(Vec<StoredChange>, u64)> {
+        let rows = sqlx::query(
+            "SELECT ds.last_sequence AS head, c.sequence, c.op, c.key, c.record, c.published_at FROM datasets ds \
+             LEFT JOIN LATERAL (SELECT sequence, op, key, record, published_at FROM changes \
+             WHERE dataset = ds.id AND sequence > $2 ORDER BY sequence LIMIT $3) c ON TRUE \
+             WHERE ds.id = $1 ORDER BY c.sequence",
+        )
+        .bind(dataset)
+        .bind(bound(after))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let first = rows.first().ok_or_else(|| dataset_not_found(dataset))?;
+        let head = stored_u64(get(first, "head")?, "datasets.last_sequence")?;
+        let mut changes = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // The one row of a dataset without changes after `after` has none.
+            if get::<Option<i64>>(row, "sequence")?.is_some() {
+                changes.push(stored_change(row)?);
+            }
+        }
+        Ok((changes, head))
+    }
+
+    /// Walks the (dataset, key, sequence) index in key order, keeping each key's latest change up
+    /// to `as_of` when it is an upsert. An unknown dataset has no changes.
+    async fn snapshot_page(
+        &self,
+        dataset: &str,
+        as_of: u64,
+        after_key: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<StoredChange>> {
+        let as_of = bound(as_of);
+        let mut query = QueryBuilder::<Postgres>::new("SELECT ");
+        query
+            .push(CHANGE_COLUMNS)
+            .push(" FROM changes c WHERE c.dataset = ")
+            .push_bind(dataset);
+        if let Some(after) = after_key {
+            query.push(" AND c.key > ").push_bind(after);
+        }
+        query.push(" AND c.sequence <= ").push_bind(as_of);
+        query.push(" AND c.op = ").push_bind(ChangeOp::Upsert.as_str());
+        query.push(
+            " AND NOT EXISTS (SELECT 1 FROM changes n WHERE n.dataset = c.dataset AND n.key = c.key \
+             AND n.sequence > c.sequence AND n.sequence <= ",
+        );
+        query.push_bind(as_of).push(")");
+        query.push(" ORDER BY c.key LIMIT ").push_bind(i64::from(limit));
+        let rows = query.build().fetch_all(&self.pool).await.map_err(db_error)?;
+        rows.iter().map(stored_change).collect()
+    }
+
+    async fn dataset_heads(&self, ids: &[String]) -> Result<Vec<(String, u64)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query("SELECT id, last_sequence FROM datasets WHERE id = ANY($1) ORDER BY id")
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    get(row, "id")?,
+                    stored_u64(get(row, "last_sequence")?, "datasets.last_sequence")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Listens on a connection of its own (same options as the pool, so the same schema), and
+    /// forwards the announcements of stores in the same schema from a background task.
+    async fn listen_changes(&self, sink: tokio::sync::mpsc::Sender<(String, u64)>) -> Result<bool> {
+        let schema: Option<String> = sqlx::query_scalar("SELECT current_schema()::text")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        let schema = schema.ok_or_else(|| Error::Internal("the connection has no current schema".into()))?;
+        // A pool of one, kept open: PgListener reconnects through it.
+        let connection = PgPoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with((*self.pool.connect_options()).clone());
+        let mut listener = PgListener::connect_with(&connection).await.map_err(db_error)?;
+        listener.listen(CHANGES_CHANNEL).await.map_err(db_error)?;
+        tokio::spawn(forward_changes(listener, schema, sink, self.pool.close_event()));
+        Ok(true)
+    }
+
+    /// `updated_at` is when the position last moved. NOT_FOUND for an unknown dataset.
+    async fn acknowledge(&self, cursor: &ConsumerCursor) -> Result<ConsumerCursor> {
+        let row = sqlx::query(
+            "INSERT INTO consumers (dataset, department, consumer, acknowledged, updated_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (dataset, department, consumer) DO UPDATE SET \
+             updated_at = CASE WHEN excluded.acknowledged > consumers.acknowledged THEN excluded.updated_at \
+             ELSE consumers.updated_at END, \
+             acknowledged = GREATEST(consumers.acknowledged, excluded.acknowledged) \
+             RETURNING dataset, department, consumer, acknowledged, updated_at",
+        )
+        .bind(&cursor.dataset)
+        .bind(&cursor.department)
+        .bind(&cursor.consumer)
+        .bind(to_db(cursor.acknowledged, "acknowledged")?)
+        .bind(stored_time(cursor.updated_at))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| dataset_write_error(e, &cursor.dataset, &format!("consumer {}", cursor.consumer)))?;
+        self::cursor(&row)
+    }
+
+    async fn get_consumer(&self, dataset: &str, department: &str, consumer: &str) -> Result<Option<ConsumerCursor>> {
+        let mut query = QueryBuilder::<Postgres>::new("SELECT ");
+        query
+            .push(CONSUMER_COLUMNS)
+            .push(" FROM consumers WHERE dataset = ")
+            .push_bind(dataset);
+        query.push(" AND department = ").push_bind(department);
+        query.push(" AND consumer = ").push_bind(consumer);
+        let row = query.build().fetch_optional(&self.pool).await.map_err(db_error)?;
+        row.as_ref().map(cursor).transpose()
+    }
+
+    /// Stores the upload with nothing received yet. NOT_FOUND for an unknown dataset,
+    /// FAILED_PRECONDITION for a table dataset, ALREADY_EXISTS if the id is taken.
+    async fn start_upload(&self, new: &Upload) -> Result<Upload> {
+        let size = to_db(new.size, "size")?;
+        let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM datasets WHERE id = $1")
+            .bind(&new.dataset)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        match kind.as_deref().map(DatasetKind::parse) {
+            None => return Err(dataset_not_found(&new.dataset)),
+            Some(Some(DatasetKind::File)) => {}
+            Some(_) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "{} is a table dataset: publish records to it",
+                    new.dataset
+                )));
+            }
+        }
+        let mut query = QueryBuilder::<Postgres>::new(
+            "INSERT INTO uploads AS u (id, dataset, file_name, size, sha256, received, sequence, started_by, \
+             started_at) VALUES (",
+        );
+        let mut values = query.separated(", ");
+        values.push_bind(&new.id);
+        values.push_bind(&new.dataset);
+        values.push_bind(&new.file_name);
+        values.push_bind(size);
+        values.push_bind(&new.sha256);
+        values.push_bind(0_i64);
+        values.push_bind(None::<i64>);
+        values.push_bind(&new.started_by);
+        values.push_bind(stored_time(new.started_at));
+        query.push(") RETURNING ").push(UPLOAD_COLUMNS);
+        let row = query
+            .build()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| dataset_write_error(e, &new.dataset, &format!("upload {}", new.id)))?;
+        upload(&row)
+    }
+
+    async fn get_upload(&self, id: &str) -> Result<Option<Upload>> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        fetch_upload(&mut conn, id, "").await
+    }
+
+    /// NOT_FOUND for an unknown upload; FAILED_PRECONDITION once it is complete or when `offset`
+    /// is not the bytes received; RESOURCE_EXHAUSTED past the declared size. No bytes: nothing
+    /// changes. Appends to one upload lock its row and so run one after another.
+    async fn append_upload(&self, id: &str, offset: u64, data: &[u8]) -> Result<Upload> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let current = fetch_upload(&mut tx, id, "FOR UPDATE")
+            .await?
+            .ok_or_else(|| upload_not_found(id))?;
+        let received = check_append(&current, offset, data)?;
+        if data.is_empty() {
+            return Ok(current);
+        }
+        sqlx::query("INSERT INTO upload_chunks (upload_id, chunk_offset, data) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(to_db(offset, "offset")?)
+            .bind(data)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| translate(e, &format!("the bytes at offset {offset} of upload {id}")))?;
+        let mut query = QueryBuilder::<Postgres>::new("UPDATE uploads AS u SET received = ");
+        query.push_bind(to_db(received, "received")?);
+        query.push(" WHERE u.id = ").push_bind(id);
+        query.push(" RETURNING ").push(UPLOAD_COLUMNS);
+        let row = query.build().fetch_one(&mut *tx).await.map_err(db_error)?;
+        let appended = upload(&row)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(appended)
+    }
+
+    /// Empty at or past the bytes received. NOT_FOUND for an unknown upload.
+    async fn read_upload(&self, id: &str, offset: u64, max: u32) -> Result<Vec<u8>> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        let found = fetch_upload(&mut conn, id, "")
+            .await?
+            .ok_or_else(|| upload_not_found(id))?;
+        let end = found.received.min(offset.saturating_add(u64::from(max)));
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        // The chunk that holds `offset` and those after it, up to `end`. Chunks once written
+        // never change, so no snapshot is needed across the two reads.
+        let rows = sqlx::query(
+            "SELECT chunk_offset, data FROM upload_chunks WHERE upload_id = $1 AND chunk_offset < $3 \
+             AND chunk_offset >= (SELECT max(chunk_offset) FROM upload_chunks WHERE upload_id = $1 \
+             AND chunk_offset <= $2) ORDER BY chunk_offset",
+        )
+        .bind(id)
+        .bind(to_db(offset, "offset")?)
+        .bind(to_db(end, "offset")?)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        let chunks = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    stored_u64(get(row, "chunk_offset")?, "upload_chunks.chunk_offset")?,
+                    get(row, "data")?,
+                ))
+            })
+            .collect::<Result<Vec<(u64, Vec<u8>)>>>()?;
+        slice_chunks(&chunks, offset, end)
+    }
+
+    /// Idempotent: a complete upload is returned as it is. FAILED_PRECONDITION until every
+    /// declared byte is received. Locks the upload, then the dataset (as publishers do).
+    async fn complete_upload(&self, id: &str, metadata: &str, at: DateTime<Utc>) -> Result<Upload> {
+        let at = stored_time(at);
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let current = fetch_upload(&mut tx, id, "FOR UPDATE")
+            .await?
+            .ok_or_else(|| upload_not_found(id))?;
+        if current.sequence.is_some() {
+            return Ok(current);
+        }
+        check_complete(&current)?;
+        let head = lock_dataset(&mut tx, &current.dataset).await?;
+        let change = NewChange {
+            op: ChangeOp::Upsert,
+            key: file_key(&current.file_name),
+            record: Some(metadata.to_string()),
+        };
+        let (sequence, _) = append_changes(&mut tx, &current.dataset, head, std::slice::from_ref(&change), at).await?;
+        let mut query = QueryBuilder::<Postgres>::new("UPDATE uploads AS u SET sequence = ");
+        query.push_bind(sequence).push(" WHERE u.id = ").push_bind(id);
+        query.push(" RETURNING ").push(UPLOAD_COLUMNS);
+        let row = query.build().fetch_one(&mut *tx).await.map_err(db_error)?;
+        let completed = upload(&row)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(completed)
+    }
+
+    /// The upload whose change is the file's latest, unless that change deleted the file.
+    async fn current_file(&self, dataset: &str, file_name: &str) -> Result<Option<Upload>> {
+        let mut query = QueryBuilder::<Postgres>::new("SELECT ");
+        query.push(UPLOAD_COLUMNS).push(
+            " FROM changes c JOIN uploads u ON u.dataset = c.dataset AND u.sequence = c.sequence \
+             WHERE c.dataset = ",
+        );
+        query
+            .push_bind(dataset)
+            .push(" AND c.key = ")
+            .push_bind(file_key(file_name));
+        query.push(" AND c.op = ").push_bind(ChangeOp::Upsert.as_str());
+        query.push(
+            " AND c.sequence = (SELECT max(l.sequence) FROM changes l WHERE l.dataset = c.dataset AND l.key = c.key)",
+        );
+        let row = query.build().fetch_optional(&self.pool).await.map_err(db_error)?;
+        row.as_ref().map(upload).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_are_read_for_their_schema_only() {
+        assert_eq!(
+            parse_notification("xq_a 42 102/000001", "xq_a"),
+            Some(("102/000001", 42))
+        );
+        assert_eq!(parse_notification("public 7 a b", "public"), Some(("a b", 7)));
+        assert_eq!(parse_notification("xq_a 42 102/000001", "xq_b"), None);
+        assert_eq!(parse_notification("xq_ab 42 102/000001", "xq_a"), None);
+        assert_eq!(parse_notification("xq_a x 102/000001", "xq_a"), None);
+        assert_eq!(parse_notification("xq_a 42", "xq_a"), None);
     }
 }

@@ -15,18 +15,21 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Decode, QueryBuilder, Row, Sqlite, Type};
-use xinqiao_domain::catalogue::{CatalogEntry, EntryContent, EntryFilter, resource_code};
+use xinqiao_domain::catalogue::{CatalogEntry, EntryContent, EntryFilter, ShareType, resource_code};
 use xinqiao_domain::compatibility::{CompatibilityMode, DEFAULT_MODE};
 use xinqiao_domain::department::{Department, DepartmentProfile};
+use xinqiao_domain::exchange::{ChangeOp, Dataset, DatasetKind};
 use xinqiao_domain::lifecycle::{EntryAction, EntryState};
 use xinqiao_domain::policy::EntryVisibility;
 use xinqiao_domain::schema::{RegisteredSchema, SchemaRef, Subject};
 use xinqiao_domain::{Error, Result};
 
 use crate::error::{corrupt, db_error, migrate_error, translate};
+use crate::exchange::{BatchKeys, bound, check_append, check_complete, file_key, sequences, slice_chunks, to_db};
 use crate::{
-    CatalogStore, DepartmentStore, EntryChange, EntrySchemaBinding, EntryVersionRecord, NewSchema, Registration,
-    SchemaStore,
+    BatchResult, CatalogStore, ConsumerCursor, DatasetFilter, DatasetListing, DepartmentStore, EntryChange,
+    EntrySchemaBinding, EntryVersionRecord, ExchangeStore, NewBatch, NewChange, NewSchema, Registration, SchemaStore,
+    StoredChange, Upload,
 };
 
 const READERS: u32 = 4;
@@ -1092,6 +1095,660 @@ impl SchemaStore for SqliteStore {
                 })
             })
             .transpose()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The exchange
+
+const DATASET_COLUMNS: &str = "ds.id, ds.provider_code, ds.kind, ds.schema_subject, ds.schema_version, ds.key, \
+     ds.record_count, ds.last_sequence, ds.last_published_at, ds.created_at";
+
+const CHANGE_COLUMNS: &str = "c.sequence, c.op, c.key, c.record, c.published_at";
+
+const UPLOAD_COLUMNS: &str =
+    "u.id, u.dataset, u.file_name, u.size, u.sha256, u.received, u.sequence, u.started_by, u.started_at";
+
+const CONSUMER_COLUMNS: &str = "dataset, department, consumer, acknowledged, updated_at";
+
+/// At most this many changes per INSERT (6 variables each, far below SQLite's limit of 32766).
+/// A batch is split into powers of two, so that only a few distinct statements are prepared and
+/// kept in the statement cache whatever the batch sizes.
+const MAX_INSERT_ROWS: usize = 512;
+
+fn stored_u64(value: i64, column: &str) -> Result<u64> {
+    u64::try_from(value).map_err(|e| corrupt(column, e))
+}
+
+fn dataset(row: &SqliteRow) -> Result<Dataset> {
+    let kind: String = get(row, "kind")?;
+    let subject: Option<String> = get(row, "schema_subject")?;
+    let version: Option<i64> = get(row, "schema_version")?;
+    let key: String = get(row, "key")?;
+    Ok(Dataset {
+        id: get(row, "id")?,
+        provider_code: get(row, "provider_code")?,
+        kind: DatasetKind::parse(&kind).ok_or_else(|| corrupt("datasets.kind", &kind))?,
+        schema: match (subject, version) {
+            (Some(subject), Some(version)) => Some(SchemaRef {
+                subject,
+                version: schema_version(version, "datasets.schema_version")?,
+            }),
+            _ => None,
+        },
+        key: serde_json::from_str(&key).map_err(|e| corrupt("datasets.key", e))?,
+        record_count: stored_u64(get(row, "record_count")?, "datasets.record_count")?,
+        last_sequence: stored_u64(get(row, "last_sequence")?, "datasets.last_sequence")?,
+        last_published_at: get(row, "last_published_at")?,
+        created_at: get(row, "created_at")?,
+    })
+}
+
+fn listing(row: &SqliteRow) -> Result<DatasetListing> {
+    let share_type: String = get(row, "share_type")?;
+    let state: String = get(row, "entry_state")?;
+    Ok(DatasetListing {
+        dataset: dataset(row)?,
+        name: get(row, "name")?,
+        provider_name: get(row, "provider_name")?,
+        share_type: ShareType::parse(&share_type).ok_or_else(|| corrupt("share_type", &share_type))?,
+        entry_state: EntryState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
+    })
+}
+
+fn stored_change(row: &SqliteRow) -> Result<StoredChange> {
+    let op: String = get(row, "op")?;
+    Ok(StoredChange {
+        sequence: stored_u64(get(row, "sequence")?, "changes.sequence")?,
+        op: ChangeOp::parse(&op).ok_or_else(|| corrupt("changes.op", &op))?,
+        key: get(row, "key")?,
+        record: get(row, "record")?,
+        published_at: get(row, "published_at")?,
+    })
+}
+
+fn upload(row: &SqliteRow) -> Result<Upload> {
+    let sequence: Option<i64> = get(row, "sequence")?;
+    Ok(Upload {
+        id: get(row, "id")?,
+        dataset: get(row, "dataset")?,
+        file_name: get(row, "file_name")?,
+        size: stored_u64(get(row, "size")?, "uploads.size")?,
+        sha256: get(row, "sha256")?,
+        received: stored_u64(get(row, "received")?, "uploads.received")?,
+        sequence: sequence.map(|s| stored_u64(s, "uploads.sequence")).transpose()?,
+        started_by: get(row, "started_by")?,
+        started_at: get(row, "started_at")?,
+    })
+}
+
+fn cursor(row: &SqliteRow) -> Result<ConsumerCursor> {
+    Ok(ConsumerCursor {
+        dataset: get(row, "dataset")?,
+        department: get(row, "department")?,
+        consumer: get(row, "consumer")?,
+        acknowledged: stored_u64(get(row, "acknowledged")?, "consumers.acknowledged")?,
+        updated_at: get(row, "updated_at")?,
+    })
+}
+
+fn dataset_not_found(id: &str) -> Error {
+    Error::NotFound(format!("dataset {id}"))
+}
+
+fn upload_not_found(id: &str) -> Error {
+    Error::NotFound(format!("upload {id}"))
+}
+
+async fn fetch_dataset(conn: &mut SqliteConnection, id: &str) -> Result<Option<Dataset>> {
+    let mut query = QueryBuilder::<Sqlite>::new("SELECT ");
+    query
+        .push(DATASET_COLUMNS)
+        .push(" FROM datasets ds WHERE ds.id = ")
+        .push_bind(id);
+    let row = query.build().fetch_optional(conn).await.map_err(db_error)?;
+    row.as_ref().map(dataset).transpose()
+}
+
+async fn fetch_upload(conn: &mut SqliteConnection, id: &str) -> Result<Option<Upload>> {
+    let mut query = QueryBuilder::<Sqlite>::new("SELECT ");
+    query
+        .push(UPLOAD_COLUMNS)
+        .push(" FROM uploads u WHERE u.id = ")
+        .push_bind(id);
+    let row = query.build().fetch_optional(conn).await.map_err(db_error)?;
+    row.as_ref().map(upload).transpose()
+}
+
+/// The result a batch committed with its idempotency key, if one was.
+async fn committed_batch(conn: &mut SqliteConnection, dataset: &str, key: &str) -> Result<Option<BatchResult>> {
+    let row = sqlx::query(
+        "SELECT accepted, rejected, first_sequence, last_sequence FROM batches \
+         WHERE dataset = ? AND idempotency_key = ?",
+    )
+    .bind(dataset)
+    .bind(key)
+    .fetch_optional(conn)
+    .await
+    .map_err(db_error)?;
+    row.map(|row| {
+        let accepted: i64 = get(&row, "accepted")?;
+        Ok(BatchResult {
+            accepted: u32::try_from(accepted).map_err(|e| corrupt("batches.accepted", e))?,
+            rejected: get(&row, "rejected")?,
+            first_sequence: stored_u64(get(&row, "first_sequence")?, "batches.first_sequence")?,
+            last_sequence: stored_u64(get(&row, "last_sequence")?, "batches.last_sequence")?,
+            replayed: true,
+        })
+    })
+    .transpose()
+}
+
+/// A dataset's last sequence number and record count, as a writer finds them.
+struct Head {
+    last_sequence: i64,
+    record_count: i64,
+}
+
+async fn dataset_head(conn: &mut SqliteConnection, id: &str) -> Result<Head> {
+    let row = sqlx::query("SELECT last_sequence, record_count FROM datasets WHERE id = ?")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| dataset_not_found(id))?;
+    Ok(Head {
+        last_sequence: get(&row, "last_sequence")?,
+        record_count: get(&row, "record_count")?,
+    })
+}
+
+/// Appends `changes` to a dataset's log after `head` and moves the dataset on: its last
+/// sequence, record count and last publish time. Returns the first and last sequence numbers
+/// given (0 and 0 for no change). Runs inside the caller's write transaction, which the single
+/// writer connection makes the only one: nobody else numbers changes meanwhile.
+async fn append_changes(
+    conn: &mut SqliteConnection,
+    dataset: &str,
+    head: Head,
+    changes: &[NewChange],
+    at: DateTime<Utc>,
+) -> Result<(i64, i64)> {
+    let (first, last) = sequences(head.last_sequence, changes.len())?;
+    if changes.is_empty() {
+        return Ok((first, last));
+    }
+
+    // How many of the batch's keys are present now: one lookup of each key's latest change,
+    // through the (dataset, key, sequence) index.
+    let keys = BatchKeys::of(changes);
+    let present_before: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM json_each(?) AS k WHERE (SELECT c.op FROM changes c \
+         WHERE c.dataset = ? AND c.key = k.value ORDER BY c.sequence DESC LIMIT 1) = 'upsert'",
+    )
+    .bind(keys.json())
+    .bind(dataset)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_error)?;
+
+    let mut sequence = first;
+    let mut rest = changes;
+    while !rest.is_empty() {
+        let rows = MAX_INSERT_ROWS.min(1 << rest.len().ilog2());
+        let (chunk, tail) = rest.split_at(rows);
+        let mut query =
+            QueryBuilder::<Sqlite>::new("INSERT INTO changes (dataset, sequence, op, key, record, published_at) ");
+        query.push_values(chunk.iter().zip(sequence..), |mut row, (change, sequence)| {
+            row.push_bind(dataset)
+                .push_bind(sequence)
+                .push_bind(change.op.as_str())
+                .push_bind(&change.key)
+                .push_bind(change.record.as_deref())
+                .push_bind(at);
+        });
+        query
+            .build()
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| translate(e, &format!("change {sequence} of dataset {dataset}")))?;
+        sequence += rows as i64;
+        rest = tail;
+    }
+
+    sqlx::query("UPDATE datasets SET last_sequence = ?, record_count = ?, last_published_at = ? WHERE id = ?")
+        .bind(last)
+        .bind(keys.record_count(head.record_count, present_before))
+        .bind(at)
+        .bind(dataset)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    Ok((first, last))
+}
+
+#[async_trait]
+impl ExchangeStore for SqliteStore {
+    /// NOT_FOUND if the catalogue entry does not exist. Counts start at 0, whatever `dataset`
+    /// says.
+    async fn create_dataset(&self, new: &Dataset) -> Result<Dataset> {
+        let key = serde_json::to_string(&new.key).map_err(|e| Error::Internal(format!("encoding the key: {e}")))?;
+        let mut tx = self.begin_write().await?;
+        let entry: Option<i64> = sqlx::query_scalar("SELECT 1 FROM catalog_entries WHERE resource_code = ?")
+            .bind(&new.id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if entry.is_none() {
+            return Err(Error::NotFound(format!("catalogue entry {}", new.id)));
+        }
+        sqlx::query(
+            "INSERT INTO datasets (id, provider_code, kind, schema_subject, schema_version, key, record_count, \
+             last_sequence, last_published_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 0, 0, NULL, ?)",
+        )
+        .bind(&new.id)
+        .bind(&new.provider_code)
+        .bind(new.kind.as_str())
+        .bind(new.schema.as_ref().map(|s| s.subject.as_str()))
+        .bind(new.schema.as_ref().map(|s| i64::from(s.version)))
+        .bind(key)
+        .bind(stored_time(new.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| translate(e, &format!("dataset {}", new.id)))?;
+        let created = fetch_dataset(&mut tx, &new.id)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("dataset {} vanished while being created", new.id)))?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(created)
+    }
+
+    async fn get_dataset(&self, id: &str) -> Result<Option<Dataset>> {
+        let mut conn = self.readers.acquire().await.map_err(db_error)?;
+        fetch_dataset(&mut conn, id).await
+    }
+
+    /// NOT_FOUND for an unknown dataset; FAILED_PRECONDITION for a file dataset, or a schema of
+    /// another subject.
+    async fn set_dataset_schema(&self, id: &str, schema: &SchemaRef) -> Result<Dataset> {
+        let mut tx = self.begin_write().await?;
+        let current = fetch_dataset(&mut tx, id).await?.ok_or_else(|| dataset_not_found(id))?;
+        match &current.schema {
+            None => {
+                return Err(Error::FailedPrecondition(format!(
+                    "{id} is a file dataset: it has no schema"
+                )));
+            }
+            Some(old) if old.subject != schema.subject => {
+                return Err(Error::FailedPrecondition(format!(
+                    "dataset {id} follows schema subject {}, not {}",
+                    old.subject, schema.subject
+                )));
+            }
+            Some(_) => {}
+        }
+        sqlx::query("UPDATE datasets SET schema_version = ? WHERE id = ?")
+            .bind(i64::from(schema.version))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let updated = fetch_dataset(&mut tx, id).await?.ok_or_else(|| dataset_not_found(id))?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(updated)
+    }
+
+    async fn list_datasets(
+        &self,
+        filter: &DatasetFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DatasetListing>> {
+        let mut query = QueryBuilder::<Sqlite>::new("SELECT ");
+        query.push(DATASET_COLUMNS).push(
+            ", e.name, d.name AS provider_name, e.share_type, e.state AS entry_state FROM datasets ds \
+             JOIN catalog_entries e ON e.resource_code = ds.id JOIN departments d ON d.code = e.provider_code \
+             WHERE 1 = 1",
+        );
+        if !filter.keyword.is_empty() {
+            // instr() is a plain substring test: quotes, % and _ match themselves.
+            query
+                .push(" AND (instr(lower(e.name), lower(")
+                .push_bind(&filter.keyword);
+            query
+                .push(")) > 0 OR instr(lower(ds.id), lower(")
+                .push_bind(&filter.keyword);
+            query.push(")) > 0)");
+        }
+        if !filter.provider_code.is_empty() {
+            query.push(" AND ds.provider_code = ").push_bind(&filter.provider_code);
+        }
+        if let Some(kind) = filter.kind {
+            query.push(" AND ds.kind = ").push_bind(kind.as_str());
+        }
+        if let Some(share_type) = filter.share_type {
+            query.push(" AND e.share_type = ").push_bind(share_type.as_str());
+        }
+        if let Some(excluded) = &filter.exclude_provider {
+            query.push(" AND ds.provider_code <> ").push_bind(excluded);
+        }
+        if let Some(provider) = &filter.published_or_provided_by {
+            query.push(" AND (e.state = ").push_bind(EntryState::Published.as_str());
+            query.push(" OR ds.provider_code = ").push_bind(provider).push(")");
+        }
+        if let Some(after) = after {
+            query.push(" AND ds.id > ").push_bind(after);
+        }
+        query.push(" ORDER BY ds.id LIMIT ").push_bind(i64::from(limit));
+        let rows = query.build().fetch_all(&self.readers).await.map_err(db_error)?;
+        rows.iter().map(listing).collect()
+    }
+
+    /// One write transaction: the idempotency key is looked up first (a replay writes nothing),
+    /// then the changes are numbered after the dataset's last sequence and inserted, many rows
+    /// per statement.
+    async fn publish_batch(&self, batch: &NewBatch<'_>) -> Result<BatchResult> {
+        let at = stored_time(batch.at);
+        let accepted = u32::try_from(batch.changes.len()).map_err(|_| Error::invalid("changes", "are too many"))?;
+        let mut tx = self.begin_write().await?;
+        if let Some(replayed) = committed_batch(&mut tx, batch.dataset, batch.idempotency_key).await? {
+            return Ok(replayed);
+        }
+        let head = dataset_head(&mut tx, batch.dataset).await?;
+        let (first, last) = append_changes(&mut tx, batch.dataset, head, batch.changes, at).await?;
+        sqlx::query(
+            "INSERT INTO batches (dataset, idempotency_key, accepted, rejected, first_sequence, last_sequence, \
+             committed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(batch.dataset)
+        .bind(batch.idempotency_key)
+        .bind(i64::from(accepted))
+        .bind(batch.rejected)
+        .bind(first)
+        .bind(last)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            translate(
+                e,
+                &format!("batch {} of dataset {}", batch.idempotency_key, batch.dataset),
+            )
+        })?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(BatchResult {
+            accepted,
+            rejected: batch.rejected.to_string(),
+            first_sequence: stored_u64(first, "first_sequence")?,
+            last_sequence: stored_u64(last, "last_sequence")?,
+            replayed: false,
+        })
+    }
+
+    /// NOT_FOUND for an unknown dataset. The changes and the last sequence come from one
+    /// snapshot.
+    async fn fetch_changes(&self, dataset: &str, after: u64, limit: u32) -> Result<(Vec<StoredChange>, u64)> {
+        let mut tx = self.readers.begin().await.map_err(db_error)?;
+        let last: Option<i64> = sqlx::query_scalar("SELECT last_sequence FROM datasets WHERE id = ?")
+            .bind(dataset)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let last = last.ok_or_else(|| dataset_not_found(dataset))?;
+        let mut query = QueryBuilder::<Sqlite>::new("SELECT ");
+        query
+            .push(CHANGE_COLUMNS)
+            .push(" FROM changes c WHERE c.dataset = ")
+            .push_bind(dataset);
+        query.push(" AND c.sequence > ").push_bind(bound(after));
+        query.push(" ORDER BY c.sequence LIMIT ").push_bind(i64::from(limit));
+        let rows = query.build().fetch_all(&mut *tx).await.map_err(db_error)?;
+        let changes = rows.iter().map(stored_change).collect::<Result<Vec<_>>>()?;
+        Ok((changes, stored_u64(last, "datasets.last_sequence")?))
+    }
+
+    /// Walks the (dataset, key, sequence) index in key order, keeping each key's latest change up
+    /// to `as_of` when it is an upsert. An unknown dataset has no changes.
+    async fn snapshot_page(
+        &self,
+        dataset: &str,
+        as_of: u64,
+        after_key: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<StoredChange>> {
+        let as_of = bound(as_of);
+        let mut query = QueryBuilder::<Sqlite>::new("SELECT ");
+        query
+            .push(CHANGE_COLUMNS)
+            .push(" FROM changes c INDEXED BY changes_key WHERE c.dataset = ")
+            .push_bind(dataset);
+        if let Some(after) = after_key {
+            query.push(" AND c.key > ").push_bind(after);
+        }
+        query.push(" AND c.sequence <= ").push_bind(as_of);
+        query.push(" AND c.op = ").push_bind(ChangeOp::Upsert.as_str());
+        query.push(
+            " AND NOT EXISTS (SELECT 1 FROM changes n WHERE n.dataset = c.dataset AND n.key = c.key \
+             AND n.sequence > c.sequence AND n.sequence <= ",
+        );
+        query.push_bind(as_of).push(")");
+        query.push(" ORDER BY c.key LIMIT ").push_bind(i64::from(limit));
+        let rows = query.build().fetch_all(&self.readers).await.map_err(db_error)?;
+        rows.iter().map(stored_change).collect()
+    }
+
+    async fn dataset_heads(&self, ids: &[String]) -> Result<Vec<(String, u64)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = serde_json::to_string(ids).map_err(|e| Error::Internal(format!("encoding dataset ids: {e}")))?;
+        let rows = sqlx::query(
+            "SELECT id, last_sequence FROM datasets WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+        )
+        .bind(ids)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    get(row, "id")?,
+                    stored_u64(get(row, "last_sequence")?, "datasets.last_sequence")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// One hub per SQLite file: there is nobody else to hear from.
+    async fn listen_changes(&self, _sink: tokio::sync::mpsc::Sender<(String, u64)>) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// `updated_at` is when the position last moved. NOT_FOUND for an unknown dataset.
+    async fn acknowledge(&self, cursor: &ConsumerCursor) -> Result<ConsumerCursor> {
+        let mut tx = self.begin_write().await?;
+        dataset_head(&mut tx, &cursor.dataset).await?;
+        let row = sqlx::query(
+            "INSERT INTO consumers (dataset, department, consumer, acknowledged, updated_at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (dataset, department, consumer) DO UPDATE SET \
+             updated_at = CASE WHEN excluded.acknowledged > consumers.acknowledged THEN excluded.updated_at \
+             ELSE consumers.updated_at END, \
+             acknowledged = max(consumers.acknowledged, excluded.acknowledged) \
+             RETURNING dataset, department, consumer, acknowledged, updated_at",
+        )
+        .bind(&cursor.dataset)
+        .bind(&cursor.department)
+        .bind(&cursor.consumer)
+        .bind(to_db(cursor.acknowledged, "acknowledged")?)
+        .bind(stored_time(cursor.updated_at))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| translate(e, &format!("consumer {}", cursor.consumer)))?;
+        let saved = self::cursor(&row)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(saved)
+    }
+
+    async fn get_consumer(&self, dataset: &str, department: &str, consumer: &str) -> Result<Option<ConsumerCursor>> {
+        let mut query = QueryBuilder::<Sqlite>::new("SELECT ");
+        query
+            .push(CONSUMER_COLUMNS)
+            .push(" FROM consumers WHERE dataset = ")
+            .push_bind(dataset);
+        query.push(" AND department = ").push_bind(department);
+        query.push(" AND consumer = ").push_bind(consumer);
+        let row = query.build().fetch_optional(&self.readers).await.map_err(db_error)?;
+        row.as_ref().map(cursor).transpose()
+    }
+
+    /// Stores the upload with nothing received yet. NOT_FOUND for an unknown dataset,
+    /// FAILED_PRECONDITION for a table dataset, ALREADY_EXISTS if the id is taken.
+    async fn start_upload(&self, new: &Upload) -> Result<Upload> {
+        let size = to_db(new.size, "size")?;
+        let mut tx = self.begin_write().await?;
+        let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM datasets WHERE id = ?")
+            .bind(&new.dataset)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        match kind.as_deref().map(DatasetKind::parse) {
+            None => return Err(dataset_not_found(&new.dataset)),
+            Some(Some(DatasetKind::File)) => {}
+            Some(_) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "{} is a table dataset: publish records to it",
+                    new.dataset
+                )));
+            }
+        }
+        sqlx::query(
+            "INSERT INTO uploads (id, dataset, file_name, size, sha256, received, sequence, started_by, started_at) \
+             VALUES (?, ?, ?, ?, ?, 0, NULL, ?, ?)",
+        )
+        .bind(&new.id)
+        .bind(&new.dataset)
+        .bind(&new.file_name)
+        .bind(size)
+        .bind(&new.sha256)
+        .bind(&new.started_by)
+        .bind(stored_time(new.started_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| translate(e, &format!("upload {}", new.id)))?;
+        let started = fetch_upload(&mut tx, &new.id)
+            .await?
+            .ok_or_else(|| upload_not_found(&new.id))?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(started)
+    }
+
+    async fn get_upload(&self, id: &str) -> Result<Option<Upload>> {
+        let mut conn = self.readers.acquire().await.map_err(db_error)?;
+        fetch_upload(&mut conn, id).await
+    }
+
+    /// NOT_FOUND for an unknown upload; FAILED_PRECONDITION once it is complete or when `offset`
+    /// is not the bytes received; RESOURCE_EXHAUSTED past the declared size. No bytes: nothing
+    /// changes.
+    async fn append_upload(&self, id: &str, offset: u64, data: &[u8]) -> Result<Upload> {
+        let mut tx = self.begin_write().await?;
+        let current = fetch_upload(&mut tx, id).await?.ok_or_else(|| upload_not_found(id))?;
+        let received = check_append(&current, offset, data)?;
+        if data.is_empty() {
+            return Ok(current);
+        }
+        sqlx::query("INSERT INTO upload_chunks (upload_id, chunk_offset, data) VALUES (?, ?, ?)")
+            .bind(id)
+            .bind(to_db(offset, "offset")?)
+            .bind(data)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| translate(e, &format!("the bytes at offset {offset} of upload {id}")))?;
+        sqlx::query("UPDATE uploads SET received = ? WHERE id = ?")
+            .bind(to_db(received, "received")?)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let appended = fetch_upload(&mut tx, id).await?.ok_or_else(|| upload_not_found(id))?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(appended)
+    }
+
+    /// Empty at or past the bytes received. NOT_FOUND for an unknown upload.
+    async fn read_upload(&self, id: &str, offset: u64, max: u32) -> Result<Vec<u8>> {
+        let mut tx = self.readers.begin().await.map_err(db_error)?;
+        let found = fetch_upload(&mut tx, id).await?.ok_or_else(|| upload_not_found(id))?;
+        let end = found.received.min(offset.saturating_add(u64::from(max)));
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        // The chunk that holds `offset` and those after it, up to `end`.
+        let rows = sqlx::query(
+            "SELECT chunk_offset, data FROM upload_chunks WHERE upload_id = ?1 AND chunk_offset < ?3 \
+             AND chunk_offset >= (SELECT max(chunk_offset) FROM upload_chunks WHERE upload_id = ?1 \
+             AND chunk_offset <= ?2) ORDER BY chunk_offset",
+        )
+        .bind(id)
+        .bind(to_db(offset, "offset")?)
+        .bind(to_db(end, "offset")?)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let chunks = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    stored_u64(get(row, "chunk_offset")?, "upload_chunks.chunk_offset")?,
+                    get(row, "data")?,
+                ))
+            })
+            .collect::<Result<Vec<(u64, Vec<u8>)>>>()?;
+        slice_chunks(&chunks, offset, end)
+    }
+
+    /// Idempotent: a complete upload is returned as it is. FAILED_PRECONDITION until every
+    /// declared byte is received.
+    async fn complete_upload(&self, id: &str, metadata: &str, at: DateTime<Utc>) -> Result<Upload> {
+        let at = stored_time(at);
+        let mut tx = self.begin_write().await?;
+        let current = fetch_upload(&mut tx, id).await?.ok_or_else(|| upload_not_found(id))?;
+        if current.sequence.is_some() {
+            return Ok(current);
+        }
+        check_complete(&current)?;
+        let head = dataset_head(&mut tx, &current.dataset).await?;
+        let change = NewChange {
+            op: ChangeOp::Upsert,
+            key: file_key(&current.file_name),
+            record: Some(metadata.to_string()),
+        };
+        let (sequence, _) = append_changes(&mut tx, &current.dataset, head, std::slice::from_ref(&change), at).await?;
+        sqlx::query("UPDATE uploads SET sequence = ? WHERE id = ?")
+            .bind(sequence)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let completed = fetch_upload(&mut tx, id).await?.ok_or_else(|| upload_not_found(id))?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(completed)
+    }
+
+    /// The upload whose change is the file's latest, unless that change deleted the file.
+    async fn current_file(&self, dataset: &str, file_name: &str) -> Result<Option<Upload>> {
+        let key = file_key(file_name);
+        let mut query = QueryBuilder::<Sqlite>::new("SELECT ");
+        query.push(UPLOAD_COLUMNS).push(
+            " FROM changes c JOIN uploads u ON u.dataset = c.dataset AND u.sequence = c.sequence \
+             WHERE c.dataset = ",
+        );
+        query.push_bind(dataset).push(" AND c.key = ").push_bind(&key);
+        query.push(" AND c.op = ").push_bind(ChangeOp::Upsert.as_str());
+        query.push(" AND c.sequence = (SELECT max(l.sequence) FROM changes l WHERE l.dataset = ");
+        query.push_bind(dataset).push(" AND l.key = ").push_bind(&key).push(")");
+        let row = query.build().fetch_optional(&self.readers).await.map_err(db_error)?;
+        row.as_ref().map(upload).transpose()
     }
 }
 

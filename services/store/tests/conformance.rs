@@ -4,6 +4,7 @@
 //! it they must reach the database.
 
 use std::collections::BTreeSet;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -15,13 +16,14 @@ use xinqiao_domain::catalogue::{
 };
 use xinqiao_domain::compatibility::CompatibilityMode;
 use xinqiao_domain::department::DepartmentProfile;
+use xinqiao_domain::exchange::{ChangeOp, Dataset, DatasetKind};
 use xinqiao_domain::identifiers::uscc_check_char;
 use xinqiao_domain::lifecycle::{EntryAction, EntryState};
 use xinqiao_domain::policy::EntryVisibility;
 use xinqiao_domain::schema::{RegisteredSchema, SchemaRef, Subject};
 use xinqiao_store::{
-    CatalogStore, DepartmentStore, EntryChange, EntrySchemaBinding, NewSchema, PgStore, Registration, SqliteStore,
-    Store,
+    BatchResult, CatalogStore, ConsumerCursor, DatasetFilter, DepartmentStore, EntryChange, EntrySchemaBinding,
+    ExchangeStore, NewBatch, NewChange, NewSchema, PgStore, Registration, SqliteStore, Store, StoredChange, Upload,
 };
 
 const PG_URL_VAR: &str = "XINQIAO_TEST_DATABASE_URL";
@@ -158,6 +160,14 @@ conformance!(
     compatibility_defaults_and_subject_modes,
     subjects_are_listed_in_order_and_paged,
     entries_are_bound_to_live_schema_versions,
+    datasets_are_created_listed_and_filtered,
+    batches_get_consecutive_sequences_and_count_records,
+    a_replayed_batch_returns_its_first_result_and_writes_nothing,
+    changes_are_fetched_in_pages,
+    snapshots_show_each_present_key_as_of_a_sequence,
+    consumers_only_move_forward,
+    uploads_resume_and_complete_as_file_versions,
+    concurrent_publishers_never_reorder,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1711,6 +1721,832 @@ async fn entries_are_bound_to_live_schema_versions(store: Arc<dyn Store>) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The exchange
+
+/// A published entry of `provider`, named `name`, with a dataset of `kind` (table datasets follow
+/// `legal-entity` version 1 and are keyed by `uscc`).
+async fn open_dataset(store: &dyn Store, provider: &str, name: &str, kind: DatasetKind) -> Dataset {
+    let mut entry_content = content("102", name);
+    entry_content.share.exchange_kind = match kind {
+        DatasetKind::Table => ExchangeKind::Table,
+        DatasetKind::File => ExchangeKind::File,
+    };
+    let entry = publish(store, &create(store, provider, &entry_content).await).await;
+    store
+        .create_dataset(&new_dataset(&entry, kind))
+        .await
+        .expect("create dataset")
+}
+
+fn new_dataset(entry: &CatalogEntry, kind: DatasetKind) -> Dataset {
+    let table = kind == DatasetKind::Table;
+    Dataset {
+        id: entry.resource_code.clone(),
+        provider_code: entry.provider_code.clone(),
+        kind,
+        schema: table.then(|| sref("legal-entity", 1)),
+        key: if table { vec!["uscc".into()] } else { vec![] },
+        record_count: 0,
+        last_sequence: 0,
+        last_published_at: None,
+        created_at: t(10),
+    }
+}
+
+fn key(k: &str) -> String {
+    serde_json::json!([k]).to_string()
+}
+
+fn upsert(k: &str, version: &str) -> NewChange {
+    NewChange {
+        op: ChangeOp::Upsert,
+        key: key(k),
+        record: Some(serde_json::json!({"uscc": k, "v": version}).to_string()),
+    }
+}
+
+fn delete(k: &str) -> NewChange {
+    NewChange {
+        op: ChangeOp::Delete,
+        key: key(k),
+        record: None,
+    }
+}
+
+async fn try_publish(
+    store: &dyn Store,
+    dataset: &str,
+    idempotency_key: &str,
+    changes: &[NewChange],
+    at: DateTime<Utc>,
+) -> xinqiao_domain::Result<BatchResult> {
+    store
+        .publish_batch(&NewBatch {
+            dataset,
+            idempotency_key,
+            changes,
+            rejected: "[]",
+            at,
+        })
+        .await
+}
+
+async fn publish_changes(
+    store: &dyn Store,
+    dataset: &str,
+    idempotency_key: &str,
+    changes: &[NewChange],
+) -> BatchResult {
+    try_publish(store, dataset, idempotency_key, changes, t(100))
+        .await
+        .expect("publish batch")
+}
+
+fn committed(accepted: u32, first_sequence: u64, last_sequence: u64) -> BatchResult {
+    BatchResult {
+        accepted,
+        rejected: "[]".into(),
+        first_sequence,
+        last_sequence,
+        replayed: false,
+    }
+}
+
+/// Every change after `after`, read in pages.
+async fn all_changes(store: &dyn Store, dataset: &str) -> Vec<StoredChange> {
+    let mut changes = Vec::new();
+    loop {
+        let after = changes.last().map_or(0, |c: &StoredChange| c.sequence);
+        let (page, _) = store.fetch_changes(dataset, after, 100).await.expect("fetch");
+        if page.is_empty() {
+            return changes;
+        }
+        changes.extend(page);
+    }
+}
+
+/// The whole snapshot as of `as_of`, read in pages of `page`: (key, sequence, record).
+async fn snapshot(store: &dyn Store, dataset: &str, as_of: u64, page: u32) -> Vec<(String, u64, String)> {
+    let mut rows: Vec<(String, u64, String)> = Vec::new();
+    loop {
+        let after = rows.last().map(|r| r.0.clone());
+        let found = store
+            .snapshot_page(dataset, as_of, after.as_deref(), page)
+            .await
+            .expect("snapshot page");
+        assert!(found.len() <= page as usize);
+        let done = found.len() < page as usize;
+        rows.extend(found.into_iter().map(|c| {
+            assert_eq!(c.op, ChangeOp::Upsert);
+            (c.key, c.sequence, c.record.expect("an upsert has a record"))
+        }));
+        if done {
+            return rows;
+        }
+    }
+}
+
+/// The keys present after the log's changes: what the record count must say.
+fn present_keys(changes: &[StoredChange]) -> BTreeSet<String> {
+    let mut present = BTreeSet::new();
+    for change in changes {
+        match change.op {
+            ChangeOp::Upsert => present.insert(change.key.clone()),
+            ChangeOp::Delete => present.remove(&change.key),
+        };
+    }
+    present
+}
+
+async fn datasets_are_created_listed_and_filtered(store: Arc<dyn Store>) {
+    let (one, two) = (register(&*store, 1).await, register(&*store, 2).await);
+    let table = open_dataset(&*store, &one, "Enterprise 企业登记信息", DatasetKind::Table).await;
+    let files = open_dataset(&*store, &one, "营业执照扫描件", DatasetKind::File).await;
+    let mut conditional = content("102", "许可证 Permits");
+    conditional.share.share_type = ShareType::Conditional;
+    let permits = publish(&*store, &create(&*store, &two, &conditional).await).await;
+    let permits = store
+        .create_dataset(&new_dataset(&permits, DatasetKind::Table))
+        .await
+        .expect("create");
+    // A dataset whose entry has since been withdrawn.
+    let withdrawn = open_dataset(&*store, &two, "已下线", DatasetKind::Table).await;
+    let entry = store.get_entry(&withdrawn.id).await.expect("get").expect("entry");
+    save_as(&*store, &entry, EntryState::Withdrawn, EntryAction::Withdraw).await;
+
+    // Stored as given, with nothing published yet.
+    assert_eq!(
+        table,
+        new_dataset(
+            &store.get_entry(&table.id).await.expect("get").expect("entry"),
+            DatasetKind::Table
+        )
+    );
+    assert_eq!((files.schema.clone(), files.key.clone()), (None, vec![]));
+    assert_eq!(store.get_dataset(&table.id).await.expect("get"), Some(table.clone()));
+    assert_eq!(store.get_dataset("102/999999").await.expect("get"), None);
+
+    let err = store.create_dataset(&table).await.expect_err("twice");
+    assert!(matches!(err, Error::AlreadyExists(_)), "{err:?}");
+    let mut unknown = table.clone();
+    unknown.id = "102/999999".into();
+    let err = store.create_dataset(&unknown).await.expect_err("no entry");
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+
+    let list = |filter: DatasetFilter| {
+        let store = store.clone();
+        async move {
+            let found = store.list_datasets(&filter, None, 100).await.expect("list");
+            found.into_iter().map(|l| l.dataset.id).collect::<Vec<_>>()
+        }
+    };
+    let ids = |datasets: &[&Dataset]| datasets.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        list(DatasetFilter::default()).await,
+        ids(&[&table, &files, &permits, &withdrawn])
+    );
+
+    let listed = store
+        .list_datasets(&DatasetFilter::default(), None, 1)
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].dataset, table);
+    assert_eq!(listed[0].name, "Enterprise 企业登记信息");
+    assert_eq!(listed[0].provider_name, "测试局1");
+    assert_eq!(listed[0].share_type, ShareType::Unconditional);
+    assert_eq!(listed[0].entry_state, EntryState::Published);
+
+    // Keywords: a literal, case-insensitive substring of the name or the resource code.
+    let keyword = |k: &str| DatasetFilter {
+        keyword: k.into(),
+        ..DatasetFilter::default()
+    };
+    assert_eq!(list(keyword("ENTERPRISE")).await, ids(&[&table]));
+    assert_eq!(list(keyword("permits")).await, ids(&[&permits]));
+    assert_eq!(list(keyword("执照")).await, ids(&[&files]));
+    assert_eq!(list(keyword(&withdrawn.id)).await, ids(&[&withdrawn]));
+    assert!(list(keyword("%")).await.is_empty());
+    assert!(list(keyword("_")).await.is_empty());
+
+    let filter = DatasetFilter {
+        provider_code: one.clone(),
+        ..DatasetFilter::default()
+    };
+    assert_eq!(list(filter).await, ids(&[&table, &files]));
+    let filter = DatasetFilter {
+        kind: Some(DatasetKind::File),
+        ..DatasetFilter::default()
+    };
+    assert_eq!(list(filter).await, ids(&[&files]));
+    let filter = DatasetFilter {
+        share_type: Some(ShareType::Conditional),
+        ..DatasetFilter::default()
+    };
+    assert_eq!(list(filter).await, ids(&[&permits]));
+    let filter = DatasetFilter {
+        exclude_provider: Some(one.clone()),
+        ..DatasetFilter::default()
+    };
+    assert_eq!(list(filter).await, ids(&[&permits, &withdrawn]));
+    // Another department sees the published ones; the provider also its withdrawn one.
+    let filter = DatasetFilter {
+        published_or_provided_by: Some(one.clone()),
+        ..DatasetFilter::default()
+    };
+    assert_eq!(list(filter).await, ids(&[&table, &files, &permits]));
+    let filter = DatasetFilter {
+        published_or_provided_by: Some(two.clone()),
+        ..DatasetFilter::default()
+    };
+    assert_eq!(list(filter).await, ids(&[&table, &files, &permits, &withdrawn]));
+    let filter = DatasetFilter {
+        kind: Some(DatasetKind::Table),
+        exclude_provider: Some(two.clone()),
+        ..DatasetFilter::default()
+    };
+    assert_eq!(list(filter).await, ids(&[&table]));
+
+    // Paging by id.
+    let page = store
+        .list_datasets(&DatasetFilter::default(), Some(&files.id), 2)
+        .await
+        .expect("page");
+    assert_eq!(
+        page.into_iter().map(|l| l.dataset.id).collect::<Vec<_>>(),
+        ids(&[&permits, &withdrawn])
+    );
+
+    // A table dataset moves along its subject; a file dataset has no schema.
+    let moved = store
+        .set_dataset_schema(&table.id, &sref("legal-entity", 3))
+        .await
+        .expect("move");
+    assert_eq!(moved.schema, Some(sref("legal-entity", 3)));
+    assert_eq!(store.get_dataset(&table.id).await.expect("get"), Some(moved));
+    for (id, schema) in [(&files.id, sref("legal-entity", 2)), (&table.id, sref("other", 4))] {
+        let err = store.set_dataset_schema(id, &schema).await.expect_err("refused");
+        assert!(matches!(err, Error::FailedPrecondition(_)), "{err:?}");
+    }
+    let err = store
+        .set_dataset_schema("102/999999", &sref("legal-entity", 2))
+        .await
+        .expect_err("unknown");
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+}
+
+/// Three batches with re-upserts, deletes, deletes of absent keys and keys changed twice in one
+/// batch: (dataset, the changes in log order).
+async fn three_batches(store: &dyn Store) -> (Dataset, Vec<NewChange>) {
+    let provider = register(store, 1).await;
+    let dataset = open_dataset(store, &provider, "企业登记信息", DatasetKind::Table).await;
+    let batches = [
+        vec![upsert("a", "1"), upsert("b", "1"), upsert("c", "1"), upsert("a", "2")],
+        vec![
+            delete("b"),
+            upsert("d", "1"),
+            delete("d"),
+            delete("zz"),
+            upsert("c", "2"),
+        ],
+        vec![upsert("b", "2"), delete("a"), upsert("a", "3"), upsert("e", "1")],
+    ];
+    let expected = [committed(4, 1, 4), committed(5, 5, 9), committed(4, 10, 13)];
+    let counts = [3, 2, 4];
+    for (i, changes) in batches.iter().enumerate() {
+        let result = try_publish(store, &dataset.id, &format!("batch-{i}"), changes, t(100 + i as i64))
+            .await
+            .expect("publish");
+        assert_eq!(result, expected[i], "batch {i}");
+        let now = store.get_dataset(&dataset.id).await.expect("get").expect("dataset");
+        assert_eq!(now.record_count, counts[i], "record count after batch {i}");
+        assert_eq!(now.last_sequence, expected[i].last_sequence);
+        assert_eq!(now.last_published_at, Some(t(100 + i as i64)));
+    }
+    (dataset, batches.concat())
+}
+
+async fn batches_get_consecutive_sequences_and_count_records(store: Arc<dyn Store>) {
+    let (dataset, published) = three_batches(&*store).await;
+
+    // The log holds every change as published, numbered from 1.
+    let log = all_changes(&*store, &dataset.id).await;
+    assert_eq!(log.len(), published.len());
+    for (i, (stored, change)) in log.iter().zip(&published).enumerate() {
+        assert_eq!(stored.sequence, i as u64 + 1);
+        assert_eq!(
+            (stored.op, &stored.key, &stored.record),
+            (change.op, &change.key, &change.record)
+        );
+    }
+    assert_eq!(log[0].published_at, t(100));
+    assert_eq!(log[12].published_at, t(102));
+    assert_eq!(present_keys(&log).len(), 4);
+
+    let err = try_publish(&*store, "102/999999", "x", &[upsert("a", "1")], t(1))
+        .await
+        .expect_err("unknown dataset");
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    let err = try_publish(&*store, "102/999999", "x", &[], t(1))
+        .await
+        .expect_err("unknown dataset");
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+}
+
+async fn a_replayed_batch_returns_its_first_result_and_writes_nothing(store: Arc<dyn Store>) {
+    let provider = register(&*store, 1).await;
+    let dataset = open_dataset(&*store, &provider, "企业登记信息", DatasetKind::Table).await;
+    let other = open_dataset(&*store, &provider, "二", DatasetKind::Table).await;
+
+    let rejected = r#"[{"index":2,"reason":"名称 is missing"}]"#;
+    let first = store
+        .publish_batch(&NewBatch {
+            dataset: &dataset.id,
+            idempotency_key: "k-1",
+            changes: &[upsert("a", "1"), upsert("b", "1")],
+            rejected,
+            at: t(100),
+        })
+        .await
+        .expect("publish");
+    assert_eq!(
+        first,
+        BatchResult {
+            rejected: rejected.into(),
+            ..committed(2, 1, 2)
+        }
+    );
+    let before = store.get_dataset(&dataset.id).await.expect("get");
+
+    // The same key again, whatever it carries now: the first result, nothing written.
+    let again = store
+        .publish_batch(&NewBatch {
+            dataset: &dataset.id,
+            idempotency_key: "k-1",
+            changes: &[upsert("c", "1")],
+            rejected: "[]",
+            at: t(200),
+        })
+        .await
+        .expect("replay");
+    assert_eq!(
+        again,
+        BatchResult {
+            replayed: true,
+            ..first.clone()
+        }
+    );
+    assert_eq!(store.get_dataset(&dataset.id).await.expect("get"), before);
+    assert_eq!(all_changes(&*store, &dataset.id).await.len(), 2);
+
+    // Keys are per dataset.
+    assert_eq!(
+        publish_changes(&*store, &other.id, "k-1", &[upsert("z", "1")]).await,
+        committed(1, 1, 1)
+    );
+
+    // A batch without changes records its key and moves nothing.
+    assert_eq!(
+        publish_changes(&*store, &dataset.id, "empty", &[]).await,
+        committed(0, 0, 0)
+    );
+    assert_eq!(store.get_dataset(&dataset.id).await.expect("get"), before);
+    let replayed = publish_changes(&*store, &dataset.id, "empty", &[upsert("q", "1")]).await;
+    assert_eq!(
+        replayed,
+        BatchResult {
+            replayed: true,
+            ..committed(0, 0, 0)
+        }
+    );
+    assert_eq!(
+        publish_changes(&*store, &dataset.id, "k-2", &[delete("a")]).await,
+        committed(1, 3, 3)
+    );
+
+    // The same key from many publishers at once: one commits, the others get its result.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let (store, id) = (store.clone(), dataset.id.clone());
+            tokio::spawn(async move {
+                let changes = [upsert(&format!("racer-{i}"), "1"), upsert("shared", &i.to_string())];
+                try_publish(&*store, &id, "race", &changes, t(300)).await
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(result) => results.push(result),
+            Err(Error::Aborted(_)) => {}
+            Err(e) => panic!("a concurrent replay failed: {e:?}"),
+        }
+    }
+    let winners: Vec<_> = results.iter().filter(|r| !r.replayed).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    assert_eq!(*winners[0], committed(2, 4, 5));
+    assert!(results.iter().all(|r| (r.first_sequence, r.last_sequence) == (4, 5)));
+    let now = store.get_dataset(&dataset.id).await.expect("get").expect("dataset");
+    assert_eq!((now.last_sequence, now.record_count), (5, 3));
+}
+
+async fn changes_are_fetched_in_pages(store: Arc<dyn Store>) {
+    let (dataset, published) = three_batches(&*store).await;
+
+    let (page, head) = store.fetch_changes(&dataset.id, 0, 5).await.expect("fetch");
+    assert_eq!(head, 13);
+    assert_eq!(page.iter().map(|c| c.sequence).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    assert_eq!(page[4].op, ChangeOp::Delete);
+    assert_eq!(page[4].record, None);
+    assert_eq!(page[4].key, published[4].key);
+    let (page, _) = store.fetch_changes(&dataset.id, 5, 5).await.expect("fetch");
+    assert_eq!(page.iter().map(|c| c.sequence).collect::<Vec<_>>(), [6, 7, 8, 9, 10]);
+    let (page, head) = store.fetch_changes(&dataset.id, 10, 5).await.expect("fetch");
+    assert_eq!(
+        (page.iter().map(|c| c.sequence).collect::<Vec<_>>(), head),
+        (vec![11, 12, 13], 13)
+    );
+    for after in [13, 500, u64::MAX] {
+        let (page, head) = store.fetch_changes(&dataset.id, after, 5).await.expect("fetch");
+        assert!(page.is_empty());
+        assert_eq!(head, 13);
+    }
+    let (page, head) = store.fetch_changes(&dataset.id, 0, 0).await.expect("fetch");
+    assert!(page.is_empty());
+    assert_eq!(head, 13);
+
+    // A dataset without changes, and one that does not exist.
+    let empty = open_dataset(&*store, &dataset.provider_code, "空", DatasetKind::Table).await;
+    assert_eq!(store.fetch_changes(&empty.id, 0, 5).await.expect("fetch"), (vec![], 0));
+    let err = store.fetch_changes("102/999999", 0, 5).await.expect_err("unknown");
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+
+    // Heads of the datasets that exist.
+    let ids = [dataset.id.clone(), "102/999999".into(), empty.id.clone()];
+    assert_eq!(
+        store.dataset_heads(&ids).await.expect("heads"),
+        [(dataset.id.clone(), 13), (empty.id.clone(), 0)]
+    );
+    assert!(store.dataset_heads(&[]).await.expect("heads").is_empty());
+}
+
+async fn snapshots_show_each_present_key_as_of_a_sequence(store: Arc<dyn Store>) {
+    let (dataset, _) = three_batches(&*store).await;
+    let record = |k: &str, v: &str| upsert(k, v).record.expect("record");
+    let row = |k: &str, sequence: u64, v: &str| (key(k), sequence, record(k, v));
+
+    // After the first batch: a (its second upsert), b and c.
+    let first = vec![row("a", 4, "2"), row("b", 2, "1"), row("c", 3, "1")];
+    assert_eq!(snapshot(&*store, &dataset.id, 4, 100).await, first);
+    // Mid-way through the second batch, d was present.
+    assert_eq!(
+        snapshot(&*store, &dataset.id, 6, 100).await,
+        [row("a", 4, "2"), row("c", 3, "1"), row("d", 6, "1")]
+    );
+    // After the second: b deleted, c re-upserted.
+    let second = vec![row("a", 4, "2"), row("c", 9, "2")];
+    assert_eq!(snapshot(&*store, &dataset.id, 9, 100).await, second);
+    // Now: a deleted and upserted again, b back, e new.
+    let latest = vec![
+        row("a", 12, "3"),
+        row("b", 10, "2"),
+        row("c", 9, "2"),
+        row("e", 13, "1"),
+    ];
+    for as_of in [13, 14, u64::MAX] {
+        assert_eq!(snapshot(&*store, &dataset.id, as_of, 100).await, latest);
+    }
+    assert!(snapshot(&*store, &dataset.id, 0, 100).await.is_empty());
+    let count = store
+        .get_dataset(&dataset.id)
+        .await
+        .expect("get")
+        .expect("dataset")
+        .record_count;
+    assert_eq!(count as usize, latest.len());
+
+    // Pages by key, of every size.
+    for page in 1..=5 {
+        assert_eq!(
+            snapshot(&*store, &dataset.id, 13, page).await,
+            latest,
+            "pages of {page}"
+        );
+        assert_eq!(snapshot(&*store, &dataset.id, 4, page).await, first, "pages of {page}");
+    }
+    let page = store
+        .snapshot_page(&dataset.id, 13, Some(&key("b")), 2)
+        .await
+        .expect("page");
+    assert_eq!(page.iter().map(|c| c.sequence).collect::<Vec<_>>(), [9, 13]);
+    assert!(
+        store
+            .snapshot_page("102/999999", 13, None, 10)
+            .await
+            .expect("page")
+            .is_empty()
+    );
+
+    // Keys sort byte-wise (as UTF-8), whatever the database's locale says.
+    let keys = ["b", "B", "a", "Z", "中", "_", "10", "9"];
+    let changes: Vec<_> = keys.iter().map(|k| upsert(k, "1")).collect();
+    let other = open_dataset(&*store, &dataset.provider_code, "排序", DatasetKind::Table).await;
+    publish_changes(&*store, &other.id, "keys", &changes).await;
+    let mut expected: Vec<String> = keys.iter().map(|k| key(k)).collect();
+    expected.sort();
+    let found: Vec<String> = snapshot(&*store, &other.id, 100, 3)
+        .await
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(found, expected);
+}
+
+async fn consumers_only_move_forward(store: Arc<dyn Store>) {
+    let provider = register(&*store, 1).await;
+    let reader = register(&*store, 2).await;
+    let dataset = open_dataset(&*store, &provider, "企业登记信息", DatasetKind::Table).await;
+    let cursor = |consumer: &str, acknowledged: u64, at: DateTime<Utc>| ConsumerCursor {
+        dataset: dataset.id.clone(),
+        department: reader.clone(),
+        consumer: consumer.into(),
+        acknowledged,
+        updated_at: at,
+    };
+
+    assert_eq!(
+        store.get_consumer(&dataset.id, &reader, "etl").await.expect("get"),
+        None
+    );
+    let saved = store.acknowledge(&cursor("etl", 5, t(1))).await.expect("ack");
+    assert_eq!(saved, cursor("etl", 5, t(1)));
+    // Never back: a stale acknowledgement changes nothing.
+    assert_eq!(
+        store.acknowledge(&cursor("etl", 3, t(2))).await.expect("ack"),
+        cursor("etl", 5, t(1))
+    );
+    assert_eq!(
+        store.acknowledge(&cursor("etl", 5, t(3))).await.expect("ack"),
+        cursor("etl", 5, t(1))
+    );
+    assert_eq!(
+        store.acknowledge(&cursor("etl", 8, t(4))).await.expect("ack"),
+        cursor("etl", 8, t(4))
+    );
+    assert_eq!(
+        store.get_consumer(&dataset.id, &reader, "etl").await.expect("get"),
+        Some(cursor("etl", 8, t(4)))
+    );
+
+    // Consumers are named per department.
+    store.acknowledge(&cursor("report", 2, t(5))).await.expect("ack");
+    assert_eq!(
+        store.get_consumer(&dataset.id, &reader, "report").await.expect("get"),
+        Some(cursor("report", 2, t(5)))
+    );
+    assert_eq!(
+        store.get_consumer(&dataset.id, &provider, "etl").await.expect("get"),
+        None
+    );
+
+    let mut unknown = cursor("etl", 1, t(6));
+    unknown.dataset = "102/999999".into();
+    let err = store.acknowledge(&unknown).await.expect_err("unknown dataset");
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+}
+
+fn new_upload(id: &str, dataset: &Dataset, file_name: &str, size: u64) -> Upload {
+    Upload {
+        id: id.into(),
+        dataset: dataset.id.clone(),
+        file_name: file_name.into(),
+        size,
+        sha256: "ab".repeat(32),
+        received: 0,
+        sequence: None,
+        started_by: dataset.provider_code.clone(),
+        started_at: t(50),
+    }
+}
+
+async fn uploads_resume_and_complete_as_file_versions(store: Arc<dyn Store>) {
+    let provider = register(&*store, 1).await;
+    let files = open_dataset(&*store, &provider, "营业执照扫描件", DatasetKind::File).await;
+    let table = open_dataset(&*store, &provider, "企业登记信息", DatasetKind::Table).await;
+
+    let first = new_upload("u-1", &files, "执照.pdf", 10);
+    assert_eq!(store.start_upload(&first).await.expect("start"), first);
+    let err = store.start_upload(&first).await.expect_err("twice");
+    assert!(matches!(err, Error::AlreadyExists(_)), "{err:?}");
+    let err = store
+        .start_upload(&new_upload("u-x", &table, "a.pdf", 1))
+        .await
+        .expect_err("table");
+    assert!(matches!(err, Error::FailedPrecondition(_)), "{err:?}");
+    let mut unknown = new_upload("u-y", &files, "a.pdf", 1);
+    unknown.dataset = "102/999999".into();
+    let err = store.start_upload(&unknown).await.expect_err("unknown dataset");
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+
+    // Bytes arrive at the offset received so far, within the declared size.
+    assert_eq!(
+        store.append_upload("u-1", 0, b"abcd").await.expect("append").received,
+        4
+    );
+    let err = store.append_upload("u-1", 0, b"abcd").await.expect_err("resent");
+    assert!(
+        matches!(&err, Error::FailedPrecondition(m) if m.contains("expected offset 4")),
+        "{err:?}"
+    );
+    let err = store.append_upload("u-1", 6, b"gh").await.expect_err("ahead");
+    assert!(
+        matches!(&err, Error::FailedPrecondition(m) if m.contains("expected offset 4")),
+        "{err:?}"
+    );
+    let err = store.append_upload("u-1", 4, b"efghijk").await.expect_err("too long");
+    assert!(matches!(err, Error::ResourceExhausted(_)), "{err:?}");
+    let err = store.complete_upload("u-1", "{}", t(60)).await.expect_err("incomplete");
+    assert!(matches!(err, Error::FailedPrecondition(_)), "{err:?}");
+    assert_eq!(store.append_upload("u-1", 4, b"").await.expect("nothing").received, 4);
+    assert_eq!(store.append_upload("u-1", 4, b"efg").await.expect("append").received, 7);
+    let err = store.append_upload("u-9", 0, b"a").await.expect_err("unknown");
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+
+    // Resuming: the upload says where to go on; what arrived reads back, across chunks.
+    let resumed = store.get_upload("u-1").await.expect("get").expect("upload");
+    assert_eq!((resumed.received, resumed.sequence), (7, None));
+    assert_eq!(store.read_upload("u-1", 0, 100).await.expect("read"), b"abcdefg");
+    assert_eq!(store.read_upload("u-1", 2, 3).await.expect("read"), b"cde");
+    assert_eq!(store.read_upload("u-1", 5, 1).await.expect("read"), b"f");
+    assert!(store.read_upload("u-1", 7, 10).await.expect("read").is_empty());
+    assert!(store.read_upload("u-1", 3, 0).await.expect("read").is_empty());
+    let err = store.read_upload("u-9", 0, 1).await.expect_err("unknown");
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    assert_eq!(store.get_upload("u-9").await.expect("get"), None);
+
+    store.append_upload("u-1", 7, b"hij").await.expect("append");
+    let metadata = r#"{"file_name":"执照.pdf","size":10}"#;
+    let done = store.complete_upload("u-1", metadata, t(60)).await.expect("complete");
+    assert_eq!(
+        done,
+        Upload {
+            received: 10,
+            sequence: Some(1),
+            ..first.clone()
+        }
+    );
+    // Completing again (a retry) changes nothing; appending is over.
+    assert_eq!(
+        store.complete_upload("u-1", metadata, t(61)).await.expect("again"),
+        done
+    );
+    let err = store.append_upload("u-1", 10, b"k").await.expect_err("complete");
+    assert!(matches!(err, Error::FailedPrecondition(_)), "{err:?}");
+    assert_eq!(store.read_upload("u-1", 0, 100).await.expect("read"), b"abcdefghij");
+
+    let (log, head) = store.fetch_changes(&files.id, 0, 10).await.expect("fetch");
+    assert_eq!(head, 1);
+    assert_eq!(
+        (
+            log[0].op,
+            log[0].key.as_str(),
+            log[0].record.as_deref(),
+            log[0].published_at
+        ),
+        (ChangeOp::Upsert, r#"["执照.pdf"]"#, Some(metadata), t(60))
+    );
+    let dataset = store.get_dataset(&files.id).await.expect("get").expect("dataset");
+    assert_eq!((dataset.record_count, dataset.last_sequence), (1, 1));
+    assert_eq!(
+        store.current_file(&files.id, "执照.pdf").await.expect("current"),
+        Some(done.clone())
+    );
+    assert_eq!(store.current_file(&files.id, "其他.pdf").await.expect("current"), None);
+
+    // A new version of the file supersedes the first; another file counts as a record.
+    store
+        .start_upload(&new_upload("u-2", &files, "执照.pdf", 3))
+        .await
+        .expect("start");
+    store.append_upload("u-2", 0, b"xyz").await.expect("append");
+    let second = store.complete_upload("u-2", "{}", t(70)).await.expect("complete");
+    assert_eq!(second.sequence, Some(2));
+    store
+        .start_upload(&new_upload("u-3", &files, "空.txt", 0))
+        .await
+        .expect("start");
+    assert_eq!(
+        store.complete_upload("u-3", "{}", t(71)).await.expect("empty").sequence,
+        Some(3)
+    );
+    assert!(store.read_upload("u-3", 0, 10).await.expect("read").is_empty());
+    let dataset = store.get_dataset(&files.id).await.expect("get").expect("dataset");
+    assert_eq!((dataset.record_count, dataset.last_sequence), (2, 3));
+    assert_eq!(
+        store.current_file(&files.id, "执照.pdf").await.expect("current"),
+        Some(second)
+    );
+    assert_eq!(
+        store.read_upload("u-1", 0, 100).await.expect("old bytes"),
+        b"abcdefghij"
+    );
+
+    // A file deleted from the log has no current version.
+    publish_changes(&*store, &files.id, "rm", &[delete("执照.pdf")]).await;
+    assert_eq!(store.current_file(&files.id, "执照.pdf").await.expect("current"), None);
+    let dataset = store.get_dataset(&files.id).await.expect("get").expect("dataset");
+    assert_eq!((dataset.record_count, dataset.last_sequence), (1, 4));
+}
+
+/// Publishes 60 batches at once through `stores` (one store per hub node, or the same store
+/// several times) while a reader follows the log: it must see every sequence number once, in
+/// order, without a gap, and never a number it has passed appear later.
+async fn publish_concurrently(stores: Vec<Arc<dyn Store>>) {
+    const BATCHES: usize = 60;
+    const PER_BATCH: usize = 10;
+    const TOTAL: u64 = (BATCHES * PER_BATCH) as u64;
+    let provider = register(&*stores[0], 1).await;
+    let dataset = open_dataset(&*stores[0], &provider, "企业登记信息", DatasetKind::Table).await;
+
+    let reader = {
+        let (store, id) = (stores[0].clone(), dataset.id.clone());
+        tokio::spawn(async move {
+            let mut seen = 0;
+            let mut polls = 0;
+            while seen < TOTAL {
+                let (page, head) = store.fetch_changes(&id, seen, 37).await.expect("fetch");
+                for change in page {
+                    assert!(change.sequence > seen, "{} after {seen}", change.sequence);
+                    assert_eq!(change.sequence, seen + 1, "a gap after {seen}");
+                    seen = change.sequence;
+                }
+                assert!(head >= seen, "head {head} behind {seen}");
+                polls += 1;
+                tokio::task::yield_now().await;
+            }
+            polls
+        })
+    };
+
+    let publishers: Vec<_> = (0..BATCHES)
+        .map(|i| {
+            let (store, id) = (stores[i % stores.len()].clone(), dataset.id.clone());
+            tokio::spawn(async move {
+                let changes: Vec<_> = (0..PER_BATCH)
+                    .map(|j| {
+                        let k = format!("k{}", (i * PER_BATCH + j * 7) % 97);
+                        if (i + j) % 4 == 0 {
+                            delete(&k)
+                        } else {
+                            upsert(&k, &i.to_string())
+                        }
+                    })
+                    .collect();
+                try_publish(&*store, &id, &format!("batch-{i}"), &changes, t(i as i64))
+                    .await
+                    .expect("publish")
+            })
+        })
+        .collect();
+    let mut ranges = Vec::new();
+    for publisher in publishers {
+        let result = publisher.await.expect("publisher");
+        assert_eq!(result.accepted as usize, PER_BATCH);
+        ranges.push((result.first_sequence, result.last_sequence));
+    }
+    let polls = tokio::time::timeout(std::time::Duration::from_secs(60), reader)
+        .await
+        .expect("the reader saw every change in time")
+        .expect("reader");
+    assert!(polls > 1);
+
+    // The batches split 1..=TOTAL into consecutive runs.
+    ranges.sort_unstable();
+    let mut next = 1;
+    for (first, last) in ranges {
+        assert_eq!((first, last), (next, next + PER_BATCH as u64 - 1));
+        next = last + 1;
+    }
+
+    // The record count agrees with the log and the snapshot, whatever order the batches took.
+    let log = all_changes(&*stores[0], &dataset.id).await;
+    assert_eq!(log.len() as u64, TOTAL);
+    let present = present_keys(&log);
+    let now = stores[0].get_dataset(&dataset.id).await.expect("get").expect("dataset");
+    assert_eq!((now.last_sequence, now.record_count), (TOTAL, present.len() as u64));
+    let snapshot_keys: BTreeSet<String> = snapshot(&*stores[0], &dataset.id, TOTAL, 50)
+        .await
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(snapshot_keys, present);
+}
+
+async fn concurrent_publishers_never_reorder(store: Arc<dyn Store>) {
+    publish_concurrently(vec![store.clone(), store.clone(), store]).await;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Backend-specific behaviour
 
 #[tokio::test]
@@ -1806,4 +2642,234 @@ async fn postgres_schema_names_are_plain_identifiers() {
         let err = PgStore::open_in_schema(&url, bad).await.expect_err("refused");
         assert!(matches!(err, Error::InvalidArgument(_)), "{bad}: {err:?}");
     }
+}
+
+#[tokio::test]
+async fn sqlite_has_no_other_nodes_to_listen_to() {
+    let backend = SqliteBackend::new().await;
+    let (sink, _heard) = tokio::sync::mpsc::channel(1);
+    assert!(!backend.store.listen_changes(sink).await.expect("listen"));
+    backend.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_hub_nodes_publish_in_commit_order() {
+    let Some(url) = pg_url("postgres_hub_nodes_publish_in_commit_order") else {
+        return;
+    };
+    let schema = fresh_schema();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(PgStore::open_in_schema(&url, &schema).await.expect("open a hub node"));
+    }
+    publish_concurrently(nodes.iter().map(|n| Arc::new(n.clone()) as Arc<dyn Store>).collect()).await;
+    for node in nodes {
+        node.close().await;
+    }
+    drop_schema(&url, &schema).await;
+}
+
+/// The next head a listener forwards, within a few seconds.
+async fn next_heard(heard: &mut tokio::sync::mpsc::Receiver<(String, u64)>) -> Option<(String, u64)> {
+    tokio::time::timeout(std::time::Duration::from_secs(5), heard.recv())
+        .await
+        .expect("heard in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_listeners_hear_other_nodes_of_their_schema() {
+    let Some(url) = pg_url("postgres_listeners_hear_other_nodes_of_their_schema") else {
+        return;
+    };
+    let (schema, elsewhere) = (fresh_schema(), fresh_schema());
+    let listening = PgStore::open_in_schema(&url, &schema).await.expect("open");
+    let publishing = PgStore::open_in_schema(&url, &schema).await.expect("open");
+    let stranger = PgStore::open_in_schema(&url, &elsewhere).await.expect("open");
+
+    // The same dataset id in both schemas.
+    let provider = register(&publishing, 1).await;
+    let dataset = open_dataset(&publishing, &provider, "企业登记信息", DatasetKind::Table).await;
+    let provider = register(&stranger, 1).await;
+    let theirs = open_dataset(&stranger, &provider, "企业登记信息", DatasetKind::Table).await;
+    assert_eq!(dataset.id, theirs.id);
+
+    let (sink, mut heard) = tokio::sync::mpsc::channel(16);
+    assert!(listening.listen_changes(sink).await.expect("listen"));
+
+    // Another schema's commits are not heard; this one's are, once committed.
+    publish_changes(
+        &stranger,
+        &theirs.id,
+        "a",
+        &[upsert("a", "1"), upsert("b", "1"), upsert("c", "1")],
+    )
+    .await;
+    publish_changes(&publishing, &dataset.id, "a", &[upsert("a", "1")]).await;
+    assert_eq!(next_heard(&mut heard).await, Some((dataset.id.clone(), 1)));
+    publish_changes(&publishing, &dataset.id, "b", &[upsert("b", "1"), upsert("c", "1")]).await;
+    assert_eq!(next_heard(&mut heard).await, Some((dataset.id.clone(), 3)));
+    // A replay and an empty batch announce nothing; an upload's completion does.
+    publish_changes(&publishing, &dataset.id, "b", &[upsert("d", "1")]).await;
+    publish_changes(&publishing, &dataset.id, "c", &[]).await;
+    publish_changes(&publishing, &dataset.id, "d", &[delete("a")]).await;
+    assert_eq!(next_heard(&mut heard).await, Some((dataset.id.clone(), 4)));
+    let files = open_dataset(&publishing, &dataset.provider_code, "文件", DatasetKind::File).await;
+    publishing
+        .start_upload(&new_upload("u-1", &files, "a.txt", 0))
+        .await
+        .expect("start");
+    publishing.complete_upload("u-1", "{}", t(60)).await.expect("complete");
+    assert_eq!(next_heard(&mut heard).await, Some((files.id.clone(), 1)));
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), heard.recv())
+            .await
+            .is_err(),
+        "nothing else"
+    );
+
+    drop(heard);
+    for store in [listening, publishing, stranger] {
+        store.close().await;
+    }
+    drop_schema(&url, &schema).await;
+    drop_schema(&url, &elsewhere).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A measurement, not a check: how fast publish_batch commits, against the same rows inserted
+// directly (COPY on PostgreSQL, multi-row INSERTs on SQLite). Run with `--nocapture` to read it.
+
+const RATE_BATCHES: usize = 20;
+const RATE_RECORDS: usize = 500;
+
+/// Batches of ~1 KiB records with distinct keys.
+fn rate_batches() -> Vec<Vec<NewChange>> {
+    let filler = "数据".repeat(150);
+    (0..RATE_BATCHES)
+        .map(|b| {
+            (0..RATE_RECORDS)
+                .map(|r| {
+                    let k = format!("9133{:014}", b * RATE_RECORDS + r);
+                    let record = serde_json::json!({"uscc": k, "name": format!("企业{r}"), "notes": filler});
+                    NewChange {
+                        op: ChangeOp::Upsert,
+                        key: key(&k),
+                        record: Some(record.to_string()),
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Records per second through publish_batch.
+async fn publish_rate(store: &dyn Store) -> f64 {
+    let provider = register(store, 1).await;
+    let dataset = open_dataset(store, &provider, "企业登记信息", DatasetKind::Table).await;
+    let batches = rate_batches();
+    let bytes: usize = batches[0]
+        .iter()
+        .map(|c| c.record.as_ref().map_or(0, String::len))
+        .sum();
+    assert!(
+        (900..1200).contains(&(bytes / RATE_RECORDS)),
+        "~1 KiB records: {}",
+        bytes / RATE_RECORDS
+    );
+    let started = std::time::Instant::now();
+    for (i, changes) in batches.iter().enumerate() {
+        publish_changes(store, &dataset.id, &format!("rate-{i}"), changes).await;
+    }
+    let rate = (RATE_BATCHES * RATE_RECORDS) as f64 / started.elapsed().as_secs_f64();
+    let now = store.get_dataset(&dataset.id).await.expect("get").expect("dataset");
+    assert_eq!(now.record_count as usize, RATE_BATCHES * RATE_RECORDS);
+    rate
+}
+
+fn report_rate(backend: &str, published: f64, direct: f64) {
+    println!(
+        "{backend}: publish_batch {published:.0} records/s, direct insert {direct:.0} records/s, ratio {:.2} \
+         ({RATE_BATCHES} batches of {RATE_RECORDS} ~1 KiB records)",
+        published / direct
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_publish_rate() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteSynchronous};
+    let backend = SqliteBackend::new().await;
+    let published = publish_rate(&backend.store).await;
+
+    // The same rows straight into the log, 500 a statement, one transaction a batch, with the
+    // store's own settings.
+    let options = SqliteConnectOptions::new()
+        .filename(backend._dir.path().join("hub.db"))
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(std::time::Duration::from_secs(5));
+    let mut conn = sqlx::SqliteConnection::connect_with(&options).await.expect("connect");
+    let batches = rate_batches();
+    let at = t(0);
+    let started = std::time::Instant::now();
+    let mut sequence = 0_i64;
+    for changes in &batches {
+        let mut tx = conn.begin().await.expect("begin");
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO changes (dataset, sequence, op, key, record, published_at) ",
+        );
+        insert.push_values(changes, |mut row, change| {
+            sequence += 1;
+            row.push_bind("direct")
+                .push_bind(sequence)
+                .push_bind(change.op.as_str())
+                .push_bind(&change.key)
+                .push_bind(change.record.as_deref())
+                .push_bind(at);
+        });
+        insert.build().execute(&mut *tx).await.expect("insert");
+        tx.commit().await.expect("commit");
+    }
+    let direct = (RATE_BATCHES * RATE_RECORDS) as f64 / started.elapsed().as_secs_f64();
+    let _ = conn.close().await;
+    report_rate("SQLite", published, direct);
+    backend.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_publish_rate() {
+    let Some(backend) = PgBackend::new("postgres_publish_rate").await else {
+        return;
+    };
+    let published = publish_rate(&backend.store).await;
+
+    // The same rows straight into the log with COPY, one transaction a batch.
+    let options = sqlx::postgres::PgConnectOptions::from_str(&backend.url)
+        .expect("URL")
+        .options([("search_path", backend.schema.as_str())]);
+    let mut conn = sqlx::PgConnection::connect_with(&options).await.expect("connect");
+    let batches = rate_batches();
+    let started = std::time::Instant::now();
+    let mut sequence = 0;
+    for changes in &batches {
+        // COPY's text format: tab-separated, with \ escaped (the records hold no tab or newline).
+        let mut data = String::with_capacity(changes.len() * 1200);
+        for change in changes {
+            sequence += 1;
+            let record = change.record.as_deref().unwrap_or_default().replace('\\', "\\\\");
+            data.push_str(&format!(
+                "direct\t{sequence}\t{}\t{}\t{record}\t2026-03-01 08:00:00+00\n",
+                change.op.as_str(),
+                change.key.replace('\\', "\\\\")
+            ));
+        }
+        let mut copy = conn
+            .copy_in_raw("COPY changes (dataset, sequence, op, key, record, published_at) FROM STDIN")
+            .await
+            .expect("copy");
+        copy.send(data.into_bytes()).await.expect("send");
+        copy.finish().await.expect("finish");
+    }
+    let direct = (RATE_BATCHES * RATE_RECORDS) as f64 / started.elapsed().as_secs_f64();
+    let _ = conn.close().await;
+    report_rate("PostgreSQL", published, direct);
+    backend.finish().await;
 }

@@ -1,0 +1,952 @@
+//! ExchangeService: datasets, publishing, pulling, live tails, consumer cursors and files.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use xinqiao_domain::catalogue::{CatalogEntry, ShareType};
+use xinqiao_domain::compatibility;
+use xinqiao_domain::exchange::{self as rules, ChangeOp, Dataset, DatasetKind, Standing};
+use xinqiao_domain::identity::Caller;
+use xinqiao_domain::schema::{SchemaRef, uncovered_items};
+use xinqiao_domain::{Error, Result, paging, policy, text};
+use xinqiao_proto::v1 as pb;
+use xinqiao_proto::v1::exchange_service_server::ExchangeService;
+use xinqiao_schema::FormatMode;
+use xinqiao_store::{ConsumerCursor, DatasetFilter, NewBatch, NewChange, Store, StoredChange, Upload};
+
+use crate::auth::Authenticator;
+use crate::config::Limits;
+use crate::convert::timestamp;
+use crate::feed::ChangeFeed;
+use crate::paging::{decode, next_token};
+use crate::registry::Registry;
+use crate::status::to_status;
+
+const DATASETS: &str = "datasets";
+const DEFAULT_FETCH: u32 = 1000;
+const MAX_FETCH: u32 = 10_000;
+const DEFAULT_SUBSCRIBE_BATCH: u32 = 500;
+const SNAPSHOT_PAGE: u32 = 500;
+/// Bytes per message when a file is downloaded.
+const DOWNLOAD_CHUNK: u32 = 256 * 1024;
+/// Messages a live stream may have queued for a slow consumer before the hub stops reading.
+const STREAM_BUFFER: usize = 4;
+/// A subscription with nothing new re-checks this often even without a notification.
+const IDLE_RECHECK: Duration = Duration::from_secs(2);
+
+pub struct ExchangeApi {
+    store: Arc<dyn Store>,
+    auth: Authenticator,
+    registry: Registry,
+    feed: Arc<ChangeFeed>,
+    limits: Limits,
+    stopping: watch::Receiver<bool>,
+}
+
+/// A rejected record as kept with its batch, so that a replay answers exactly as the first time.
+#[derive(Serialize, Deserialize)]
+struct Rejection {
+    index: u32,
+    errors: Vec<(String, String, String)>,
+}
+
+fn rejection_api(r: Rejection) -> pb::RejectedRecord {
+    pb::RejectedRecord {
+        index: r.index,
+        errors: r
+            .errors
+            .into_iter()
+            .map(|(instance_pointer, keyword, message)| pb::RecordViolation {
+                instance_pointer,
+                keyword,
+                message,
+            })
+            .collect(),
+    }
+}
+
+fn kind_api(kind: DatasetKind) -> i32 {
+    (match kind {
+        DatasetKind::Table => pb::DatasetKind::Table,
+        DatasetKind::File => pb::DatasetKind::File,
+    }) as i32
+}
+
+fn standing_api(standing: Standing) -> i32 {
+    (match standing {
+        Standing::Owner => pb::Standing::Owner,
+        Standing::Open => pb::Standing::Open,
+        Standing::Granted => pb::Standing::Granted,
+        Standing::Requestable => pb::Standing::Requestable,
+        Standing::NotShared => pb::Standing::NotShared,
+    }) as i32
+}
+
+fn change_api(c: StoredChange) -> pb::Change {
+    pb::Change {
+        sequence: c.sequence,
+        op: match c.op {
+            ChangeOp::Upsert => pb::ChangeOp::Upsert,
+            ChangeOp::Delete => pb::ChangeOp::Delete,
+        } as i32,
+        key: c.key.into_bytes(),
+        record: c.record.map(String::into_bytes).unwrap_or_default(),
+        published_at: Some(timestamp(c.published_at)),
+    }
+}
+
+fn dataset_api(d: Dataset, name: String, provider_name: String, standing: Standing) -> pb::Dataset {
+    let (subject, version) = d.schema.map(|s| (s.subject, s.version)).unwrap_or_default();
+    pb::Dataset {
+        dataset: d.id,
+        name,
+        provider_code: d.provider_code,
+        provider_name,
+        kind: kind_api(d.kind),
+        schema_subject: subject,
+        schema_version: version,
+        key: d.key,
+        record_count: d.record_count,
+        last_sequence: d.last_sequence,
+        last_published_at: d.last_published_at.map(timestamp),
+        standing: standing_api(standing),
+        created_at: Some(timestamp(d.created_at)),
+    }
+}
+
+async fn answer<T>(body: impl Future<Output = Result<T>>) -> Result<Response<T>, Status> {
+    body.await.map(Response::new).map_err(to_status)
+}
+
+impl ExchangeApi {
+    pub fn new(
+        store: Arc<dyn Store>,
+        registry: Registry,
+        feed: Arc<ChangeFeed>,
+        limits: Limits,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            auth: Authenticator::new(store.clone()),
+            store,
+            registry,
+            feed,
+            limits,
+            stopping,
+        }
+    }
+
+    /// The entry behind a dataset name, if the caller may see it.
+    async fn entry(&self, caller: &Caller, id: &str) -> Result<CatalogEntry> {
+        let entry = self
+            .store
+            .get_entry(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("dataset {id}")))?;
+        policy::read_entry(caller, &entry).map_err(|_| Error::NotFound(format!("dataset {id}")))?;
+        Ok(entry)
+    }
+
+    async fn dataset(&self, id: &str) -> Result<Dataset> {
+        self.store
+            .get_dataset(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("dataset {id}")))
+    }
+
+    /// The entry and dataset the caller may read records of.
+    async fn readable(&self, caller: &Caller, id: &str) -> Result<(CatalogEntry, Dataset)> {
+        let entry = self.entry(caller, id).await?;
+        rules::read(caller, &entry)?;
+        Ok((entry, self.dataset(id).await?))
+    }
+
+    /// Validates and commits one batch, or replays the answer to an earlier commit of it.
+    async fn publish(&self, caller: &Caller, request: pb::PublishRequest) -> Result<pb::PublishResponse> {
+        let entry = self.entry(caller, &request.dataset).await?;
+        rules::publish(caller, &entry)?;
+        let dataset = self.dataset(&request.dataset).await?;
+        text::check(&request.idempotency_key, true, 200, false).map_err(|e| Error::invalid("idempotency_key", e))?;
+        if request.changes.len() > self.limits.max_batch_records {
+            return Err(Error::ResourceExhausted(format!(
+                "{} changes in one batch; at most {}",
+                request.changes.len(),
+                self.limits.max_batch_records
+            )));
+        }
+        let schema = match (&dataset.kind, &dataset.schema) {
+            (DatasetKind::Table, Some(schema)) => schema.clone(),
+            _ => {
+                return Err(Error::FailedPrecondition(format!(
+                    "{} is a file dataset: upload files to it",
+                    dataset.id
+                )));
+            }
+        };
+        let schema = self.registry.resolve(&schema.subject, schema.version, true).await?;
+        let mode = if request.lenient {
+            FormatMode::Lenient
+        } else {
+            FormatMode::Strict
+        };
+        let validator = self.registry.validator(&schema, mode).await?;
+
+        let mut changes = Vec::with_capacity(request.changes.len());
+        let mut rejected = Vec::new();
+        for (index, change) in request.changes.into_iter().enumerate() {
+            let reject = |keyword: &str, message: String| Rejection {
+                index: index as u32,
+                errors: vec![(String::new(), keyword.to_string(), message)],
+            };
+            let (op, bytes) = match change.change {
+                Some(pb::record_change::Change::Upsert(bytes)) => (ChangeOp::Upsert, bytes),
+                Some(pb::record_change::Change::Delete(bytes)) => (ChangeOp::Delete, bytes),
+                None => {
+                    rejected.push(reject("change", "neither an upsert nor a delete".into()));
+                    continue;
+                }
+            };
+            if bytes.len() > self.limits.max_record_bytes {
+                return Err(Error::ResourceExhausted(format!(
+                    "change {index} is {} bytes; at most {} per record",
+                    bytes.len(),
+                    self.limits.max_record_bytes
+                )));
+            }
+            // Each record is parsed once; the stored text is the publisher's own bytes.
+            let value: Value = match serde_json::from_slice(&bytes) {
+                Ok(v) => v,
+                Err(e) => {
+                    rejected.push(reject("parse", format!("not a JSON document: {e}")));
+                    continue;
+                }
+            };
+            if op == ChangeOp::Upsert {
+                let outcome = validator.validate(&value);
+                if !outcome.errors.is_empty() {
+                    rejected.push(Rejection {
+                        index: index as u32,
+                        errors: outcome
+                            .errors
+                            .into_iter()
+                            .map(|v| (v.instance_pointer, v.keyword, v.message))
+                            .collect(),
+                    });
+                    continue;
+                }
+            }
+            let key = match rules::record_key(&value, &dataset.key) {
+                Ok(key) => key,
+                Err(message) => {
+                    rejected.push(reject("key", message));
+                    continue;
+                }
+            };
+            let record = match op {
+                ChangeOp::Upsert => Some(String::from_utf8(bytes).map_err(|e| Error::Internal(e.to_string()))?),
+                ChangeOp::Delete => None,
+            };
+            changes.push(NewChange { op, key, record });
+        }
+
+        let reject_all = request.policy != pb::BatchPolicy::AcceptValid as i32;
+        if reject_all && !rejected.is_empty() {
+            // Nothing is stored: a retry re-validates to the same answer.
+            return Ok(pb::PublishResponse {
+                idempotency_key: request.idempotency_key,
+                accepted: 0,
+                rejected: rejected.into_iter().map(rejection_api).collect(),
+                ..Default::default()
+            });
+        }
+        let rejected_text = serde_json::to_string(&rejected).map_err(|e| Error::Internal(e.to_string()))?;
+        let batch = NewBatch {
+            dataset: &dataset.id,
+            idempotency_key: &request.idempotency_key,
+            changes: &changes,
+            rejected: &rejected_text,
+            at: crate::clock::now(),
+        };
+        let result = self.store.publish_batch(&batch).await?;
+        if result.last_sequence > 0 {
+            self.feed.notify(&dataset.id, result.last_sequence);
+        }
+        let rejected: Vec<Rejection> = serde_json::from_str(&result.rejected).unwrap_or_default();
+        Ok(pb::PublishResponse {
+            idempotency_key: request.idempotency_key,
+            accepted: result.accepted,
+            rejected: rejected.into_iter().map(rejection_api).collect(),
+            first_sequence: result.first_sequence,
+            last_sequence: result.last_sequence,
+            replayed: result.replayed,
+        })
+    }
+
+    /// Hashes a complete upload as stored, a chunk at a time.
+    async fn digest(&self, upload: &Upload) -> Result<String> {
+        let mut hasher = Sha256::new();
+        let mut offset = 0;
+        while offset < upload.size {
+            let chunk = self.store.read_upload(&upload.id, offset, 1024 * 1024).await?;
+            if chunk.is_empty() {
+                return Err(Error::Internal(format!("upload {} ends early at {offset}", upload.id)));
+            }
+            hasher.update(&chunk);
+            offset += chunk.len() as u64;
+        }
+        Ok(xinqiao_domain::fingerprint::to_hex(&hasher.finalize()))
+    }
+
+    fn upload_status(u: &Upload) -> pb::UploadStatus {
+        pb::UploadStatus {
+            upload_id: u.id.clone(),
+            dataset: u.dataset.clone(),
+            file_name: u.file_name.clone(),
+            size: u.size,
+            received: u.received,
+            complete: u.sequence.is_some(),
+            sequence: u.sequence.unwrap_or(0),
+        }
+    }
+
+    /// The upload, if the caller may write to its dataset.
+    async fn own_upload(&self, caller: &Caller, id: &str) -> Result<Upload> {
+        let upload = self
+            .store
+            .get_upload(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("upload {id}")))?;
+        let entry = self
+            .entry(caller, &upload.dataset)
+            .await
+            .map_err(|_| Error::NotFound(format!("upload {id}")))?;
+        rules::publish(caller, &entry)?;
+        Ok(upload)
+    }
+}
+
+type Stream<T> = ReceiverStream<Result<T, Status>>;
+
+#[tonic::async_trait]
+impl ExchangeService for ExchangeApi {
+    async fn create_dataset(
+        &self,
+        request: Request<pb::CreateDatasetRequest>,
+    ) -> Result<Response<pb::Dataset>, Status> {
+        answer(async {
+            let caller = self.auth.caller(&request).await?;
+            let r = request.into_inner();
+            let entry = self.entry(&caller, &r.dataset).await?;
+            rules::create_dataset(&caller, &entry)?;
+            let kind = DatasetKind::of_entry(&entry)?;
+            let schema = match kind {
+                DatasetKind::File => {
+                    if !r.schema_subject.is_empty() || !r.key.is_empty() {
+                        return Err(Error::invalid("schema_subject", "a file dataset has no schema or key"));
+                    }
+                    None
+                }
+                DatasetKind::Table => {
+                    let subject = match (
+                        r.schema_subject.is_empty(),
+                        self.store.entry_schema(&entry.resource_code).await?,
+                    ) {
+                        (false, _) => SchemaRef {
+                            subject: r.schema_subject.clone(),
+                            version: r.schema_version,
+                        },
+                        (true, Some(bound)) => bound.schema,
+                        (true, None) => {
+                            return Err(Error::invalid(
+                                "schema_subject",
+                                "name the schema of the records (or bind one to the entry)",
+                            ));
+                        }
+                    };
+                    let schema = self.registry.resolve(&subject.subject, subject.version, false).await?;
+                    let document: Value =
+                        serde_json::from_str(&schema.content).map_err(|e| Error::Internal(e.to_string()))?;
+                    let missing = uncovered_items(&entry.content, &document);
+                    if !missing.is_empty() {
+                        return Err(Error::FailedPrecondition(format!(
+                            "schema '{}' version {} does not cover these data items (信息项): {}",
+                            schema.subject,
+                            schema.version,
+                            missing.join(", ")
+                        )));
+                    }
+                    rules::validate_key(&r.key, &document)?;
+                    Some(SchemaRef {
+                        subject: schema.subject,
+                        version: schema.version,
+                    })
+                }
+            };
+            let dataset = Dataset {
+                id: entry.resource_code.clone(),
+                provider_code: entry.provider_code.clone(),
+                kind,
+                schema,
+                key: if kind == DatasetKind::Table { r.key } else { Vec::new() },
+                record_count: 0,
+                last_sequence: 0,
+                last_published_at: None,
+                created_at: crate::clock::now(),
+            };
+            let created = self.store.create_dataset(&dataset).await?;
+            Ok(dataset_api(
+                created,
+                entry.content.name,
+                entry.provider_name,
+                Standing::Owner,
+            ))
+        })
+        .await
+    }
+
+    async fn upgrade_dataset_schema(
+        &self,
+        request: Request<pb::UpgradeDatasetSchemaRequest>,
+    ) -> Result<Response<pb::Dataset>, Status> {
+        answer(async {
+            let caller = self.auth.caller(&request).await?;
+            let r = request.into_inner();
+            let entry = self.entry(&caller, &r.dataset).await?;
+            rules::publish(&caller, &entry)?;
+            let dataset = self.dataset(&r.dataset).await?;
+            let Some(current) = dataset.schema.clone() else {
+                return Err(Error::FailedPrecondition(format!(
+                    "{} is a file dataset: it has no schema",
+                    dataset.id
+                )));
+            };
+            if r.schema_version <= current.version {
+                return Err(Error::invalid(
+                    "schema_version",
+                    format!("must be newer than the current version {}", current.version),
+                ));
+            }
+            let old = self.registry.resolve(&current.subject, current.version, true).await?;
+            let new = self.registry.resolve(&current.subject, r.schema_version, false).await?;
+            let parse = |text: &str| serde_json::from_str::<Value>(text).map_err(|e| Error::Internal(e.to_string()));
+            let (old_doc, new_doc) = (parse(&old.content)?, parse(&new.content)?);
+            let (mode, _) = self.registry.mode_of(&current.subject).await?;
+            let problems = compatibility::check_versions(mode, &[(old.version, &old_doc)], &new_doc);
+            if !problems.is_empty() {
+                return Err(Error::Incompatible(problems));
+            }
+            rules::validate_key(&dataset.key, &new_doc)?;
+            let updated = self
+                .store
+                .set_dataset_schema(
+                    &dataset.id,
+                    &SchemaRef {
+                        subject: new.subject,
+                        version: new.version,
+                    },
+                )
+                .await?;
+            Ok(dataset_api(
+                updated,
+                entry.content.name,
+                entry.provider_name,
+                Standing::Owner,
+            ))
+        })
+        .await
+    }
+
+    async fn get_dataset(&self, request: Request<pb::GetDatasetRequest>) -> Result<Response<pb::Dataset>, Status> {
+        answer(async {
+            let caller = self.auth.caller(&request).await?;
+            let entry = self.entry(&caller, &request.get_ref().dataset).await?;
+            let dataset = self.dataset(&entry.resource_code).await?;
+            let standing = rules::standing(&caller, &entry);
+            Ok(dataset_api(dataset, entry.content.name, entry.provider_name, standing))
+        })
+        .await
+    }
+
+    async fn list_datasets(
+        &self,
+        request: Request<pb::ListDatasetsRequest>,
+    ) -> Result<Response<pb::ListDatasetsResponse>, Status> {
+        answer(async {
+            let caller = self.auth.caller(&request).await?;
+            let r = request.get_ref();
+            text::check(&r.keyword, false, 200, false).map_err(|e| Error::invalid("keyword", e))?;
+            let limit = paging::page_size(r.page_size)?;
+            let after = decode(DATASETS, &r.page_token)?;
+            let me = caller.department().map(str::to_string);
+            let mut filter = DatasetFilter {
+                keyword: r.keyword.trim().to_string(),
+                provider_code: r.provider_code.clone(),
+                kind: match pb::DatasetKind::try_from(r.kind) {
+                    Ok(pb::DatasetKind::Unspecified) => None,
+                    Ok(pb::DatasetKind::Table) => Some(DatasetKind::Table),
+                    Ok(pb::DatasetKind::File) => Some(DatasetKind::File),
+                    Err(_) => return Err(Error::invalid("kind", format!("{} is not a known kind", r.kind))),
+                },
+                published_or_provided_by: me.clone(),
+                ..DatasetFilter::default()
+            };
+            let standing = pb::Standing::try_from(r.standing)
+                .map_err(|_| Error::invalid("standing", format!("{} is not a known standing", r.standing)))?;
+            let others = |share: ShareType, filter: &mut DatasetFilter| {
+                filter.share_type = Some(share);
+                filter.exclude_provider = me.clone();
+            };
+            match standing {
+                pb::Standing::Unspecified => {}
+                pb::Standing::Owner => filter.provider_code = me.clone().unwrap_or_else(|| "-".into()),
+                pb::Standing::Open => others(ShareType::Unconditional, &mut filter),
+                pb::Standing::Requestable => others(ShareType::Conditional, &mut filter),
+                pb::Standing::NotShared => others(ShareType::NotShared, &mut filter),
+                // No grants exist until the access workflow issues them.
+                pb::Standing::Granted => return Ok(pb::ListDatasetsResponse::default()),
+            }
+            let mut page = self.store.list_datasets(&filter, after.as_deref(), limit + 1).await?;
+            let next_page_token = next_token(DATASETS, &mut page, limit, |l| &l.dataset.id);
+            let datasets = page
+                .into_iter()
+                .map(|l| {
+                    let standing = if me.as_deref() == Some(l.dataset.provider_code.as_str()) {
+                        Standing::Owner
+                    } else {
+                        match l.share_type {
+                            ShareType::Unconditional => Standing::Open,
+                            ShareType::Conditional => Standing::Requestable,
+                            ShareType::NotShared => Standing::NotShared,
+                        }
+                    };
+                    dataset_api(l.dataset, l.name, l.provider_name, standing)
+                })
+                .collect();
+            Ok(pb::ListDatasetsResponse {
+                datasets,
+                next_page_token,
+            })
+        })
+        .await
+    }
+
+    async fn publish(&self, request: Request<pb::PublishRequest>) -> Result<Response<pb::PublishResponse>, Status> {
+        answer(async {
+            let caller = self.auth.caller(&request).await?;
+            self.publish(&caller, request.into_inner()).await
+        })
+        .await
+    }
+
+    type PublishStreamStream = Stream<pb::PublishResponse>;
+
+    async fn publish_stream(
+        &self,
+        request: Request<Streaming<pb::PublishRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        let caller = self.auth.caller(&request).await.map_err(to_status)?;
+        let mut incoming = request.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let api = self.clone_for_task();
+        tokio::spawn(async move {
+            // Batches are committed in order; each is acknowledged once committed.
+            while let Some(next) = incoming.next().await {
+                let reply = match next {
+                    Ok(batch) => api.publish(&caller, batch).await.map_err(to_status),
+                    Err(status) => Err(status),
+                };
+                let failed = reply.is_err();
+                if tx.send(reply).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
+        answer(async {
+            let caller = self.auth.caller(&request).await?;
+            let r = request.get_ref();
+            let limit = match r.limit {
+                0 => DEFAULT_FETCH,
+                n if n > MAX_FETCH => return Err(Error::invalid("limit", format!("is {n}; at most {MAX_FETCH}"))),
+                n => n,
+            };
+            self.readable(&caller, &r.dataset).await?;
+            let (changes, last_sequence) = self.store.fetch_changes(&r.dataset, r.after_sequence, limit).await?;
+            Ok(pb::FetchResponse {
+                changes: changes.into_iter().map(change_api).collect(),
+                last_sequence,
+            })
+        })
+        .await
+    }
+
+    type SnapshotStream = Stream<pb::SnapshotChunk>;
+
+    async fn snapshot(&self, request: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        let caller = self.auth.caller(&request).await.map_err(to_status)?;
+        let r = request.into_inner();
+        let (_, dataset) = self.readable(&caller, &r.dataset).await.map_err(to_status)?;
+        let as_of = match r.as_of_sequence {
+            0 => dataset.last_sequence,
+            n if n > dataset.last_sequence => {
+                return Err(to_status(Error::invalid(
+                    "as_of_sequence",
+                    format!("is {n}, beyond the dataset's last sequence {}", dataset.last_sequence),
+                )));
+            }
+            n => n,
+        };
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut after_key: Option<String> = None;
+            loop {
+                let page = store
+                    .snapshot_page(&dataset.id, as_of, after_key.as_deref(), SNAPSHOT_PAGE)
+                    .await;
+                let page = match page {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = tx.send(Err(to_status(e))).await;
+                        return;
+                    }
+                };
+                let done = page.len() < SNAPSHOT_PAGE as usize;
+                after_key = page.last().map(|c| c.key.clone());
+                let chunk = pb::SnapshotChunk {
+                    as_of_sequence: as_of,
+                    records: page.into_iter().map(change_api).collect(),
+                };
+                // Sending waits while the consumer is behind: the hub never buffers more.
+                if tx.send(Ok(chunk)).await.is_err() || done {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type SubscribeStream = Stream<pb::ChangeBatch>;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let caller = self.auth.caller(&request).await.map_err(to_status)?;
+        let r = request.into_inner();
+        let (_, dataset) = self.readable(&caller, &r.dataset).await.map_err(to_status)?;
+        let max_batch = match r.max_batch {
+            0 => DEFAULT_SUBSCRIBE_BATCH,
+            n => n.min(MAX_FETCH),
+        };
+        let mut after = r.after_sequence;
+        if !r.consumer.is_empty() {
+            rules::validate_consumer(&r.consumer).map_err(to_status)?;
+            let department = caller.department().unwrap_or_default();
+            if let Some(cursor) = self
+                .store
+                .get_consumer(&dataset.id, department, &r.consumer)
+                .await
+                .map_err(to_status)?
+            {
+                after = cursor.acknowledged;
+            }
+        }
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let store = self.store.clone();
+        let mut head = self.feed.watch(&dataset.id, dataset.last_sequence);
+        let mut stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            loop {
+                let (changes, last_sequence) = match store.fetch_changes(&dataset.id, after, max_batch).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = tx.send(Err(to_status(e))).await;
+                        return;
+                    }
+                };
+                if let Some(last) = changes.last() {
+                    after = last.sequence;
+                    let batch = pb::ChangeBatch {
+                        changes: changes.into_iter().map(change_api).collect(),
+                        last_sequence,
+                    };
+                    // Waits while the consumer is behind: a slow consumer holds at most
+                    // STREAM_BUFFER messages in the hub.
+                    tokio::select! {
+                        sent = tx.send(Ok(batch)) => if sent.is_err() { return },
+                        _ = stopping.changed() => {
+                            let _ = tx.try_send(Err(Status::unavailable("the hub is shutting down; resume from your last sequence")));
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                tokio::select! {
+                    _ = head.changed() => {}
+                    _ = tokio::time::sleep(IDLE_RECHECK) => {}
+                    _ = tx.closed() => return,
+                    _ = stopping.changed() => {
+                        let _ = tx.send(Err(Status::unavailable("the hub is shutting down; resume from your last sequence"))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn acknowledge(
+        &self,
+        request: Request<pb::AcknowledgeRequest>,
+    ) -> Result<Response<pb::ConsumerCursor>, Status> {
+        answer(async {
+            let caller = self.auth.caller(&request).await?;
+            let r = request.get_ref();
+            rules::validate_consumer(&r.consumer)?;
+            let department = caller
+                .department()
+                .ok_or_else(|| Error::PermissionDenied("consumers belong to departments".into()))?;
+            let (_, dataset) = self.readable(&caller, &r.dataset).await?;
+            if r.sequence > dataset.last_sequence {
+                return Err(Error::invalid(
+                    "sequence",
+                    format!(
+                        "is {}, beyond the dataset's last sequence {}",
+                        r.sequence, dataset.last_sequence
+                    ),
+                ));
+            }
+            let cursor = ConsumerCursor {
+                dataset: dataset.id,
+                department: department.to_string(),
+                consumer: r.consumer.clone(),
+                acknowledged: r.sequence,
+                updated_at: crate::clock::now(),
+            };
+            let saved = self.store.acknowledge(&cursor).await?;
+            Ok(pb::ConsumerCursor {
+                dataset: saved.dataset,
+                consumer: saved.consumer,
+                acknowledged_sequence: saved.acknowledged,
+                updated_at: Some(timestamp(saved.updated_at)),
+            })
+        })
+        .await
+    }
+
+    async fn get_consumer(
+        &self,
+        request: Request<pb::GetConsumerRequest>,
+    ) -> Result<Response<pb::ConsumerCursor>, Status> {
+        answer(async {
+            let caller = self.auth.caller(&request).await?;
+            let r = request.get_ref();
+            rules::validate_consumer(&r.consumer)?;
+            let department = caller
+                .department()
+                .ok_or_else(|| Error::PermissionDenied("consumers belong to departments".into()))?;
+            self.readable(&caller, &r.dataset).await?;
+            let found = self.store.get_consumer(&r.dataset, department, &r.consumer).await?;
+            let c = found.ok_or_else(|| Error::NotFound(format!("consumer '{}' of {}", r.consumer, r.dataset)))?;
+            Ok(pb::ConsumerCursor {
+                dataset: c.dataset,
+                consumer: c.consumer,
+                acknowledged_sequence: c.acknowledged,
+                updated_at: Some(timestamp(c.updated_at)),
+            })
+        })
+        .await
+    }
+
+    async fn start_upload(
+        &self,
+        request: Request<pb::StartUploadRequest>,
+    ) -> Result<Response<pb::UploadStatus>, Status> {
+        answer(async {
+            let caller = self.auth.caller(&request).await?;
+            let r = request.into_inner();
+            let entry = self.entry(&caller, &r.dataset).await?;
+            rules::publish(&caller, &entry)?;
+            let dataset = self.dataset(&r.dataset).await?;
+            if dataset.kind != DatasetKind::File {
+                return Err(Error::FailedPrecondition(format!(
+                    "{} is a table dataset: publish records to it",
+                    dataset.id
+                )));
+            }
+            rules::validate_file_name(&r.file_name)?;
+            if r.size > self.limits.max_file_bytes {
+                return Err(Error::ResourceExhausted(format!(
+                    "the file is {} bytes; at most {}",
+                    r.size, self.limits.max_file_bytes
+                )));
+            }
+            let digest = r.sha256.to_ascii_lowercase();
+            if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::invalid(
+                    "sha256",
+                    "must be the file's SHA-256 as 64 hexadecimal digits",
+                ));
+            }
+            let upload = Upload {
+                id: uuid::Uuid::new_v4().to_string(),
+                dataset: dataset.id,
+                file_name: r.file_name,
+                size: r.size,
+                sha256: digest,
+                received: 0,
+                sequence: None,
+                started_by: caller.actor(),
+                started_at: crate::clock::now(),
+            };
+            let mut upload = self.store.start_upload(&upload).await?;
+            if upload.size == 0 {
+                upload = self.finish_upload(upload).await?;
+            }
+            Ok(Self::upload_status(&upload))
+        })
+        .await
+    }
+
+    async fn get_upload_status(
+        &self,
+        request: Request<pb::GetUploadStatusRequest>,
+    ) -> Result<Response<pb::UploadStatus>, Status> {
+        answer(async {
+            let caller = self.auth.caller(&request).await?;
+            let upload = self.own_upload(&caller, &request.get_ref().upload_id).await?;
+            Ok(Self::upload_status(&upload))
+        })
+        .await
+    }
+
+    async fn upload_chunks(
+        &self,
+        request: Request<Streaming<pb::FileChunk>>,
+    ) -> Result<Response<pb::UploadStatus>, Status> {
+        let caller = self.auth.caller(&request).await.map_err(to_status)?;
+        let mut chunks = request.into_inner();
+        answer(async {
+            let mut upload: Option<Upload> = None;
+            while let Some(chunk) = chunks.next().await {
+                let chunk =
+                    chunk.map_err(|s| Error::Unavailable(format!("the upload stream broke: {}", s.message())))?;
+                let current = match upload.take() {
+                    Some(u) if u.id == chunk.upload_id => u,
+                    _ => self.own_upload(&caller, &chunk.upload_id).await?,
+                };
+                if current.sequence.is_some() {
+                    return Err(Error::FailedPrecondition(format!(
+                        "upload {} is already complete",
+                        current.id
+                    )));
+                }
+                let mut next = self.store.append_upload(&current.id, chunk.offset, &chunk.data).await?;
+                if next.received == next.size {
+                    next = self.finish_upload(next).await?;
+                }
+                upload = Some(next);
+            }
+            let upload = upload.ok_or_else(|| Error::invalid("upload_id", "the stream carried no chunk"))?;
+            Ok(Self::upload_status(&upload))
+        })
+        .await
+    }
+
+    type DownloadFileStream = Stream<pb::FileData>;
+
+    async fn download_file(
+        &self,
+        request: Request<pb::DownloadFileRequest>,
+    ) -> Result<Response<Self::DownloadFileStream>, Status> {
+        let caller = self.auth.caller(&request).await.map_err(to_status)?;
+        let r = request.into_inner();
+        self.readable(&caller, &r.dataset).await.map_err(to_status)?;
+        rules::validate_file_name(&r.file_name).map_err(to_status)?;
+        let file = self
+            .store
+            .current_file(&r.dataset, &r.file_name)
+            .await
+            .map_err(to_status)?;
+        let file =
+            file.ok_or_else(|| to_status(Error::NotFound(format!("file '{}' in {}", r.file_name, r.dataset))))?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut offset = 0;
+            let mut first = true;
+            while first || offset < file.size {
+                let data = match store.read_upload(&file.id, offset, DOWNLOAD_CHUNK).await {
+                    Ok(data) => data,
+                    Err(e) => {
+                        let _ = tx.send(Err(to_status(e))).await;
+                        return;
+                    }
+                };
+                if data.is_empty() && offset < file.size {
+                    let _ = tx.send(Err(Status::internal("the stored file ends early"))).await;
+                    return;
+                }
+                offset += data.len() as u64;
+                let message = pb::FileData {
+                    size: if first { file.size } else { 0 },
+                    sha256: if first { file.sha256.clone() } else { String::new() },
+                    data,
+                };
+                first = false;
+                if tx.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+impl ExchangeApi {
+    /// A handle for tasks that outlive the call that started them.
+    fn clone_for_task(&self) -> Arc<ExchangeApi> {
+        Arc::new(ExchangeApi {
+            store: self.store.clone(),
+            auth: self.auth.clone(),
+            registry: self.registry.clone(),
+            feed: self.feed.clone(),
+            limits: self.limits.clone(),
+            stopping: self.stopping.clone(),
+        })
+    }
+
+    /// Checks a fully received upload against its declared digest and makes it the file's
+    /// current version.
+    async fn finish_upload(&self, upload: Upload) -> Result<Upload> {
+        let digest = self.digest(&upload).await?;
+        if digest != upload.sha256 {
+            return Err(Error::FailedPrecondition(format!(
+                "the received bytes have SHA-256 {digest}, not the declared {}; start the upload again",
+                upload.sha256
+            )));
+        }
+        let metadata = serde_json::json!({
+            "file_name": upload.file_name, "size": upload.size, "sha256": upload.sha256, "upload_id": upload.id,
+        });
+        let done = self
+            .store
+            .complete_upload(&upload.id, &metadata.to_string(), crate::clock::now())
+            .await?;
+        if let Some(sequence) = done.sequence {
+            self.feed.notify(&done.dataset, sequence);
+        }
+        Ok(done)
+    }
+}
