@@ -23,6 +23,18 @@ pub struct Config {
     pub tls: TlsFiles,
     #[serde(default)]
     pub limits: Limits,
+    /// Switches for the benchmark program only: they cannot be set from a file or the command line.
+    #[serde(skip)]
+    pub benchmark: BenchmarkSwitches,
+}
+
+/// What the benchmark turns off to measure what it costs. Never set in a served hub.
+#[derive(Debug, Clone, Default)]
+pub struct BenchmarkSwitches {
+    /// Serve plaintext gRPC and take every connection to be this identity (the TLS baseline).
+    pub plaintext_as: Option<xinqiao_domain::identity::Principal>,
+    /// Publish without validating records against their schema (the validation baseline).
+    pub skip_validation: bool,
 }
 
 /// The hub's certificate and the CA that client certificates must chain to. Each defaults to

@@ -48,6 +48,8 @@ pub struct ExchangeApi {
     feed: Arc<ChangeFeed>,
     limits: Limits,
     stopping: watch::Receiver<bool>,
+    /// The benchmark's validation baseline: records are parsed and keyed but not validated.
+    skip_validation: bool,
 }
 
 /// A rejected record as kept with its batch, so that a replay answers exactly as the first time.
@@ -140,7 +142,14 @@ impl ExchangeApi {
             feed,
             limits,
             stopping,
+            skip_validation: false,
         }
+    }
+
+    /// For the benchmark only (see `config::BenchmarkSwitches`).
+    pub fn skip_validation(mut self, skip: bool) -> Self {
+        self.skip_validation = skip;
+        self
     }
 
     /// The entry behind a dataset name, if the caller may see it.
@@ -228,7 +237,7 @@ impl ExchangeApi {
                     continue;
                 }
             };
-            if op == ChangeOp::Upsert {
+            if op == ChangeOp::Upsert && !self.skip_validation {
                 let outcome = validator.validate(&value);
                 if !outcome.errors.is_empty() {
                     rejected.push(Rejection {
@@ -560,7 +569,7 @@ impl ExchangeService for ExchangeApi {
             while let Some(next) = incoming.next().await {
                 let reply = match next {
                     Ok(batch) => api.publish(&caller, batch).await.map_err(to_status),
-                    Err(status) => Err(status),
+                    Err(status) => Err(size_limit_status(status)),
                 };
                 let failed = reply.is_err();
                 if tx.send(reply).await.is_err() || failed {
@@ -914,6 +923,16 @@ impl ExchangeService for ExchangeApi {
     }
 }
 
+/// A message above the decoding limit, met inside a stream, as RESOURCE_EXHAUSTED (tonic says
+/// OUT_OF_RANGE; see `server::size_limit_is_resource_exhausted` for unary calls).
+fn size_limit_status(status: Status) -> Status {
+    if status.code() == tonic::Code::OutOfRange && status.message().contains("too large") {
+        Status::resource_exhausted(status.message().to_string())
+    } else {
+        status
+    }
+}
+
 impl ExchangeApi {
     /// A handle for tasks that outlive the call that started them.
     fn clone_for_task(&self) -> Arc<ExchangeApi> {
@@ -924,6 +943,7 @@ impl ExchangeApi {
             feed: self.feed.clone(),
             limits: self.limits.clone(),
             stopping: self.stopping.clone(),
+            skip_validation: self.skip_validation,
         })
     }
 

@@ -88,7 +88,7 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     let on_failure: tls::HandshakeFailureHook = Arc::new(|remote, error| {
         tracing::warn!(%remote, %error, "TLS handshake refused");
     });
-    let incoming = tls::incoming(listener, tls_config, config.handshake_timeout(), on_failure);
+    let handshake_timeout = config.handshake_timeout();
 
     let max = config.limits.max_message_bytes;
     let directory = DirectoryServiceServer::new(DirectoryApi::new(store.clone()))
@@ -137,14 +137,20 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         .add_service(directory)
         .add_service(schemas)
         .add_service(exchange);
-    let task = tokio::spawn(async move {
-        router
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stopped.await;
-            })
-            .await
-            .map_err(|e| ServeError::Transport(tls::error_chain(&e)))
-    });
+    let stopped = async {
+        let _ = stopped.await;
+    };
+    let task = match config.benchmark.plaintext_as.clone() {
+        None => tokio::spawn(async move {
+            let incoming = tls::incoming(listener, tls_config, handshake_timeout, on_failure);
+            router.serve_with_incoming_shutdown(incoming, stopped).await.map_err(|e| ServeError::Transport(tls::error_chain(&e)))
+        }),
+        Some(principal) => tokio::spawn(async move {
+            tracing::warn!("benchmark: serving plaintext, every caller is {principal}");
+            let incoming = tls::plaintext_incoming(listener, principal);
+            router.serve_with_incoming_shutdown(incoming, stopped).await.map_err(|e| ServeError::Transport(tls::error_chain(&e)))
+        }),
+    };
     tracing::info!(%addr, "xinqiao hub serving (mTLS)");
     Ok(RunningHub {
         addr,
