@@ -560,3 +560,233 @@ impl TestHub {
 pub fn json(text: &str) -> Json {
     text.parse().unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
+
+// ---------------------------------------------------------------------------------------------
+// The exchange
+
+pub type Exchange = xinqiao_proto::v1::exchange_service_client::ExchangeServiceClient<Channel>;
+
+/// The shared schema that table datasets in the exchange tests follow, and its key property.
+pub const LEGAL_ENTITY: &str = "legal-entity";
+
+impl TestHub {
+    /// The ExchangeService client of a department whose certificate the PKI has issued.
+    pub async fn exchange(&self, code: &str) -> Exchange {
+        Exchange::new(self.channel(pki::department_files(&self.pki_dir(), code)).await)
+    }
+
+    /// The platform admin's ExchangeService client.
+    pub async fn exchange_admin(&self) -> Exchange {
+        Exchange::new(self.admin_channel().await)
+    }
+
+    /// Registers the shared schemas (identifiers, legal-entity, person, e-licence) as the admin.
+    /// Registering them again changes nothing.
+    pub async fn import_shared_schemas(&self) {
+        let mut admin = self.schemas_admin().await;
+        for (subject, text) in xinqiao_hub::registry::SHARED_SCHEMAS {
+            ok(admin
+                .register_schema(pb::RegisterSchemaRequest {
+                    subject: (*subject).into(),
+                    schema_json: (*text).into(),
+                })
+                .await);
+        }
+    }
+
+    /// An entry of `provider`, created, submitted and published by the admin; its resource code.
+    pub async fn published_entry(&self, provider: &str, content: pb::EntryContent) -> String {
+        let mut dept = self.dept(provider).await;
+        let code = ok(dept.create_entry(create(content)).await).resource_code;
+        ok(dept.submit_entry(submit(&code)).await);
+        ok(self.admin().await.publish_entry(publish(&code)).await);
+        code
+    }
+
+    /// A published entry of `provider` with a table dataset on legal-entity keyed by `uscc`. The
+    /// shared schemas must be registered first ([`TestHub::import_shared_schemas`]).
+    pub async fn open_table(&self, provider: &str, content: pb::EntryContent) -> pb::Dataset {
+        let code = self.published_entry(provider, content).await;
+        ok(self
+            .exchange(provider)
+            .await
+            .create_dataset(table_dataset(&code, &["uscc"]))
+            .await)
+    }
+
+    /// A published entry of `provider` (made a 文件 entry) with its file dataset.
+    pub async fn open_files(&self, provider: &str, content: pb::EntryContent) -> pb::Dataset {
+        let code = self.published_entry(provider, files_entry(content)).await;
+        ok(self.exchange(provider).await.create_dataset(file_dataset(&code)).await)
+    }
+}
+
+/// Opens a table dataset on the latest legal-entity version with these key properties.
+pub fn table_dataset(code: &str, key: &[&str]) -> pb::CreateDatasetRequest {
+    pb::CreateDatasetRequest {
+        dataset: code.into(),
+        schema_subject: LEGAL_ENTITY.into(),
+        schema_version: 0,
+        key: key.iter().map(|k| k.to_string()).collect(),
+    }
+}
+
+pub fn file_dataset(code: &str) -> pb::CreateDatasetRequest {
+    pb::CreateDatasetRequest {
+        dataset: code.into(),
+        ..Default::default()
+    }
+}
+
+/// `content` with the given share type (a condition and legal basis where one is needed) and
+/// 共享方式类型, keeping the rest.
+pub fn shared_as(mut content: pb::EntryContent, share: pb::ShareType, kind: pb::ExchangeKind) -> pb::EntryContent {
+    let restricted = share != pb::ShareType::Unconditional;
+    content.share = Some(pb::ShareAttributes {
+        share_type: share as i32,
+        condition: if restricted {
+            "仅用于行政审批".into()
+        } else {
+            String::new()
+        },
+        channel: pb::ShareChannel::Platform as i32,
+        exchange_kind: kind as i32,
+        legal_basis: if restricted {
+            "《政务信息资源共享管理暂行办法》".into()
+        } else {
+            String::new()
+        },
+    });
+    content
+}
+
+/// `content` made a file (文件) entry, shared unconditionally.
+pub fn files_entry(mut content: pb::EntryContent) -> pb::EntryContent {
+    content.format = pb::ResourceFormat::ElectronicFile as i32;
+    shared_as(content, pb::ShareType::Unconditional, pb::ExchangeKind::File)
+}
+
+/// A valid 统一社会信用代码 of a company (`serial` below 10,000,000).
+pub fn company_uscc(serial: u64) -> String {
+    let first17 = format!("91330100MA{serial:07}");
+    let check = uscc_check_char(&first17).expect("the prefix is in the code alphabet");
+    format!("{first17}{check}")
+}
+
+/// A valid legal-entity record, keyed by `company_uscc(serial)`, named `name`.
+pub fn company_named(serial: u64, name: &str) -> Json {
+    serde_json::json!({
+        "uscc": company_uscc(serial),
+        "name": name,
+        "legal_representative": "王五",
+        "established_on": "2018-05-20",
+        "status": "存续",
+        "registered_capital": serial % 1000,
+    })
+}
+
+/// A valid legal-entity record named `公司<serial>`.
+pub fn company(serial: u64) -> Json {
+    company_named(serial, &format!("公司{serial}"))
+}
+
+/// A record whose 统一社会信用代码 has a wrong check character (refused unless lenient).
+pub fn wrong_check_character(serial: u64) -> Json {
+    let mut record = company(serial);
+    let good = company_uscc(serial);
+    let wrong = if good.ends_with('0') { '1' } else { '0' };
+    record["uscc"] = Json::String(format!("{}{wrong}", &good[..17]));
+    record
+}
+
+pub fn upsert(record: &Json) -> pb::RecordChange {
+    upsert_bytes(record.to_string().into_bytes())
+}
+
+pub fn upsert_bytes(bytes: Vec<u8>) -> pb::RecordChange {
+    pb::RecordChange {
+        change: Some(pb::record_change::Change::Upsert(bytes)),
+    }
+}
+
+/// Deletes the company keyed by `company_uscc(serial)`.
+pub fn delete_company(serial: u64) -> pb::RecordChange {
+    pb::RecordChange {
+        change: Some(pb::record_change::Change::Delete(
+            serde_json::json!({ "uscc": company_uscc(serial) })
+                .to_string()
+                .into_bytes(),
+        )),
+    }
+}
+
+/// A batch with the default policy (REJECT_ALL), not lenient.
+pub fn batch(dataset: &str, idempotency_key: &str, changes: Vec<pb::RecordChange>) -> pb::PublishRequest {
+    pb::PublishRequest {
+        dataset: dataset.into(),
+        idempotency_key: idempotency_key.into(),
+        changes,
+        policy: pb::BatchPolicy::RejectAll as i32,
+        lenient: false,
+    }
+}
+
+/// A batch of upserts of `company(serial)` for each serial.
+pub fn companies(dataset: &str, idempotency_key: &str, serials: impl IntoIterator<Item = u64>) -> pb::PublishRequest {
+    batch(
+        dataset,
+        idempotency_key,
+        serials.into_iter().map(|s| upsert(&company(s))).collect(),
+    )
+}
+
+pub fn fetch(dataset: &str, after_sequence: u64, limit: u32) -> pb::FetchRequest {
+    pb::FetchRequest {
+        dataset: dataset.into(),
+        after_sequence,
+        limit,
+    }
+}
+
+/// Every change after `after`, following pages of 10,000 until the log ends.
+pub async fn fetch_all(client: &mut Exchange, dataset: &str, mut after: u64) -> Vec<pb::Change> {
+    let mut all = Vec::new();
+    loop {
+        let page = ok(client.fetch(fetch(dataset, after, 10_000)).await);
+        match page.changes.last() {
+            Some(last) => after = last.sequence,
+            None => return all,
+        }
+        all.extend(page.changes);
+    }
+}
+
+pub fn get_dataset(dataset: &str) -> pb::GetDatasetRequest {
+    pb::GetDatasetRequest {
+        dataset: dataset.into(),
+    }
+}
+
+/// The sequence numbers of `changes`, in the order given.
+pub fn sequences(changes: &[pb::Change]) -> Vec<u64> {
+    changes.iter().map(|c| c.sequence).collect()
+}
+
+/// The record of an upsert, parsed.
+#[track_caller]
+pub fn record_of(change: &pb::Change) -> Json {
+    serde_json::from_slice(&change.record)
+        .unwrap_or_else(|e| panic!("change {} carries no JSON record: {e}", change.sequence))
+}
+
+/// The key of a change, parsed (a JSON array of the key properties' values).
+#[track_caller]
+pub fn key_of(change: &pb::Change) -> Json {
+    serde_json::from_slice(&change.key).unwrap_or_else(|e| panic!("change {} has no JSON key: {e}", change.sequence))
+}
+
+/// Hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    xinqiao_domain::fingerprint::to_hex(&sha2::Sha256::digest(bytes))
+}

@@ -343,6 +343,48 @@ impl ExchangeApi {
 
 type Stream<T> = ReceiverStream<Result<T, Status>>;
 
+/// A live stream that ends with UNAVAILABLE as soon as the hub starts stopping, dropping what is
+/// still queued for the client: the client resumes from the last sequence it received.
+pub struct UntilStopping<T> {
+    inner: ReceiverStream<Result<T, Status>>,
+    stopped: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    done: bool,
+}
+
+impl<T> UntilStopping<T> {
+    fn new(inner: ReceiverStream<Result<T, Status>>, mut stopping: watch::Receiver<bool>) -> Self {
+        let stopped = Box::pin(async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        });
+        Self {
+            inner,
+            stopped,
+            done: false,
+        }
+    }
+}
+
+impl<T> tokio_stream::Stream for UntilStopping<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.stopped.as_mut().poll(cx).is_ready() {
+            self.done = true;
+            return Poll::Ready(Some(Err(Status::unavailable(
+                "the hub is shutting down; resume from your last sequence",
+            ))));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
 #[tonic::async_trait]
 impl ExchangeService for ExchangeApi {
     async fn create_dataset(
@@ -645,7 +687,7 @@ impl ExchangeService for ExchangeApi {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    type SubscribeStream = Stream<pb::ChangeBatch>;
+    type SubscribeStream = UntilStopping<pb::ChangeBatch>;
 
     async fn subscribe(
         &self,
@@ -694,10 +736,7 @@ impl ExchangeService for ExchangeApi {
                     // STREAM_BUFFER messages in the hub.
                     tokio::select! {
                         sent = tx.send(Ok(batch)) => if sent.is_err() { return },
-                        _ = stopping.changed() => {
-                            let _ = tx.try_send(Err(Status::unavailable("the hub is shutting down; resume from your last sequence")));
-                            return;
-                        }
+                        _ = stopping.changed() => return,
                     }
                     continue;
                 }
@@ -705,14 +744,14 @@ impl ExchangeService for ExchangeApi {
                     _ = head.changed() => {}
                     _ = tokio::time::sleep(IDLE_RECHECK) => {}
                     _ = tx.closed() => return,
-                    _ = stopping.changed() => {
-                        let _ = tx.send(Err(Status::unavailable("the hub is shutting down; resume from your last sequence"))).await;
-                        return;
-                    }
+                    _ = stopping.changed() => return,
                 }
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(UntilStopping::new(
+            ReceiverStream::new(rx),
+            self.stopping.clone(),
+        )))
     }
 
     async fn acknowledge(

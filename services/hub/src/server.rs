@@ -34,8 +34,6 @@ pub enum ServeError {
     Reflection(String),
     #[error("server: {0}")]
     Transport(String),
-    #[error("in-flight calls did not finish within the shutdown grace period")]
-    GraceExceeded,
 }
 
 /// A hub that is serving. Dropping it without [`RunningHub::stop`] leaves the server running
@@ -52,13 +50,23 @@ pub struct RunningHub {
 
 impl RunningHub {
     /// Stops accepting connections and waits for in-flight calls, at most the grace period.
+    ///
+    /// Live streams are told to end with UNAVAILABLE at once. A client that has stopped reading
+    /// cannot be told anything (HTTP/2 flow control holds the stream), so connections still open
+    /// when the grace period ends are cut: such a client sees a broken connection and resumes
+    /// from its last sequence like after any other failure.
     pub async fn stop(self) -> Result<(), ServeError> {
         let _ = self.stopping.send(true);
         let _ = self.stop.send(());
-        match tokio::time::timeout(self.grace, self.task).await {
+        let mut task = self.task;
+        match tokio::time::timeout(self.grace, &mut task).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(ServeError::Transport(join.to_string())),
-            Err(_) => Err(ServeError::GraceExceeded),
+            Err(_) => {
+                task.abort();
+                tracing::warn!(grace = ?self.grace, "connections still open after the grace period were cut");
+                Ok(())
+            }
         }
     }
 
@@ -143,12 +151,18 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     let task = match config.benchmark.plaintext_as.clone() {
         None => tokio::spawn(async move {
             let incoming = tls::incoming(listener, tls_config, handshake_timeout, on_failure);
-            router.serve_with_incoming_shutdown(incoming, stopped).await.map_err(|e| ServeError::Transport(tls::error_chain(&e)))
+            router
+                .serve_with_incoming_shutdown(incoming, stopped)
+                .await
+                .map_err(|e| ServeError::Transport(tls::error_chain(&e)))
         }),
         Some(principal) => tokio::spawn(async move {
             tracing::warn!("benchmark: serving plaintext, every caller is {principal}");
             let incoming = tls::plaintext_incoming(listener, principal);
-            router.serve_with_incoming_shutdown(incoming, stopped).await.map_err(|e| ServeError::Transport(tls::error_chain(&e)))
+            router
+                .serve_with_incoming_shutdown(incoming, stopped)
+                .await
+                .map_err(|e| ServeError::Transport(tls::error_chain(&e)))
         }),
     };
     tracing::info!(%addr, "xinqiao hub serving (mTLS)");

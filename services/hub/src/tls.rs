@@ -209,7 +209,10 @@ pub fn plaintext_incoming(
             match accepted {
                 Ok((stream, remote)) => {
                     let _ = stream.set_nodelay(true);
-                    let info = PeerInfo { remote, principal: Some(principal.clone()) };
+                    let info = PeerInfo {
+                        remote,
+                        principal: Some(principal.clone()),
+                    };
                     if tx.send(Ok(PlainConnection { stream, info })).await.is_err() {
                         break;
                     }

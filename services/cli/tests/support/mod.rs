@@ -1,0 +1,369 @@
+//! Shared by the process-level exchange tests (crash, multinode, memory): hubs run as real
+//! `xinqiao serve` child processes, spoken to over mutual TLS with the development PKI.
+
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use xinqiao_hub::pki;
+use xinqiao_hub::tls::{ClientIdentity, connect};
+use xinqiao_proto::v1 as pb;
+use xinqiao_proto::v1::directory_service_client::DirectoryServiceClient;
+use xinqiao_proto::v1::exchange_service_client::ExchangeServiceClient;
+
+pub type Exchange = ExchangeServiceClient<Channel>;
+pub type Directory = DirectoryServiceClient<Channel>;
+
+/// 市市场监督管理局: the provider in these tests.
+pub const SAMR: &str = "11330100MB00010011";
+/// 市公安局: a reader.
+pub const POLICE: &str = "11330100MB0002002B";
+
+/// How long a hub may take to start before the test calls it broken (debug builds are slow).
+const START_GUARD: Duration = Duration::from_secs(120);
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// A hub running as `xinqiao serve`, restartable with the same arguments. Its output goes to a
+/// log file, shown when it fails to start. Dropping it kills the process.
+pub struct HubProcess {
+    child: Option<Child>,
+    pub port: u16,
+    args: Vec<OsString>,
+    log: PathBuf,
+    pub starts: u32,
+}
+
+impl HubProcess {
+    /// Starts `xinqiao serve --listen 127.0.0.1:PORT ARGS…` and waits until it accepts connections.
+    pub async fn start(port: u16, args: &[OsString], log: &Path) -> HubProcess {
+        let mut hub = HubProcess {
+            child: None,
+            port,
+            args: args.to_vec(),
+            log: log.to_path_buf(),
+            starts: 0,
+        };
+        hub.spawn_and_wait().await;
+        hub
+    }
+
+    /// `serve --dev --data DIR`: SQLite in DIR, the development PKI in DIR/pki (made on first start).
+    pub async fn dev(data: &Path, port: u16) -> HubProcess {
+        let args = vec![
+            OsString::from("--dev"),
+            OsString::from("--data"),
+            data.as_os_str().to_owned(),
+        ];
+        let hub = Self::start(port, &args, &data.with_extension("log")).await;
+        assert!(
+            pki::ca_cert_path(&data.join("pki")).exists(),
+            "serve --dev made no PKI in {}",
+            data.display()
+        );
+        hub
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the hub is running").id()
+    }
+
+    /// The hub's output so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn spawn_and_wait(&mut self) {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open the hub's log");
+        let err = log.try_clone().expect("clone the log handle");
+        let child = Command::new(env!("CARGO_BIN_EXE_xinqiao"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(&self.args)
+            .env("XINQIAO_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("run xinqiao serve");
+        self.child = Some(child);
+        self.starts += 1;
+        let deadline = tokio::time::Instant::now() + START_GUARD;
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!(
+                    "the hub exited with {status} while starting (start {}):\n{}",
+                    self.starts,
+                    self.log_text()
+                );
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the hub did not listen on {addr} within {START_GUARD:?}:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// SIGKILL (what `Child::kill` sends on Unix), and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the hub again with the same arguments, on the same port and data.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "kill the hub before restarting it");
+        self.spawn_and_wait().await;
+    }
+
+    /// SIGTERM, and wait for a graceful exit.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        child.wait().ok()
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A mutual-TLS channel to the hub on `port` with a certificate from the PKI in `pki_dir`.
+pub async fn channel(port: u16, pki_dir: &Path, files: pki::CertFiles) -> Result<Channel, String> {
+    let identity = ClientIdentity {
+        ca: pki::ca_cert_path(pki_dir),
+        cert: files.cert,
+        key: files.key,
+    };
+    connect(&format!("https://127.0.0.1:{port}"), &identity)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+pub async fn exchange(port: u16, pki_dir: &Path, code: &str) -> Result<Exchange, String> {
+    Ok(Exchange::new(
+        channel(port, pki_dir, pki::department_files(pki_dir, code)).await?,
+    ))
+}
+
+/// The exchange client of `code`, retrying until the hub answers the connection.
+pub async fn exchange_when_up(port: u16, pki_dir: &Path, code: &str) -> Exchange {
+    let deadline = tokio::time::Instant::now() + START_GUARD;
+    loop {
+        match exchange(port, pki_dir, code).await {
+            Ok(client) => return client,
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "cannot connect: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+#[track_caller]
+pub fn ok<T>(result: Result<tonic::Response<T>, tonic::Status>) -> T {
+    match result {
+        Ok(response) => response.into_inner(),
+        Err(status) => panic!("expected success, got {:?}: {}", status.code(), status.message()),
+    }
+}
+
+/// An unconditionally shared 库表 entry whose data items legal-entity covers.
+fn entry(name: &str) -> pb::EntryContent {
+    let item = |name: &str, length| pb::DataItem {
+        name: name.into(),
+        data_type: "字符型".into(),
+        length,
+        sensitive: false,
+        description: String::new(),
+    };
+    pb::EntryContent {
+        name: name.into(),
+        classification: "102001".into(),
+        summary: "本市登记注册企业的营业执照信息".into(),
+        format: pb::ResourceFormat::Database as i32,
+        items: vec![item("统一社会信用代码", 18), item("名称", 200)],
+        share: Some(pb::ShareAttributes {
+            share_type: pb::ShareType::Unconditional as i32,
+            condition: String::new(),
+            channel: pb::ShareChannel::Platform as i32,
+            exchange_kind: pb::ExchangeKind::Table as i32,
+            legal_basis: String::new(),
+        }),
+        open: Some(pb::OpenAttributes {
+            open_type: pb::OpenType::NotOpen as i32,
+            condition: String::new(),
+        }),
+        update_cycle: pb::UpdateCycle::Daily as i32,
+        related_codes: vec![],
+        maintainer: String::new(),
+    }
+}
+
+/// As in `xinqiao demo`: 市市场监督管理局 compiles an entry, the admin publishes it, and SAMR
+/// opens a table dataset on legal-entity (which `serve --dev` registers) keyed by uscc.
+pub async fn open_dataset(port: u16, pki_dir: &Path, name: &str) -> String {
+    let samr_channel = channel(port, pki_dir, pki::department_files(pki_dir, SAMR))
+        .await
+        .expect("connect as SAMR");
+    let admin_channel = channel(port, pki_dir, pki::admin_files(pki_dir))
+        .await
+        .expect("connect as the admin");
+    let mut samr = Directory::new(samr_channel.clone());
+    let mut admin = Directory::new(admin_channel);
+    let code = ok(samr
+        .create_entry(pb::CreateEntryRequest {
+            content: Some(entry(name)),
+        })
+        .await)
+    .resource_code;
+    ok(samr
+        .submit_entry(pb::SubmitEntryRequest {
+            resource_code: code.clone(),
+            expected_version: 0,
+        })
+        .await);
+    ok(admin
+        .publish_entry(pb::PublishEntryRequest {
+            resource_code: code.clone(),
+            expected_version: 0,
+        })
+        .await);
+    let dataset = ok(Exchange::new(samr_channel)
+        .create_dataset(pb::CreateDatasetRequest {
+            dataset: code.clone(),
+            schema_subject: "legal-entity".into(),
+            schema_version: 0,
+            key: vec!["uscc".into()],
+        })
+        .await);
+    dataset.dataset
+}
+
+/// A valid 统一社会信用代码 for `serial` (below 10,000,000).
+pub fn uscc(serial: u64) -> String {
+    let first17 = format!("91330100MA{serial:07}");
+    let check = xinqiao_domain::identifiers::uscc_check_char(&first17).expect("in the code alphabet");
+    format!("{first17}{check}")
+}
+
+/// A legal-entity record keyed by `uscc(serial)` whose `name` identifies it.
+pub fn record(serial: u64, name: &str) -> Vec<u8> {
+    serde_json::json!({
+        "uscc": uscc(serial),
+        "name": name,
+        "legal_representative": "王五",
+        "established_on": "2018-05-20",
+        "status": "存续",
+    })
+    .to_string()
+    .into_bytes()
+}
+
+pub fn upsert(bytes: Vec<u8>) -> pb::RecordChange {
+    pb::RecordChange {
+        change: Some(pb::record_change::Change::Upsert(bytes)),
+    }
+}
+
+pub fn publish_request(dataset: &str, idempotency_key: &str, changes: Vec<pb::RecordChange>) -> pb::PublishRequest {
+    pb::PublishRequest {
+        dataset: dataset.into(),
+        idempotency_key: idempotency_key.into(),
+        changes,
+        policy: pb::BatchPolicy::RejectAll as i32,
+        lenient: false,
+    }
+}
+
+/// The `name` of an upsert's record.
+pub fn name_of(change: &pb::Change) -> String {
+    let record: serde_json::Value = serde_json::from_slice(&change.record)
+        .unwrap_or_else(|e| panic!("change {} carries no JSON record: {e}", change.sequence));
+    record["name"].as_str().unwrap_or_default().to_string()
+}
+
+/// Every change of a dataset, in pages of 10,000.
+pub async fn fetch_all(client: &mut Exchange, dataset: &str) -> Vec<pb::Change> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = ok(client
+            .fetch(pb::FetchRequest {
+                dataset: dataset.into(),
+                after_sequence: after,
+                limit: 10_000,
+            })
+            .await);
+        match page.changes.last() {
+            Some(last) => after = last.sequence,
+            None => return all,
+        }
+        all.extend(page.changes);
+    }
+}
+
+/// Whether a refusal is the hub's answer to the request itself (retrying cannot help), as
+/// opposed to the call not getting through.
+pub fn is_refusal(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(
+        status.code(),
+        Code::InvalidArgument
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::PermissionDenied
+            | Code::FailedPrecondition
+            | Code::ResourceExhausted
+            | Code::Unauthenticated
+            | Code::OutOfRange
+            | Code::Unimplemented
+    )
+}
+
+/// The hub's own internal error (as opposed to a transport failure reported as INTERNAL).
+pub fn is_hub_internal_error(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Internal && status.message().contains("the hub's log has the details")
+}
+
+/// The resident set size of a process, in KiB (Linux).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// A log file next to `dir`.
+pub fn log_file(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let _ = File::create(&path);
+    path
+}
