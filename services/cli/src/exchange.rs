@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -90,14 +90,19 @@ fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or(text)
 }
 
-/// A progress display on stderr; hidden with --quiet or when stderr is not a terminal.
+/// A progress display on stderr; hidden with --quiet or when stderr is not a terminal. Templates
+/// may use `{rate}` for a whole-number rate.
 pub fn progress(quiet: bool, length: Option<u64>, template: &str) -> ProgressBar {
     if quiet || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(length, ProgressDrawTarget::stderr_with_hz(8));
     if let Ok(style) = ProgressStyle::with_template(template) {
-        bar.set_style(style.progress_chars("=> "));
+        // `{rate}`: a whole number per second (indicatif's `{per_sec}` prints fractions).
+        let rate = |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.0}/s", state.per_sec());
+        };
+        bar.set_style(style.with_key("rate", rate).progress_chars("=> "));
     }
     bar.enable_steady_tick(Duration::from_millis(250));
     bar
@@ -149,9 +154,10 @@ enum DatasetCommand {
         /// The schema version [default: the latest].
         #[arg(long, default_value_t = 0)]
         version: u32,
-        /// A key property of the records (repeat for a composite key), e.g. --key uscc.
-        #[arg(long = "key", value_name = "PROP")]
-        key: Vec<String>,
+        /// A key property of the records (repeat for a composite key), e.g. -k uscc. (`--key` is
+        /// taken: it names this client's TLS private key.)
+        #[arg(short = 'k', long, value_name = "PROP")]
+        key_property: Vec<String>,
     },
     /// Show a dataset.
     Show { dataset: String },
@@ -227,7 +233,8 @@ fn show_dataset(as_json: bool, d: &pb::Dataset) {
         };
         out!("  {what}:{}{}", " ".repeat(16 - what.len()), d.record_count);
         out!("  last sequence:   {}", d.last_sequence);
-        out!("  last published:  {}", output::time(&d.last_published_at));
+        let last = output::time(&d.last_published_at);
+        out!("  last published:  {}", if last.is_empty() { "never" } else { &last });
         out!("  your standing:   {}", standing_label(d.standing));
         out!("  created:         {}", output::time(&d.created_at));
     });
@@ -278,13 +285,13 @@ pub async fn run(args: DatasetArgs) -> CliResult {
             dataset,
             schema,
             version,
-            key,
+            key_property,
         } => {
             let request = pb::CreateDatasetRequest {
                 dataset,
                 schema_subject: schema.unwrap_or_default(),
                 schema_version: version,
-                key,
+                key: key_property,
             };
             show_dataset(
                 json,

@@ -140,6 +140,17 @@ async fn send_from(
         let mut file = tokio::fs::File::open(&path).await?;
         file.seek(std::io::SeekFrom::Start(offset)).await?;
         let mut offset = offset;
+        if offset >= size {
+            // Every byte is there but the upload was not finished (the call that sent the last
+            // chunk was cut off while the hub checked the digest): an empty chunk at the end
+            // makes the hub finish it.
+            let chunk = pb::FileChunk {
+                upload_id: id.clone(),
+                offset,
+                data: Vec::new(),
+            };
+            let _ = tx.send(chunk).await;
+        }
         while offset < size {
             let want = CHUNK.min((size - offset) as usize);
             let mut data = vec![0u8; want];
@@ -301,7 +312,11 @@ async fn put(args: &FileArgs, dataset: &str, path: &Path, name: Option<&str>) ->
                     upload_id: state.upload_id.clone(),
                 };
                 match client.get_upload_status(request).await {
-                    Ok(s) => status = s.into_inner(),
+                    Ok(s) => {
+                        status = s.into_inner();
+                        let at = status.received;
+                        progress.suspend(|| eprintln!("resuming at {at} of {size} bytes"));
+                    }
                     Err(s) if is_transient(&s) => continue,
                     Err(s) => return Err(explain(s)),
                 }

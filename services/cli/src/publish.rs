@@ -271,6 +271,8 @@ struct Tally {
     /// Valid records of batches rejected whole.
     not_stored: u64,
     replayed: u64,
+    /// Accepted records of replayed batches: stored by an earlier run.
+    replayed_accepted: u64,
     rejected_batches: Vec<(u64, u64, u64)>,
     rejections: Vec<Value>,
     more_rejections: u64,
@@ -307,6 +309,7 @@ impl Publisher<'_> {
         t.rejected += answer.rejected.len() as u64;
         if answer.replayed {
             t.replayed += 1;
+            t.replayed_accepted += answer.accepted as u64;
         }
         let whole = !self.args.accept_valid && !answer.rejected.is_empty();
         if whole {
@@ -395,18 +398,18 @@ impl Publisher<'_> {
                 .await
             {
                 Attempt::Done => return Ok(()),
-                Attempt::Fatal(e) => return Err(self.failed(&queue, &e)),
+                Attempt::Fatal(e) => return Err(self.failed(&queue, &e, false)),
                 Attempt::Failed(status) => status,
             };
             if !is_transient(&failure) {
-                return Err(self.failed(&queue, &explain(failure)));
+                return Err(self.failed(&queue, &explain(failure), false));
             }
             if let Err(e) = retry.wait(&explain(failure), &self.progress).await {
-                return Err(self.failed(&queue, &e));
+                return Err(self.failed(&queue, &e, true));
             }
             client = match retry.reconnect(&self.args.client, &self.progress).await {
                 Ok(client) => client,
-                Err(e) => return Err(self.failed(&queue, &e)),
+                Err(e) => return Err(self.failed(&queue, &e, true)),
             };
         }
     }
@@ -498,15 +501,22 @@ impl Publisher<'_> {
         }
     }
 
-    fn failed(&self, queue: &VecDeque<Slot>, error: &str) -> String {
+    /// The error that ended the run, with how far it got. `resumable`: the failure was transient
+    /// (the retries ran out), so running the command again picks up where this one stopped.
+    fn failed(&self, queue: &VecDeque<Slot>, error: &str, resumable: bool) -> String {
         let t = &self.tally;
-        let from = queue.front().map(|s| s.batch.first_line).unwrap_or(0);
-        format!(
-            "{error}\n{} batches ({} records) were answered before this; {} were accepted. From line {from} on, \
-             nothing is confirmed: run the same command again to resume (committed batches are replayed, \
-             not written twice).",
-            t.batches, t.records, t.accepted
-        )
+        let mut text = error.to_string();
+        if t.batches > 0 {
+            let from = queue.front().map(|s| s.batch.first_line).unwrap_or(0);
+            text.push_str(&format!(
+                "\nthe first {} batches ({} records, {} accepted) were answered; from line {from} on, nothing is confirmed",
+                t.batches, t.records, t.accepted
+            ));
+        }
+        if resumable {
+            text.push_str("\nrun the same command again to resume: committed batches are replayed, not written twice");
+        }
+        text
     }
 }
 
@@ -560,7 +570,7 @@ pub async fn run(args: PublishArgs) -> CliResult {
     let progress = exchange::progress(
         args.quiet,
         None,
-        "{spinner} {elapsed_precise}  {human_pos} records  {per_sec}  {msg}",
+        "{spinner} {elapsed_precise}  {human_pos} records  {rate}  {msg}",
     );
     let started = Instant::now();
     let mut publisher = Publisher {
@@ -599,6 +609,7 @@ fn report(args: &PublishArgs, dataset: &pb::Dataset, run: &str, t: &Tally, elaps
         "not_stored": t.not_stored,
         "batches": t.batches,
         "replayed_batches": t.replayed,
+        "replayed_accepted": t.replayed_accepted,
         "rejected_batches": t.rejected_batches.iter().map(|(number, first, last)| json!({
             "batch": number, "first_line": first, "last_line": last,
         })).collect::<Vec<_>>(),
@@ -615,8 +626,16 @@ fn report(args: &PublishArgs, dataset: &pb::Dataset, run: &str, t: &Tally, elaps
             dataset.dataset,
             &run[..16]
         );
-        out!("  {verb} read{}{}", " ".repeat(14 - verb.len()), t.records);
-        out!("  accepted            {}", t.accepted);
+        out!("  {:<20}{}", format!("{verb} read"), t.records);
+        if t.replayed_accepted > 0 {
+            out!(
+                "  accepted            {}  ({} stored by an earlier run)",
+                t.accepted,
+                t.replayed_accepted
+            );
+        } else {
+            out!("  accepted            {}", t.accepted);
+        }
         out!("  rejected            {}", t.rejected);
         if t.unreadable > 0 {
             out!("  unreadable          {}  (not sent)", t.unreadable);
@@ -664,4 +683,73 @@ fn report(args: &PublishArgs, dataset: &pb::Dataset, run: &str, t: &Tally, elaps
         ));
     }
     Err(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batches(path: &std::path::Path, batch: usize, run: [u8; 32]) -> Vec<Arc<Batch>> {
+        let reader = Reader {
+            path: path.to_path_buf(),
+            format: RecordFormat::Ndjson,
+            schema: Value::Null,
+            run,
+            batch,
+            delete: false,
+        };
+        let (opened, _) = oneshot::channel();
+        let (sink, mut received) = mpsc::channel(100);
+        reader.run(opened, sink);
+        let mut out = Vec::new();
+        while let Ok(b) = received.try_recv() {
+            out.push(b);
+        }
+        out
+    }
+
+    #[test]
+    fn batches_keep_lines_and_have_content_keys() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("records.ndjson");
+        std::fs::write(&path, "{\"a\":1}\n\n{\"a\":2}\nnot json\n{\"a\":3}\n").expect("written");
+        let first = batches(&path, 2, [1; 32]);
+        assert_eq!(first.len(), 2);
+        assert_eq!(first[0].lines, vec![1, 3]);
+        assert_eq!((first[1].first_line, first[1].last_line), (4, 5));
+        assert_eq!(first[1].lines, vec![5]);
+        assert_eq!(first[1].unreadable.len(), 1);
+        assert_eq!(first[1].unreadable[0].0, 4);
+        assert_eq!(first[1].records, 2);
+
+        // The same run and content give the same keys; another run, or changed content, new ones.
+        let again = batches(&path, 2, [1; 32]);
+        assert_eq!(first[0].key, again[0].key);
+        let other = batches(&path, 2, [2; 32]);
+        assert_ne!(first[0].key, other[0].key);
+        std::fs::write(&path, "{\"a\":1}\n\n{\"a\":2}\nnot json\n{\"a\":4}\n").expect("written");
+        let changed = batches(&path, 2, [1; 32]);
+        assert_eq!(first[0].key, changed[0].key);
+        assert_ne!(first[1].key, changed[1].key);
+    }
+
+    #[test]
+    fn large_records_close_a_batch_early() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("records.ndjson");
+        let big = "x".repeat(MAX_BATCH_BYTES / 2);
+        let text = (0..5)
+            .map(|i| format!("{{\"i\":{i},\"s\":\"{big}\"}}\n"))
+            .collect::<String>();
+        std::fs::write(&path, text).expect("written");
+        let all = batches(&path, 500, [0; 32]);
+        assert_eq!(
+            all.iter().map(|b| b.changes.len()).collect::<Vec<_>>(),
+            vec![1, 1, 1, 1, 1]
+        );
+        assert_eq!(
+            all.iter().map(|b| b.first_line).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
+    }
 }

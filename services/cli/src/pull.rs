@@ -91,14 +91,15 @@ fn io_stop(e: io::Error) -> Stop {
 
 /// Where the lines go.
 enum Sink {
-    File(BufWriter<File>),
+    /// A file, and whether it can be synced (a regular file; not /dev/null or a FIFO).
+    File(BufWriter<File>, bool),
     Stdout(BufWriter<io::Stdout>),
 }
 
 impl Sink {
     fn writer(&mut self) -> &mut dyn Write {
         match self {
-            Sink::File(w) => w,
+            Sink::File(w, _) => w,
             Sink::Stdout(w) => w,
         }
     }
@@ -107,9 +108,9 @@ impl Sink {
     /// of the data on disk.
     fn commit(&mut self) -> io::Result<()> {
         match self {
-            Sink::File(w) => {
+            Sink::File(w, sync) => {
                 w.flush()?;
-                w.get_ref().sync_data()
+                if *sync { w.get_ref().sync_data() } else { Ok(()) }
             }
             Sink::Stdout(w) => w.flush(),
         }
@@ -122,6 +123,10 @@ fn open_output(path: &Path, append: bool) -> CliResult<File> {
     let fail = |e: io::Error| format!("cannot write {}: {e}", path.display());
     if !append {
         return File::create(path).map_err(fail);
+    }
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        // Not a regular file (a FIFO, /dev/stdout): nothing to trim.
+        return OpenOptions::new().append(true).create(true).open(path).map_err(fail);
     }
     let mut file = OpenOptions::new()
         .read(true)
@@ -198,9 +203,30 @@ struct Puller<'a> {
     snapshot_records: u64,
     changes: u64,
     snapshot_as_of: Option<u64>,
+    /// Changes asked for at a time: --page, halved while the hub finds pages too large to send.
+    page: u32,
+}
+
+/// The hub could not send (or this client refused) a message this large.
+fn too_large(status: &Status) -> bool {
+    let message = status.message().to_ascii_lowercase();
+    matches!(status.code(), Code::ResourceExhausted | Code::OutOfRange)
+        && (message.contains("too large") || message.contains("message length"))
 }
 
 impl Puller<'_> {
+    /// Halves the page size after a page too large to travel; false when it cannot shrink.
+    fn shrink_page(&mut self, status: &Status) -> bool {
+        if !too_large(status) || self.page == 1 {
+            return false;
+        }
+        self.page = (self.page / 2).max(1);
+        let page = self.page;
+        self.progress
+            .suspend(|| eprintln!("a page of changes was too large to send; asking for {page} at a time"));
+        true
+    }
+
     fn remaining(&self) -> Option<u64> {
         self.args.limit.map(|limit| limit.saturating_sub(self.changes))
     }
@@ -271,6 +297,7 @@ impl Puller<'_> {
         // Records already written: a broken snapshot is asked for again at the same sequence
         // number, and its records come in the same (key) order.
         let mut written = 0u64;
+        self.snapshot_records = 0;
         'attempt: loop {
             let request = pb::SnapshotRequest {
                 dataset: self.args.dataset.clone(),
@@ -288,7 +315,10 @@ impl Puller<'_> {
                 match stream.message().await {
                     Ok(Some(chunk)) => {
                         match as_of {
-                            None => as_of = Some(chunk.as_of_sequence),
+                            None => {
+                                as_of = Some(chunk.as_of_sequence);
+                                self.snapshot_as_of = as_of;
+                            }
                             Some(n) if n != chunk.as_of_sequence => {
                                 return Err(Stop::Failed(format!(
                                     "the hub resumed the snapshot at sequence {} instead of {n}",
@@ -304,6 +334,7 @@ impl Puller<'_> {
                             }
                             write_change(self.sink.writer(), record).map_err(io_stop)?;
                             written += 1;
+                            self.snapshot_records = written;
                             self.progress.inc(1);
                         }
                         self.progress
@@ -318,8 +349,6 @@ impl Puller<'_> {
                 }
             }
         }
-        self.snapshot_records = written;
-        self.snapshot_as_of = as_of;
         if let Some(as_of) = as_of {
             self.position = as_of;
         }
@@ -333,8 +362,8 @@ impl Puller<'_> {
         loop {
             let limit = match self.remaining() {
                 Some(0) => return Ok(()),
-                Some(left) => left.min(self.args.page as u64) as u32,
-                None => self.args.page,
+                Some(left) => left.min(self.page as u64) as u32,
+                None => self.page,
             };
             let request = pb::FetchRequest {
                 dataset: self.args.dataset.clone(),
@@ -343,6 +372,7 @@ impl Puller<'_> {
             };
             let page = match self.client.fetch(request).await {
                 Ok(page) => page.into_inner(),
+                Err(status) if self.shrink_page(&status) => continue,
                 Err(status) => {
                     self.recover(status).await?;
                     continue;
@@ -365,8 +395,8 @@ impl Puller<'_> {
         loop {
             let max_batch = match self.remaining() {
                 Some(0) => return Ok(()),
-                Some(left) => left.min(self.args.page as u64) as u32,
-                None => self.args.page,
+                Some(left) => left.min(self.page as u64) as u32,
+                None => self.page,
             };
             let request = pb::SubscribeRequest {
                 dataset: self.args.dataset.clone(),
@@ -399,6 +429,7 @@ impl Puller<'_> {
                             .await?;
                         break;
                     }
+                    Err(status) if self.shrink_page(&status) => break,
                     Err(status) => {
                         self.recover(status).await?;
                         break;
@@ -450,16 +481,17 @@ pub async fn run(args: PullArgs) -> CliResult {
     let snapshot = args.snapshot && acknowledged.is_none();
 
     let sink = match &args.output {
-        Some(path) => Sink::File(BufWriter::with_capacity(
-            1 << 16,
-            open_output(path, acknowledged.is_some())?,
-        )),
+        Some(path) => {
+            let file = open_output(path, acknowledged.is_some())?;
+            let regular = file.metadata().is_ok_and(|m| m.is_file());
+            Sink::File(BufWriter::with_capacity(1 << 16, file), regular)
+        }
         None => Sink::Stdout(BufWriter::with_capacity(1 << 16, io::stdout())),
     };
     let progress = exchange::progress(
         args.quiet,
         None,
-        "{spinner} {elapsed_precise}  {human_pos} lines  {per_sec}  {msg}",
+        "{spinner} {elapsed_precise}  {human_pos} lines  {rate}  {msg}",
     );
     let started = Instant::now();
     let mut puller = Puller {
@@ -473,6 +505,7 @@ pub async fn run(args: PullArgs) -> CliResult {
         snapshot_records: 0,
         changes: 0,
         snapshot_as_of: None,
+        page: args.page,
     };
     let outcome = tokio::select! {
         outcome = puller.pull(snapshot) => outcome,
@@ -533,8 +566,13 @@ fn summary(args: &PullArgs, p: &Puller<'_>, elapsed: Duration) {
         "lines_per_second": rate,
     });
     let mut text = format!("pulled {}: ", args.dataset);
-    if let Some(as_of) = p.snapshot_as_of {
-        text.push_str(&format!("{} records as of sequence {as_of}, then ", p.snapshot_records));
+    match p.snapshot_as_of {
+        Some(as_of) if p.position < as_of => text.push_str(&format!(
+            "{} records of an incomplete snapshot as of sequence {as_of}, ",
+            p.snapshot_records
+        )),
+        Some(as_of) => text.push_str(&format!("{} records as of sequence {as_of}, then ", p.snapshot_records)),
+        None => {}
     }
     text.push_str(&format!(
         "{} changes; at sequence {} after {:.1}s ({rate:.0} lines/s)",
@@ -550,5 +588,62 @@ fn summary(args: &PullArgs, p: &Puller<'_>, elapsed: Duration) {
         output::emit(args.client.json, value, || out!("{text}"));
     } else if !args.quiet {
         eprintln!("{text}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(change: &pb::Change) -> String {
+        let mut out = Vec::new();
+        write_change(&mut out, change).expect("written");
+        String::from_utf8(out).expect("UTF-8")
+    }
+
+    #[test]
+    fn changes_are_one_line_each() {
+        let upsert = pb::Change {
+            sequence: 7,
+            op: pb::ChangeOp::Upsert as i32,
+            key: br#"["a"]"#.to_vec(),
+            record: b"{\n  \"k\": \"a\"\n}".to_vec(),
+            published_at: None,
+        };
+        assert_eq!(
+            line(&upsert),
+            "{\"sequence\":7,\"op\":\"upsert\",\"key\":[\"a\"],\"record\":{\"k\":\"a\"}}\n"
+        );
+        let delete = pb::Change {
+            sequence: 8,
+            op: pb::ChangeOp::Delete as i32,
+            key: br#"["a"]"#.to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(line(&delete), "{\"sequence\":8,\"op\":\"delete\",\"key\":[\"a\"]}\n");
+    }
+
+    #[test]
+    fn a_resumed_output_loses_only_its_incomplete_last_line() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("out.ndjson");
+        std::fs::write(&path, "{\"sequence\":1}\n{\"sequence\":2}\n{\"seq").expect("written");
+        let mut file = open_output(&path, true).expect("opened");
+        file.write_all(b"{\"sequence\":3}\n").expect("appended");
+        drop(file);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text, "{\"sequence\":1}\n{\"sequence\":2}\n{\"sequence\":3}\n");
+
+        std::fs::write(&path, "no newline at all").expect("written");
+        drop(open_output(&path, true).expect("opened"));
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "");
+
+        std::fs::write(&path, "{}\n").expect("written");
+        drop(open_output(&path, false).expect("opened"));
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            "",
+            "a fresh pull replaces the file"
+        );
     }
 }

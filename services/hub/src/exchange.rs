@@ -38,6 +38,9 @@ const SNAPSHOT_PAGE: u32 = 500;
 const DOWNLOAD_CHUNK: u32 = 256 * 1024;
 /// Messages a live stream may have queued for a slow consumer before the hub stops reading.
 const STREAM_BUFFER: usize = 4;
+/// Changes in one message stay under this many bytes, well inside the 4 MiB message limit
+/// whatever the records' sizes (a single record is at most `max_record_bytes`).
+const MAX_PAGE_BYTES: usize = 2 * 1024 * 1024;
 /// A subscription with nothing new re-checks this often even without a notification.
 const IDLE_RECHECK: Duration = Duration::from_secs(2);
 
@@ -102,6 +105,22 @@ fn change_api(c: StoredChange) -> pb::Change {
         record: c.record.map(String::into_bytes).unwrap_or_default(),
         published_at: Some(timestamp(c.published_at)),
     }
+}
+
+/// Keeps the leading changes that fit in one message (always at least one). Returns whether the
+/// page was cut.
+fn fit_message(changes: &mut Vec<StoredChange>) -> bool {
+    let mut bytes = 0;
+    let fits = changes
+        .iter()
+        .position(|c| {
+            bytes += c.key.len() + c.record.as_ref().map_or(0, String::len) + 32;
+            bytes > MAX_PAGE_BYTES
+        })
+        .map_or(changes.len(), |cut| cut.max(1));
+    let cut = fits < changes.len();
+    changes.truncate(fits);
+    cut
 }
 
 fn dataset_api(d: Dataset, name: String, provider_name: String, standing: Standing) -> pb::Dataset {
@@ -632,7 +651,8 @@ impl ExchangeService for ExchangeApi {
                 n => n,
             };
             self.readable(&caller, &r.dataset).await?;
-            let (changes, last_sequence) = self.store.fetch_changes(&r.dataset, r.after_sequence, limit).await?;
+            let (mut changes, last_sequence) = self.store.fetch_changes(&r.dataset, r.after_sequence, limit).await?;
+            fit_message(&mut changes);
             Ok(pb::FetchResponse {
                 changes: changes.into_iter().map(change_api).collect(),
                 last_sequence,
@@ -665,14 +685,16 @@ impl ExchangeService for ExchangeApi {
                 let page = store
                     .snapshot_page(&dataset.id, as_of, after_key.as_deref(), SNAPSHOT_PAGE)
                     .await;
-                let page = match page {
+                let mut page = match page {
                     Ok(page) => page,
                     Err(e) => {
                         let _ = tx.send(Err(to_status(e))).await;
                         return;
                     }
                 };
-                let done = page.len() < SNAPSHOT_PAGE as usize;
+                let full = page.len() == SNAPSHOT_PAGE as usize;
+                let cut = fit_message(&mut page);
+                let done = !full && !cut;
                 after_key = page.last().map(|c| c.key.clone());
                 let chunk = pb::SnapshotChunk {
                     as_of_sequence: as_of,
@@ -719,13 +741,14 @@ impl ExchangeService for ExchangeApi {
         let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
             loop {
-                let (changes, last_sequence) = match store.fetch_changes(&dataset.id, after, max_batch).await {
+                let (mut changes, last_sequence) = match store.fetch_changes(&dataset.id, after, max_batch).await {
                     Ok(page) => page,
                     Err(e) => {
                         let _ = tx.send(Err(to_status(e))).await;
                         return;
                     }
                 };
+                fit_message(&mut changes);
                 if let Some(last) = changes.last() {
                     after = last.sequence;
                     let batch = pb::ChangeBatch {
@@ -873,7 +896,12 @@ impl ExchangeService for ExchangeApi {
     ) -> Result<Response<pb::UploadStatus>, Status> {
         answer(async {
             let caller = self.auth.caller(&request).await?;
-            let upload = self.own_upload(&caller, &request.get_ref().upload_id).await?;
+            let mut upload = self.own_upload(&caller, &request.get_ref().upload_id).await?;
+            // All bytes arrived but the call that sent the last ones broke before it finished
+            // the upload: finish it now.
+            if upload.sequence.is_none() && upload.received == upload.size {
+                upload = self.finish_upload(upload).await?;
+            }
             Ok(Self::upload_status(&upload))
         })
         .await
@@ -1007,5 +1035,34 @@ impl ExchangeApi {
             self.feed.notify(&done.dataset, sequence);
         }
         Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(sequence: u64, bytes: usize) -> StoredChange {
+        StoredChange {
+            sequence,
+            op: ChangeOp::Upsert,
+            key: format!("[{sequence}]"),
+            record: Some("x".repeat(bytes)),
+            published_at: crate::clock::now(),
+        }
+    }
+
+    #[test]
+    fn pages_are_cut_to_fit_one_message() {
+        let mut small: Vec<_> = (1..=10).map(|s| change(s, 100)).collect();
+        assert!(!fit_message(&mut small));
+        assert_eq!(small.len(), 10);
+        let mut large: Vec<_> = (1..=10).map(|s| change(s, 900 * 1024)).collect();
+        assert!(fit_message(&mut large));
+        assert_eq!(large.len(), 2);
+        assert_eq!(large.last().map(|c| c.sequence), Some(2));
+        let mut huge = vec![change(1, 3 * 1024 * 1024), change(2, 10)];
+        assert!(fit_message(&mut huge));
+        assert_eq!(huge.len(), 1, "one record always goes, even a large one");
     }
 }
