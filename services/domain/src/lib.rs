@@ -13,9 +13,11 @@ pub mod fingerprint;
 pub mod identifiers;
 pub mod identity;
 pub mod lifecycle;
+pub mod masking;
 pub mod paging;
 pub mod policy;
 pub mod schema;
 pub mod text;
+pub mod workdays;
 
 pub use error::{Error, FieldViolation, Result};
