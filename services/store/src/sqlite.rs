@@ -953,6 +953,20 @@ impl SchemaStore for SqliteStore {
             )));
         }
 
+        let used_by: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM datasets WHERE schema_subject = ? AND schema_version = ? ORDER BY id LIMIT 1",
+        )
+        .bind(subject)
+        .bind(i64::from(version))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if let Some(dataset) = used_by {
+            return Err(Error::FailedPrecondition(format!(
+                "schema {subject} version {version} is the schema of dataset {dataset}; upgrade the dataset first"
+            )));
+        }
+
         let referrer = sqlx::query(
             "SELECT subject, version FROM schema_references WHERE ref_subject = ? AND ref_version = ? \
              ORDER BY subject, version LIMIT 1",

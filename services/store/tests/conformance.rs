@@ -136,6 +136,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    a_version_a_dataset_uses_is_not_deleted_for_good,
     departments_are_registered_listed_and_paged,
     a_department_code_is_registered_once,
     unknown_departments_are_not_found,
@@ -2872,4 +2873,17 @@ async fn postgres_publish_rate() {
     let _ = conn.close().await;
     report_rate("PostgreSQL", published, direct);
     backend.finish().await;
+}
+
+async fn a_version_a_dataset_uses_is_not_deleted_for_good(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    add_version(store, "legal-entity", r#"{"type": "object"}"#, 0).await;
+    let provider = register(store, 1).await;
+    let dataset = open_dataset(store, &provider, "企业登记信息", DatasetKind::Table).await;
+    soft_delete(store, "legal-entity", 1).await;
+    match store.delete_schema_permanently("legal-entity", 1).await {
+        Err(Error::FailedPrecondition(why)) => assert!(why.contains(&dataset.id), "{why}"),
+        other => panic!("expected FAILED_PRECONDITION naming the dataset, got {other:?}"),
+    }
+    assert_eq!(versions(store, "legal-entity", true).await, [1]);
 }
