@@ -55,6 +55,19 @@ pub struct ExchangeApi {
     skip_validation: bool,
 }
 
+/// A batch that has been authorised and validated.
+enum Prepared {
+    /// Refused whole (the default batch policy): answered without touching the store.
+    Refused(pb::PublishResponse),
+    /// To commit.
+    Batch {
+        dataset: String,
+        idempotency_key: String,
+        changes: Vec<NewChange>,
+        rejected: String,
+    },
+}
+
 /// A rejected record as kept with its batch, so that a replay answers exactly as the first time.
 #[derive(Serialize, Deserialize)]
 struct Rejection {
@@ -198,6 +211,13 @@ impl ExchangeApi {
 
     /// Validates and commits one batch, or replays the answer to an earlier commit of it.
     async fn publish(&self, caller: &Caller, request: pb::PublishRequest) -> Result<pb::PublishResponse> {
+        let prepared = self.prepare(caller, request).await?;
+        self.commit(prepared).await
+    }
+
+    /// Authorises and validates a batch: everything before the commit, which a stream of batches
+    /// overlaps with the previous batch's commit.
+    async fn prepare(&self, caller: &Caller, request: pb::PublishRequest) -> Result<Prepared> {
         let entry = self.entry(caller, &request.dataset).await?;
         rules::publish(caller, &entry)?;
         let dataset = self.dataset(&request.dataset).await?;
@@ -248,8 +268,16 @@ impl ExchangeApi {
                     self.limits.max_record_bytes
                 )));
             }
-            // Each record is parsed once; the stored text is the publisher's own bytes.
-            let value: Value = match serde_json::from_slice(&bytes) {
+            // Each record is checked as UTF-8 once and parsed once; the stored text is the
+            // publisher's own bytes.
+            let text = match String::from_utf8(bytes) {
+                Ok(text) => text,
+                Err(_) => {
+                    rejected.push(reject("parse", "not UTF-8 text".into()));
+                    continue;
+                }
+            };
+            let value: Value = match serde_json::from_str(&text) {
                 Ok(v) => v,
                 Err(e) => {
                     rejected.push(reject("parse", format!("not a JSON document: {e}")));
@@ -278,7 +306,7 @@ impl ExchangeApi {
                 }
             };
             let record = match op {
-                ChangeOp::Upsert => Some(String::from_utf8(bytes).map_err(|e| Error::Internal(e.to_string()))?),
+                ChangeOp::Upsert => Some(text),
                 ChangeOp::Delete => None,
             };
             changes.push(NewChange { op, key, record });
@@ -287,28 +315,47 @@ impl ExchangeApi {
         let reject_all = request.policy != pb::BatchPolicy::AcceptValid as i32;
         if reject_all && !rejected.is_empty() {
             // Nothing is stored: a retry re-validates to the same answer.
-            return Ok(pb::PublishResponse {
+            return Ok(Prepared::Refused(pb::PublishResponse {
                 idempotency_key: request.idempotency_key,
                 accepted: 0,
                 rejected: rejected.into_iter().map(rejection_api).collect(),
                 ..Default::default()
-            });
+            }));
         }
-        let rejected_text = serde_json::to_string(&rejected).map_err(|e| Error::Internal(e.to_string()))?;
+        let rejected = serde_json::to_string(&rejected).map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Prepared::Batch {
+            dataset: dataset.id,
+            idempotency_key: request.idempotency_key,
+            changes,
+            rejected,
+        })
+    }
+
+    /// Commits a prepared batch (or replays the answer to an earlier commit of it).
+    async fn commit(&self, prepared: Prepared) -> Result<pb::PublishResponse> {
+        let (dataset, idempotency_key, changes, rejected) = match prepared {
+            Prepared::Refused(answer) => return Ok(answer),
+            Prepared::Batch {
+                dataset,
+                idempotency_key,
+                changes,
+                rejected,
+            } => (dataset, idempotency_key, changes, rejected),
+        };
         let batch = NewBatch {
-            dataset: &dataset.id,
-            idempotency_key: &request.idempotency_key,
+            dataset: &dataset,
+            idempotency_key: &idempotency_key,
             changes: &changes,
-            rejected: &rejected_text,
+            rejected: &rejected,
             at: crate::clock::now(),
         };
         let result = self.store.publish_batch(&batch).await?;
         if result.last_sequence > 0 {
-            self.feed.notify(&dataset.id, result.last_sequence);
+            self.feed.notify(&dataset, result.last_sequence);
         }
         let rejected: Vec<Rejection> = serde_json::from_str(&result.rejected).unwrap_or_default();
         Ok(pb::PublishResponse {
-            idempotency_key: request.idempotency_key,
+            idempotency_key,
             accepted: result.accepted,
             rejected: rejected.into_iter().map(rejection_api).collect(),
             first_sequence: result.first_sequence,
@@ -624,13 +671,28 @@ impl ExchangeService for ExchangeApi {
         let caller = self.auth.caller(&request).await.map_err(to_status)?;
         let mut incoming = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        // Two stages: the next batch is validated while the previous one commits. Batches are
+        // committed in the order they came; each is acknowledged once committed.
+        let (prepared_tx, mut prepared_rx) = mpsc::channel::<Result<Prepared, Status>>(1);
         let api = self.clone_for_task();
         tokio::spawn(async move {
-            // Batches are committed in order; each is acknowledged once committed.
             while let Some(next) = incoming.next().await {
-                let reply = match next {
-                    Ok(batch) => api.publish(&caller, batch).await.map_err(to_status),
+                let prepared = match next {
+                    Ok(batch) => api.prepare(&caller, batch).await.map_err(to_status),
                     Err(status) => Err(size_limit_status(status)),
+                };
+                let failed = prepared.is_err();
+                if prepared_tx.send(prepared).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let api = self.clone_for_task();
+        tokio::spawn(async move {
+            while let Some(prepared) = prepared_rx.recv().await {
+                let reply = match prepared {
+                    Ok(prepared) => api.commit(prepared).await.map_err(to_status),
+                    Err(status) => Err(status),
                 };
                 let failed = reply.is_err();
                 if tx.send(reply).await.is_err() || failed {

@@ -106,13 +106,10 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     let (stopping_tx, stopping) = watch::channel(false);
     let feed = ChangeFeed::new();
     feed.start(store.clone(), stopping.clone());
-    let exchange = ExchangeServiceServer::new(ExchangeApi::new(
-        store.clone(),
-        registry.clone(),
-        feed,
-        config.limits.clone(),
-        stopping,
-    ))
+    let exchange = ExchangeServiceServer::new(
+        ExchangeApi::new(store.clone(), registry.clone(), feed, config.limits.clone(), stopping)
+            .skip_validation(config.benchmark.skip_validation),
+    )
     .max_decoding_message_size(max)
     .max_encoding_message_size(max.max(4 * 1024 * 1024));
     let schemas = SchemaServiceServer::new(SchemaApi::new(store.clone(), registry))
