@@ -119,9 +119,8 @@ pub fn verify(
     rows: impl IntoIterator<Item = ChainedEvent>,
 ) -> Result<u64, BrokenLink> {
     let mut previous = previous.to_string();
-    let mut expected = first_sequence;
     let mut verified = 0;
-    for row in rows {
+    for (expected, row) in (first_sequence..).zip(rows) {
         if row.event.sequence != expected {
             return Err(BrokenLink {
                 sequence: row.event.sequence,
@@ -136,7 +135,6 @@ pub fn verify(
             });
         }
         previous = row.hash;
-        expected += 1;
         verified += 1;
     }
     Ok(verified)
@@ -192,7 +190,7 @@ mod tests {
     fn a_changed_row_is_named() {
         let mut rows = chain(ChainHash::Sha256, 5);
         rows[2].event.detail = r#"{"records":5}"#.into();
-        let broken = verify(ChainHash::Sha256, GENESIS, 1, rows).unwrap_err();
+        let broken = verify(ChainHash::Sha256, GENESIS, 1, rows).expect_err("the chain is broken");
         assert_eq!(broken.sequence, 3);
         assert!(broken.reason.contains("changed"));
     }
@@ -201,10 +199,20 @@ mod tests {
     fn a_removed_or_reordered_row_is_named() {
         let mut rows = chain(ChainHash::Sha256, 5);
         rows.remove(1);
-        assert_eq!(verify(ChainHash::Sha256, GENESIS, 1, rows).unwrap_err().sequence, 3);
+        assert_eq!(
+            verify(ChainHash::Sha256, GENESIS, 1, rows)
+                .expect_err("the chain is broken")
+                .sequence,
+            3
+        );
         let mut rows = chain(ChainHash::Sha256, 5);
         rows.swap(3, 4);
-        assert_eq!(verify(ChainHash::Sha256, GENESIS, 1, rows).unwrap_err().sequence, 5);
+        assert_eq!(
+            verify(ChainHash::Sha256, GENESIS, 1, rows)
+                .expect_err("the chain is broken")
+                .sequence,
+            5
+        );
     }
 
     #[test]
@@ -213,7 +221,12 @@ mod tests {
         let mut rows = chain(ChainHash::Sha256, 4);
         rows[1].event.outcome = "PERMISSION_DENIED".into();
         rows[1].hash = link(ChainHash::Sha256, &rows[0].hash, &rows[1].event);
-        assert_eq!(verify(ChainHash::Sha256, GENESIS, 1, rows).unwrap_err().sequence, 3);
+        assert_eq!(
+            verify(ChainHash::Sha256, GENESIS, 1, rows)
+                .expect_err("the chain is broken")
+                .sequence,
+            3
+        );
     }
 
     #[test]

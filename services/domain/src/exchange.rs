@@ -168,11 +168,11 @@ pub enum Standing {
     NotShared,
 }
 
-pub fn standing(caller: &Caller, entry: &CatalogEntry) -> Standing {
-    if caller.department() == Some(entry.provider_code.as_str()) {
+pub fn standing(caller: &Caller, provider_code: &str, share_type: ShareType) -> Standing {
+    if caller.department() == Some(provider_code) {
         return Standing::Owner;
     }
-    match entry.content.share.share_type {
+    match share_type {
         ShareType::Unconditional => Standing::Open,
         ShareType::Conditional => Standing::Requestable,
         ShareType::NotShared => Standing::NotShared,
@@ -353,16 +353,16 @@ mod tests {
     fn standings() {
         let other = Caller::Department("11330100MB0002002B".into());
         assert_eq!(
-            standing(&other, &entry(ShareType::Unconditional, EntryState::Published)),
+            standing(&other, "11330100MB00010011", ShareType::Unconditional),
             Standing::Open
         );
         assert_eq!(
-            standing(&other, &entry(ShareType::Conditional, EntryState::Published)),
+            standing(&other, "11330100MB00010011", ShareType::Conditional),
             Standing::Requestable
         );
         let owner = Caller::Department("11330100MB00010011".into());
         assert_eq!(
-            standing(&owner, &entry(ShareType::NotShared, EntryState::Published)),
+            standing(&owner, "11330100MB00010011", ShareType::NotShared),
             Standing::Owner
         );
     }

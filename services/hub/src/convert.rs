@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 pub use prost_types::Timestamp;
 use xinqiao_domain::catalogue as d;
+use xinqiao_domain::compatibility::CompatibilityMode;
 use xinqiao_domain::department::{Department, DepartmentProfile};
+use xinqiao_domain::exchange::{DatasetKind, Standing};
 use xinqiao_domain::lifecycle::EntryState;
 use xinqiao_proto::v1 as pb;
 use xinqiao_store::EntryVersionRecord;
@@ -76,6 +78,17 @@ enum_map!(exchange_kind, exchange_kind_api, pb::ExchangeKind, d::ExchangeKind, {
 enum_map!(entry_state, entry_state_api, pb::EntryState, EntryState, {
     Draft <=> Draft, PendingReview <=> PendingReview, Published <=> Published, Returned <=> Returned,
     Withdrawn <=> Withdrawn,
+});
+
+enum_map!(compatibility_mode, compatibility_mode_api, pb::CompatibilityMode, CompatibilityMode, {
+    Backward <=> Backward, Forward <=> Forward, Full <=> Full, BackwardTransitive <=> BackwardTransitive,
+    ForwardTransitive <=> ForwardTransitive, FullTransitive <=> FullTransitive, None <=> None,
+});
+enum_map!(dataset_kind, dataset_kind_api, pb::DatasetKind, DatasetKind, {
+    Table <=> Table, File <=> File,
+});
+enum_map!(standing, standing_api, pb::Standing, Standing, {
+    Owner <=> Owner, Open <=> Open, Granted <=> Granted, Requestable <=> Requestable, NotShared <=> NotShared,
 });
 
 pub fn draft(c: pb::EntryContent) -> d::EntryDraft {
@@ -213,6 +226,13 @@ mod tests {
         for &s in EntryState::ALL {
             assert_eq!(entry_state(entry_state_api(s)), Some(s));
         }
+        for m in CompatibilityMode::ALL {
+            assert_eq!(compatibility_mode(compatibility_mode_api(m)), Some(m));
+        }
+        for k in [DatasetKind::Table, DatasetKind::File] {
+            assert_eq!(dataset_kind(dataset_kind_api(k)), Some(k));
+        }
+        assert_eq!(standing(standing_api(Standing::Granted)), Some(Standing::Granted));
         assert_eq!(share_type(0), None);
         assert_eq!(share_type(99), None);
     }

@@ -15,7 +15,7 @@ use xinqiao_store::{EntryChange, Store};
 use crate::auth::Authenticator;
 use crate::convert;
 use crate::paging::{decode, next_token};
-use crate::status::to_status;
+use crate::status::answer;
 
 const DEPARTMENTS: &str = "departments";
 const ENTRIES: &str = "entries";
@@ -33,12 +33,8 @@ impl DirectoryApi {
         }
     }
 
-    /// The current entry, if the caller may see it.
     async fn visible_entry(&self, caller: &Caller, resource_code: &str) -> Result<CatalogEntry> {
-        let not_found = || Error::NotFound(format!("catalogue entry {resource_code}"));
-        let entry = self.store.get_entry(resource_code).await?.ok_or_else(not_found)?;
-        policy::read_entry(caller, &entry)?;
-        Ok(entry)
+        visible_entry(self.store.as_ref(), caller, resource_code).await
     }
 
     /// Applies a lifecycle action to an entry: the caller must be allowed to, the entry must be in
@@ -73,6 +69,14 @@ impl DirectoryApi {
     }
 }
 
+/// The current entry, if the caller may see it; an entry it may not see is not found.
+pub(crate) async fn visible_entry(store: &dyn Store, caller: &Caller, resource_code: &str) -> Result<CatalogEntry> {
+    let not_found = || Error::NotFound(format!("catalogue entry {resource_code}"));
+    let entry = store.get_entry(resource_code).await?.ok_or_else(not_found)?;
+    policy::read_entry(caller, &entry)?;
+    Ok(entry)
+}
+
 fn check_version(entry: &CatalogEntry, expected: u64) -> Result<()> {
     if expected != 0 && expected != entry.version {
         return Err(Error::Aborted(format!(
@@ -85,11 +89,6 @@ fn check_version(entry: &CatalogEntry, expected: u64) -> Result<()> {
 
 fn check_reason(reason: &str, required: bool) -> Result<()> {
     text::check(reason, required, 2000, true).map_err(|e| Error::invalid("reason", e))
-}
-
-/// Runs a handler body and maps its error to a status in one place.
-async fn answer<T>(body: impl Future<Output = Result<T>>) -> Result<Response<T>, Status> {
-    body.await.map(Response::new).map_err(to_status)
 }
 
 #[tonic::async_trait]

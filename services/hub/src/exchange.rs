@@ -15,7 +15,7 @@ use xinqiao_domain::compatibility;
 use xinqiao_domain::exchange::{self as rules, ChangeOp, Dataset, DatasetKind, Standing};
 use xinqiao_domain::identity::Caller;
 use xinqiao_domain::schema::{SchemaRef, uncovered_items};
-use xinqiao_domain::{Error, Result, paging, policy, text};
+use xinqiao_domain::{Error, Result, paging, text};
 use xinqiao_proto::v1 as pb;
 use xinqiao_proto::v1::exchange_service_server::ExchangeService;
 use xinqiao_schema::FormatMode;
@@ -23,11 +23,11 @@ use xinqiao_store::{ConsumerCursor, DatasetFilter, NewBatch, NewChange, Store, S
 
 use crate::auth::Authenticator;
 use crate::config::Limits;
-use crate::convert::timestamp;
+use crate::convert::{self, timestamp};
 use crate::feed::ChangeFeed;
 use crate::paging::{decode, next_token};
 use crate::registry::Registry;
-use crate::status::to_status;
+use crate::status::{answer, to_status};
 
 const DATASETS: &str = "datasets";
 const DEFAULT_FETCH: u32 = 1000;
@@ -90,23 +90,6 @@ fn rejection_api(r: Rejection) -> pb::RejectedRecord {
     }
 }
 
-fn kind_api(kind: DatasetKind) -> i32 {
-    (match kind {
-        DatasetKind::Table => pb::DatasetKind::Table,
-        DatasetKind::File => pb::DatasetKind::File,
-    }) as i32
-}
-
-fn standing_api(standing: Standing) -> i32 {
-    (match standing {
-        Standing::Owner => pb::Standing::Owner,
-        Standing::Open => pb::Standing::Open,
-        Standing::Granted => pb::Standing::Granted,
-        Standing::Requestable => pb::Standing::Requestable,
-        Standing::NotShared => pb::Standing::NotShared,
-    }) as i32
-}
-
 fn change_api(c: StoredChange) -> pb::Change {
     pb::Change {
         sequence: c.sequence,
@@ -143,20 +126,16 @@ fn dataset_api(d: Dataset, name: String, provider_name: String, standing: Standi
         name,
         provider_code: d.provider_code,
         provider_name,
-        kind: kind_api(d.kind),
+        kind: convert::dataset_kind_api(d.kind),
         schema_subject: subject,
         schema_version: version,
         key: d.key,
         record_count: d.record_count,
         last_sequence: d.last_sequence,
         last_published_at: d.last_published_at.map(timestamp),
-        standing: standing_api(standing),
+        standing: convert::standing_api(standing),
         created_at: Some(timestamp(d.created_at)),
     }
-}
-
-async fn answer<T>(body: impl Future<Output = Result<T>>) -> Result<Response<T>, Status> {
-    body.await.map(Response::new).map_err(to_status)
 }
 
 impl ExchangeApi {
@@ -186,13 +165,12 @@ impl ExchangeApi {
 
     /// The entry behind a dataset name, if the caller may see it.
     async fn entry(&self, caller: &Caller, id: &str) -> Result<CatalogEntry> {
-        let entry = self
-            .store
-            .get_entry(id)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("dataset {id}")))?;
-        policy::read_entry(caller, &entry).map_err(|_| Error::NotFound(format!("dataset {id}")))?;
-        Ok(entry)
+        crate::directory::visible_entry(self.store.as_ref(), caller, id)
+            .await
+            .map_err(|e| match e {
+                Error::NotFound(_) => Error::NotFound(format!("dataset {id}")),
+                other => other,
+            })
     }
 
     async fn dataset(&self, id: &str) -> Result<Dataset> {
@@ -585,7 +563,7 @@ impl ExchangeService for ExchangeApi {
             let caller = self.auth.caller(&request).await?;
             let entry = self.entry(&caller, &request.get_ref().dataset).await?;
             let dataset = self.dataset(&entry.resource_code).await?;
-            let standing = rules::standing(&caller, &entry);
+            let standing = rules::standing(&caller, &entry.provider_code, entry.content.share.share_type);
             Ok(dataset_api(dataset, entry.content.name, entry.provider_name, standing))
         })
         .await
@@ -605,12 +583,7 @@ impl ExchangeService for ExchangeApi {
             let mut filter = DatasetFilter {
                 keyword: r.keyword.trim().to_string(),
                 provider_code: r.provider_code.clone(),
-                kind: match pb::DatasetKind::try_from(r.kind) {
-                    Ok(pb::DatasetKind::Unspecified) => None,
-                    Ok(pb::DatasetKind::Table) => Some(DatasetKind::Table),
-                    Ok(pb::DatasetKind::File) => Some(DatasetKind::File),
-                    Err(_) => return Err(Error::invalid("kind", format!("{} is not a known kind", r.kind))),
-                },
+                kind: convert::filter_enum("kind", r.kind, convert::dataset_kind)?,
                 published_or_provided_by: me.clone(),
                 ..DatasetFilter::default()
             };
@@ -634,15 +607,7 @@ impl ExchangeService for ExchangeApi {
             let datasets = page
                 .into_iter()
                 .map(|l| {
-                    let standing = if me.as_deref() == Some(l.dataset.provider_code.as_str()) {
-                        Standing::Owner
-                    } else {
-                        match l.share_type {
-                            ShareType::Unconditional => Standing::Open,
-                            ShareType::Conditional => Standing::Requestable,
-                            ShareType::NotShared => Standing::NotShared,
-                        }
-                    };
+                    let standing = rules::standing(&caller, &l.dataset.provider_code, l.share_type);
                     dataset_api(l.dataset, l.name, l.provider_name, standing)
                 })
                 .collect();

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use xinqiao_domain::compatibility::CompatibilityMode;
 use xinqiao_domain::schema::{RegisteredSchema, SchemaRef, draft_from_entry, uncovered_items};
 use xinqiao_domain::{Error, Result, paging, policy, schema as rules};
 use xinqiao_proto::v1 as pb;
@@ -12,10 +11,10 @@ use xinqiao_schema::FormatMode;
 use xinqiao_store::{EntrySchemaBinding, Store};
 
 use crate::auth::Authenticator;
-use crate::convert::timestamp;
+use crate::convert::{self, timestamp};
 use crate::paging::{decode, next_token};
 use crate::registry::Registry;
-use crate::status::to_status;
+use crate::status::answer;
 
 const SUBJECTS: &str = "subjects";
 
@@ -40,35 +39,6 @@ impl SchemaApi {
             registry,
         }
     }
-}
-
-fn mode_api(mode: CompatibilityMode) -> i32 {
-    use pb::CompatibilityMode as P;
-    (match mode {
-        CompatibilityMode::Backward => P::Backward,
-        CompatibilityMode::Forward => P::Forward,
-        CompatibilityMode::Full => P::Full,
-        CompatibilityMode::BackwardTransitive => P::BackwardTransitive,
-        CompatibilityMode::ForwardTransitive => P::ForwardTransitive,
-        CompatibilityMode::FullTransitive => P::FullTransitive,
-        CompatibilityMode::None => P::None,
-    }) as i32
-}
-
-/// `None` for unspecified; an unknown number is an error.
-fn mode_domain(value: i32) -> Result<Option<CompatibilityMode>> {
-    use pb::CompatibilityMode as P;
-    let mode = match P::try_from(value).map_err(|_| Error::invalid("mode", format!("{value} is not a known mode")))? {
-        P::Unspecified => return Ok(None),
-        P::Backward => CompatibilityMode::Backward,
-        P::Forward => CompatibilityMode::Forward,
-        P::Full => CompatibilityMode::Full,
-        P::BackwardTransitive => CompatibilityMode::BackwardTransitive,
-        P::ForwardTransitive => CompatibilityMode::ForwardTransitive,
-        P::FullTransitive => CompatibilityMode::FullTransitive,
-        P::None => CompatibilityMode::None,
-    };
-    Ok(Some(mode))
 }
 
 fn version(s: RegisteredSchema) -> pb::SchemaVersion {
@@ -109,23 +79,13 @@ fn violation(v: xinqiao_schema::Violation) -> pb::RecordViolation {
     }
 }
 
-async fn answer<T>(body: impl Future<Output = Result<T>>) -> Result<Response<T>, Status> {
-    body.await.map(Response::new).map_err(to_status)
-}
-
 impl SchemaApi {
     async fn visible_entry(
         &self,
         caller: &xinqiao_domain::identity::Caller,
         code: &str,
     ) -> Result<xinqiao_domain::catalogue::CatalogEntry> {
-        let entry = self
-            .store
-            .get_entry(code)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("catalogue entry {code}")))?;
-        policy::read_entry(caller, &entry)?;
-        Ok(entry)
+        crate::directory::visible_entry(self.store.as_ref(), caller, code).await
     }
 }
 
@@ -155,14 +115,14 @@ impl SchemaService for SchemaApi {
             self.auth.caller(&request).await?;
             let r = request.get_ref();
             let candidate = self.registry.candidate(&r.subject, &r.schema_json).await?;
-            let mode = match mode_domain(r.mode)? {
+            let mode = match convert::filter_enum("mode", r.mode, convert::compatibility_mode)? {
                 Some(mode) => mode,
                 None => self.registry.mode_of(&r.subject).await?.0,
             };
             let problems = self.registry.incompatibilities(&candidate, mode).await?;
             Ok(pb::CheckCompatibilityResponse {
                 compatible: problems.is_empty(),
-                mode: mode_api(mode),
+                mode: convert::compatibility_mode_api(mode),
                 incompatibilities: problems
                     .into_iter()
                     .map(|p| pb::Incompatibility {
@@ -208,7 +168,7 @@ impl SchemaService for SchemaApi {
                     owner: s.owner,
                     latest_version: s.latest_version.unwrap_or(0),
                     version_count: s.version_count,
-                    compatibility: mode_api(s.compatibility.unwrap_or(default)),
+                    compatibility: convert::compatibility_mode_api(s.compatibility.unwrap_or(default)),
                 })
                 .collect();
             Ok(pb::ListSubjectsResponse {
@@ -269,7 +229,7 @@ impl SchemaService for SchemaApi {
                 let mode = self.store.default_compatibility().await?;
                 return Ok(pb::CompatibilitySetting {
                     subject,
-                    mode: mode_api(mode),
+                    mode: convert::compatibility_mode_api(mode),
                     inherited: false,
                 });
             }
@@ -279,7 +239,7 @@ impl SchemaService for SchemaApi {
             let (mode, inherited) = self.registry.mode_of(&subject).await?;
             Ok(pb::CompatibilitySetting {
                 subject,
-                mode: mode_api(mode),
+                mode: convert::compatibility_mode_api(mode),
                 inherited,
             })
         })
@@ -293,14 +253,14 @@ impl SchemaService for SchemaApi {
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.get_ref();
-            let mode = mode_domain(r.mode)?;
+            let mode = convert::filter_enum("mode", r.mode, convert::compatibility_mode)?;
             if r.subject.is_empty() {
                 rules::change_default_compatibility(&caller)?;
                 let mode = mode.ok_or_else(|| Error::invalid("mode", "the registry default needs a mode"))?;
                 self.store.set_default_compatibility(mode).await?;
                 return Ok(pb::CompatibilitySetting {
                     subject: String::new(),
-                    mode: mode_api(mode),
+                    mode: convert::compatibility_mode_api(mode),
                     inherited: false,
                 });
             }
@@ -311,7 +271,7 @@ impl SchemaService for SchemaApi {
             let (mode, inherited) = self.registry.mode_of(&r.subject).await?;
             Ok(pb::CompatibilitySetting {
                 subject: r.subject.clone(),
-                mode: mode_api(mode),
+                mode: convert::compatibility_mode_api(mode),
                 inherited,
             })
         })

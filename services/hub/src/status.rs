@@ -46,6 +46,11 @@ pub fn to_status(error: Error) -> Status {
     }
 }
 
+/// Runs a handler body and maps its error to a status: the one exit of every unary handler.
+pub async fn answer<T>(body: impl Future<Output = xinqiao_domain::Result<T>>) -> Result<tonic::Response<T>, Status> {
+    body.await.map(tonic::Response::new).map_err(to_status)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
