@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "xinqiao/v1/directory.proto",
         "xinqiao/v1/schema.proto",
         "xinqiao/v1/exchange.proto",
+        "xinqiao/v1/access.proto",
+        "xinqiao/v1/audit.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());

@@ -52,8 +52,11 @@ pub struct AuditEvent {
     pub actor: String,
     /// For example `publish`, `fetch`, `register_department`, `denied`.
     pub action: String,
-    /// What the action was about: a dataset, entry, department or subject.
+    /// What the action was about: a dataset, entry, department, request, grant or subject.
     pub target: String,
+    /// The department whose data or resource the event concerns (empty when none): with the
+    /// actor, it decides which departments may read the event.
+    pub about: String,
     /// `ok`, or the status code of a refusal.
     pub outcome: String,
     pub request_id: String,
@@ -74,6 +77,7 @@ impl AuditEvent {
             &self.actor,
             &self.action,
             &self.target,
+            &self.about,
             &self.outcome,
             &self.request_id,
             &self.detail,
@@ -95,11 +99,13 @@ pub fn link(hash: ChainHash, previous: &str, event: &AuditEvent) -> String {
     hash.digest(&bytes)
 }
 
-/// A stored row: the event and the hash it was stored with.
+/// A stored row: the event, the hash it was stored with and the algorithm of that hash (a chain
+/// may switch algorithm when the configuration does; each link says which one it used).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainedEvent {
     pub event: AuditEvent,
     pub hash: String,
+    pub algorithm: ChainHash,
 }
 
 /// Where a chain stops being what was written.
@@ -113,7 +119,6 @@ pub struct BrokenLink {
 /// Verifies rows (in stored order) that follow `previous` and start at `first_sequence`: a
 /// checkpoint left by pruning, or the genesis. Names the first broken link.
 pub fn verify(
-    hash: ChainHash,
     previous: &str,
     first_sequence: u64,
     rows: impl IntoIterator<Item = ChainedEvent>,
@@ -127,7 +132,7 @@ pub fn verify(
                 reason: format!("expected event {expected} here: rows were removed or reordered"),
             });
         }
-        let computed = link(hash, &previous, &row.event);
+        let computed = link(row.algorithm, &previous, &row.event);
         if computed != row.hash {
             return Err(BrokenLink {
                 sequence: row.event.sequence,
@@ -151,6 +156,7 @@ mod tests {
             actor: "11330100MB00010011".into(),
             action: action.into(),
             target: "102001/000001".into(),
+            about: "11330100MB00010011".into(),
             outcome: "ok".into(),
             request_id: format!("req-{sequence}"),
             detail: r#"{"records":500}"#.into(),
@@ -164,7 +170,11 @@ mod tests {
                 let event = event(s, "publish");
                 let h = link(hash, &previous, &event);
                 previous = h.clone();
-                ChainedEvent { event, hash: h }
+                ChainedEvent {
+                    event,
+                    hash: h,
+                    algorithm: hash,
+                }
             })
             .collect()
     }
@@ -172,7 +182,7 @@ mod tests {
     #[test]
     fn an_intact_chain_verifies_with_either_hash() {
         for hash in [ChainHash::Sha256, ChainHash::Sm3] {
-            assert_eq!(verify(hash, GENESIS, 1, chain(hash, 5)), Ok(5));
+            assert_eq!(verify(GENESIS, 1, chain(hash, 5)), Ok(5));
         }
         assert_ne!(chain(ChainHash::Sha256, 1)[0].hash, chain(ChainHash::Sm3, 1)[0].hash);
     }
@@ -190,7 +200,7 @@ mod tests {
     fn a_changed_row_is_named() {
         let mut rows = chain(ChainHash::Sha256, 5);
         rows[2].event.detail = r#"{"records":5}"#.into();
-        let broken = verify(ChainHash::Sha256, GENESIS, 1, rows).expect_err("the chain is broken");
+        let broken = verify(GENESIS, 1, rows).expect_err("the chain is broken");
         assert_eq!(broken.sequence, 3);
         assert!(broken.reason.contains("changed"));
     }
@@ -200,7 +210,7 @@ mod tests {
         let mut rows = chain(ChainHash::Sha256, 5);
         rows.remove(1);
         assert_eq!(
-            verify(ChainHash::Sha256, GENESIS, 1, rows)
+            verify(GENESIS, 1, rows)
                 .expect_err("the chain is broken")
                 .sequence,
             3
@@ -208,7 +218,7 @@ mod tests {
         let mut rows = chain(ChainHash::Sha256, 5);
         rows.swap(3, 4);
         assert_eq!(
-            verify(ChainHash::Sha256, GENESIS, 1, rows)
+            verify(GENESIS, 1, rows)
                 .expect_err("the chain is broken")
                 .sequence,
             5
@@ -222,7 +232,7 @@ mod tests {
         rows[1].event.outcome = "PERMISSION_DENIED".into();
         rows[1].hash = link(ChainHash::Sha256, &rows[0].hash, &rows[1].event);
         assert_eq!(
-            verify(ChainHash::Sha256, GENESIS, 1, rows)
+            verify(GENESIS, 1, rows)
                 .expect_err("the chain is broken")
                 .sequence,
             3
@@ -233,8 +243,8 @@ mod tests {
     fn pruning_keeps_the_rest_verifiable_from_a_checkpoint() {
         let rows = chain(ChainHash::Sha256, 6);
         let checkpoint = rows[2].hash.clone();
-        assert_eq!(verify(ChainHash::Sha256, &checkpoint, 4, rows[3..].to_vec()), Ok(3));
-        assert!(verify(ChainHash::Sha256, GENESIS, 4, rows[3..].to_vec()).is_err());
+        assert_eq!(verify(&checkpoint, 4, rows[3..].to_vec()), Ok(3));
+        assert!(verify(GENESIS, 4, rows[3..].to_vec()).is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Everything here is a plain value or a pure function, tested beside its code. The hub and the
 //! store speak in these types; `tonic::Status` and SQL never appear here.
 
+pub mod access;
 pub mod audit;
 pub mod catalogue;
 pub mod compatibility;

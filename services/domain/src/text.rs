@@ -20,9 +20,23 @@ pub fn check(value: &str, required: bool, max_chars: usize, multiline: bool) -> 
     Ok(())
 }
 
+/// At most `max_chars` characters of `value`, with "…" when cut: for echoing caller input in
+/// messages without echoing all of it.
+pub fn shorten(value: &str, max_chars: usize) -> String {
+    let mut chars = value.chars();
+    let head: String = chars.by_ref().take(max_chars).collect();
+    if chars.next().is_some() { format!("{head}…") } else { head }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::check;
+    use super::{check, shorten};
+
+    #[test]
+    fn shortens_by_characters() {
+        assert_eq!(shorten("营业执照办理", 4), "营业执照…");
+        assert_eq!(shorten("abc", 4), "abc");
+    }
 
     #[test]
     fn counts_characters_not_bytes() {

@@ -23,6 +23,10 @@ pub struct Config {
     pub tls: TlsFiles,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub access: AccessRules,
+    #[serde(default)]
+    pub audit: AuditSettings,
     /// Switches for the benchmark program only: they cannot be set from a file or the command line.
     #[serde(skip)]
     pub benchmark: BenchmarkSwitches,
@@ -45,6 +49,77 @@ pub struct TlsFiles {
     pub ca: Option<PathBuf>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// A certificate revocation list (PEM or DER) from the platform CA. The hub re-reads it when
+    /// the file changes, without a restart, and refuses the certificates it lists.
+    pub crl: Option<PathBuf>,
+}
+
+/// The access workflow's rules that differ between provinces.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessRules {
+    /// A provider answers an access request within so many working days (国发〔2016〕51号: 10).
+    pub answer_within_workdays: u32,
+    /// Public holidays (YYYY-MM-DD), not counted as working days.
+    pub holidays: Vec<chrono::NaiveDate>,
+    /// Weekend days worked instead (调休), counted as working days.
+    pub extra_workdays: Vec<chrono::NaiveDate>,
+}
+
+impl Default for AccessRules {
+    fn default() -> Self {
+        Self {
+            answer_within_workdays: 10,
+            holidays: Vec::new(),
+            extra_workdays: Vec::new(),
+        }
+    }
+}
+
+impl AccessRules {
+    pub fn calendar(&self) -> xinqiao_domain::workdays::Calendar {
+        xinqiao_domain::workdays::Calendar {
+            holidays: self.holidays.iter().copied().collect(),
+            extra_workdays: self.extra_workdays.iter().copied().collect(),
+        }
+    }
+}
+
+/// The audit trail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// `sha256` (the default) or `sm3` (GB/T 32905, where 国密 algorithms are required).
+    pub hash: String,
+    /// Events older than this are pruned (a checkpoint keeps the rest verifiable). At least 180
+    /// (Cybersecurity Law art. 21: logs kept six months or more).
+    pub retention_days: u32,
+}
+
+/// The legal minimum retention of the audit trail, in days.
+pub const MIN_AUDIT_RETENTION_DAYS: u32 = 180;
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            hash: "sha256".into(),
+            retention_days: MIN_AUDIT_RETENTION_DAYS,
+        }
+    }
+}
+
+impl AuditSettings {
+    /// The chain hash, or why the settings are refused.
+    pub fn chain_hash(&self) -> Result<xinqiao_domain::audit::ChainHash, String> {
+        if self.retention_days < MIN_AUDIT_RETENTION_DAYS {
+            return Err(format!(
+                "audit.retention_days is {}; the law asks for at least {MIN_AUDIT_RETENTION_DAYS}",
+                self.retention_days
+            ));
+        }
+        xinqiao_domain::audit::ChainHash::parse(&self.hash)
+            .ok_or_else(|| format!("audit.hash is '{}'; use sha256 or sm3", self.hash))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,6 +240,30 @@ mod tests {
         let c = Config::load(&path).unwrap();
         assert_eq!(c.listen().to_string(), "0.0.0.0:7443");
         assert_eq!(c.database_url(), "sqlite:///var/lib/xinqiao/hub.db");
+    }
+
+    #[test]
+    fn access_and_audit_settings() {
+        let c: Config = toml::from_str(
+            r#"
+            [access]
+            answer_within_workdays = 5
+            holidays = ["2026-10-01", "2026-10-02"]
+            extra_workdays = ["2026-10-10"]
+            [audit]
+            hash = "sm3"
+            retention_days = 365
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.access.answer_within_workdays, 5);
+        assert_eq!(c.access.calendar().holidays.len(), 2);
+        assert_eq!(c.audit.chain_hash(), Ok(xinqiao_domain::audit::ChainHash::Sm3));
+        let short: Config = toml::from_str("[audit]\nretention_days = 30").unwrap();
+        assert!(short.audit.chain_hash().is_err());
+        let md5: Config = toml::from_str("[audit]\nhash = \"md5\"").unwrap();
+        assert!(md5.audit.chain_hash().is_err());
+        assert_eq!(Config::default().access.answer_within_workdays, 10);
     }
 
     #[test]

@@ -5,8 +5,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use xinqiao_domain::Result;
+use xinqiao_domain::access::{AccessGrant, AccessRequest, ErrorReport, ReportState, RequestState};
+use xinqiao_domain::audit::{AuditEvent, ChainHash, ChainedEvent};
 use xinqiao_domain::catalogue::{CatalogEntry, EntryContent, EntryFilter, ShareType};
 use xinqiao_domain::compatibility::CompatibilityMode;
 use xinqiao_domain::department::{Department, DepartmentProfile};
@@ -189,6 +191,8 @@ pub struct DatasetFilter {
     pub exclude_provider: Option<String>,
     /// Only datasets whose entry is published, or provided by this department.
     pub published_or_provided_by: Option<String>,
+    /// Only datasets on which this department holds a grant active at this moment.
+    pub granted_to: Option<(String, DateTime<Utc>)>,
 }
 
 /// One change as the publisher's batch stores it.
@@ -318,10 +322,111 @@ pub trait ExchangeStore: Send + Sync {
     async fn current_file(&self, dataset: &str, file_name: &str) -> Result<Option<Upload>>;
 }
 
-/// Everything the hub stores.
-pub trait Store: DepartmentStore + CatalogStore + SchemaStore + ExchangeStore {}
+/// Which access requests to list; each set field narrows the list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestFilter {
+    pub applicant: Option<String>,
+    pub provider: Option<String>,
+    /// Requests this department made or must answer.
+    pub party: Option<String>,
+    pub dataset: Option<String>,
+    pub state: Option<RequestState>,
+    /// Pending requests whose due day is before this day (overdue on it).
+    pub due_before: Option<NaiveDate>,
+}
 
-impl<T: DepartmentStore + CatalogStore + SchemaStore + ExchangeStore> Store for T {}
+/// Which grants to list; each set field narrows the list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrantFilter {
+    pub grantee: Option<String>,
+    pub provider: Option<String>,
+    /// Grants this department holds or gave.
+    pub party: Option<String>,
+    pub dataset: Option<String>,
+    /// Only grants not revoked and not expired at this moment.
+    pub active_at: Option<DateTime<Utc>>,
+}
+
+/// Which error reports to list; each set field narrows the list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReportFilter {
+    pub reporter: Option<String>,
+    pub provider: Option<String>,
+    /// Reports this department made or must resolve.
+    pub party: Option<String>,
+    pub dataset: Option<String>,
+    pub state: Option<ReportState>,
+}
+
+/// Access requests, grants and error reports. Ids are chosen by the hub (UUIDv7, so that ordering
+/// by id is ordering by time); lists are ordered by id, after `after`, at most `limit`.
+#[async_trait]
+pub trait AccessStore: Send + Sync {
+    async fn create_request(&self, request: &AccessRequest) -> Result<AccessRequest>;
+    async fn get_request(&self, id: &str) -> Result<Option<AccessRequest>>;
+    async fn list_requests(&self, filter: &RequestFilter, after: Option<&str>, limit: u32) -> Result<Vec<AccessRequest>>;
+    /// Stores the answer to a pending request (`request` carries its new state, answer time,
+    /// answerer, reason and grant id) and, for an approval, its grant, in one transaction.
+    /// FAILED_PRECONDITION if the request is no longer pending (a concurrent answer won).
+    async fn settle_request(&self, request: &AccessRequest, grant: Option<&AccessGrant>) -> Result<AccessRequest>;
+
+    async fn get_grant(&self, id: &str) -> Result<Option<AccessGrant>>;
+    async fn list_grants(&self, filter: &GrantFilter, after: Option<&str>, limit: u32) -> Result<Vec<AccessGrant>>;
+    /// Every grant a department holds on a dataset, in any state.
+    async fn grants_of(&self, dataset: &str, grantee: &str) -> Result<Vec<AccessGrant>>;
+    /// FAILED_PRECONDITION if already revoked; NOT_FOUND if unknown.
+    async fn revoke_grant(&self, id: &str, by: &str, reason: &str, at: DateTime<Utc>) -> Result<AccessGrant>;
+
+    async fn create_report(&self, report: &ErrorReport) -> Result<ErrorReport>;
+    async fn get_report(&self, id: &str) -> Result<Option<ErrorReport>>;
+    async fn list_reports(&self, filter: &ReportFilter, after: Option<&str>, limit: u32) -> Result<Vec<ErrorReport>>;
+    /// Stores the resolution of an open report (`report` carries state, time, resolver, resolution
+    /// and corrected sequence). FAILED_PRECONDITION if it is no longer open.
+    async fn resolve_report(&self, report: &ErrorReport) -> Result<ErrorReport>;
+}
+
+/// Which audit events to list; each set field narrows the list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub target: Option<String>,
+    pub action: Option<String>,
+    /// From this moment (inclusive) to that one (exclusive).
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// Events this department did or that concern it (`actor` or `about`).
+    pub involving: Option<String>,
+}
+
+/// Where the stored chain starts: after the last pruned event, or at the genesis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCheckpoint {
+    /// The last pruned event's sequence (0 before any pruning) and hash (`audit::GENESIS` then).
+    pub sequence: u64,
+    pub hash: String,
+    pub pruned_at: Option<DateTime<Utc>>,
+}
+
+/// The audit trail: an append-only hash chain.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends events (their `sequence` is ignored) in order after the chain's head, each linked
+    /// to the one before with `hash`, in one transaction; the chain never forks, also with
+    /// several hub nodes appending at once. Returns the last sequence given.
+    async fn append_audit(&self, events: &[AuditEvent], hash: ChainHash) -> Result<u64>;
+    /// Events matching the filter, ordered by sequence, numbered above `after`, at most `limit`.
+    async fn list_audit(&self, filter: &AuditFilter, after: u64, limit: u32) -> Result<Vec<ChainedEvent>>;
+    async fn audit_checkpoint(&self) -> Result<AuditCheckpoint>;
+    /// Removes the oldest events recorded before `before` (a prefix of the chain: it stops at the
+    /// first event at or after `before`) and records the last removed one as the checkpoint, so
+    /// that the rest still verifies. Returns how many were removed.
+    async fn prune_audit(&self, before: DateTime<Utc>, at: DateTime<Utc>) -> Result<u64>;
+}
+
+/// Everything the hub stores.
+pub trait Store: DepartmentStore + CatalogStore + SchemaStore + ExchangeStore + AccessStore + AuditStore {}
+
+impl<T: DepartmentStore + CatalogStore + SchemaStore + ExchangeStore + AccessStore + AuditStore> Store for T {}
 
 /// Opens the store a database URL names, creating it and running its migrations:
 /// `sqlite://PATH` (the file is created on first start) or `postgres://…`.

@@ -1,0 +1,1046 @@
+//! Access under the sharing rules (国发〔2016〕51号): who may read a dataset's records and in what
+//! shape, access requests (共享申请) and their answers, grants (授权), and error reports (纠错).
+
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use serde_json::{Map, Value};
+
+use crate::catalogue::{CatalogEntry, ShareType};
+use crate::exchange::DatasetKind;
+use crate::identity::Caller;
+use crate::lifecycle::EntryState;
+use crate::masking::MaskRule;
+use crate::text;
+use crate::{Error, Result};
+
+/// Dates of requests and deadlines are China Standard Time days (UTC+8; China has one zone).
+pub fn china_day(at: DateTime<Utc>) -> NaiveDate {
+    let cst = FixedOffset::east_opt(8 * 3600).unwrap_or_else(|| FixedOffset::east_opt(0).expect("UTC"));
+    at.with_timezone(&cst).date_naive()
+}
+
+/// The first instant after the China Standard Time day `day`.
+pub fn end_of_china_day(day: NaiveDate) -> DateTime<Utc> {
+    let next = day.succ_opt().unwrap_or(day);
+    let midnight = next.and_hms_opt(0, 0, 0).unwrap_or_default();
+    DateTime::from_naive_utc_and_offset(midnight - chrono::Duration::hours(8), Utc)
+}
+
+/// 审批状态 of an access request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestState {
+    Pending,
+    Approved,
+    Rejected,
+    Withdrawn,
+}
+
+impl RequestState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Pending => "pending",
+            RequestState::Approved => "approved",
+            RequestState::Rejected => "rejected",
+            RequestState::Withdrawn => "withdrawn",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pending" => Some(RequestState::Pending),
+            "approved" => Some(RequestState::Approved),
+            "rejected" => Some(RequestState::Rejected),
+            "withdrawn" => Some(RequestState::Withdrawn),
+            _ => None,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RequestState::Pending => "待审批",
+            RequestState::Approved => "已同意",
+            RequestState::Rejected => "已拒绝",
+            RequestState::Withdrawn => "已撤回",
+        }
+    }
+}
+
+/// What a using department (使用方) asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessApplication {
+    pub dataset: String,
+    /// 用途.
+    pub purpose: String,
+    /// 使用范围.
+    pub scope: String,
+    /// Top-level fields of the records (table datasets); empty for file datasets.
+    pub fields: Vec<String>,
+    /// The requested period of use, inclusive, in China Standard Time days.
+    pub period_from: NaiveDate,
+    pub period_until: NaiveDate,
+    /// 应用系统: the business system that will use the data.
+    pub business_system: String,
+}
+
+/// An access request (共享申请) and its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRequest {
+    pub id: String,
+    pub application: AccessApplication,
+    pub provider_code: String,
+    pub applicant_code: String,
+    pub state: RequestState,
+    pub submitted_at: DateTime<Utc>,
+    /// The last day to answer.
+    pub due_on: NaiveDate,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub answered_by: String,
+    /// The reason of a rejection, or the provider's note on an approval.
+    pub reason: String,
+    pub grant_id: Option<String>,
+}
+
+impl AccessRequest {
+    /// Pending past its due day.
+    pub fn is_overdue(&self, now: DateTime<Utc>) -> bool {
+        self.state == RequestState::Pending && china_day(now) > self.due_on
+    }
+
+    /// Answered (or still pending) within its deadline.
+    pub fn answered_in_time(&self) -> Option<bool> {
+        self.answered_at.map(|at| china_day(at) <= self.due_on)
+    }
+}
+
+/// A grant's state at a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GrantState {
+    Active,
+    Expired,
+    Revoked,
+}
+
+/// A grant (授权): what an approval allows one department, bound to the purpose it declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessGrant {
+    pub id: String,
+    pub request_id: String,
+    pub dataset: String,
+    pub provider_code: String,
+    pub grantee_code: String,
+    pub purpose: String,
+    pub business_system: String,
+    /// Only these fields are sent (table datasets; empty for file datasets, which are sent whole).
+    pub fields: Vec<String>,
+    pub masks: Vec<(String, MaskRule)>,
+    pub granted_at: DateTime<Utc>,
+    pub granted_by: String,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_by: String,
+    pub revoke_reason: String,
+}
+
+impl AccessGrant {
+    pub fn state(&self, now: DateTime<Utc>) -> GrantState {
+        if self.revoked_at.is_some() {
+            GrantState::Revoked
+        } else if now >= self.expires_at {
+            GrantState::Expired
+        } else {
+            GrantState::Active
+        }
+    }
+
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.state(now) == GrantState::Active
+    }
+}
+
+/// The provider's answer when it approves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Approval {
+    /// A subset of the requested fields; empty means as requested.
+    pub fields: Vec<String>,
+    pub masks: Vec<(String, MaskRule)>,
+    /// Unset: the end of the requested period.
+    pub expires_at: Option<DateTime<Utc>>,
+    pub note: String,
+}
+
+/// What a dataset's records look like, as far as an application needs to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordShape {
+    pub kind: DatasetKind,
+    /// Top-level properties of the schema (table datasets).
+    pub properties: Vec<String>,
+    pub key: Vec<String>,
+}
+
+/// Required free text; reasons and descriptions may span lines.
+fn required_text(field: &str, value: &str, max_chars: usize) -> Result<()> {
+    text::check(value, true, max_chars, true).map_err(|e| Error::invalid(field, e))
+}
+
+fn check_fields(field: &str, fields: &[String], shape: &RecordShape) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, name) in fields.iter().enumerate() {
+        if !shape.properties.contains(name) {
+            return Err(Error::invalid(
+                format!("{field}[{i}]"),
+                format!("'{}' is not a field of the dataset's records", text::shorten(name, 64)),
+            ));
+        }
+        if !seen.insert(name) {
+            return Err(Error::invalid(format!("{field}[{i}]"), format!("'{name}' appears twice")));
+        }
+    }
+    Ok(())
+}
+
+/// Who may apply, for what: a department other than the provider, for a published dataset shared
+/// on condition (有条件共享), with a purpose, scope, business system, fields of its records and a
+/// period that has not ended.
+pub fn apply(caller: &Caller, entry: &CatalogEntry, shape: &RecordShape, application: &AccessApplication, today: NaiveDate) -> Result<String> {
+    let applicant = caller
+        .department()
+        .ok_or_else(|| Error::PermissionDenied("access is requested by a using department, not the admin".into()))?;
+    if applicant == entry.provider_code {
+        return Err(Error::FailedPrecondition(format!(
+            "{} is your own dataset: you need no access request",
+            entry.resource_code
+        )));
+    }
+    if entry.state != EntryState::Published {
+        return Err(Error::FailedPrecondition(format!(
+            "{} is {}; access is requested only for a published entry",
+            entry.resource_code,
+            entry.state.label()
+        )));
+    }
+    match entry.content.share.share_type {
+        ShareType::Conditional => {}
+        ShareType::Unconditional => {
+            return Err(Error::FailedPrecondition(format!(
+                "{} is shared unconditionally (无条件共享): read it directly, declaring your purpose",
+                entry.resource_code
+            )));
+        }
+        ShareType::NotShared => {
+            return Err(Error::PermissionDenied(format!(
+                "{} is not shared (不予共享)",
+                entry.resource_code
+            )));
+        }
+    }
+    required_text("purpose", &application.purpose, 500)?;
+    required_text("scope", &application.scope, 500)?;
+    required_text("business_system", &application.business_system, 200)?;
+    match shape.kind {
+        DatasetKind::Table => {
+            if application.fields.is_empty() {
+                return Err(Error::invalid("fields", "name the fields you need"));
+            }
+            check_fields("fields", &application.fields, shape)?;
+        }
+        DatasetKind::File => {
+            if !application.fields.is_empty() {
+                return Err(Error::invalid(
+                    "fields",
+                    "a file dataset is granted whole: request no fields",
+                ));
+            }
+        }
+    }
+    if application.period_until < application.period_from {
+        return Err(Error::invalid("period_until", "is before period_from"));
+    }
+    if application.period_until < today {
+        return Err(Error::invalid("period_until", "the requested period has already ended"));
+    }
+    Ok(applicant.to_string())
+}
+
+/// Who may see a request: both parties and the admin. Others are told it does not exist.
+pub fn read_request(caller: &Caller, request: &AccessRequest) -> Result<()> {
+    let party = caller
+        .department()
+        .is_some_and(|d| d == request.applicant_code || d == request.provider_code);
+    if party || caller.is_admin() {
+        Ok(())
+    } else {
+        Err(Error::NotFound(format!("access request {}", request.id)))
+    }
+}
+
+fn pending(request: &AccessRequest) -> Result<()> {
+    if request.state == RequestState::Pending {
+        Ok(())
+    } else {
+        Err(Error::FailedPrecondition(format!(
+            "access request {} is {} ({}); only a pending request can be answered or withdrawn",
+            request.id,
+            request.state.as_str(),
+            request.state.label()
+        )))
+    }
+}
+
+/// Only the provider answers, and only a pending request.
+pub fn answer(caller: &Caller, request: &AccessRequest) -> Result<()> {
+    read_request(caller, request)?;
+    if caller.department() != Some(request.provider_code.as_str()) {
+        return Err(Error::PermissionDenied(
+            "only the providing department answers an access request".into(),
+        ));
+    }
+    pending(request)
+}
+
+/// A refusal must give its reason (国发〔2016〕51号).
+pub fn reject(caller: &Caller, request: &AccessRequest, reason: &str) -> Result<()> {
+    answer(caller, request)?;
+    required_text("reason", reason, 1000)
+}
+
+/// Only the applicant withdraws, and only while pending.
+pub fn withdraw(caller: &Caller, request: &AccessRequest) -> Result<()> {
+    read_request(caller, request)?;
+    if caller.department() != Some(request.applicant_code.as_str()) {
+        return Err(Error::PermissionDenied("only the applicant withdraws its request".into()));
+    }
+    pending(request)
+}
+
+/// Checks an approval against the request and the records' shape, and returns the grant's fields,
+/// masks and expiry. Granted fields are a subset of the requested ones and keep the key properties;
+/// masks name granted fields; the expiry lies in the future and within the requested period.
+pub fn approve(
+    caller: &Caller,
+    request: &AccessRequest,
+    shape: &RecordShape,
+    approval: &Approval,
+    now: DateTime<Utc>,
+) -> Result<(Vec<String>, Vec<(String, MaskRule)>, DateTime<Utc>)> {
+    answer(caller, request)?;
+    text::check(&approval.note, false, 1000, true).map_err(|e| Error::invalid("note", e))?;
+    let fields = if approval.fields.is_empty() {
+        request.application.fields.clone()
+    } else {
+        approval.fields.clone()
+    };
+    if shape.kind == DatasetKind::File && (!fields.is_empty() || !approval.masks.is_empty()) {
+        return Err(Error::invalid(
+            "fields",
+            "a file dataset is granted whole: files are sent as they are, without fields or masking",
+        ));
+    }
+    check_fields("fields", &fields, shape)?;
+    for (i, name) in fields.iter().enumerate() {
+        if !request.application.fields.contains(name) {
+            return Err(Error::invalid(
+                format!("fields[{i}]"),
+                format!("'{name}' was not requested; an approval may only narrow the fields"),
+            ));
+        }
+    }
+    for key in &shape.key {
+        if shape.kind == DatasetKind::Table && !fields.contains(key) {
+            return Err(Error::invalid(
+                "fields",
+                format!("key property '{key}' identifies each record: grant it (mask it if it is sensitive)"),
+            ));
+        }
+    }
+    let mut masked = std::collections::HashSet::new();
+    for (i, (field, _)) in approval.masks.iter().enumerate() {
+        if !fields.contains(field) {
+            return Err(Error::invalid(
+                format!("masks[{i}]"),
+                format!("'{}' is not a granted field", text::shorten(field, 64)),
+            ));
+        }
+        if !masked.insert(field) {
+            return Err(Error::invalid(format!("masks[{i}]"), format!("'{field}' is masked twice")));
+        }
+    }
+    let period_end = end_of_china_day(request.application.period_until);
+    let expires_at = approval.expires_at.unwrap_or(period_end);
+    if expires_at <= now {
+        return Err(Error::invalid("expires_at", "is not in the future"));
+    }
+    if expires_at > period_end {
+        return Err(Error::invalid(
+            "expires_at",
+            format!(
+                "is after the requested period, which ends {}",
+                request.application.period_until
+            ),
+        ));
+    }
+    Ok((fields, approval.masks.clone(), expires_at))
+}
+
+/// Who may see a grant: its grantee, its provider and the admin.
+pub fn read_grant(caller: &Caller, grant: &AccessGrant) -> Result<()> {
+    let party = caller
+        .department()
+        .is_some_and(|d| d == grant.grantee_code || d == grant.provider_code);
+    if party || caller.is_admin() {
+        Ok(())
+    } else {
+        Err(Error::NotFound(format!("grant {}", grant.id)))
+    }
+}
+
+/// The provider or the admin revokes, with a reason, a grant not yet revoked.
+pub fn revoke(caller: &Caller, grant: &AccessGrant, reason: &str) -> Result<()> {
+    read_grant(caller, grant)?;
+    if !(caller.is_admin() || caller.department() == Some(grant.provider_code.as_str())) {
+        return Err(Error::PermissionDenied(
+            "only the providing department or the admin revokes a grant".into(),
+        ));
+    }
+    if grant.revoked_at.is_some() {
+        return Err(Error::FailedPrecondition(format!("grant {} is already revoked", grant.id)));
+    }
+    required_text("reason", reason, 1000)
+}
+
+/// Why a read is allowed: the basis recorded with it in the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadBasis {
+    /// The provider reads its own dataset.
+    Owner,
+    /// 无条件共享, for the declared purpose.
+    Open { purpose: String },
+    /// 有条件共享, under a grant: projected and masked.
+    Granted(Box<AccessGrant>),
+}
+
+impl ReadBasis {
+    /// The grant the read depends on, if any.
+    pub fn grant(&self) -> Option<&AccessGrant> {
+        match self {
+            ReadBasis::Granted(g) => Some(g),
+            _ => None,
+        }
+    }
+
+    pub fn purpose(&self) -> &str {
+        match self {
+            ReadBasis::Owner => "",
+            ReadBasis::Open { purpose } => purpose,
+            ReadBasis::Granted(g) => &g.purpose,
+        }
+    }
+
+    /// How records leave the hub under this basis: whole, or projected and masked.
+    pub fn view(&self, key: &[String]) -> Option<RecordView> {
+        self.grant().filter(|g| !g.fields.is_empty()).map(|g| RecordView {
+            fields: g.fields.clone(),
+            masks: g.masks.clone(),
+            key: key.to_vec(),
+        })
+    }
+}
+
+/// Who may read a dataset's records, and on what basis (the rule of every read path: fetch,
+/// snapshot, subscribe, download, consumer cursors).
+///
+/// - The provider always.
+/// - Not the admin: it manages the exchange and reads the audit trail, not the records
+///   (separation of duties).
+/// - Others only while the entry is published: 无条件共享 after declaring a purpose; 有条件共享 with
+///   an active grant (`grant_id` names one when the caller holds several); 不予共享 never.
+///
+/// `grants` are the caller's grants on this dataset, in any state.
+pub fn read(
+    caller: &Caller,
+    entry: &CatalogEntry,
+    grants: &[AccessGrant],
+    grant_id: &str,
+    purpose: &str,
+    now: DateTime<Utc>,
+) -> Result<ReadBasis> {
+    let department = match caller {
+        Caller::Admin(_) => {
+            return Err(Error::PermissionDenied(
+                "the platform admin manages the exchange but does not read its records".into(),
+            ));
+        }
+        Caller::Department(code) => code,
+    };
+    if *department == entry.provider_code {
+        return Ok(ReadBasis::Owner);
+    }
+    if entry.state != EntryState::Published {
+        return Err(Error::PermissionDenied(format!(
+            "{} is {}; only its provider reads it",
+            entry.resource_code,
+            entry.state.label()
+        )));
+    }
+    match entry.content.share.share_type {
+        ShareType::Unconditional => {
+            text::check(purpose, false, 500, false).map_err(|e| Error::invalid("purpose", e))?;
+            if purpose.trim().is_empty() {
+                return Err(Error::invalid(
+                    "purpose",
+                    "declare why you read this dataset (用途); it is recorded in the audit trail",
+                ));
+            }
+            Ok(ReadBasis::Open {
+                purpose: purpose.trim().to_string(),
+            })
+        }
+        ShareType::NotShared => Err(Error::PermissionDenied(format!(
+            "{} is not shared (不予共享)",
+            entry.resource_code
+        ))),
+        ShareType::Conditional => {
+            let mine = grants
+                .iter()
+                .filter(|g| g.grantee_code == *department && g.dataset == entry.resource_code);
+            if !grant_id.is_empty() {
+                let grant = mine.clone().find(|g| g.id == grant_id).ok_or_else(|| {
+                    Error::PermissionDenied(format!(
+                        "grant {} is not yours for {}",
+                        text::shorten(grant_id, 64),
+                        entry.resource_code
+                    ))
+                })?;
+                return match grant.state(now) {
+                    GrantState::Active => Ok(ReadBasis::Granted(Box::new(grant.clone()))),
+                    GrantState::Expired => Err(Error::PermissionDenied(format!(
+                        "grant {} expired at {}",
+                        grant.id,
+                        grant.expires_at.to_rfc3339()
+                    ))),
+                    GrantState::Revoked => Err(Error::PermissionDenied(format!(
+                        "grant {} was revoked: {}",
+                        grant.id, grant.revoke_reason
+                    ))),
+                };
+            }
+            let active: Vec<&AccessGrant> = mine.filter(|g| g.is_active(now)).collect();
+            match active.as_slice() {
+                [] => Err(Error::PermissionDenied(format!(
+                    "{} is shared on condition (有条件共享) and you hold no active grant: apply for access first",
+                    entry.resource_code
+                ))),
+                [one] => Ok(ReadBasis::Granted(Box::new((*one).clone()))),
+                _ => Err(Error::invalid(
+                    "grant_id",
+                    format!("you hold {} active grants for {}: name one", active.len(), entry.resource_code),
+                )),
+            }
+        }
+    }
+}
+
+/// Projection and masking of records under a grant: fields not granted are never sent; masked
+/// fields are sent masked, in the record and in its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordView {
+    pub fields: Vec<String>,
+    pub masks: Vec<(String, MaskRule)>,
+    /// The dataset's key properties, in key order.
+    pub key: Vec<String>,
+}
+
+impl RecordView {
+    /// The record as the grantee receives it. A record that is not a JSON object (which the
+    /// schema never lets in) is withheld whole rather than sent unshaped.
+    pub fn record(&self, record: &str) -> String {
+        let Ok(Value::Object(mut all)) = serde_json::from_str::<Value>(record) else {
+            return "{}".into();
+        };
+        let mut kept = Map::new();
+        for field in &self.fields {
+            if let Some((name, value)) = all.remove_entry(field) {
+                kept.insert(name, value);
+            }
+        }
+        let mut shaped = Value::Object(kept);
+        crate::masking::mask_record(&mut shaped, &self.masks);
+        shaped.to_string()
+    }
+
+    /// The key (a JSON array in key order) with masked key properties masked.
+    pub fn key(&self, key: &str) -> String {
+        let masked: Vec<(usize, MaskRule)> = self
+            .key
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| self.masks.iter().find(|(f, _)| f == k).map(|(_, r)| (i, *r)))
+            .collect();
+        if masked.is_empty() {
+            return key.to_string();
+        }
+        let Ok(Value::Array(mut values)) = serde_json::from_str::<Value>(key) else {
+            return "[]".into();
+        };
+        for (i, rule) in masked {
+            if let Some(v) = values.get_mut(i) {
+                let text = match &*v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                *v = Value::String(rule.apply(&text));
+            }
+        }
+        Value::Array(values).to_string()
+    }
+}
+
+/// 纠错 state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReportState {
+    Open,
+    Corrected,
+    Rejected,
+}
+
+impl ReportState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportState::Open => "open",
+            ReportState::Corrected => "corrected",
+            ReportState::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "open" => Some(ReportState::Open),
+            "corrected" => Some(ReportState::Corrected),
+            "rejected" => Some(ReportState::Rejected),
+            _ => None,
+        }
+    }
+}
+
+/// An error report (纠错): a using department flags a record it believes wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReport {
+    pub id: String,
+    pub dataset: String,
+    pub provider_code: String,
+    pub reporter_code: String,
+    /// 0 when the record is named by key only.
+    pub sequence: u64,
+    /// The key as a JSON array; empty when named by sequence only.
+    pub key: String,
+    pub description: String,
+    pub state: ReportState,
+    pub reported_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub resolved_by: String,
+    pub resolution: String,
+    pub corrected_sequence: u64,
+}
+
+/// A department that may read a dataset (other than its provider) reports a record in it, named by
+/// a sequence number it has seen or a key, with a description.
+pub fn report(caller: &Caller, basis: &ReadBasis, sequence: u64, key: &str, last_sequence: u64, description: &str) -> Result<()> {
+    if matches!(basis, ReadBasis::Owner) || caller.is_admin() {
+        return Err(Error::FailedPrecondition(
+            "error reports come from using departments; correct your own data by publishing".into(),
+        ));
+    }
+    if sequence == 0 && key.is_empty() {
+        return Err(Error::invalid("sequence", "name the record by its sequence number or its key"));
+    }
+    if sequence > last_sequence {
+        return Err(Error::invalid(
+            "sequence",
+            format!("is {sequence}, beyond the dataset's last sequence {last_sequence}"),
+        ));
+    }
+    if !key.is_empty() {
+        let ok = key.len() <= crate::exchange::MAX_KEY_BYTES
+            && matches!(serde_json::from_str::<Value>(key), Ok(Value::Array(_)));
+        if !ok {
+            return Err(Error::invalid("key", "must be the record's key: a JSON array, at most 1024 bytes"));
+        }
+    }
+    required_text("description", description, 2000)
+}
+
+/// Who may see a report: its reporter, the provider and the admin.
+pub fn read_report(caller: &Caller, report: &ErrorReport) -> Result<()> {
+    let party = caller
+        .department()
+        .is_some_and(|d| d == report.reporter_code || d == report.provider_code);
+    if party || caller.is_admin() {
+        Ok(())
+    } else {
+        Err(Error::NotFound(format!("error report {}", report.id)))
+    }
+}
+
+/// The provider resolves an open report: corrected (naming the correcting change if it likes, which
+/// must exist) or rejected with a reason.
+pub fn resolve(
+    caller: &Caller,
+    report: &ErrorReport,
+    resolution: ReportState,
+    reason: &str,
+    corrected_sequence: u64,
+    last_sequence: u64,
+) -> Result<()> {
+    read_report(caller, report)?;
+    if caller.department() != Some(report.provider_code.as_str()) {
+        return Err(Error::PermissionDenied(
+            "only the providing department resolves an error report".into(),
+        ));
+    }
+    if report.state != ReportState::Open {
+        return Err(Error::FailedPrecondition(format!(
+            "error report {} is already {}",
+            report.id,
+            report.state.as_str()
+        )));
+    }
+    match resolution {
+        ReportState::Open => Err(Error::invalid("resolution", "must be CORRECTED or REJECTED")),
+        ReportState::Rejected => {
+            if corrected_sequence != 0 {
+                return Err(Error::invalid("corrected_sequence", "a rejected report names no correction"));
+            }
+            required_text("reason", reason, 1000)
+        }
+        ReportState::Corrected => {
+            text::check(reason, false, 1000, true).map_err(|e| Error::invalid("reason", e))?;
+            if corrected_sequence > last_sequence {
+                return Err(Error::invalid(
+                    "corrected_sequence",
+                    format!("is {corrected_sequence}, beyond the dataset's last sequence {last_sequence}"),
+                ));
+            }
+            if corrected_sequence != 0 && corrected_sequence <= report.sequence {
+                return Err(Error::invalid(
+                    "corrected_sequence",
+                    "must be a change published after the reported one",
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalogue::tests::draft;
+
+    const PROVIDER: &str = "11330100MB00010011";
+    const USER: &str = "11330100MB0002002B";
+
+    fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, day).expect("a date")
+    }
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).expect("a time").with_timezone(&Utc)
+    }
+
+    fn entry(share: ShareType, state: EntryState) -> CatalogEntry {
+        let mut content = draft().validate().expect("a valid draft");
+        content.share.share_type = share;
+        CatalogEntry {
+            resource_code: "102/000001".into(),
+            provider_code: PROVIDER.into(),
+            provider_name: "局".into(),
+            content,
+            state,
+            version: 3,
+            state_reason: String::new(),
+            published_at: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    fn shape() -> RecordShape {
+        RecordShape {
+            kind: DatasetKind::Table,
+            properties: vec!["id".into(), "name".into(), "mobile".into(), "income".into()],
+            key: vec!["id".into()],
+        }
+    }
+
+    fn application() -> AccessApplication {
+        AccessApplication {
+            dataset: "102/000001".into(),
+            purpose: "低保资格核验".into(),
+            scope: "市民政局低保科".into(),
+            fields: vec!["id".into(), "name".into(), "mobile".into()],
+            period_from: d(2026, 12, 1),
+            period_until: d(2027, 11, 30),
+            business_system: "低保审批系统".into(),
+        }
+    }
+
+    fn request(state: RequestState) -> AccessRequest {
+        AccessRequest {
+            id: "r1".into(),
+            application: application(),
+            provider_code: PROVIDER.into(),
+            applicant_code: USER.into(),
+            state,
+            submitted_at: at("2026-11-27T02:00:00Z"),
+            due_on: d(2026, 12, 11),
+            answered_at: None,
+            answered_by: String::new(),
+            reason: String::new(),
+            grant_id: None,
+        }
+    }
+
+    fn grant(id: &str, expires: &str, revoked: bool) -> AccessGrant {
+        AccessGrant {
+            id: id.into(),
+            request_id: "r1".into(),
+            dataset: "102/000001".into(),
+            provider_code: PROVIDER.into(),
+            grantee_code: USER.into(),
+            purpose: "低保资格核验".into(),
+            business_system: "低保审批系统".into(),
+            fields: vec!["id".into(), "name".into()],
+            masks: vec![("id".into(), MaskRule::ResidentId), ("name".into(), MaskRule::PersonalName)],
+            granted_at: at("2026-11-28T00:00:00Z"),
+            granted_by: PROVIDER.into(),
+            expires_at: at(expires),
+            revoked_at: revoked.then(|| at("2026-11-29T00:00:00Z")),
+            revoked_by: String::new(),
+            revoke_reason: if revoked { "用途已结束".into() } else { String::new() },
+        }
+    }
+
+    #[test]
+    fn china_days_start_at_utc_minus_eight_hours() {
+        assert_eq!(china_day(at("2026-11-27T15:59:59Z")), d(2026, 11, 27));
+        assert_eq!(china_day(at("2026-11-27T16:00:00Z")), d(2026, 11, 28));
+        assert_eq!(end_of_china_day(d(2026, 11, 28)), at("2026-11-28T16:00:00Z"));
+    }
+
+    #[test]
+    fn only_others_apply_and_only_for_conditional_published_datasets() {
+        let user = Caller::Department(USER.into());
+        let owner = Caller::Department(PROVIDER.into());
+        let admin = Caller::Admin("ops".into());
+        let today = d(2026, 11, 28);
+        let conditional = entry(ShareType::Conditional, EntryState::Published);
+        assert_eq!(apply(&user, &conditional, &shape(), &application(), today).ok(), Some(USER.into()));
+        assert!(matches!(
+            apply(&owner, &conditional, &shape(), &application(), today),
+            Err(Error::FailedPrecondition(_))
+        ));
+        assert!(matches!(
+            apply(&admin, &conditional, &shape(), &application(), today),
+            Err(Error::PermissionDenied(_))
+        ));
+        let open = entry(ShareType::Unconditional, EntryState::Published);
+        assert!(matches!(apply(&user, &open, &shape(), &application(), today), Err(Error::FailedPrecondition(_))));
+        let closed = entry(ShareType::NotShared, EntryState::Published);
+        assert!(matches!(apply(&user, &closed, &shape(), &application(), today), Err(Error::PermissionDenied(_))));
+        let withdrawn = entry(ShareType::Conditional, EntryState::Withdrawn);
+        assert!(matches!(
+            apply(&user, &withdrawn, &shape(), &application(), today),
+            Err(Error::FailedPrecondition(_))
+        ));
+    }
+
+    #[test]
+    fn applications_need_purpose_known_fields_and_a_live_period() {
+        let user = Caller::Department(USER.into());
+        let e = entry(ShareType::Conditional, EntryState::Published);
+        let today = d(2026, 11, 28);
+        let mut a = application();
+        a.purpose = "  ".into();
+        assert!(apply(&user, &e, &shape(), &a, today).is_err());
+        let mut a = application();
+        a.fields = vec!["salary".into()];
+        assert!(apply(&user, &e, &shape(), &a, today).is_err());
+        let mut a = application();
+        a.fields.clear();
+        assert!(apply(&user, &e, &shape(), &a, today).is_err());
+        let mut a = application();
+        a.period_until = d(2026, 11, 27);
+        a.period_from = d(2026, 1, 1);
+        assert!(apply(&user, &e, &shape(), &a, today).is_err());
+        let mut a = application();
+        a.period_until = d(2026, 11, 30);
+        assert!(apply(&user, &e, &shape(), &a, today).is_err(), "until before from");
+    }
+
+    #[test]
+    fn approvals_only_narrow_keep_the_key_and_end_within_the_period() {
+        let owner = Caller::Department(PROVIDER.into());
+        let user = Caller::Department(USER.into());
+        let now = at("2026-11-28T02:00:00Z");
+        let r = request(RequestState::Pending);
+        let (fields, masks, expires) = approve(&owner, &r, &shape(), &Approval::default(), now).expect("approved");
+        assert_eq!(fields, r.application.fields);
+        assert!(masks.is_empty());
+        assert_eq!(expires, at("2027-11-30T16:00:00Z"));
+
+        let narrowed = Approval {
+            fields: vec!["id".into(), "name".into()],
+            masks: vec![("id".into(), MaskRule::ResidentId)],
+            expires_at: Some(at("2027-01-01T00:00:00Z")),
+            note: "仅限核验".into(),
+        };
+        assert!(approve(&owner, &r, &shape(), &narrowed, now).is_ok());
+        assert!(matches!(approve(&user, &r, &shape(), &narrowed, now), Err(Error::PermissionDenied(_))));
+
+        let wider = Approval { fields: vec!["id".into(), "income".into()], ..Approval::default() };
+        assert!(approve(&owner, &r, &shape(), &wider, now).is_err());
+        let keyless = Approval { fields: vec!["name".into()], ..Approval::default() };
+        assert!(approve(&owner, &r, &shape(), &keyless, now).is_err());
+        let stray_mask = Approval {
+            fields: vec!["id".into()],
+            masks: vec![("name".into(), MaskRule::PersonalName)],
+            ..Approval::default()
+        };
+        assert!(approve(&owner, &r, &shape(), &stray_mask, now).is_err());
+        let too_long = Approval { expires_at: Some(at("2028-01-01T00:00:00Z")), ..Approval::default() };
+        assert!(approve(&owner, &r, &shape(), &too_long, now).is_err());
+        let past = Approval { expires_at: Some(at("2026-11-01T00:00:00Z")), ..Approval::default() };
+        assert!(approve(&owner, &r, &shape(), &past, now).is_err());
+        assert!(matches!(
+            approve(&owner, &request(RequestState::Rejected), &shape(), &Approval::default(), now),
+            Err(Error::FailedPrecondition(_))
+        ));
+    }
+
+    #[test]
+    fn rejections_need_a_reason_and_withdrawals_the_applicant() {
+        let owner = Caller::Department(PROVIDER.into());
+        let user = Caller::Department(USER.into());
+        let stranger = Caller::Department("11330100MB0003003M".into());
+        let r = request(RequestState::Pending);
+        assert!(reject(&owner, &r, "").is_err());
+        assert!(reject(&owner, &r, "无法律依据").is_ok());
+        assert!(withdraw(&user, &r).is_ok());
+        assert!(matches!(withdraw(&owner, &r), Err(Error::PermissionDenied(_))));
+        assert!(matches!(withdraw(&stranger, &r), Err(Error::NotFound(_))));
+        assert!(matches!(withdraw(&user, &request(RequestState::Approved)), Err(Error::FailedPrecondition(_))));
+    }
+
+    #[test]
+    fn overdue_means_pending_after_the_due_day() {
+        let mut r = request(RequestState::Pending);
+        assert!(!r.is_overdue(at("2026-12-11T15:59:00Z")));
+        assert!(r.is_overdue(at("2026-12-11T16:00:00Z")));
+        r.state = RequestState::Approved;
+        r.answered_at = Some(at("2026-12-11T10:00:00Z"));
+        assert!(!r.is_overdue(at("2027-01-01T00:00:00Z")));
+        assert_eq!(r.answered_in_time(), Some(true));
+    }
+
+    #[test]
+    fn reads_follow_the_sharing_type_and_the_grant() {
+        let owner = Caller::Department(PROVIDER.into());
+        let user = Caller::Department(USER.into());
+        let admin = Caller::Admin("ops".into());
+        let now = at("2026-12-01T00:00:00Z");
+        let open = entry(ShareType::Unconditional, EntryState::Published);
+        assert_eq!(read(&owner, &open, &[], "", "", now).ok(), Some(ReadBasis::Owner));
+        assert!(matches!(read(&user, &open, &[], "", "", now), Err(Error::InvalidArgument(_))));
+        assert_eq!(
+            read(&user, &open, &[], "", " 核验 ", now).ok(),
+            Some(ReadBasis::Open { purpose: "核验".into() })
+        );
+        assert!(matches!(read(&admin, &open, &[], "", "审计", now), Err(Error::PermissionDenied(_))));
+
+        let conditional = entry(ShareType::Conditional, EntryState::Published);
+        let active = grant("g1", "2027-01-01T00:00:00Z", false);
+        let expired = grant("g0", "2026-11-30T00:00:00Z", false);
+        let revoked = grant("g2", "2027-01-01T00:00:00Z", true);
+        assert!(matches!(read(&user, &conditional, &[], "", "x", now), Err(Error::PermissionDenied(_))));
+        assert!(matches!(
+            read(&user, &conditional, &[expired.clone(), revoked.clone()], "", "", now),
+            Err(Error::PermissionDenied(_))
+        ));
+        let basis = read(&user, &conditional, &[expired.clone(), active.clone()], "", "", now).expect("granted");
+        assert_eq!(basis.grant().map(|g| g.id.as_str()), Some("g1"));
+        assert!(matches!(read(&user, &conditional, &[revoked.clone()], "g2", "", now), Err(Error::PermissionDenied(_))));
+        let mut second = active.clone();
+        second.id = "g3".into();
+        assert!(matches!(
+            read(&user, &conditional, &[active.clone(), second.clone()], "", "", now),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(read(&user, &conditional, &[active.clone(), second], "g3", "", now).is_ok());
+
+        let closed = entry(ShareType::NotShared, EntryState::Published);
+        assert!(matches!(read(&user, &closed, &[active.clone()], "", "x", now), Err(Error::PermissionDenied(_))));
+        let withdrawn = entry(ShareType::Conditional, EntryState::Withdrawn);
+        assert!(matches!(read(&user, &withdrawn, &[active], "", "x", now), Err(Error::PermissionDenied(_))));
+        assert_eq!(read(&owner, &withdrawn, &[], "", "", now).ok(), Some(ReadBasis::Owner));
+    }
+
+    #[test]
+    fn granted_records_are_projected_and_masked_keys_too() {
+        let basis = ReadBasis::Granted(Box::new(grant("g1", "2027-01-01T00:00:00Z", false)));
+        let view = basis.view(&["id".into()]).expect("a view");
+        let record = r#"{"id":"33010619900307123X","name":"张三丰","mobile":"13812345678","income":9000}"#;
+        let shaped: Value = serde_json::from_str(&view.record(record)).expect("JSON");
+        assert_eq!(shaped, serde_json::json!({"id": "330106********123X", "name": "张**"}));
+        assert_eq!(view.key(r#"["33010619900307123X"]"#), r#"["330106********123X"]"#);
+        assert_eq!(view.record("[1,2]"), "{}");
+        assert!(ReadBasis::Owner.view(&["id".into()]).is_none());
+    }
+
+    #[test]
+    fn revocation_by_the_provider_or_the_admin_with_a_reason() {
+        let g = grant("g1", "2027-01-01T00:00:00Z", false);
+        assert!(revoke(&Caller::Department(PROVIDER.into()), &g, "用途结束").is_ok());
+        assert!(revoke(&Caller::Admin("ops".into()), &g, "违规使用").is_ok());
+        assert!(matches!(revoke(&Caller::Department(USER.into()), &g, "x"), Err(Error::PermissionDenied(_))));
+        assert!(revoke(&Caller::Department(PROVIDER.into()), &g, "").is_err());
+        let done = grant("g1", "2027-01-01T00:00:00Z", true);
+        assert!(matches!(revoke(&Caller::Admin("ops".into()), &done, "x"), Err(Error::FailedPrecondition(_))));
+    }
+
+    #[test]
+    fn reports_name_a_record_and_are_resolved_by_the_provider() {
+        let user = Caller::Department(USER.into());
+        let owner = Caller::Department(PROVIDER.into());
+        let open = ReadBasis::Open { purpose: "核验".into() };
+        assert!(report(&user, &open, 5, "", 10, "名称有误").is_ok());
+        assert!(report(&user, &open, 0, r#"["x"]"#, 10, "名称有误").is_ok());
+        assert!(report(&user, &open, 0, "", 10, "名称有误").is_err());
+        assert!(report(&user, &open, 11, "", 10, "名称有误").is_err());
+        assert!(report(&user, &open, 0, "not json", 10, "名称有误").is_err());
+        assert!(report(&user, &open, 5, "", 10, "").is_err());
+        assert!(report(&owner, &ReadBasis::Owner, 5, "", 10, "x").is_err());
+
+        let r = ErrorReport {
+            id: "e1".into(),
+            dataset: "102/000001".into(),
+            provider_code: PROVIDER.into(),
+            reporter_code: USER.into(),
+            sequence: 5,
+            key: String::new(),
+            description: "名称有误".into(),
+            state: ReportState::Open,
+            reported_at: Utc::now(),
+            resolved_at: None,
+            resolved_by: String::new(),
+            resolution: String::new(),
+            corrected_sequence: 0,
+        };
+        assert!(resolve(&owner, &r, ReportState::Corrected, "", 7, 10).is_ok());
+        assert!(resolve(&owner, &r, ReportState::Corrected, "", 4, 10).is_err());
+        assert!(resolve(&owner, &r, ReportState::Corrected, "", 11, 10).is_err());
+        assert!(resolve(&owner, &r, ReportState::Rejected, "", 0, 10).is_err());
+        assert!(resolve(&owner, &r, ReportState::Rejected, "数据无误", 0, 10).is_ok());
+        assert!(matches!(resolve(&user, &r, ReportState::Rejected, "x", 0, 10), Err(Error::PermissionDenied(_))));
+        let mut done = r.clone();
+        done.state = ReportState::Corrected;
+        assert!(matches!(resolve(&owner, &done, ReportState::Rejected, "x", 0, 10), Err(Error::FailedPrecondition(_))));
+    }
+}
