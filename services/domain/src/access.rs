@@ -453,13 +453,14 @@ impl ReadBasis {
 /// - Others only while the entry is published: 无条件共享 after declaring a purpose; 有条件共享 with
 ///   an active grant (`grant_id` names one when the caller holds several); 不予共享 never.
 ///
-/// `grants` are the caller's grants on this dataset, in any state.
+/// `grants` are the caller's grants on this dataset, in any state. `purpose` is `None` for calls
+/// that need the right to read but move no records (consumer cursors, error reports).
 pub fn read(
     caller: &Caller,
     entry: &CatalogEntry,
     grants: &[AccessGrant],
     grant_id: &str,
-    purpose: &str,
+    purpose: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<ReadBasis> {
     let department = match caller {
@@ -482,6 +483,9 @@ pub fn read(
     }
     match entry.content.share.share_type {
         ShareType::Unconditional => {
+            let Some(purpose) = purpose else {
+                return Ok(ReadBasis::Open { purpose: String::new() });
+            };
             text::check(purpose, false, 500, false).map_err(|e| Error::invalid("purpose", e))?;
             if purpose.trim().is_empty() {
                 return Err(Error::invalid(
@@ -947,39 +951,44 @@ mod tests {
         let admin = Caller::Admin("ops".into());
         let now = at("2026-12-01T00:00:00Z");
         let open = entry(ShareType::Unconditional, EntryState::Published);
-        assert_eq!(read(&owner, &open, &[], "", "", now).ok(), Some(ReadBasis::Owner));
-        assert!(matches!(read(&user, &open, &[], "", "", now), Err(Error::InvalidArgument(_))));
+        assert_eq!(read(&owner, &open, &[], "", Some(""), now).ok(), Some(ReadBasis::Owner));
+        assert!(matches!(read(&user, &open, &[], "", Some(""), now), Err(Error::InvalidArgument(_))));
         assert_eq!(
-            read(&user, &open, &[], "", " 核验 ", now).ok(),
+            read(&user, &open, &[], "", None, now).ok(),
+            Some(ReadBasis::Open { purpose: String::new() }),
+            "cursor operations move no records and need no purpose"
+        );
+        assert_eq!(
+            read(&user, &open, &[], "", Some(" 核验 "), now).ok(),
             Some(ReadBasis::Open { purpose: "核验".into() })
         );
-        assert!(matches!(read(&admin, &open, &[], "", "审计", now), Err(Error::PermissionDenied(_))));
+        assert!(matches!(read(&admin, &open, &[], "", Some("审计"), now), Err(Error::PermissionDenied(_))));
 
         let conditional = entry(ShareType::Conditional, EntryState::Published);
         let active = grant("g1", "2027-01-01T00:00:00Z", false);
         let expired = grant("g0", "2026-11-30T00:00:00Z", false);
         let revoked = grant("g2", "2027-01-01T00:00:00Z", true);
-        assert!(matches!(read(&user, &conditional, &[], "", "x", now), Err(Error::PermissionDenied(_))));
+        assert!(matches!(read(&user, &conditional, &[], "", Some("x"), now), Err(Error::PermissionDenied(_))));
         assert!(matches!(
-            read(&user, &conditional, &[expired.clone(), revoked.clone()], "", "", now),
+            read(&user, &conditional, &[expired.clone(), revoked.clone()], "", None, now),
             Err(Error::PermissionDenied(_))
         ));
-        let basis = read(&user, &conditional, &[expired.clone(), active.clone()], "", "", now).expect("granted");
+        let basis = read(&user, &conditional, &[expired.clone(), active.clone()], "", None, now).expect("granted");
         assert_eq!(basis.grant().map(|g| g.id.as_str()), Some("g1"));
-        assert!(matches!(read(&user, &conditional, &[revoked.clone()], "g2", "", now), Err(Error::PermissionDenied(_))));
+        assert!(matches!(read(&user, &conditional, &[revoked.clone()], "g2", None, now), Err(Error::PermissionDenied(_))));
         let mut second = active.clone();
         second.id = "g3".into();
         assert!(matches!(
-            read(&user, &conditional, &[active.clone(), second.clone()], "", "", now),
+            read(&user, &conditional, &[active.clone(), second.clone()], "", None, now),
             Err(Error::InvalidArgument(_))
         ));
-        assert!(read(&user, &conditional, &[active.clone(), second], "g3", "", now).is_ok());
+        assert!(read(&user, &conditional, &[active.clone(), second], "g3", None, now).is_ok());
 
         let closed = entry(ShareType::NotShared, EntryState::Published);
-        assert!(matches!(read(&user, &closed, &[active.clone()], "", "x", now), Err(Error::PermissionDenied(_))));
+        assert!(matches!(read(&user, &closed, &[active.clone()], "", Some("x"), now), Err(Error::PermissionDenied(_))));
         let withdrawn = entry(ShareType::Conditional, EntryState::Withdrawn);
-        assert!(matches!(read(&user, &withdrawn, &[active], "", "x", now), Err(Error::PermissionDenied(_))));
-        assert_eq!(read(&owner, &withdrawn, &[], "", "", now).ok(), Some(ReadBasis::Owner));
+        assert!(matches!(read(&user, &withdrawn, &[active], "", Some("x"), now), Err(Error::PermissionDenied(_))));
+        assert_eq!(read(&owner, &withdrawn, &[], "", None, now).ok(), Some(ReadBasis::Owner));
     }
 
     #[test]

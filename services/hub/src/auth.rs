@@ -32,11 +32,22 @@ impl Authenticator {
                     .into(),
             )),
             Some(Principal::Admin(name)) => Ok(Caller::Admin(name.clone())),
-            Some(Principal::Department(code)) => match self.store.get_department(code).await? {
-                None => Err(Error::PermissionDenied(format!("department {code} is not registered with this hub"))),
-                Some(d) if !d.active => Err(Error::PermissionDenied(format!("department {code} is deactivated"))),
-                Some(_) => Ok(Caller::Department(code.clone())),
-            },
+            Some(Principal::Department(code)) => {
+                let caller = Caller::Department(code.clone());
+                self.still_active(&caller).await?;
+                Ok(caller)
+            }
+        }
+    }
+
+    /// Whether a caller's department is still registered and active: checked on every call, and
+    /// by live streams now and then, so that a deactivation ends them too.
+    pub async fn still_active(&self, caller: &Caller) -> Result<()> {
+        let Caller::Department(code) = caller else { return Ok(()) };
+        match self.store.get_department(code).await? {
+            None => Err(Error::PermissionDenied(format!("department {code} is not registered with this hub"))),
+            Some(d) if !d.active => Err(Error::PermissionDenied(format!("department {code} is deactivated"))),
+            Some(_) => Ok(()),
         }
     }
 }

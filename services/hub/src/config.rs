@@ -212,6 +212,15 @@ impl Config {
             .unwrap_or_else(|| crate::pki::server_files(&self.pki_dir()).key)
     }
 
+    /// The certificate revocation list: `tls.crl`, or else the development PKI's `crl.pem` when
+    /// that file exists (so `serve --dev` honours `certs revoke`). `None`: no revocation checks.
+    pub fn crl(&self) -> Option<PathBuf> {
+        self.tls.crl.clone().or_else(|| {
+            let dev = crate::pki::crl_path(&self.pki_dir());
+            dev.is_file().then_some(dev)
+        })
+    }
+
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.limits.handshake_timeout_secs.max(1))
     }

@@ -12,6 +12,7 @@ use xinqiao_proto::v1 as pb;
 use xinqiao_proto::v1::directory_service_server::DirectoryService;
 use xinqiao_store::{EntryChange, Store};
 
+use crate::audit::CallNote;
 use crate::auth::Authenticator;
 use crate::convert;
 use crate::paging::{decode, next_token};
@@ -41,6 +42,7 @@ impl DirectoryApi {
     /// a state that permits it, and (when given) still at the version the caller last saw.
     async fn transition(
         &self,
+        note: &CallNote,
         caller: &Caller,
         resource_code: &str,
         expected_version: u64,
@@ -49,6 +51,7 @@ impl DirectoryApi {
         edit: impl FnOnce(&mut CatalogEntry) -> Result<()>,
     ) -> Result<CatalogEntry> {
         let mut entry = self.visible_entry(caller, resource_code).await?;
+        note.about(&entry.resource_code, &entry.provider_code);
         policy::act_on_entry(caller, &entry, action)?;
         check_version(&entry, expected_version)?;
         let now = crate::clock::now();
@@ -117,9 +120,11 @@ impl DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::RegisterDepartmentRequest>,
     ) -> Result<Response<pb::Department>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
             policy::manage_departments(&self.auth.caller(&request).await?)?;
             let r = request.get_ref().clone();
+            note.about(&r.code, &r.code);
             let profile = convert::profile(r.code, r.name, r.division_code, r.contact);
             profile.validate()?;
             let dept = self.store.register_department(&profile, crate::clock::now()).await?;
@@ -132,9 +137,11 @@ impl DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::UpdateDepartmentRequest>,
     ) -> Result<Response<pb::Department>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
             policy::manage_departments(&self.auth.caller(&request).await?)?;
             let r = request.get_ref().clone();
+            note.about(&r.code, &r.code);
             let profile = convert::profile(r.code, r.name, r.division_code, r.contact);
             profile.validate()?;
             Ok(convert::department(
@@ -148,9 +155,12 @@ impl DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::DeactivateDepartmentRequest>,
     ) -> Result<Response<pb::Department>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
             policy::manage_departments(&self.auth.caller(&request).await?)?;
             let r = request.get_ref();
+            note.about(&r.code, &r.code);
+            note.detail("reason", r.reason.clone());
             check_reason(&r.reason, false)?;
             Ok(convert::department(
                 self.store
@@ -165,7 +175,9 @@ impl DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::ReactivateDepartmentRequest>,
     ) -> Result<Response<pb::Department>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
+            note.about(&request.get_ref().code, &request.get_ref().code);
             policy::manage_departments(&self.auth.caller(&request).await?)?;
             Ok(convert::department(
                 self.store
@@ -217,6 +229,7 @@ impl DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::CreateEntryRequest>,
     ) -> Result<Response<pb::CatalogEntry>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let provider = policy::create_entry(&caller)?;
@@ -231,9 +244,9 @@ impl DirectoryService for DirectoryApi {
                 reason: String::new(),
                 at: crate::clock::now(),
             };
-            Ok(convert::entry(
-                self.store.create_entry(provider, &content, &change).await?,
-            ))
+            let entry = self.store.create_entry(provider, &content, &change).await?;
+            note.about(&entry.resource_code, &entry.provider_code);
+            Ok(convert::entry(entry))
         })
         .await
     }
@@ -242,12 +255,14 @@ impl DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::UpdateEntryRequest>,
     ) -> Result<Response<pb::CatalogEntry>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.into_inner();
             let draft = r.content;
             let entry = self
                 .transition(
+                    &note,
                     &caller,
                     &r.resource_code,
                     r.expected_version,
@@ -281,11 +296,13 @@ impl DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::SubmitEntryRequest>,
     ) -> Result<Response<pb::CatalogEntry>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.get_ref();
             let entry = self
                 .transition(
+                    &note,
                     &caller,
                     &r.resource_code,
                     r.expected_version,
@@ -303,11 +320,13 @@ impl DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::PublishEntryRequest>,
     ) -> Result<Response<pb::CatalogEntry>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.get_ref();
             let entry = self
                 .transition(
+                    &note,
                     &caller,
                     &r.resource_code,
                     r.expected_version,
@@ -328,11 +347,13 @@ impl DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::ReturnEntryRequest>,
     ) -> Result<Response<pb::CatalogEntry>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.into_inner();
             let entry = self
                 .transition(
+                    &note,
                     &caller,
                     &r.resource_code,
                     r.expected_version,
@@ -350,11 +371,13 @@ impl DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::WithdrawEntryRequest>,
     ) -> Result<Response<pb::CatalogEntry>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.into_inner();
             let entry = self
                 .transition(
+                    &note,
                     &caller,
                     &r.resource_code,
                     r.expected_version,

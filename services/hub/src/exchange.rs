@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use xinqiao_domain::access::{self as access_rules, ReadBasis, RecordView};
 use xinqiao_domain::catalogue::{CatalogEntry, ShareType};
 use xinqiao_domain::compatibility;
 use xinqiao_domain::exchange::{self as rules, ChangeOp, Dataset, DatasetKind, Standing};
@@ -19,8 +20,10 @@ use xinqiao_domain::{Error, Result, paging, text};
 use xinqiao_proto::v1 as pb;
 use xinqiao_proto::v1::exchange_service_server::ExchangeService;
 use xinqiao_schema::FormatMode;
-use xinqiao_store::{ConsumerCursor, DatasetFilter, NewBatch, NewChange, Store, StoredChange, Upload};
+use xinqiao_store::{ConsumerCursor, DatasetFilter, GrantFilter, NewBatch, NewChange, Store, StoredChange, Upload};
 
+use crate::access::Revocations;
+use crate::audit::{AuditLog, CallNote, code_name};
 use crate::auth::Authenticator;
 use crate::config::Limits;
 use crate::convert::{self, timestamp};
@@ -43,6 +46,9 @@ const STREAM_BUFFER: usize = 4;
 const MAX_PAGE_BYTES: usize = 2 * 1024 * 1024;
 /// A subscription with nothing new re-checks this often even without a notification.
 const IDLE_RECHECK: Duration = Duration::from_secs(2);
+/// A live read re-decides its rights this often (and at once when this hub revokes a grant), so
+/// that a revocation on another hub node, an expiry, a withdrawal or a deactivation ends it.
+const RIGHTS_RECHECK: Duration = Duration::from_secs(2);
 
 pub struct ExchangeApi {
     store: Arc<dyn Store>,
@@ -51,17 +57,87 @@ pub struct ExchangeApi {
     feed: Arc<ChangeFeed>,
     limits: Limits,
     stopping: watch::Receiver<bool>,
+    audit: AuditLog,
+    revocations: Revocations,
     /// The benchmark's validation baseline: records are parsed and keyed but not validated.
     skip_validation: bool,
+}
+
+/// A read of a dataset's records as the caller asks for it.
+pub(crate) struct ReadRequest<'a> {
+    pub dataset: &'a str,
+    pub grant_id: &'a str,
+    pub purpose: &'a str,
+    /// Whether records leave the hub (a declared purpose is required then). Consumer cursors and
+    /// error reports need the right to read but move no records.
+    pub moves_records: bool,
+}
+
+/// Decides whether the caller may read a dataset's records and on what basis (ownership, 无条件共享
+/// with a purpose, or a grant): the one gate of every read path.
+pub(crate) async fn authorise_read(
+    store: &dyn Store,
+    caller: &Caller,
+    read: &ReadRequest<'_>,
+) -> Result<(CatalogEntry, Dataset, ReadBasis)> {
+    let entry = crate::directory::visible_entry(store, caller, read.dataset)
+        .await
+        .map_err(|e| match e {
+            Error::NotFound(_) => Error::NotFound(format!("dataset {}", text::shorten(read.dataset, 64))),
+            other => other,
+        })?;
+    let grants = match caller.department() {
+        Some(me) if me != entry.provider_code && entry.content.share.share_type == ShareType::Conditional => {
+            store.grants_of(&entry.resource_code, me).await?
+        }
+        _ => Vec::new(),
+    };
+    let purpose = read.moves_records.then_some(read.purpose);
+    let basis = access_rules::read(caller, &entry, &grants, read.grant_id, purpose, crate::clock::now())?;
+    let dataset = store
+        .get_dataset(&entry.resource_code)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("dataset {}", entry.resource_code)))?;
+    Ok((entry, dataset, basis))
+}
+
+/// What the trail keeps of a read's basis.
+fn note_basis(note: &CallNote, basis: &ReadBasis) {
+    match basis {
+        ReadBasis::Owner => note.detail("basis", "owner"),
+        ReadBasis::Open { purpose } => {
+            note.detail("basis", "unconditional");
+            note.detail("purpose", purpose.clone());
+        }
+        ReadBasis::Granted(grant) => {
+            note.detail("basis", "grant");
+            note.detail("grant", grant.id.clone());
+            note.detail("purpose", grant.purpose.clone());
+        }
+    }
+}
+
+/// A change as the reader may receive it: projected and masked under a grant.
+fn shaped(view: Option<&RecordView>, mut change: StoredChange) -> StoredChange {
+    if let Some(view) = view {
+        change.key = view.key(&change.key);
+        change.record = change.record.map(|r| view.record(&r));
+    }
+    change
 }
 
 /// A batch that has been authorised and validated.
 enum Prepared {
     /// Refused whole (the default batch policy): answered without touching the store.
-    Refused(pb::PublishResponse),
+    Refused {
+        dataset: String,
+        provider: String,
+        answer: pb::PublishResponse,
+    },
     /// To commit.
     Batch {
         dataset: String,
+        provider: String,
         idempotency_key: String,
         changes: Vec<NewChange>,
         rejected: String,
@@ -145,6 +221,8 @@ impl ExchangeApi {
         feed: Arc<ChangeFeed>,
         limits: Limits,
         stopping: watch::Receiver<bool>,
+        audit: AuditLog,
+        revocations: Revocations,
     ) -> Self {
         Self {
             auth: Authenticator::new(store.clone()),
@@ -153,6 +231,8 @@ impl ExchangeApi {
             feed,
             limits,
             stopping,
+            audit,
+            revocations,
             skip_validation: false,
         }
     }
@@ -180,23 +260,48 @@ impl ExchangeApi {
             .ok_or_else(|| Error::NotFound(format!("dataset {id}")))
     }
 
-    /// The entry and dataset the caller may read records of.
-    async fn readable(&self, caller: &Caller, id: &str) -> Result<(CatalogEntry, Dataset)> {
-        let entry = self.entry(caller, id).await?;
-        rules::read(caller, &entry)?;
-        Ok((entry, self.dataset(id).await?))
+    /// The entry and dataset the caller may read records of, and on what basis; noted for the
+    /// audit trail (the target before the decision, so that a refusal names it too).
+    async fn readable(&self, caller: &Caller, read: &ReadRequest<'_>, note: &CallNote) -> Result<(CatalogEntry, Dataset, ReadBasis)> {
+        if let Ok(Some(entry)) = self.store.get_entry(read.dataset).await {
+            note.about(&entry.resource_code, &entry.provider_code);
+        }
+        let (entry, dataset, basis) = authorise_read(self.store.as_ref(), caller, read).await?;
+        note_basis(note, &basis);
+        Ok((entry, dataset, basis))
+    }
+
+    /// The caller's standing toward a dataset, with its grants.
+    async fn standing(&self, caller: &Caller, dataset: &str, provider: &str, share: ShareType) -> Result<Standing> {
+        let standing = rules::standing(caller, provider, share);
+        if let (Standing::Requestable, Some(me)) = (standing, caller.department()) {
+            let now = crate::clock::now();
+            if self.store.grants_of(dataset, me).await?.iter().any(|g| g.is_active(now)) {
+                return Ok(Standing::Granted);
+            }
+        }
+        Ok(standing)
     }
 
     /// Validates and commits one batch, or replays the answer to an earlier commit of it.
-    async fn publish(&self, caller: &Caller, request: pb::PublishRequest) -> Result<pb::PublishResponse> {
-        let prepared = self.prepare(caller, request).await?;
-        self.commit(prepared).await
+    async fn publish(&self, caller: &Caller, request: pb::PublishRequest, note: &CallNote) -> Result<pb::PublishResponse> {
+        let prepared = self.prepare(caller, request, note).await?;
+        self.commit(prepared, note).await
+    }
+
+    async fn record_publish(&self, note: &CallNote, dataset: &str, provider: &str, detail: Value) -> Result<()> {
+        let mut event = note.event("OK");
+        event.target = dataset.to_string();
+        event.about = provider.to_string();
+        event.detail = detail.to_string();
+        self.audit.record(event).await
     }
 
     /// Authorises and validates a batch: everything before the commit, which a stream of batches
     /// overlaps with the previous batch's commit.
-    async fn prepare(&self, caller: &Caller, request: pb::PublishRequest) -> Result<Prepared> {
+    async fn prepare(&self, caller: &Caller, request: pb::PublishRequest, note: &CallNote) -> Result<Prepared> {
         let entry = self.entry(caller, &request.dataset).await?;
+        note.about(&entry.resource_code, &entry.provider_code);
         rules::publish(caller, &entry)?;
         let dataset = self.dataset(&request.dataset).await?;
         text::check(&request.idempotency_key, true, 200, false).map_err(|e| Error::invalid("idempotency_key", e))?;
@@ -293,32 +398,49 @@ impl ExchangeApi {
         let reject_all = request.policy != pb::BatchPolicy::AcceptValid as i32;
         if reject_all && !rejected.is_empty() {
             // Nothing is stored: a retry re-validates to the same answer.
-            return Ok(Prepared::Refused(pb::PublishResponse {
-                idempotency_key: request.idempotency_key,
-                accepted: 0,
-                rejected: rejected.into_iter().map(rejection_api).collect(),
-                ..Default::default()
-            }));
+            return Ok(Prepared::Refused {
+                dataset: dataset.id,
+                provider: entry.provider_code,
+                answer: pb::PublishResponse {
+                    idempotency_key: request.idempotency_key,
+                    accepted: 0,
+                    rejected: rejected.into_iter().map(rejection_api).collect(),
+                    ..Default::default()
+                },
+            });
         }
         let rejected = serde_json::to_string(&rejected).map_err(|e| Error::Internal(e.to_string()))?;
         Ok(Prepared::Batch {
             dataset: dataset.id,
+            provider: entry.provider_code,
             idempotency_key: request.idempotency_key,
             changes,
             rejected,
         })
     }
 
-    /// Commits a prepared batch (or replays the answer to an earlier commit of it).
-    async fn commit(&self, prepared: Prepared) -> Result<pb::PublishResponse> {
-        let (dataset, idempotency_key, changes, rejected) = match prepared {
-            Prepared::Refused(answer) => return Ok(answer),
+    /// Commits a prepared batch (or replays the answer to an earlier commit of it), and records
+    /// the publish in the audit trail: one event per batch, with its counts.
+    async fn commit(&self, prepared: Prepared, note: &CallNote) -> Result<pb::PublishResponse> {
+        let (dataset, provider, idempotency_key, changes, rejected) = match prepared {
+            Prepared::Refused {
+                dataset,
+                provider,
+                answer,
+            } => {
+                let detail = serde_json::json!({
+                    "idempotency_key": answer.idempotency_key, "accepted": 0, "rejected": answer.rejected.len(),
+                });
+                self.record_publish(note, &dataset, &provider, detail).await?;
+                return Ok(answer);
+            }
             Prepared::Batch {
                 dataset,
+                provider,
                 idempotency_key,
                 changes,
                 rejected,
-            } => (dataset, idempotency_key, changes, rejected),
+            } => (dataset, provider, idempotency_key, changes, rejected),
         };
         let batch = NewBatch {
             dataset: &dataset,
@@ -332,6 +454,12 @@ impl ExchangeApi {
             self.feed.notify(&dataset, result.last_sequence);
         }
         let rejected: Vec<Rejection> = serde_json::from_str(&result.rejected).unwrap_or_default();
+        let detail = serde_json::json!({
+            "idempotency_key": idempotency_key, "accepted": result.accepted, "rejected": rejected.len(),
+            "first_sequence": result.first_sequence, "last_sequence": result.last_sequence,
+            "replayed": result.replayed,
+        });
+        self.record_publish(note, &dataset, &provider, detail).await?;
         Ok(pb::PublishResponse {
             idempotency_key,
             accepted: result.accepted,
@@ -435,10 +563,12 @@ impl ExchangeService for ExchangeApi {
         &self,
         request: Request<pb::CreateDatasetRequest>,
     ) -> Result<Response<pb::Dataset>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.into_inner();
             let entry = self.entry(&caller, &r.dataset).await?;
+            note.about(&entry.resource_code, &entry.provider_code);
             rules::create_dataset(&caller, &entry)?;
             let kind = DatasetKind::of_entry(&entry)?;
             let schema = match kind {
@@ -510,10 +640,13 @@ impl ExchangeService for ExchangeApi {
         &self,
         request: Request<pb::UpgradeDatasetSchemaRequest>,
     ) -> Result<Response<pb::Dataset>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.into_inner();
             let entry = self.entry(&caller, &r.dataset).await?;
+            note.about(&entry.resource_code, &entry.provider_code);
+            note.detail("schema_version", r.schema_version);
             rules::publish(&caller, &entry)?;
             let dataset = self.dataset(&r.dataset).await?;
             let Some(current) = dataset.schema.clone() else {
@@ -563,7 +696,9 @@ impl ExchangeService for ExchangeApi {
             let caller = self.auth.caller(&request).await?;
             let entry = self.entry(&caller, &request.get_ref().dataset).await?;
             let dataset = self.dataset(&entry.resource_code).await?;
-            let standing = rules::standing(&caller, &entry.provider_code, entry.content.share.share_type);
+            let standing = self
+                .standing(&caller, &dataset.id, &entry.provider_code, entry.content.share.share_type)
+                .await?;
             Ok(dataset_api(dataset, entry.content.name, entry.provider_name, standing))
         })
         .await
@@ -599,15 +734,33 @@ impl ExchangeService for ExchangeApi {
                 pb::Standing::Open => others(ShareType::Unconditional, &mut filter),
                 pb::Standing::Requestable => others(ShareType::Conditional, &mut filter),
                 pb::Standing::NotShared => others(ShareType::NotShared, &mut filter),
-                // No grants exist until the access workflow issues them.
-                pb::Standing::Granted => return Ok(pb::ListDatasetsResponse::default()),
+                pb::Standing::Granted => {
+                    others(ShareType::Conditional, &mut filter);
+                    filter.granted_to = Some((me.clone().unwrap_or_else(|| "-".into()), crate::clock::now()));
+                }
             }
             let mut page = self.store.list_datasets(&filter, after.as_deref(), limit + 1).await?;
             let next_page_token = next_token(DATASETS, &mut page, limit, |l| &l.dataset.id);
+            // The datasets the caller holds an active grant on, to tell GRANTED from REQUESTABLE.
+            let granted: std::collections::HashSet<String> = match &me {
+                Some(me) => {
+                    let active = GrantFilter {
+                        grantee: Some(me.clone()),
+                        active_at: Some(crate::clock::now()),
+                        ..GrantFilter::default()
+                    };
+                    let grants = self.store.list_grants(&active, None, paging::MAX_PAGE_SIZE).await?;
+                    grants.into_iter().map(|g| g.dataset).collect()
+                }
+                None => Default::default(),
+            };
             let datasets = page
                 .into_iter()
                 .map(|l| {
-                    let standing = rules::standing(&caller, &l.dataset.provider_code, l.share_type);
+                    let mut standing = rules::standing(&caller, &l.dataset.provider_code, l.share_type);
+                    if standing == Standing::Requestable && granted.contains(&l.dataset.id) {
+                        standing = Standing::Granted;
+                    }
                     dataset_api(l.dataset, l.name, l.provider_name, standing)
                 })
                 .collect();
@@ -620,9 +773,10 @@ impl ExchangeService for ExchangeApi {
     }
 
     async fn publish(&self, request: Request<pb::PublishRequest>) -> Result<Response<pb::PublishResponse>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
             let caller = self.auth.caller(&request).await?;
-            self.publish(&caller, request.into_inner()).await
+            self.publish(&caller, request.into_inner(), &note).await
         })
         .await
     }
@@ -633,6 +787,7 @@ impl ExchangeService for ExchangeApi {
         &self,
         request: Request<Streaming<pb::PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        let note = CallNote::of(&request);
         let caller = self.auth.caller(&request).await.map_err(to_status)?;
         let mut incoming = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
@@ -640,10 +795,11 @@ impl ExchangeService for ExchangeApi {
         // committed in the order they came; each is acknowledged once committed.
         let (prepared_tx, mut prepared_rx) = mpsc::channel::<Result<Prepared, Status>>(1);
         let api = self.clone_for_task();
+        let preparing = note.clone();
         tokio::spawn(async move {
             while let Some(next) = incoming.next().await {
                 let prepared = match next {
-                    Ok(batch) => api.prepare(&caller, batch).await.map_err(to_status),
+                    Ok(batch) => api.prepare(&caller, batch, &preparing).await.map_err(to_status),
                     Err(status) => Err(size_limit_status(status)),
                 };
                 let failed = prepared.is_err();
@@ -656,8 +812,13 @@ impl ExchangeService for ExchangeApi {
         tokio::spawn(async move {
             while let Some(prepared) = prepared_rx.recv().await {
                 let reply = match prepared {
-                    Ok(prepared) => api.commit(prepared).await.map_err(to_status),
-                    Err(status) => Err(status),
+                    Ok(prepared) => api.commit(prepared, &note).await.map_err(to_status),
+                    Err(status) => {
+                        // A batch refused before its commit (a denial, a bad message): recorded
+                        // here, since the stream had already started when the layer saw it.
+                        let _ = api.audit.record(note.event(code_name(status.code()))).await;
+                        Err(status)
+                    }
                 };
                 let failed = reply.is_err();
                 if tx.send(reply).await.is_err() || failed {
@@ -669,6 +830,7 @@ impl ExchangeService for ExchangeApi {
     }
 
     async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.get_ref();
@@ -677,11 +839,23 @@ impl ExchangeService for ExchangeApi {
                 n if n > MAX_FETCH => return Err(Error::invalid("limit", format!("is {n}; at most {MAX_FETCH}"))),
                 n => n,
             };
-            self.readable(&caller, &r.dataset).await?;
-            let (mut changes, last_sequence) = self.store.fetch_changes(&r.dataset, r.after_sequence, limit).await?;
+            let read = ReadRequest {
+                dataset: &r.dataset,
+                grant_id: &r.grant_id,
+                purpose: &r.purpose,
+                moves_records: true,
+            };
+            let (_, dataset, basis) = self.readable(&caller, &read, &note).await?;
+            let (mut changes, last_sequence) = self.store.fetch_changes(&dataset.id, r.after_sequence, limit).await?;
             fit_message(&mut changes);
+            note.detail("records", changes.len());
+            note.detail("after_sequence", r.after_sequence);
+            let view = basis.view(&dataset.key);
             Ok(pb::FetchResponse {
-                changes: changes.into_iter().map(change_api).collect(),
+                changes: changes
+                    .into_iter()
+                    .map(|c| change_api(shaped(view.as_ref(), c)))
+                    .collect(),
                 last_sequence,
             })
         })
@@ -691,9 +865,16 @@ impl ExchangeService for ExchangeApi {
     type SnapshotStream = Stream<pb::SnapshotChunk>;
 
     async fn snapshot(&self, request: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        let note = CallNote::of(&request);
         let caller = self.auth.caller(&request).await.map_err(to_status)?;
         let r = request.into_inner();
-        let (_, dataset) = self.readable(&caller, &r.dataset).await.map_err(to_status)?;
+        let read = ReadRequest {
+            dataset: &r.dataset,
+            grant_id: &r.grant_id,
+            purpose: &r.purpose,
+            moves_records: true,
+        };
+        let (_, dataset, basis) = self.readable(&caller, &read, &note).await.map_err(to_status)?;
         let as_of = match r.as_of_sequence {
             0 => dataset.last_sequence,
             n if n > dataset.last_sequence => {
@@ -704,34 +885,49 @@ impl ExchangeService for ExchangeApi {
             }
             n => n,
         };
+        note.detail("as_of_sequence", as_of);
+        self.open_stream(&note).await?;
+        let mut rights = self.rights(caller, &r.dataset, &r.grant_id, &r.purpose);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let store = self.store.clone();
+        let api = self.clone_for_task();
         tokio::spawn(async move {
+            let mut view = basis.view(&dataset.key);
             let mut after_key: Option<String> = None;
-            loop {
-                let page = store
+            let mut delivered = 0usize;
+            let outcome = loop {
+                if let Err(e) = rights.recheck(&mut view, &dataset.key).await {
+                    break Err(to_status(e));
+                }
+                let page = api
+                    .store
                     .snapshot_page(&dataset.id, as_of, after_key.as_deref(), SNAPSHOT_PAGE)
                     .await;
                 let mut page = match page {
                     Ok(page) => page,
-                    Err(e) => {
-                        let _ = tx.send(Err(to_status(e))).await;
-                        return;
-                    }
+                    Err(e) => break Err(to_status(e)),
                 };
                 let full = page.len() == SNAPSHOT_PAGE as usize;
                 let cut = fit_message(&mut page);
                 let done = !full && !cut;
                 after_key = page.last().map(|c| c.key.clone());
+                let count = page.len();
                 let chunk = pb::SnapshotChunk {
                     as_of_sequence: as_of,
-                    records: page.into_iter().map(change_api).collect(),
+                    records: page
+                        .into_iter()
+                        .map(|c| change_api(shaped(view.as_ref(), c)))
+                        .collect(),
                 };
                 // Sending waits while the consumer is behind: the hub never buffers more.
-                if tx.send(Ok(chunk)).await.is_err() || done {
-                    return;
+                if tx.send(Ok(chunk)).await.is_err() {
+                    break Ok(());
                 }
-            }
+                delivered += count;
+                if done {
+                    break Ok(());
+                }
+            };
+            api.close_stream(&note, &tx, outcome, delivered).await;
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -742,9 +938,16 @@ impl ExchangeService for ExchangeApi {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let note = CallNote::of(&request);
         let caller = self.auth.caller(&request).await.map_err(to_status)?;
         let r = request.into_inner();
-        let (_, dataset) = self.readable(&caller, &r.dataset).await.map_err(to_status)?;
+        let read = ReadRequest {
+            dataset: &r.dataset,
+            grant_id: &r.grant_id,
+            purpose: &r.purpose,
+            moves_records: true,
+        };
+        let (_, dataset, basis) = self.readable(&caller, &read, &note).await.map_err(to_status)?;
         let max_batch = match r.max_batch {
             0 => DEFAULT_SUBSCRIBE_BATCH,
             n => n.min(MAX_FETCH),
@@ -761,42 +964,56 @@ impl ExchangeService for ExchangeApi {
             {
                 after = cursor.acknowledged;
             }
+            note.detail("consumer", r.consumer.clone());
         }
+        note.detail("after_sequence", after);
+        self.open_stream(&note).await?;
+        let mut rights = self.rights(caller, &r.dataset, &r.grant_id, &r.purpose);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let store = self.store.clone();
+        let api = self.clone_for_task();
         let mut head = self.feed.watch(&dataset.id, dataset.last_sequence);
         let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
-            loop {
-                let (mut changes, last_sequence) = match store.fetch_changes(&dataset.id, after, max_batch).await {
+            let mut view = basis.view(&dataset.key);
+            let mut delivered = 0usize;
+            let outcome = loop {
+                if let Err(e) = rights.recheck(&mut view, &dataset.key).await {
+                    break Err(to_status(e));
+                }
+                let (mut changes, last_sequence) = match api.store.fetch_changes(&dataset.id, after, max_batch).await {
                     Ok(page) => page,
-                    Err(e) => {
-                        let _ = tx.send(Err(to_status(e))).await;
-                        return;
-                    }
+                    Err(e) => break Err(to_status(e)),
                 };
                 fit_message(&mut changes);
                 if let Some(last) = changes.last() {
                     after = last.sequence;
+                    let count = changes.len();
                     let batch = pb::ChangeBatch {
-                        changes: changes.into_iter().map(change_api).collect(),
+                        changes: changes
+                            .into_iter()
+                            .map(|c| change_api(shaped(view.as_ref(), c)))
+                            .collect(),
                         last_sequence,
                     };
                     // Waits while the consumer is behind: a slow consumer holds at most
                     // STREAM_BUFFER messages in the hub.
                     tokio::select! {
-                        sent = tx.send(Ok(batch)) => if sent.is_err() { return },
-                        _ = stopping.changed() => return,
+                        sent = tx.send(Ok(batch)) => if sent.is_err() { break Ok(()) },
+                        _ = stopping.changed() => break Ok(()),
                     }
+                    delivered += count;
                     continue;
                 }
                 tokio::select! {
                     _ = head.changed() => {}
                     _ = tokio::time::sleep(IDLE_RECHECK) => {}
-                    _ = tx.closed() => return,
-                    _ = stopping.changed() => return,
+                    _ = rights.revoked.changed() => rights.force = true,
+                    _ = tx.closed() => break Ok(()),
+                    _ = stopping.changed() => break Ok(()),
                 }
-            }
+            };
+            note.detail("last_sequence", after);
+            api.close_stream(&note, &tx, outcome, delivered).await;
         });
         Ok(Response::new(UntilStopping::new(
             ReceiverStream::new(rx),
@@ -808,6 +1025,7 @@ impl ExchangeService for ExchangeApi {
         &self,
         request: Request<pb::AcknowledgeRequest>,
     ) -> Result<Response<pb::ConsumerCursor>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.get_ref();
@@ -815,7 +1033,13 @@ impl ExchangeService for ExchangeApi {
             let department = caller
                 .department()
                 .ok_or_else(|| Error::PermissionDenied("consumers belong to departments".into()))?;
-            let (_, dataset) = self.readable(&caller, &r.dataset).await?;
+            let read = ReadRequest {
+                dataset: &r.dataset,
+                grant_id: "",
+                purpose: "",
+                moves_records: false,
+            };
+            let (_, dataset, _) = self.readable(&caller, &read, &note).await?;
             if r.sequence > dataset.last_sequence {
                 return Err(Error::invalid(
                     "sequence",
@@ -833,6 +1057,8 @@ impl ExchangeService for ExchangeApi {
                 updated_at: crate::clock::now(),
             };
             let saved = self.store.acknowledge(&cursor).await?;
+            note.detail("consumer", saved.consumer.clone());
+            note.detail("acknowledged", saved.acknowledged);
             Ok(pb::ConsumerCursor {
                 dataset: saved.dataset,
                 consumer: saved.consumer,
@@ -847,6 +1073,7 @@ impl ExchangeService for ExchangeApi {
         &self,
         request: Request<pb::GetConsumerRequest>,
     ) -> Result<Response<pb::ConsumerCursor>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.get_ref();
@@ -854,7 +1081,13 @@ impl ExchangeService for ExchangeApi {
             let department = caller
                 .department()
                 .ok_or_else(|| Error::PermissionDenied("consumers belong to departments".into()))?;
-            self.readable(&caller, &r.dataset).await?;
+            let read = ReadRequest {
+                dataset: &r.dataset,
+                grant_id: "",
+                purpose: "",
+                moves_records: false,
+            };
+            self.readable(&caller, &read, &note).await?;
             let found = self.store.get_consumer(&r.dataset, department, &r.consumer).await?;
             let c = found.ok_or_else(|| Error::NotFound(format!("consumer '{}' of {}", r.consumer, r.dataset)))?;
             Ok(pb::ConsumerCursor {
@@ -871,10 +1104,14 @@ impl ExchangeService for ExchangeApi {
         &self,
         request: Request<pb::StartUploadRequest>,
     ) -> Result<Response<pb::UploadStatus>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.into_inner();
             let entry = self.entry(&caller, &r.dataset).await?;
+            note.about(&entry.resource_code, &entry.provider_code);
+            note.detail("file", r.file_name.clone());
+            note.detail("size", r.size);
             rules::publish(&caller, &entry)?;
             let dataset = self.dataset(&r.dataset).await?;
             if dataset.kind != DatasetKind::File {
@@ -938,6 +1175,7 @@ impl ExchangeService for ExchangeApi {
         &self,
         request: Request<Streaming<pb::FileChunk>>,
     ) -> Result<Response<pb::UploadStatus>, Status> {
+        let note = CallNote::of(&request);
         let caller = self.auth.caller(&request).await.map_err(to_status)?;
         let mut chunks = request.into_inner();
         answer(async {
@@ -955,7 +1193,10 @@ impl ExchangeService for ExchangeApi {
                         current.id
                     )));
                 }
+                note.about(&current.dataset, caller.department().unwrap_or_default());
+                note.detail("upload", current.id.clone());
                 let mut next = self.store.append_upload(&current.id, chunk.offset, &chunk.data).await?;
+                note.detail("received", next.received);
                 if next.received == next.size {
                     next = self.finish_upload(next).await?;
                 }
@@ -973,9 +1214,16 @@ impl ExchangeService for ExchangeApi {
         &self,
         request: Request<pb::DownloadFileRequest>,
     ) -> Result<Response<Self::DownloadFileStream>, Status> {
+        let note = CallNote::of(&request);
         let caller = self.auth.caller(&request).await.map_err(to_status)?;
         let r = request.into_inner();
-        self.readable(&caller, &r.dataset).await.map_err(to_status)?;
+        let read = ReadRequest {
+            dataset: &r.dataset,
+            grant_id: &r.grant_id,
+            purpose: &r.purpose,
+            moves_records: true,
+        };
+        self.readable(&caller, &read, &note).await.map_err(to_status)?;
         rules::validate_file_name(&r.file_name).map_err(to_status)?;
         let file = self
             .store
@@ -984,24 +1232,31 @@ impl ExchangeService for ExchangeApi {
             .map_err(to_status)?;
         let file =
             file.ok_or_else(|| to_status(Error::NotFound(format!("file '{}' in {}", r.file_name, r.dataset))))?;
+        note.detail("file", file.file_name.clone());
+        note.detail("size", file.size);
+        self.open_stream(&note).await?;
+        let mut rights = self.rights(caller, &r.dataset, &r.grant_id, &r.purpose);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let store = self.store.clone();
+        let api = self.clone_for_task();
         tokio::spawn(async move {
             let mut offset = 0;
             let mut first = true;
-            while first || offset < file.size {
-                let data = match store.read_upload(&file.id, offset, DOWNLOAD_CHUNK).await {
+            let mut view = None;
+            let outcome = loop {
+                if !first && offset >= file.size {
+                    break Ok(());
+                }
+                if let Err(e) = rights.recheck(&mut view, &[]).await {
+                    break Err(to_status(e));
+                }
+                let data = match api.store.read_upload(&file.id, offset, DOWNLOAD_CHUNK).await {
                     Ok(data) => data,
-                    Err(e) => {
-                        let _ = tx.send(Err(to_status(e))).await;
-                        return;
-                    }
+                    Err(e) => break Err(to_status(e)),
                 };
                 if data.is_empty() && offset < file.size {
-                    let _ = tx.send(Err(Status::internal("the stored file ends early"))).await;
-                    return;
+                    break Err(Status::internal("the stored file ends early"));
                 }
-                offset += data.len() as u64;
+                let length = data.len() as u64;
                 let message = pb::FileData {
                     size: if first { file.size } else { 0 },
                     sha256: if first { file.sha256.clone() } else { String::new() },
@@ -1009,11 +1264,52 @@ impl ExchangeService for ExchangeApi {
                 };
                 first = false;
                 if tx.send(Ok(message)).await.is_err() {
-                    return;
+                    break Ok(());
                 }
-            }
+                offset += length;
+            };
+            note.detail("bytes", offset);
+            api.close_stream(&note, &tx, outcome, usize::from(offset >= file.size)).await;
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Keeps a live read's rights decided while it streams: re-checks them every RIGHTS_RECHECK, and
+/// at once when this hub revokes a grant, so that a revocation (here or on another hub node), an
+/// expiry, a withdrawal or a deactivation ends the stream with the refusal.
+struct Rights {
+    api: Arc<ExchangeApi>,
+    caller: Caller,
+    dataset: String,
+    grant_id: String,
+    purpose: String,
+    checked: tokio::time::Instant,
+    revoked: watch::Receiver<u64>,
+    /// Re-check at the next turn whatever the time.
+    force: bool,
+}
+
+impl Rights {
+    /// Updates the view records are shaped with, or returns the refusal that ends the stream.
+    async fn recheck(&mut self, view: &mut Option<RecordView>, key: &[String]) -> Result<()> {
+        let revoked = self.revoked.has_changed().unwrap_or(false);
+        if !(self.force || revoked || self.checked.elapsed() >= RIGHTS_RECHECK) {
+            return Ok(());
+        }
+        self.revoked.borrow_and_update();
+        self.force = false;
+        self.checked = tokio::time::Instant::now();
+        self.api.auth.still_active(&self.caller).await?;
+        let read = ReadRequest {
+            dataset: &self.dataset,
+            grant_id: &self.grant_id,
+            purpose: &self.purpose,
+            moves_records: true,
+        };
+        let (_, _, basis) = authorise_read(self.api.store.as_ref(), &self.caller, &read).await?;
+        *view = basis.view(key);
+        Ok(())
     }
 }
 
@@ -1028,6 +1324,46 @@ fn size_limit_status(status: Status) -> Status {
 }
 
 impl ExchangeApi {
+    fn rights(&self, caller: Caller, dataset: &str, grant_id: &str, purpose: &str) -> Rights {
+        Rights {
+            api: self.clone_for_task(),
+            caller,
+            dataset: dataset.to_string(),
+            grant_id: grant_id.to_string(),
+            purpose: purpose.to_string(),
+            checked: tokio::time::Instant::now(),
+            revoked: self.revocations.subscribe(),
+            force: false,
+        }
+    }
+
+    /// Records that a read stream opens, before any record leaves: if the trail cannot be
+    /// written, the stream does not start.
+    async fn open_stream(&self, note: &CallNote) -> std::result::Result<(), Status> {
+        note.detail("phase", "open");
+        self.audit.record(note.event("OK")).await.map_err(to_status)
+    }
+
+    /// Records how a read stream ended and how much it delivered, then sends its error if any.
+    async fn close_stream<T>(
+        &self,
+        note: &CallNote,
+        tx: &mpsc::Sender<std::result::Result<T, Status>>,
+        outcome: std::result::Result<(), Status>,
+        delivered: usize,
+    ) {
+        note.detail("phase", "end");
+        note.detail("records", delivered);
+        let code = outcome.as_ref().err().map_or(tonic::Code::Ok, Status::code);
+        if let Err(status) = &outcome {
+            note.detail("message", status.message().to_string());
+        }
+        let _ = self.audit.record(note.event(code_name(code))).await;
+        if let Err(status) = outcome {
+            let _ = tx.send(Err(status)).await;
+        }
+    }
+
     /// A handle for tasks that outlive the call that started them.
     fn clone_for_task(&self) -> Arc<ExchangeApi> {
         Arc::new(ExchangeApi {
@@ -1037,6 +1373,8 @@ impl ExchangeApi {
             feed: self.feed.clone(),
             limits: self.limits.clone(),
             stopping: self.stopping.clone(),
+            audit: self.audit.clone(),
+            revocations: self.revocations.clone(),
             skip_validation: self.skip_validation,
         })
     }

@@ -1,6 +1,8 @@
 //! The Xinqiao hub: gRPC services over mutual TLS, with identity from client certificates,
 //! authorisation by the domain policy, and storage behind the store traits.
 
+pub mod access;
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -15,6 +17,7 @@ pub mod schemas;
 pub mod server;
 pub mod status;
 pub mod tls;
+pub mod trail;
 
 pub use config::Config;
 pub use server::{RunningHub, ServeError, start, start_with_store};

@@ -10,6 +10,7 @@ use xinqiao_proto::v1::schema_service_server::SchemaService;
 use xinqiao_schema::FormatMode;
 use xinqiao_store::{EntrySchemaBinding, Store};
 
+use crate::audit::CallNote;
 use crate::auth::Authenticator;
 use crate::convert::{self, timestamp};
 use crate::paging::{decode, next_token};
@@ -95,10 +96,14 @@ impl SchemaService for SchemaApi {
         &self,
         request: Request<pb::RegisterSchemaRequest>,
     ) -> Result<Response<pb::RegisterSchemaResponse>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.get_ref();
+            note.about(&r.subject, caller.department().unwrap_or_default());
             let (schema, created) = self.registry.register(&caller, &r.subject, &r.schema_json).await?;
+            note.detail("version", schema.version);
+            note.detail("created", created);
             Ok(pb::RegisterSchemaResponse {
                 schema: Some(version(schema)),
                 created,
@@ -202,9 +207,13 @@ impl SchemaService for SchemaApi {
         &self,
         request: Request<pb::DeleteSchemaVersionRequest>,
     ) -> Result<Response<pb::DeleteSchemaVersionResponse>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.get_ref();
+            note.about(&r.subject, "");
+            note.detail("version", r.version);
+            note.detail("permanent", r.permanent);
             let subject = self.store.get_subject(&r.subject).await?;
             let subject = subject.ok_or_else(|| Error::NotFound(format!("schema subject '{}'", r.subject)))?;
             rules::change_subject(&caller, Some(&subject))?;
@@ -250,9 +259,12 @@ impl SchemaService for SchemaApi {
         &self,
         request: Request<pb::SetCompatibilityRequest>,
     ) -> Result<Response<pb::CompatibilitySetting>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.get_ref();
+            note.about(&r.subject, "");
+            note.detail("mode", r.mode);
             let mode = convert::filter_enum("mode", r.mode, convert::compatibility_mode)?;
             if r.subject.is_empty() {
                 rules::change_default_compatibility(&caller)?;
@@ -344,10 +356,13 @@ impl SchemaService for SchemaApi {
         &self,
         request: Request<pb::BindEntrySchemaRequest>,
     ) -> Result<Response<pb::EntrySchemaBinding>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.get_ref();
             let entry = self.visible_entry(&caller, &r.resource_code).await?;
+            note.about(&entry.resource_code, &entry.provider_code);
+            note.detail("schema", format!("{}/{}", r.subject, r.version));
             policy::bind_schema(&caller, &entry)?;
             let schema = self.registry.resolve(&r.subject, r.version, false).await?;
             let document: serde_json::Value =

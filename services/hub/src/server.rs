@@ -9,11 +9,15 @@ use tokio::task::JoinHandle;
 use tonic::codegen::http;
 use tonic::transport::Server;
 use xinqiao_domain::department::DepartmentProfile;
+use xinqiao_proto::v1::access_service_server::AccessServiceServer;
+use xinqiao_proto::v1::audit_service_server::AuditServiceServer;
 use xinqiao_proto::v1::directory_service_server::DirectoryServiceServer;
 use xinqiao_proto::v1::exchange_service_server::ExchangeServiceServer;
 use xinqiao_proto::v1::schema_service_server::SchemaServiceServer;
 use xinqiao_store::Store;
 
+use crate::access::{AccessApi, Revocations};
+use crate::audit::{AuditLayer, AuditLog};
 use crate::config::Config;
 use crate::directory::DirectoryApi;
 use crate::exchange::ExchangeApi;
@@ -21,6 +25,7 @@ use crate::feed::ChangeFeed;
 use crate::registry::Registry;
 use crate::schemas::SchemaApi;
 use crate::tls;
+use crate::trail::{self, AuditApi};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -34,6 +39,8 @@ pub enum ServeError {
     Reflection(String),
     #[error("server: {0}")]
     Transport(String),
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// A hub that is serving. Dropping it without [`RunningHub::stop`] leaves the server running
@@ -85,7 +92,7 @@ pub async fn start(config: &Config) -> Result<RunningHub, ServeError> {
 
 /// Starts serving on the configured address (port 0 picks a free one; see `RunningHub::addr`).
 pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<RunningHub, ServeError> {
-    let tls_config = tls::server_config(&config.ca(), &config.cert(), &config.key())?;
+    let server_tls = tls::ServerTls::load(&config.ca(), &config.cert(), &config.key(), config.crl().as_deref())?;
     let addr = config.listen();
     let listener = TcpListener::bind(addr)
         .await
@@ -93,8 +100,12 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     let addr = listener
         .local_addr()
         .map_err(|source| ServeError::Listen { addr, source })?;
-    let on_failure: tls::HandshakeFailureHook = Arc::new(|remote, error| {
+    let hash = config.audit.chain_hash().map_err(ServeError::Config)?;
+    let audit = AuditLog::start(store.clone(), hash);
+    let refused = audit.clone();
+    let on_failure: tls::HandshakeFailureHook = Arc::new(move |remote, error| {
         tracing::warn!(%remote, %error, "TLS handshake refused");
+        refused.record_detached(crate::audit::handshake_refused(remote, &error.to_string()));
     });
     let handshake_timeout = config.handshake_timeout();
 
@@ -106,12 +117,33 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     let (stopping_tx, stopping) = watch::channel(false);
     let feed = ChangeFeed::new();
     feed.start(store.clone(), stopping.clone());
+    let revocations = Revocations::default();
+    trail::keep_retention(store.clone(), audit.clone(), config.audit.retention_days, stopping.clone());
     let exchange = ExchangeServiceServer::new(
-        ExchangeApi::new(store.clone(), registry.clone(), feed, config.limits.clone(), stopping)
-            .skip_validation(config.benchmark.skip_validation),
+        ExchangeApi::new(
+            store.clone(),
+            registry.clone(),
+            feed,
+            config.limits.clone(),
+            stopping,
+            audit.clone(),
+            revocations.clone(),
+        )
+        .skip_validation(config.benchmark.skip_validation),
     )
     .max_decoding_message_size(max)
     .max_encoding_message_size(max.max(4 * 1024 * 1024));
+    let access = AccessServiceServer::new(AccessApi::new(
+        store.clone(),
+        registry.clone(),
+        config.access.clone(),
+        revocations,
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max.max(4 * 1024 * 1024));
+    let audit_service = AuditServiceServer::new(AuditApi::new(store.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max.max(4 * 1024 * 1024));
     let schemas = SchemaServiceServer::new(SchemaApi::new(store.clone(), registry))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
@@ -120,6 +152,8 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     health.set_serving::<DirectoryServiceServer<DirectoryApi>>().await;
     health.set_serving::<SchemaServiceServer<SchemaApi>>().await;
     health.set_serving::<ExchangeServiceServer<ExchangeApi>>().await;
+    health.set_serving::<AccessServiceServer<AccessApi>>().await;
+    health.set_serving::<AuditServiceServer<AuditApi>>().await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(xinqiao_proto::FILE_DESCRIPTOR_SET)
@@ -136,23 +170,30 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     let (stop, stopped) = oneshot::channel::<()>();
     let router = Server::builder()
         .layer(tower::util::MapResponseLayer::new(size_limit_is_resource_exhausted))
+        .layer(AuditLayer::new(audit))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(directory)
         .add_service(schemas)
-        .add_service(exchange);
+        .add_service(exchange)
+        .add_service(access)
+        .add_service(audit_service);
     let stopped = async {
         let _ = stopped.await;
     };
     let task = match config.benchmark.plaintext_as.clone() {
-        None => tokio::spawn(async move {
-            let incoming = tls::incoming(listener, tls_config, handshake_timeout, on_failure);
-            router
-                .serve_with_incoming_shutdown(incoming, stopped)
-                .await
-                .map_err(|e| ServeError::Transport(tls::error_chain(&e)))
-        }),
+        None => {
+            // Reloads the CRL (and on SIGHUP everything) until the hub stops.
+            server_tls.watch(stopping_tx.subscribe());
+            tokio::spawn(async move {
+                let incoming = tls::incoming(listener, server_tls, handshake_timeout, on_failure);
+                router
+                    .serve_with_incoming_shutdown(incoming, stopped)
+                    .await
+                    .map_err(|e| ServeError::Transport(tls::error_chain(&e)))
+            })
+        }
         Some(principal) => tokio::spawn(async move {
             tracing::warn!("benchmark: serving plaintext, every caller is {principal}");
             let incoming = tls::plaintext_incoming(listener, principal);
