@@ -740,11 +740,21 @@ pub fn companies(dataset: &str, idempotency_key: &str, serials: impl IntoIterato
     )
 }
 
+/// A Fetch that declares [`PURPOSE`] (what a department reading another's unconditionally shared
+/// dataset must do; the provider and grantees may, and it changes nothing for them) and names no
+/// grant.
 pub fn fetch(dataset: &str, after_sequence: u64, limit: u32) -> pb::FetchRequest {
+    fetch_as(dataset, after_sequence, limit, PURPOSE, "")
+}
+
+/// A Fetch with the given purpose and grant id (either may be empty).
+pub fn fetch_as(dataset: &str, after_sequence: u64, limit: u32, purpose: &str, grant_id: &str) -> pb::FetchRequest {
     pb::FetchRequest {
         dataset: dataset.into(),
         after_sequence,
         limit,
+        purpose: purpose.into(),
+        grant_id: grant_id.into(),
     }
 }
 
@@ -789,4 +799,390 @@ pub fn key_of(change: &pb::Change) -> Json {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     xinqiao_domain::fingerprint::to_hex(&sha2::Sha256::digest(bytes))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Access under the sharing rules, and the audit trail
+
+pub type Access = xinqiao_proto::v1::access_service_client::AccessServiceClient<Channel>;
+pub type Audit = xinqiao_proto::v1::audit_service_client::AuditServiceClient<Channel>;
+
+/// Dates and times, as the hub's configuration and deadlines use them.
+pub use chrono;
+/// The API's timestamps.
+pub use xinqiao_hub::convert::{Timestamp, timestamp};
+
+/// The purpose (用途) the harness declares when it reads: a department reading another's
+/// unconditionally shared dataset must state one.
+pub const PURPOSE: &str = "企业登记信息核验";
+
+/// A shared-schema-style subject of residents with contact details: the fields a grant projects
+/// and masks (公民身份号码, 姓名, 手机号码, an address and an income). Keyed by `resident_id`.
+pub const RESIDENTS: &str = "resident-contact";
+
+pub const RESIDENTS_SCHEMA: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "title": "低保对象联系信息",
+  "type": "object",
+  "properties": {
+    "resident_id": { "$ref": "xinqiao://schemas/identifiers/1#/$defs/resident_id", "title": "公民身份号码" },
+    "name": { "title": "姓名", "type": "string", "minLength": 1, "maxLength": 50 },
+    "mobile": { "$ref": "xinqiao://schemas/identifiers/1#/$defs/mobile", "title": "手机号码" },
+    "address": { "title": "住址", "type": "string", "maxLength": 500 },
+    "monthly_income": { "title": "月收入", "type": "number", "minimum": 0 }
+  },
+  "required": ["resident_id", "name"]
+}"#;
+
+/// Every top-level field of [`RESIDENTS`] records.
+pub const RESIDENT_FIELDS: [&str; 5] = ["resident_id", "name", "mobile", "address", "monthly_income"];
+
+impl TestHub {
+    /// The AccessService client of a department whose certificate the PKI has issued.
+    pub async fn access(&self, code: &str) -> Access {
+        Access::new(self.channel(pki::department_files(&self.pki_dir(), code)).await)
+    }
+
+    /// The platform admin's AccessService client.
+    pub async fn access_admin(&self) -> Access {
+        Access::new(self.admin_channel().await)
+    }
+
+    /// The AuditService client of a department whose certificate the PKI has issued.
+    pub async fn audit(&self, code: &str) -> Audit {
+        Audit::new(self.channel(pki::department_files(&self.pki_dir(), code)).await)
+    }
+
+    /// The platform admin's AuditService client.
+    pub async fn audit_admin(&self) -> Audit {
+        Audit::new(self.admin_channel().await)
+    }
+
+    /// Registers the shared schemas and [`RESIDENTS`]. Doing it again changes nothing.
+    pub async fn import_resident_schema(&self) {
+        self.import_shared_schemas().await;
+        ok(self
+            .schemas_admin()
+            .await
+            .register_schema(pb::RegisterSchemaRequest {
+                subject: RESIDENTS.into(),
+                schema_json: RESIDENTS_SCHEMA.into(),
+            })
+            .await);
+    }
+
+    /// A published entry of `provider`, shared as `share`, with a table dataset on [`RESIDENTS`]
+    /// keyed by `resident_id`. [`TestHub::import_resident_schema`] must have run.
+    pub async fn open_residents(&self, provider: &str, name: &str, share: pb::ShareType) -> pb::Dataset {
+        let entry = shared_as(residents_entry(name), share, pb::ExchangeKind::Table);
+        let code = self.published_entry(provider, entry).await;
+        ok(self
+            .exchange(provider)
+            .await
+            .create_dataset(pb::CreateDatasetRequest {
+                dataset: code,
+                schema_subject: RESIDENTS.into(),
+                schema_version: 0,
+                key: vec!["resident_id".into()],
+            })
+            .await)
+    }
+
+    /// A published 文件 entry of `provider`, shared as `share`, with its file dataset.
+    pub async fn open_files_shared(&self, provider: &str, name: &str, share: pb::ShareType) -> pb::Dataset {
+        let entry = shared_as(files_entry(residents_entry(name)), share, pb::ExchangeKind::File);
+        let code = self.published_entry(provider, entry).await;
+        ok(self.exchange(provider).await.create_dataset(file_dataset(&code)).await)
+    }
+
+    /// Uploads `bytes` as `file_name` to a file dataset of `provider`, in one call.
+    pub async fn upload_file(&self, provider: &str, dataset: &str, file_name: &str, bytes: &[u8]) -> pb::UploadStatus {
+        let mut client = self.exchange(provider).await;
+        let started = ok(client
+            .start_upload(pb::StartUploadRequest {
+                dataset: dataset.into(),
+                file_name: file_name.into(),
+                size: bytes.len() as u64,
+                sha256: sha256_hex(bytes),
+            })
+            .await);
+        let chunk = pb::FileChunk {
+            upload_id: started.upload_id.clone(),
+            offset: 0,
+            data: bytes.to_vec(),
+        };
+        let done = ok(client.upload_chunks(tokio_stream::iter(vec![chunk])).await);
+        assert!(done.complete, "the upload of {file_name} completes");
+        done
+    }
+
+    /// `applicant` applies for `fields` of `dataset` (see [`application`]); the request.
+    pub async fn apply(&self, applicant: &str, dataset: &str, fields: &[&str]) -> pb::AccessRequest {
+        ok(self
+            .access(applicant)
+            .await
+            .request_access(request_access(application(dataset, fields)))
+            .await)
+    }
+
+    /// `applicant` applies and `provider` approves as `approval` says (its request id is filled
+    /// in); the approved request and its grant.
+    pub async fn grant(
+        &self,
+        provider: &str,
+        applicant: &str,
+        dataset: &str,
+        fields: &[&str],
+        approval: pb::ApproveRequestRequest,
+    ) -> (pb::AccessRequest, pb::AccessGrant) {
+        let request = self.apply(applicant, dataset, fields).await;
+        let mut provider_client = self.access(provider).await;
+        let approved = ok(provider_client
+            .approve_request(pb::ApproveRequestRequest {
+                request_id: request.request_id.clone(),
+                ..approval
+            })
+            .await);
+        assert_eq!(approved.state, pb::RequestState::Approved as i32);
+        assert!(!approved.grant_id.is_empty(), "an approval names its grant");
+        let grant = ok(provider_client.get_grant(get_grant(&approved.grant_id)).await);
+        (approved, grant)
+    }
+
+    /// Runs one SQL statement on the hub's database behind its back (to tamper with it, or to
+    /// move a date into the past); the number of rows it changed. Only for statements the test
+    /// wrote itself.
+    pub async fn execute_sql(&self, sql: &str) -> u64 {
+        use sqlx::Connection;
+        match &self._pg_schema {
+            Some(pg) => {
+                let mut conn = sqlx::PgConnection::connect(&pg.url)
+                    .await
+                    .expect("connect to PostgreSQL");
+                // The schema name is one this harness made up (a UUID).
+                sqlx::query(sqlx::AssertSqlSafe(format!("SET search_path TO \"{}\"", pg.name)))
+                    .execute(&mut conn)
+                    .await
+                    .expect("set the search path");
+                let done = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+                    .execute(&mut conn)
+                    .await
+                    .expect("the statement runs");
+                conn.close().await.expect("close");
+                done.rows_affected()
+            }
+            None => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(self.dir.path().join("hub.db"))
+                    .busy_timeout(Duration::from_secs(10));
+                let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                    .await
+                    .expect("open the hub's SQLite file");
+                let done = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+                    .execute(&mut conn)
+                    .await
+                    .expect("the statement runs");
+                conn.close().await.expect("close");
+                done.rows_affected()
+            }
+        }
+    }
+}
+
+/// Entry content for residents' data (人口), its data items covered by [`RESIDENTS`] by title.
+pub fn residents_entry(name: &str) -> pb::EntryContent {
+    let mut c = content(name, "101001", "低保对象及其联系方式");
+    c.items = vec![
+        item("公民身份号码", "字符型", 18),
+        item("姓名", "字符型", 50),
+        item("手机号码", "字符型", 11),
+    ];
+    c
+}
+
+/// A valid 公民身份号码 born 1990-03-07 in 330106, numbered `serial` (1 to 999).
+pub fn resident_id(serial: u32) -> String {
+    let first17 = format!("33010619900307{serial:03}");
+    let check = xinqiao_domain::identifiers::resident_id_check_char(&first17).expect("17 digits");
+    format!("{first17}{check}")
+}
+
+/// A valid mobile number ending in `serial`.
+pub fn mobile(serial: u32) -> String {
+    format!("1381234{serial:04}")
+}
+
+/// The exact text of a [`RESIDENTS`] record, in the order a publisher wrote it.
+pub fn resident_text(serial: u32, name: &str) -> String {
+    format!(
+        r#"{{"resident_id":"{}","name":"{name}","mobile":"{}","address":"浙江省杭州市西湖区文三路{serial}号","monthly_income":{}}}"#,
+        resident_id(serial),
+        mobile(serial),
+        1000 + serial
+    )
+}
+
+/// An upsert of [`resident_text`].
+pub fn upsert_resident(serial: u32, name: &str) -> pb::RecordChange {
+    upsert_bytes(resident_text(serial, name).into_bytes())
+}
+
+/// Deletes the resident `resident_id(serial)`.
+pub fn delete_resident(serial: u32) -> pb::RecordChange {
+    pb::RecordChange {
+        change: Some(pb::record_change::Change::Delete(
+            serde_json::json!({ "resident_id": resident_id(serial) })
+                .to_string()
+                .into_bytes(),
+        )),
+    }
+}
+
+/// Today in China Standard Time, the day requests and deadlines are counted in.
+pub fn china_today() -> chrono::NaiveDate {
+    xinqiao_domain::access::china_day(chrono::Utc::now())
+}
+
+/// An application for `fields` (empty for a file dataset) over the coming year.
+pub fn application(dataset: &str, fields: &[&str]) -> pb::AccessApplication {
+    let today = china_today();
+    pb::AccessApplication {
+        dataset: dataset.into(),
+        purpose: "最低生活保障资格核验".into(),
+        scope: "市民政局社会救助处".into(),
+        fields: fields.iter().map(|f| f.to_string()).collect(),
+        period_from: today.to_string(),
+        period_until: (today + chrono::Duration::days(365)).to_string(),
+        business_system: "社会救助信息系统".into(),
+    }
+}
+
+pub fn request_access(application: pb::AccessApplication) -> pb::RequestAccessRequest {
+    pb::RequestAccessRequest {
+        application: Some(application),
+    }
+}
+
+/// An approval granting the fields as requested, unmasked, until the end of the period; the
+/// request id is filled in by [`TestHub::grant`] or by the test.
+pub fn approval(fields: &[&str], masks: &[(&str, &str)]) -> pb::ApproveRequestRequest {
+    pb::ApproveRequestRequest {
+        request_id: String::new(),
+        fields: fields.iter().map(|f| f.to_string()).collect(),
+        masks: masks.iter().map(|(f, r)| mask(f, r)).collect(),
+        expires_at: None,
+        note: String::new(),
+    }
+}
+
+pub fn mask(field: &str, rule: &str) -> pb::FieldMask {
+    pb::FieldMask {
+        field: field.into(),
+        rule: rule.into(),
+    }
+}
+
+pub fn get_request(id: &str) -> pb::GetRequestRequest {
+    pb::GetRequestRequest { request_id: id.into() }
+}
+
+pub fn get_grant(id: &str) -> pb::GetGrantRequest {
+    pb::GetGrantRequest { grant_id: id.into() }
+}
+
+pub fn revoke_grant(id: &str, reason: &str) -> pb::RevokeGrantRequest {
+    pb::RevokeGrantRequest {
+        grant_id: id.into(),
+        reason: reason.into(),
+    }
+}
+
+pub fn snapshot_as(dataset: &str, purpose: &str, grant_id: &str) -> pb::SnapshotRequest {
+    pb::SnapshotRequest {
+        dataset: dataset.into(),
+        as_of_sequence: 0,
+        purpose: purpose.into(),
+        grant_id: grant_id.into(),
+    }
+}
+
+pub fn subscribe_as(dataset: &str, after_sequence: u64, purpose: &str, grant_id: &str) -> pb::SubscribeRequest {
+    pb::SubscribeRequest {
+        dataset: dataset.into(),
+        after_sequence,
+        consumer: String::new(),
+        max_batch: 0,
+        purpose: purpose.into(),
+        grant_id: grant_id.into(),
+    }
+}
+
+pub fn download_as(dataset: &str, file_name: &str, purpose: &str, grant_id: &str) -> pb::DownloadFileRequest {
+    pb::DownloadFileRequest {
+        dataset: dataset.into(),
+        file_name: file_name.into(),
+        purpose: purpose.into(),
+        grant_id: grant_id.into(),
+    }
+}
+
+/// How long a test waits for something that should come promptly before calling the hub broken.
+pub const STREAM_GUARD: Duration = Duration::from_secs(60);
+
+/// The first message of a server stream, or the refusal: an error at the call or as the first
+/// thing the stream yields (either way, before any message). `Ok(None)` is a stream that ended
+/// without a message.
+pub async fn first_message<T>(call: Result<Response<tonic::Streaming<T>>, Status>) -> Result<Option<T>, Status> {
+    let mut stream = call?.into_inner();
+    match tokio::time::timeout(STREAM_GUARD, stream.message()).await {
+        Ok(result) => result,
+        Err(_) => panic!("nothing came on the stream within {STREAM_GUARD:?}"),
+    }
+}
+
+/// Every message of a server stream until it ends, or the error it ends with (with what came
+/// before it).
+pub async fn drain<T>(stream: &mut tonic::Streaming<T>) -> (Vec<T>, Option<Status>) {
+    let mut messages = Vec::new();
+    loop {
+        match tokio::time::timeout(STREAM_GUARD, stream.message()).await {
+            Ok(Ok(Some(m))) => messages.push(m),
+            Ok(Ok(None)) => return (messages, None),
+            Ok(Err(status)) => return (messages, Some(status)),
+            Err(_) => panic!("the stream stalled for {STREAM_GUARD:?}"),
+        }
+    }
+}
+
+/// Every change of a Fetch-able dataset after `after` as `client` reads it with this purpose and
+/// grant, following pages until the log ends.
+pub async fn fetch_all_as(client: &mut Exchange, dataset: &str, purpose: &str, grant_id: &str) -> Vec<pb::Change> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = ok(client.fetch(fetch_as(dataset, after, 10_000, purpose, grant_id)).await);
+        match page.changes.last() {
+            Some(last) => after = last.sequence,
+            None => return all,
+        }
+        all.extend(page.changes);
+    }
+}
+
+/// Every audit event `client` may see that matches `request` (all pages).
+pub async fn audit_events(client: &mut Audit, mut request: pb::ListEventsRequest) -> Vec<pb::AuditEvent> {
+    let mut events = Vec::new();
+    loop {
+        let page = ok(client.list_events(request.clone()).await);
+        events.extend(page.events);
+        if page.next_page_token.is_empty() {
+            return events;
+        }
+        request.page_token = page.next_page_token;
+    }
+}
+
+/// The actor the trail names for the development admin.
+pub fn admin_actor() -> String {
+    format!("admin:{ADMIN}")
 }

@@ -71,12 +71,15 @@ async fn receive(stream: &mut Streaming<pb::ChangeBatch>, count: usize) -> (Vec<
     (changes, sizes)
 }
 
+/// Declares [`PURPOSE`], as a department reading another's open dataset must.
 fn subscribe(dataset: &str, after_sequence: u64, consumer: &str, max_batch: u32) -> pb::SubscribeRequest {
     pb::SubscribeRequest {
         dataset: dataset.into(),
         after_sequence,
         consumer: consumer.into(),
         max_batch,
+        purpose: PURPOSE.into(),
+        grant_id: String::new(),
     }
 }
 
@@ -88,10 +91,13 @@ fn acknowledge(dataset: &str, consumer: &str, sequence: u64) -> pb::AcknowledgeR
     }
 }
 
+/// Declares [`PURPOSE`], as a department reading another's open dataset must.
 fn snapshot(dataset: &str, as_of_sequence: u64) -> pb::SnapshotRequest {
     pb::SnapshotRequest {
         dataset: dataset.into(),
         as_of_sequence,
+        purpose: PURPOSE.into(),
+        grant_id: String::new(),
     }
 }
 
@@ -1511,10 +1517,13 @@ fn upload_status(upload_id: &str) -> pb::GetUploadStatusRequest {
     }
 }
 
+/// Declares [`PURPOSE`], as a department reading another's open dataset must.
 fn download(dataset: &str, name: &str) -> pb::DownloadFileRequest {
     pb::DownloadFileRequest {
         dataset: dataset.into(),
         file_name: name.into(),
+        purpose: PURPOSE.into(),
+        grant_id: String::new(),
     }
 }
 

@@ -54,10 +54,6 @@ fn shared(subject: &str) -> &'static str {
         .unwrap_or_else(|| panic!("no shared schema {subject}"))
 }
 
-fn admin_actor() -> String {
-    format!("admin:{ADMIN}")
-}
-
 /// `doc` with `edit` applied.
 fn edited(doc: &Json, edit: impl FnOnce(&mut Json)) -> Json {
     let mut copy = doc.clone();
