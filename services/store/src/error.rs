@@ -45,6 +45,15 @@ pub(crate) fn translate(err: sqlx::Error, subject: &str) -> Error {
     }
 }
 
+/// Translates an error from a write into a row that refers to a dataset: a foreign key
+/// violation means the dataset does not exist.
+pub(crate) fn dataset_write_error(err: sqlx::Error, dataset: &str, subject: &str) -> Error {
+    match &err {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => Error::NotFound(format!("dataset {dataset}")),
+        _ => translate(err, subject),
+    }
+}
+
 /// Translates an error from a read, where no constraint can be violated.
 pub(crate) fn db_error(err: sqlx::Error) -> Error {
     translate(err, "the record")

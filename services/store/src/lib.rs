@@ -17,6 +17,8 @@ use xinqiao_domain::lifecycle::{EntryAction, EntryState};
 use xinqiao_domain::policy::EntryVisibility;
 use xinqiao_domain::schema::{RegisteredSchema, SchemaRef, Subject};
 
+mod access;
+mod audit;
 mod error;
 mod exchange;
 pub mod postgres;
@@ -364,7 +366,12 @@ pub struct ReportFilter {
 pub trait AccessStore: Send + Sync {
     async fn create_request(&self, request: &AccessRequest) -> Result<AccessRequest>;
     async fn get_request(&self, id: &str) -> Result<Option<AccessRequest>>;
-    async fn list_requests(&self, filter: &RequestFilter, after: Option<&str>, limit: u32) -> Result<Vec<AccessRequest>>;
+    async fn list_requests(
+        &self,
+        filter: &RequestFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AccessRequest>>;
     /// Stores the answer to a pending request (`request` carries its new state, answer time,
     /// answerer, reason and grant id) and, for an approval, its grant, in one transaction.
     /// FAILED_PRECONDITION if the request is no longer pending (a concurrent answer won).

@@ -21,13 +21,16 @@ use xinqiao_domain::policy::EntryVisibility;
 use xinqiao_domain::schema::{RegisteredSchema, SchemaRef, Subject};
 use xinqiao_domain::{Error, Result};
 
-use crate::error::{corrupt, db_error, migrate_error, translate};
+use crate::error::{corrupt, dataset_write_error, db_error, migrate_error, translate};
 use crate::exchange::{BatchKeys, bound, check_append, check_complete, file_key, sequences, slice_chunks, to_db};
 use crate::{
     BatchResult, CatalogStore, ConsumerCursor, DatasetFilter, DatasetListing, DepartmentStore, EntryChange,
     EntrySchemaBinding, EntryVersionRecord, ExchangeStore, NewBatch, NewChange, NewSchema, Registration, SchemaStore,
     StoredChange, Upload,
 };
+
+mod access;
+mod audit;
 
 const MAX_CONNECTIONS: u32 = 16;
 /// How long a request waits for a pooled connection before UNAVAILABLE.
@@ -1217,15 +1220,6 @@ fn upload_not_found(id: &str) -> Error {
     Error::NotFound(format!("upload {id}"))
 }
 
-/// Translates an error from a write into a row that refers to a dataset: a foreign key
-/// violation means the dataset does not exist.
-fn dataset_write_error(err: sqlx::Error, dataset: &str, subject: &str) -> Error {
-    match &err {
-        sqlx::Error::Database(db) if db.is_foreign_key_violation() => dataset_not_found(dataset),
-        _ => translate(err, subject),
-    }
-}
-
 /// Reads a notification's payload, `<schema> <last sequence> <dataset>`, if it comes from the
 /// store in `schema`.
 fn parse_notification<'p>(payload: &'p str, schema: &str) -> Option<(&'p str, u64)> {
@@ -1522,6 +1516,14 @@ impl ExchangeStore for PgStore {
         if let Some(provider) = &filter.published_or_provided_by {
             query.push(" AND (e.state = ").push_bind(EntryState::Published.as_str());
             query.push(" OR ds.provider_code = ").push_bind(provider).push(")");
+        }
+        if let Some((grantee, at)) = &filter.granted_to {
+            query.push(" AND EXISTS (SELECT 1 FROM access_grants g WHERE g.dataset = ds.id AND g.grantee_code = ");
+            query.push_bind(grantee);
+            query
+                .push(" AND g.revoked_at IS NULL AND g.expires_at > ")
+                .push_bind(stored_time(*at))
+                .push(")");
         }
         if let Some(after) = after {
             query.push(" AND ds.id > ").push_bind(after);

@@ -32,6 +32,9 @@ use crate::{
     StoredChange, Upload,
 };
 
+mod access;
+mod audit;
+
 const READERS: u32 = 4;
 /// How long a statement waits for a lock held by another process before SQLITE_BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -132,7 +135,9 @@ fn in_memory(url: &str) -> bool {
 }
 
 /// Timestamps are kept to the microsecond, as PostgreSQL keeps them, so that both backends give
-/// back exactly what they stored.
+/// back exactly what they stored. sqlx writes them as RFC 3339 text in UTC with as few fraction
+/// digits as the value needs (none, 3, 6), one text per instant; since `+` and `.` sort before
+/// the digits, that text sorts as the instants do, and comparisons in SQL are plain text ones.
 fn stored_time(at: DateTime<Utc>) -> DateTime<Utc> {
     at.with_nanosecond(at.nanosecond() / 1_000 * 1_000).unwrap_or(at)
 }
@@ -1449,6 +1454,16 @@ impl ExchangeStore for SqliteStore {
         if let Some(provider) = &filter.published_or_provided_by {
             query.push(" AND (e.state = ").push_bind(EntryState::Published.as_str());
             query.push(" OR ds.provider_code = ").push_bind(provider).push(")");
+        }
+        if let Some((grantee, at)) = &filter.granted_to {
+            // Times are stored in one canonical text form (see `stored_time`), which sorts as
+            // the instants do.
+            query.push(" AND EXISTS (SELECT 1 FROM access_grants g WHERE g.dataset = ds.id AND g.grantee_code = ");
+            query.push_bind(grantee);
+            query
+                .push(" AND g.revoked_at IS NULL AND g.expires_at > ")
+                .push_bind(stored_time(*at))
+                .push(")");
         }
         if let Some(after) = after {
             query.push(" AND ds.id > ").push_bind(after);

@@ -7,9 +7,11 @@ use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use sqlx::Connection;
 use xinqiao_domain::Error;
+use xinqiao_domain::access::{AccessApplication, AccessGrant, AccessRequest, ErrorReport, ReportState, RequestState};
+use xinqiao_domain::audit::{AuditEvent, BrokenLink, ChainHash, ChainedEvent, GENESIS, verify};
 use xinqiao_domain::catalogue::{
     CatalogEntry, DataItem, EntryContent, EntryFilter, ExchangeKind, OpenAttributes, OpenType, ResourceFormat,
     ShareAttributes, ShareChannel, ShareType, UpdateCycle,
@@ -19,11 +21,13 @@ use xinqiao_domain::department::DepartmentProfile;
 use xinqiao_domain::exchange::{ChangeOp, Dataset, DatasetKind};
 use xinqiao_domain::identifiers::uscc_check_char;
 use xinqiao_domain::lifecycle::{EntryAction, EntryState};
+use xinqiao_domain::masking::MaskRule;
 use xinqiao_domain::policy::EntryVisibility;
 use xinqiao_domain::schema::{RegisteredSchema, SchemaRef, Subject};
 use xinqiao_store::{
-    BatchResult, CatalogStore, ConsumerCursor, DatasetFilter, DepartmentStore, EntryChange, EntrySchemaBinding,
-    ExchangeStore, NewBatch, NewChange, NewSchema, PgStore, Registration, SqliteStore, Store, StoredChange, Upload,
+    AuditCheckpoint, AuditFilter, BatchResult, CatalogStore, ConsumerCursor, DatasetFilter, DepartmentStore,
+    EntryChange, EntrySchemaBinding, ExchangeStore, GrantFilter, NewBatch, NewChange, NewSchema, PgStore, Registration,
+    ReportFilter, RequestFilter, SqliteStore, Store, StoredChange, Upload,
 };
 
 const PG_URL_VAR: &str = "XINQIAO_TEST_DATABASE_URL";
@@ -33,6 +37,7 @@ const PG_URL_VAR: &str = "XINQIAO_TEST_DATABASE_URL";
 
 /// A SQLite store on a file in a directory that lives as long as the test.
 struct SqliteBackend {
+    url: String,
     store: SqliteStore,
     _dir: tempfile::TempDir,
 }
@@ -42,7 +47,7 @@ impl SqliteBackend {
         let dir = tempfile::tempdir().expect("temporary directory");
         let url = format!("sqlite://{}", dir.path().join("hub.db").display());
         let store = SqliteStore::open(&url).await.expect("open SQLite store");
-        SqliteBackend { store, _dir: dir }
+        SqliteBackend { url, store, _dir: dir }
     }
 
     fn store(&self) -> Arc<dyn Store> {
@@ -107,8 +112,97 @@ async fn drop_schema(url: &str, schema: &str) {
     let _ = conn.close().await;
 }
 
+/// What a case is given by the backend it runs on: the store, or (`Tampering`) the store and a
+/// way around it.
+trait CaseInput {
+    fn sqlite(backend: &SqliteBackend) -> Self;
+    fn postgres(backend: &PgBackend) -> Self;
+}
+
+impl CaseInput for Arc<dyn Store> {
+    fn sqlite(backend: &SqliteBackend) -> Self {
+        backend.store()
+    }
+
+    fn postgres(backend: &PgBackend) -> Self {
+        backend.store()
+    }
+}
+
+/// The store, and a connection of the test's own to its database for changing rows behind the
+/// store's back, as someone with database access might (the audit trail must notice). The store
+/// itself offers no such door.
+struct Tampering {
+    store: Arc<dyn Store>,
+    database: RawDatabase,
+}
+
+enum RawDatabase {
+    Sqlite { url: String },
+    Postgres { url: String, schema: String },
+}
+
+impl CaseInput for Tampering {
+    fn sqlite(backend: &SqliteBackend) -> Self {
+        Tampering {
+            store: backend.store(),
+            database: RawDatabase::Sqlite {
+                url: backend.url.clone(),
+            },
+        }
+    }
+
+    fn postgres(backend: &PgBackend) -> Self {
+        Tampering {
+            store: backend.store(),
+            database: RawDatabase::Postgres {
+                url: backend.url.clone(),
+                schema: backend.schema.clone(),
+            },
+        }
+    }
+}
+
+impl Tampering {
+    /// Runs `statements` (this suite's own SQL, never outside input) in one transaction on a
+    /// connection of its own, outside the store.
+    async fn execute(&self, statements: &[&str]) {
+        match &self.database {
+            RawDatabase::Sqlite { url } => {
+                let mut conn = sqlx::SqliteConnection::connect(url).await.expect("connect to SQLite");
+                let mut tx = conn.begin().await.expect("begin");
+                for sql in statements {
+                    sqlx::query(sqlx::AssertSqlSafe(*sql))
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                }
+                tx.commit().await.expect("commit");
+                let _ = conn.close().await;
+            }
+            RawDatabase::Postgres { url, schema } => {
+                let options = sqlx::postgres::PgConnectOptions::from_str(url)
+                    .expect("PostgreSQL URL")
+                    .options([("search_path", schema.as_str())]);
+                let mut conn = sqlx::PgConnection::connect_with(&options)
+                    .await
+                    .expect("connect to PostgreSQL");
+                let mut tx = conn.begin().await.expect("begin");
+                for sql in statements {
+                    sqlx::query(sqlx::AssertSqlSafe(*sql))
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                }
+                tx.commit().await.expect("commit");
+                let _ = conn.close().await;
+            }
+        }
+    }
+}
+
 /// Runs each case on both backends, in a runtime with several threads so that concurrent cases
-/// really overlap.
+/// really overlap. A case takes what it needs of the backend (see `CaseInput`).
 macro_rules! conformance {
     ($($case:ident),+ $(,)?) => {
         mod sqlite {
@@ -116,7 +210,7 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
                     let backend = super::SqliteBackend::new().await;
-                    super::$case(backend.store()).await;
+                    super::$case(super::CaseInput::sqlite(&backend)).await;
                     backend.finish().await;
                 }
             )+
@@ -127,7 +221,7 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
                     let Some(backend) = super::PgBackend::new(stringify!($case)).await else { return };
-                    super::$case(backend.store()).await;
+                    super::$case(super::CaseInput::postgres(&backend)).await;
                     backend.finish().await;
                 }
             )+
@@ -169,6 +263,17 @@ conformance!(
     consumers_only_move_forward,
     uploads_resume_and_complete_as_file_versions,
     concurrent_publishers_never_reorder,
+    access_requests_are_stored_listed_and_paged,
+    answering_a_request_is_atomic_and_happens_once,
+    overdue_requests_are_pending_past_their_due_day,
+    grants_are_listed_and_revoked_once,
+    error_reports_are_listed_and_resolved_once,
+    datasets_are_listed_by_active_grant,
+    audit_events_are_chained_listed_and_filtered,
+    audit_chains_may_switch_hash_algorithm,
+    concurrent_audit_appends_never_fork_the_chain,
+    pruning_keeps_the_rest_of_the_chain_verifiable,
+    tampering_in_the_database_is_named_by_verification,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2670,6 +2775,23 @@ async fn postgres_hub_nodes_publish_in_commit_order() {
     drop_schema(&url, &schema).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_hub_nodes_append_to_one_audit_chain() {
+    let Some(url) = pg_url("postgres_hub_nodes_append_to_one_audit_chain") else {
+        return;
+    };
+    let schema = fresh_schema();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(PgStore::open_in_schema(&url, &schema).await.expect("open a hub node"));
+    }
+    append_audit_concurrently(nodes.iter().map(|n| Arc::new(n.clone()) as Arc<dyn Store>).collect()).await;
+    for node in nodes {
+        node.close().await;
+    }
+    drop_schema(&url, &schema).await;
+}
+
 /// The next head a listener forwards, within a few seconds.
 async fn next_heard(heard: &mut tokio::sync::mpsc::Receiver<(String, u64)>) -> Option<(String, u64)> {
     tokio::time::timeout(std::time::Duration::from_secs(5), heard.recv())
@@ -2886,4 +3008,1038 @@ async fn a_version_a_dataset_uses_is_not_deleted_for_good(store: Arc<dyn Store>)
         other => panic!("expected FAILED_PRECONDITION naming the dataset, got {other:?}"),
     }
     assert_eq!(versions(store, "legal-entity", true).await, [1]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Access requests, grants and error reports
+
+/// A day of March 2026.
+fn day(n: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 3, n).expect("valid day")
+}
+
+/// `t(seconds)` with microseconds, which both backends keep.
+fn t_us(seconds: i64) -> DateTime<Utc> {
+    t(seconds) + Duration::microseconds(123_456)
+}
+
+/// Department 1 provides a table and a file dataset; department 2 (the user) provides a table
+/// of its own; department 3 is another user.
+struct Parties {
+    provider: String,
+    user: String,
+    other: String,
+    table: Dataset,
+    files: Dataset,
+    users_table: Dataset,
+}
+
+async fn parties(store: &dyn Store) -> Parties {
+    let (provider, user, other) = (
+        register(store, 1).await,
+        register(store, 2).await,
+        register(store, 3).await,
+    );
+    let table = open_dataset(store, &provider, "企业登记信息", DatasetKind::Table).await;
+    let files = open_dataset(store, &provider, "营业执照扫描件", DatasetKind::File).await;
+    let users_table = open_dataset(store, &user, "纳税信息", DatasetKind::Table).await;
+    Parties {
+        provider,
+        user,
+        other,
+        table,
+        files,
+        users_table,
+    }
+}
+
+fn request_for(id: &str, dataset: &Dataset, applicant: &str, due_on: NaiveDate) -> AccessRequest {
+    let table = dataset.kind == DatasetKind::Table;
+    AccessRequest {
+        id: id.into(),
+        application: AccessApplication {
+            dataset: dataset.id.clone(),
+            purpose: "企业信用核查".into(),
+            scope: "本局行政审批".into(),
+            fields: if table {
+                vec!["uscc".into(), "name".into()]
+            } else {
+                vec![]
+            },
+            period_from: day(1),
+            period_until: day(31),
+            business_system: "行政审批系统".into(),
+        },
+        provider_code: dataset.provider_code.clone(),
+        applicant_code: applicant.into(),
+        state: RequestState::Pending,
+        submitted_at: t_us(0),
+        due_on,
+        answered_at: None,
+        answered_by: String::new(),
+        reason: String::new(),
+        grant_id: None,
+    }
+}
+
+/// Stores a pending request due on the 10th, and checks it is stored as given.
+async fn submit(store: &dyn Store, id: &str, dataset: &Dataset, applicant: &str) -> AccessRequest {
+    let request = request_for(id, dataset, applicant, day(10));
+    let stored = store.create_request(&request).await.expect("create request");
+    assert_eq!(stored, request);
+    stored
+}
+
+/// The approval of `request`: the answered request and the grant it makes.
+fn approval(request: &AccessRequest, grant_id: &str, expires_at: DateTime<Utc>) -> (AccessRequest, AccessGrant) {
+    let at = t_us(60);
+    let mut answered = request.clone();
+    answered.state = RequestState::Approved;
+    answered.answered_at = Some(at);
+    answered.answered_by = request.provider_code.clone();
+    answered.reason = "同意".into();
+    answered.grant_id = Some(grant_id.into());
+    let masks = if request.application.fields.is_empty() {
+        vec![]
+    } else {
+        vec![
+            ("name".into(), MaskRule::PersonalName),
+            ("uscc".into(), MaskRule::Keep { first: 2, last: 3 }),
+        ]
+    };
+    let grant = AccessGrant {
+        id: grant_id.into(),
+        request_id: request.id.clone(),
+        dataset: request.application.dataset.clone(),
+        provider_code: request.provider_code.clone(),
+        grantee_code: request.applicant_code.clone(),
+        purpose: request.application.purpose.clone(),
+        business_system: request.application.business_system.clone(),
+        fields: request.application.fields.clone(),
+        masks,
+        granted_at: at,
+        granted_by: request.provider_code.clone(),
+        expires_at,
+        revoked_at: None,
+        revoked_by: String::new(),
+        revoke_reason: String::new(),
+    };
+    (answered, grant)
+}
+
+/// `request` rejected by its provider, or withdrawn by its applicant, with `reason`.
+fn refusal(request: &AccessRequest, state: RequestState, reason: &str) -> AccessRequest {
+    let mut answered = request.clone();
+    answered.state = state;
+    answered.answered_at = Some(t_us(70));
+    answered.answered_by = if state == RequestState::Withdrawn {
+        request.applicant_code.clone()
+    } else {
+        request.provider_code.clone()
+    };
+    answered.reason = reason.into();
+    answered
+}
+
+/// Approves `request` and returns its grant, checking both are stored as given.
+async fn grant_access(
+    store: &dyn Store,
+    request: &AccessRequest,
+    grant_id: &str,
+    expires_at: DateTime<Utc>,
+) -> AccessGrant {
+    let (answered, grant) = approval(request, grant_id, expires_at);
+    let settled = store.settle_request(&answered, Some(&grant)).await.expect("approve");
+    assert_eq!(settled, answered);
+    assert_eq!(store.get_grant(grant_id).await.expect("get grant"), Some(grant.clone()));
+    grant
+}
+
+async fn request_ids(store: &dyn Store, filter: RequestFilter) -> Vec<String> {
+    let found = store.list_requests(&filter, None, 100).await.expect("list requests");
+    found.into_iter().map(|r| r.id).collect()
+}
+
+async fn grant_ids(store: &dyn Store, filter: GrantFilter) -> Vec<String> {
+    let found = store.list_grants(&filter, None, 100).await.expect("list grants");
+    found.into_iter().map(|g| g.id).collect()
+}
+
+async fn report_ids(store: &dyn Store, filter: ReportFilter) -> Vec<String> {
+    let found = store.list_reports(&filter, None, 100).await.expect("list reports");
+    found.into_iter().map(|r| r.id).collect()
+}
+
+fn failed_precondition_naming(err: Error, naming: &str) {
+    match err {
+        Error::FailedPrecondition(message) => assert!(message.contains(naming), "{message}"),
+        err => panic!("expected FAILED_PRECONDITION naming {naming}, got {err:?}"),
+    }
+}
+
+async fn access_requests_are_stored_listed_and_paged(store: Arc<dyn Store>) {
+    let p = parties(&*store).await;
+    let r1 = submit(&*store, "req-01", &p.table, &p.user).await;
+    submit(&*store, "req-02", &p.table, &p.other).await;
+    submit(&*store, "req-03", &p.files, &p.user).await;
+    submit(&*store, "req-04", &p.users_table, &p.other).await;
+
+    assert_eq!(store.get_request("req-01").await.expect("get"), Some(r1.clone()));
+    assert_eq!(store.get_request("req-99").await.expect("get"), None);
+
+    // Kept to the microsecond.
+    let mut precise = request_for("req-05", &p.files, &p.other, day(12));
+    precise.submitted_at = t(0) + Duration::nanoseconds(123_456_789);
+    let stored = store.create_request(&precise).await.expect("create");
+    assert_eq!(stored.submitted_at, t_us(0));
+    assert_eq!(store.get_request("req-05").await.expect("get"), Some(stored));
+
+    let err = store.create_request(&r1).await.expect_err("twice");
+    assert!(matches!(err, Error::AlreadyExists(_)), "{err:?}");
+    let mut unknown = request_for("req-09", &p.table, &p.user, day(10));
+    unknown.application.dataset = "102/999999".into();
+    let err = store.create_request(&unknown).await.expect_err("no dataset");
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    assert_eq!(store.get_request("req-09").await.expect("get"), None);
+
+    let all = ["req-01", "req-02", "req-03", "req-04", "req-05"];
+    assert_eq!(request_ids(&*store, RequestFilter::default()).await, all);
+    let some = |f: fn(&mut RequestFilter)| {
+        let mut filter = RequestFilter::default();
+        f(&mut filter);
+        filter
+    };
+    let (user, provider, other) = (p.user.clone(), p.provider.clone(), p.other.clone());
+    let by_applicant = RequestFilter {
+        applicant: Some(user.clone()),
+        ..RequestFilter::default()
+    };
+    assert_eq!(request_ids(&*store, by_applicant).await, ["req-01", "req-03"]);
+    let by_provider = |code: &str| RequestFilter {
+        provider: Some(code.into()),
+        ..RequestFilter::default()
+    };
+    assert_eq!(request_ids(&*store, by_provider(&user)).await, ["req-04"]);
+    assert_eq!(
+        request_ids(&*store, by_provider(&provider)).await,
+        ["req-01", "req-02", "req-03", "req-05"]
+    );
+    let by_party = RequestFilter {
+        party: Some(user.clone()),
+        ..RequestFilter::default()
+    };
+    assert_eq!(request_ids(&*store, by_party).await, ["req-01", "req-03", "req-04"]);
+    let by_dataset = RequestFilter {
+        dataset: Some(p.table.id.clone()),
+        ..RequestFilter::default()
+    };
+    assert_eq!(request_ids(&*store, by_dataset).await, ["req-01", "req-02"]);
+    assert_eq!(
+        request_ids(&*store, some(|f| f.state = Some(RequestState::Pending))).await,
+        all
+    );
+    assert!(
+        request_ids(&*store, some(|f| f.state = Some(RequestState::Approved)))
+            .await
+            .is_empty()
+    );
+    let narrowed = RequestFilter {
+        applicant: Some(other.clone()),
+        dataset: Some(p.users_table.id.clone()),
+        ..RequestFilter::default()
+    };
+    assert_eq!(request_ids(&*store, narrowed).await, ["req-04"]);
+
+    // Pages by id.
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .list_requests(&RequestFilter::default(), after.as_deref(), 2)
+            .await
+            .expect("page");
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        paged.extend(page.into_iter().map(|r| r.id));
+    }
+    assert_eq!(paged, all);
+}
+
+async fn answering_a_request_is_atomic_and_happens_once(store: Arc<dyn Store>) {
+    let p = parties(&*store).await;
+    let r1 = submit(&*store, "req-01", &p.table, &p.user).await;
+    let r2 = submit(&*store, "req-02", &p.table, &p.other).await;
+    let r3 = submit(&*store, "req-03", &p.files, &p.user).await;
+    let r4 = submit(&*store, "req-04", &p.table, &p.other).await;
+
+    // An approval stores the answer and its grant.
+    let grant = grant_access(&*store, &r1, "grant-01", t(86_400)).await;
+    let (approved, _) = approval(&r1, "grant-01", t(86_400));
+    assert_eq!(store.get_request("req-01").await.expect("get"), Some(approved.clone()));
+    assert_eq!(approved.grant_id.as_deref(), Some("grant-01"));
+    assert_eq!(grant.masks.len(), 2);
+
+    // A second answer finds it answered; its grant is not stored.
+    let err = store
+        .settle_request(&refusal(&r1, RequestState::Rejected, "重复"), None)
+        .await
+        .expect_err("answered already");
+    failed_precondition_naming(err, "approved");
+    let (again, second) = approval(&r1, "grant-02", t(86_400));
+    let err = store
+        .settle_request(&again, Some(&second))
+        .await
+        .expect_err("approved already");
+    failed_precondition_naming(err, "approved");
+    assert_eq!(store.get_grant("grant-02").await.expect("get"), None);
+    assert_eq!(store.get_request("req-01").await.expect("get"), Some(approved));
+
+    // Rejections and withdrawals store no grant.
+    let rejected = refusal(&r2, RequestState::Rejected, "用途与职责无关");
+    assert_eq!(store.settle_request(&rejected, None).await.expect("reject"), rejected);
+    let withdrawn = refusal(&r3, RequestState::Withdrawn, "不再需要");
+    assert_eq!(
+        store.settle_request(&withdrawn, None).await.expect("withdraw"),
+        withdrawn
+    );
+    let err = store
+        .settle_request(&refusal(&r3, RequestState::Rejected, "x"), None)
+        .await
+        .expect_err("withdrawn already");
+    failed_precondition_naming(err, "withdrawn");
+
+    // Unknown requests, and answers that do not fit together.
+    let ghost = request_for("req-99", &p.table, &p.user, day(10));
+    let err = store
+        .settle_request(&refusal(&ghost, RequestState::Rejected, "x"), None)
+        .await
+        .expect_err("unknown");
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    let err = store.settle_request(&r4, None).await.expect_err("still pending");
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    let (approved4, grant4) = approval(&r4, "grant-04", t(86_400));
+    let err = store.settle_request(&approved4, None).await.expect_err("no grant");
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    let mut stray = grant4.clone();
+    stray.request_id = "req-01".into();
+    let err = store
+        .settle_request(&approved4, Some(&stray))
+        .await
+        .expect_err("another's grant");
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+
+    // An approval whose grant cannot be stored leaves the request pending: one transaction.
+    let (clash, taken) = approval(&r4, "grant-01", t(86_400));
+    let err = store
+        .settle_request(&clash, Some(&taken))
+        .await
+        .expect_err("grant id taken");
+    assert!(matches!(err, Error::AlreadyExists(_)), "{err:?}");
+    assert_eq!(store.get_request("req-04").await.expect("get"), Some(r4.clone()));
+    assert_eq!(store.get_grant("grant-01").await.expect("get"), Some(grant));
+
+    let in_state = |state| RequestFilter {
+        state: Some(state),
+        ..RequestFilter::default()
+    };
+    assert_eq!(request_ids(&*store, in_state(RequestState::Approved)).await, ["req-01"]);
+    assert_eq!(request_ids(&*store, in_state(RequestState::Rejected)).await, ["req-02"]);
+    assert_eq!(
+        request_ids(&*store, in_state(RequestState::Withdrawn)).await,
+        ["req-03"]
+    );
+    assert_eq!(request_ids(&*store, in_state(RequestState::Pending)).await, ["req-04"]);
+
+    // Of concurrent answers, one wins and the others find the request answered.
+    let answers: Vec<_> = (0..8)
+        .map(|i| {
+            let (store, r4) = (store.clone(), r4.clone());
+            tokio::spawn(async move {
+                let (answered, grant) = approval(&r4, &format!("grant-c{i}"), t(86_400));
+                store.settle_request(&answered, Some(&grant)).await
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for answer in answers {
+        match answer.await.expect("answer") {
+            Ok(settled) => won.push(settled.grant_id.expect("a grant")),
+            Err(err) => failed_precondition_naming(err, "approved"),
+        }
+    }
+    assert_eq!(won.len(), 1, "{won:?}");
+    let held = store.grants_of(&p.table.id, &p.other).await.expect("grants of");
+    assert_eq!(held.into_iter().map(|g| g.id).collect::<Vec<_>>(), won);
+}
+
+async fn overdue_requests_are_pending_past_their_due_day(store: Arc<dyn Store>) {
+    let p = parties(&*store).await;
+    for (id, due, applicant) in [
+        ("req-01", 5, &p.user),
+        ("req-02", 10, &p.other),
+        ("req-03", 4, &p.user),
+        ("req-04", 20, &p.other),
+    ] {
+        let request = request_for(id, &p.table, applicant, day(due));
+        store.create_request(&request).await.expect("create");
+    }
+    let answered = store.get_request("req-03").await.expect("get").expect("request");
+    store
+        .settle_request(&refusal(&answered, RequestState::Rejected, "不符合条件"), None)
+        .await
+        .expect("reject");
+
+    let due_before = |d: u32| RequestFilter {
+        due_before: Some(day(d)),
+        ..RequestFilter::default()
+    };
+    // Due on the 10th: overdue on the 11th, not on the 10th. Answered requests are never overdue.
+    assert_eq!(request_ids(&*store, due_before(10)).await, ["req-01"]);
+    assert_eq!(request_ids(&*store, due_before(11)).await, ["req-01", "req-02"]);
+    assert!(request_ids(&*store, due_before(5)).await.is_empty());
+    assert_eq!(
+        request_ids(&*store, due_before(31)).await,
+        ["req-01", "req-02", "req-04"]
+    );
+    let theirs = RequestFilter {
+        applicant: Some(p.other.clone()),
+        ..due_before(31)
+    };
+    assert_eq!(request_ids(&*store, theirs).await, ["req-02", "req-04"]);
+}
+
+async fn grants_are_listed_and_revoked_once(store: Arc<dyn Store>) {
+    let p = parties(&*store).await;
+    let r1 = submit(&*store, "req-01", &p.table, &p.user).await;
+    let r2 = submit(&*store, "req-02", &p.table, &p.other).await;
+    let r3 = submit(&*store, "req-03", &p.files, &p.user).await;
+    let r4 = submit(&*store, "req-04", &p.users_table, &p.other).await;
+    let g1 = grant_access(&*store, &r1, "grant-01", t(1000)).await;
+    grant_access(&*store, &r2, "grant-02", t(100)).await;
+    let g3 = grant_access(&*store, &r3, "grant-03", t(1000)).await;
+    assert!(g3.fields.is_empty() && g3.masks.is_empty());
+    grant_access(&*store, &r4, "grant-04", t(1000)).await;
+
+    let all = ["grant-01", "grant-02", "grant-03", "grant-04"];
+    assert_eq!(grant_ids(&*store, GrantFilter::default()).await, all);
+    let filter = |f: &dyn Fn(&mut GrantFilter)| {
+        let mut filter = GrantFilter::default();
+        f(&mut filter);
+        filter
+    };
+    let user = p.user.clone();
+    assert_eq!(
+        grant_ids(&*store, filter(&|f| f.grantee = Some(user.clone()))).await,
+        ["grant-01", "grant-03"]
+    );
+    assert_eq!(
+        grant_ids(&*store, filter(&|f| f.provider = Some(user.clone()))).await,
+        ["grant-04"]
+    );
+    assert_eq!(
+        grant_ids(&*store, filter(&|f| f.party = Some(user.clone()))).await,
+        ["grant-01", "grant-03", "grant-04"]
+    );
+    assert_eq!(
+        grant_ids(&*store, filter(&|f| f.dataset = Some(p.table.id.clone()))).await,
+        ["grant-01", "grant-02"]
+    );
+    // Active until (not at) the expiry.
+    assert_eq!(grant_ids(&*store, filter(&|f| f.active_at = Some(t(99)))).await, all);
+    assert_eq!(
+        grant_ids(&*store, filter(&|f| f.active_at = Some(t(100)))).await,
+        ["grant-01", "grant-03", "grant-04"]
+    );
+    let page = store
+        .list_grants(&GrantFilter::default(), Some("grant-02"), 1)
+        .await
+        .expect("page");
+    assert_eq!(page.into_iter().map(|g| g.id).collect::<Vec<_>>(), ["grant-03"]);
+    assert_eq!(
+        store.grants_of(&p.table.id, &p.user).await.expect("of"),
+        std::slice::from_ref(&g1)
+    );
+    assert!(store.grants_of(&p.table.id, &p.provider).await.expect("of").is_empty());
+
+    // Revoked once.
+    let revoked = store
+        .revoke_grant("grant-01", "admin:ops", "违规使用", t_us(200))
+        .await
+        .expect("revoke");
+    let mut expected = g1.clone();
+    expected.revoked_at = Some(t_us(200));
+    expected.revoked_by = "admin:ops".into();
+    expected.revoke_reason = "违规使用".into();
+    assert_eq!(revoked, expected);
+    assert_eq!(store.get_grant("grant-01").await.expect("get"), Some(expected.clone()));
+    let err = store
+        .revoke_grant("grant-01", &p.provider, "again", t(300))
+        .await
+        .expect_err("twice");
+    failed_precondition_naming(err, "revoked");
+    assert_eq!(store.get_grant("grant-01").await.expect("get"), Some(expected.clone()));
+    let err = store
+        .revoke_grant("grant-99", "admin:ops", "x", t(300))
+        .await
+        .expect_err("unknown");
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    assert_eq!(store.get_grant("grant-99").await.expect("get"), None);
+
+    // A revoked grant is inactive, and still one of the grantee's.
+    assert_eq!(
+        grant_ids(&*store, filter(&|f| f.active_at = Some(t(50)))).await,
+        ["grant-02", "grant-03", "grant-04"]
+    );
+    assert_eq!(store.grants_of(&p.table.id, &p.user).await.expect("of"), [expected]);
+
+    // Of concurrent revocations, one wins.
+    let revocations: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .revoke_grant("grant-03", "admin:ops", &format!("revocation {i}"), t(400 + i))
+                    .await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for revocation in revocations {
+        match revocation.await.expect("revocation") {
+            Ok(grant) => {
+                won += 1;
+                assert!(grant.revoked_at.is_some());
+            }
+            Err(err) => failed_precondition_naming(err, "revoked"),
+        }
+    }
+    assert_eq!(won, 1);
+}
+
+fn report_for(id: &str, dataset: &Dataset, reporter: &str, sequence: u64, key: &str) -> ErrorReport {
+    ErrorReport {
+        id: id.into(),
+        dataset: dataset.id.clone(),
+        provider_code: dataset.provider_code.clone(),
+        reporter_code: reporter.into(),
+        sequence,
+        key: key.into(),
+        description: "企业名称有误".into(),
+        state: ReportState::Open,
+        reported_at: t_us(30),
+        resolved_at: None,
+        resolved_by: String::new(),
+        resolution: String::new(),
+        corrected_sequence: 0,
+    }
+}
+
+fn resolution(report: &ErrorReport, state: ReportState, text: &str, corrected_sequence: u64) -> ErrorReport {
+    let mut resolved = report.clone();
+    resolved.state = state;
+    resolved.resolved_at = Some(t_us(90));
+    resolved.resolved_by = report.provider_code.clone();
+    resolved.resolution = text.into();
+    resolved.corrected_sequence = corrected_sequence;
+    resolved
+}
+
+async fn error_reports_are_listed_and_resolved_once(store: Arc<dyn Store>) {
+    let p = parties(&*store).await;
+    let e1 = report_for("rep-01", &p.table, &p.user, 5, "");
+    let e2 = report_for("rep-02", &p.table, &p.other, 0, &key("91330100MA0000000X"));
+    let e3 = report_for("rep-03", &p.users_table, &p.other, 9_000_000_000, "");
+    for report in [&e1, &e2, &e3] {
+        assert_eq!(&store.create_report(report).await.expect("create"), report);
+    }
+    assert_eq!(store.get_report("rep-02").await.expect("get"), Some(e2.clone()));
+    assert_eq!(store.get_report("rep-99").await.expect("get"), None);
+    let err = store.create_report(&e1).await.expect_err("twice");
+    assert!(matches!(err, Error::AlreadyExists(_)), "{err:?}");
+    let mut unknown = report_for("rep-09", &p.table, &p.user, 1, "");
+    unknown.dataset = "102/999999".into();
+    let err = store.create_report(&unknown).await.expect_err("no dataset");
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+
+    let all = ["rep-01", "rep-02", "rep-03"];
+    assert_eq!(report_ids(&*store, ReportFilter::default()).await, all);
+    let (user, other) = (p.user.clone(), p.other.clone());
+    let filter = |f: &dyn Fn(&mut ReportFilter)| {
+        let mut filter = ReportFilter::default();
+        f(&mut filter);
+        filter
+    };
+    assert_eq!(
+        report_ids(&*store, filter(&|f| f.reporter = Some(user.clone()))).await,
+        ["rep-01"]
+    );
+    assert_eq!(
+        report_ids(&*store, filter(&|f| f.reporter = Some(other.clone()))).await,
+        ["rep-02", "rep-03"]
+    );
+    assert_eq!(
+        report_ids(&*store, filter(&|f| f.provider = Some(user.clone()))).await,
+        ["rep-03"]
+    );
+    assert_eq!(
+        report_ids(&*store, filter(&|f| f.party = Some(user.clone()))).await,
+        ["rep-01", "rep-03"]
+    );
+    assert_eq!(
+        report_ids(&*store, filter(&|f| f.dataset = Some(p.table.id.clone()))).await,
+        ["rep-01", "rep-02"]
+    );
+    assert_eq!(
+        report_ids(&*store, filter(&|f| f.state = Some(ReportState::Open))).await,
+        all
+    );
+    let page = store
+        .list_reports(&ReportFilter::default(), Some("rep-01"), 1)
+        .await
+        .expect("page");
+    assert_eq!(page.into_iter().map(|r| r.id).collect::<Vec<_>>(), ["rep-02"]);
+
+    // Resolved once.
+    let corrected = resolution(&e1, ReportState::Corrected, "已更正", 7);
+    assert_eq!(store.resolve_report(&corrected).await.expect("resolve"), corrected);
+    assert_eq!(store.get_report("rep-01").await.expect("get"), Some(corrected.clone()));
+    let err = store
+        .resolve_report(&resolution(&e1, ReportState::Rejected, "数据无误", 0))
+        .await
+        .expect_err("twice");
+    failed_precondition_naming(err, "corrected");
+    assert_eq!(store.get_report("rep-01").await.expect("get"), Some(corrected));
+    let rejected = resolution(&e2, ReportState::Rejected, "数据无误", 0);
+    assert_eq!(store.resolve_report(&rejected).await.expect("resolve"), rejected);
+    let err = store
+        .resolve_report(&resolution(&unknown, ReportState::Rejected, "x", 0))
+        .await
+        .expect_err("unknown");
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    let err = store.resolve_report(&e3).await.expect_err("still open");
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+
+    assert_eq!(
+        report_ids(&*store, filter(&|f| f.state = Some(ReportState::Corrected))).await,
+        ["rep-01"]
+    );
+    assert_eq!(
+        report_ids(&*store, filter(&|f| f.state = Some(ReportState::Rejected))).await,
+        ["rep-02"]
+    );
+    assert_eq!(
+        report_ids(&*store, filter(&|f| f.state = Some(ReportState::Open))).await,
+        ["rep-03"]
+    );
+}
+
+async fn datasets_are_listed_by_active_grant(store: Arc<dyn Store>) {
+    let p = parties(&*store).await;
+    let third = open_dataset(&*store, &p.provider, "股东信息", DatasetKind::Table).await;
+    let fourth = open_dataset(&*store, &p.provider, "年报信息", DatasetKind::Table).await;
+    // The user holds an active grant on the table, one that expires at 100 s on the files, a
+    // revoked one on the third; the other user an active one on the fourth.
+    let active = submit(&*store, "req-01", &p.table, &p.user).await;
+    grant_access(&*store, &active, "grant-01", t(1000)).await;
+    let expiring = submit(&*store, "req-02", &p.files, &p.user).await;
+    grant_access(&*store, &expiring, "grant-02", t(100)).await;
+    let revoked = submit(&*store, "req-03", &third, &p.user).await;
+    grant_access(&*store, &revoked, "grant-03", t(1000)).await;
+    store
+        .revoke_grant("grant-03", &p.provider, "用途结束", t(20))
+        .await
+        .expect("revoke");
+    let others = submit(&*store, "req-04", &fourth, &p.other).await;
+    grant_access(&*store, &others, "grant-04", t(1000)).await;
+    // A request still pending grants nothing.
+    submit(&*store, "req-05", &p.users_table, &p.other).await;
+
+    let granted = |department: &str, at: DateTime<Utc>, kind: Option<DatasetKind>| {
+        let store = store.clone();
+        let filter = DatasetFilter {
+            granted_to: Some((department.to_string(), at)),
+            kind,
+            ..DatasetFilter::default()
+        };
+        async move {
+            let found = store.list_datasets(&filter, None, 100).await.expect("list");
+            found.into_iter().map(|l| l.dataset.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        granted(&p.user, t(50), None).await,
+        [p.table.id.as_str(), p.files.id.as_str()]
+    );
+    assert_eq!(granted(&p.user, t(100), None).await, [p.table.id.as_str()]);
+    assert!(granted(&p.user, t(1000), None).await.is_empty());
+    assert_eq!(granted(&p.other, t(50), None).await, [fourth.id.as_str()]);
+    assert!(granted(&p.provider, t(50), None).await.is_empty());
+    assert_eq!(
+        granted(&p.user, t(50), Some(DatasetKind::Table)).await,
+        [p.table.id.as_str()]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The audit trail
+
+/// Event `n`, at `t(n)`.
+fn audit_event(n: i64, actor: &str, action: &str, target: &str, about: &str) -> AuditEvent {
+    AuditEvent {
+        sequence: 0,
+        at: t(n),
+        actor: actor.into(),
+        action: action.into(),
+        target: target.into(),
+        about: about.into(),
+        outcome: "ok".into(),
+        request_id: format!("req-{n}"),
+        detail: format!(r#"{{"records":{n}}}"#),
+    }
+}
+
+/// `n` events from `t(first)` on, by department 1 about itself.
+fn audit_events(first: i64, n: i64) -> Vec<AuditEvent> {
+    let code = dept_code(1);
+    (first..first + n)
+        .map(|i| audit_event(i, &code, "publish", "102/000001", &code))
+        .collect()
+}
+
+async fn append(store: &dyn Store, events: &[AuditEvent], hash: ChainHash) -> u64 {
+    store.append_audit(events, hash).await.expect("append audit events")
+}
+
+/// Every stored event matching `filter`, read in pages of 7.
+async fn all_audit(store: &dyn Store, filter: &AuditFilter) -> Vec<ChainedEvent> {
+    let mut rows: Vec<ChainedEvent> = Vec::new();
+    loop {
+        let after = rows.last().map_or(0, |r| r.event.sequence);
+        let page = store.list_audit(filter, after, 7).await.expect("list audit");
+        assert!(page.len() <= 7);
+        if page.is_empty() {
+            return rows;
+        }
+        rows.extend(page);
+    }
+}
+
+fn sequences_of(rows: &[ChainedEvent]) -> Vec<u64> {
+    rows.iter().map(|r| r.event.sequence).collect()
+}
+
+/// Verifies the stored chain from its checkpoint, as `audit verify` does.
+async fn verify_stored(store: &dyn Store) -> Result<u64, BrokenLink> {
+    let checkpoint = store.audit_checkpoint().await.expect("checkpoint");
+    verify(
+        &checkpoint.hash,
+        checkpoint.sequence + 1,
+        all_audit(store, &AuditFilter::default()).await,
+    )
+}
+
+async fn audit_events_are_chained_listed_and_filtered(store: Arc<dyn Store>) {
+    let (a, b, c) = (dept_code(1), dept_code(2), dept_code(3));
+    assert_eq!(
+        store.audit_checkpoint().await.expect("checkpoint"),
+        AuditCheckpoint {
+            sequence: 0,
+            hash: GENESIS.into(),
+            pruned_at: None,
+        }
+    );
+    assert_eq!(append(&*store, &[], ChainHash::Sha256).await, 0);
+    assert!(all_audit(&*store, &AuditFilter::default()).await.is_empty());
+
+    let mut denied = audit_event(4, &c, "denied", "102/000002", &b);
+    denied.outcome = "PERMISSION_DENIED".into();
+    denied.detail = r#"{"reason":"未获授权"}"#.into();
+    // Nanoseconds are dropped before hashing: the event verifies as it is read back.
+    let mut precise = audit_event(9, &b, "fetch", "102/000002", &b);
+    precise.at += Duration::nanoseconds(654_321_987);
+    let calls = [
+        vec![
+            audit_event(1, &a, "publish", "102/000001", &a),
+            audit_event(2, &b, "fetch", "102/000001", &a),
+            audit_event(3, "admin:ops", "register_department", &c, &c),
+        ],
+        vec![denied],
+        vec![
+            audit_event(5, &a, "publish", "102/000001", &a),
+            audit_event(6, "admin:ops", "publish_entry", "102/000002", &b),
+            audit_event(7, &c, "fetch", "102/000001", &a),
+            audit_event(8, "127.0.0.1:50000", "handshake", "", ""),
+            precise,
+        ],
+    ];
+    let mut given = Vec::new();
+    for (events, last) in calls.iter().zip([3, 4, 9]) {
+        assert_eq!(append(&*store, events, ChainHash::Sha256).await, last);
+        given.extend(events.iter().cloned());
+    }
+    assert_eq!(append(&*store, &[], ChainHash::Sha256).await, 9);
+
+    // Stored as given, numbered from 1 in order, and linked.
+    let rows = all_audit(&*store, &AuditFilter::default()).await;
+    assert_eq!(sequences_of(&rows), (1..=9).collect::<Vec<_>>());
+    for (row, (mut event, n)) in rows.iter().zip(given.into_iter().zip(1..)) {
+        event.sequence = n;
+        if n == 9 {
+            event.at = t(9) + Duration::microseconds(654_321);
+        }
+        assert_eq!(row.event, event);
+        assert_eq!(row.algorithm, ChainHash::Sha256);
+        assert_eq!(row.hash.len(), 64);
+    }
+    assert_eq!(verify_stored(&*store).await, Ok(9));
+
+    let listed = |f: &dyn Fn(&mut AuditFilter)| {
+        let mut filter = AuditFilter::default();
+        f(&mut filter);
+        let store = store.clone();
+        async move { sequences_of(&all_audit(&*store, &filter).await) }
+    };
+    assert_eq!(listed(&|f| f.actor = Some(a.clone())).await, [1, 5]);
+    assert_eq!(listed(&|f| f.actor = Some("admin:ops".into())).await, [3, 6]);
+    assert_eq!(listed(&|f| f.target = Some("102/000002".into())).await, [4, 6, 9]);
+    assert_eq!(listed(&|f| f.action = Some("fetch".into())).await, [2, 7, 9]);
+    // From (inclusive) to (exclusive).
+    assert_eq!(
+        listed(&|f| {
+            f.from = Some(t(3));
+            f.to = Some(t(6));
+        })
+        .await,
+        [3, 4, 5]
+    );
+    assert_eq!(
+        listed(&|f| f.from = Some(t(9) + Duration::seconds(1))).await,
+        Vec::<u64>::new()
+    );
+    assert_eq!(listed(&|f| f.to = Some(t(2))).await, [1]);
+    // What a department did or what concerns it.
+    assert_eq!(listed(&|f| f.involving = Some(a.clone())).await, [1, 2, 5, 7]);
+    assert_eq!(listed(&|f| f.involving = Some(b.clone())).await, [2, 4, 6, 9]);
+    assert_eq!(listed(&|f| f.involving = Some(c.clone())).await, [3, 4, 7]);
+    assert_eq!(
+        listed(&|f| {
+            f.involving = Some(b.clone());
+            f.action = Some("fetch".into());
+        })
+        .await,
+        [2, 9]
+    );
+
+    let page = store.list_audit(&AuditFilter::default(), 4, 2).await.expect("page");
+    assert_eq!(sequences_of(&page), [5, 6]);
+    assert!(
+        store
+            .list_audit(&AuditFilter::default(), 9, 10)
+            .await
+            .expect("page")
+            .is_empty()
+    );
+}
+
+async fn audit_chains_may_switch_hash_algorithm(store: Arc<dyn Store>) {
+    append(&*store, &audit_events(1, 3), ChainHash::Sha256).await;
+    append(&*store, &audit_events(4, 2), ChainHash::Sm3).await;
+    append(&*store, &audit_events(6, 2), ChainHash::Sha256).await;
+    let rows = all_audit(&*store, &AuditFilter::default()).await;
+    let algorithms: Vec<_> = rows.iter().map(|r| r.algorithm).collect();
+    use ChainHash::{Sha256, Sm3};
+    assert_eq!(algorithms, [Sha256, Sha256, Sha256, Sm3, Sm3, Sha256, Sha256]);
+    assert_eq!(verify_stored(&*store).await, Ok(7));
+}
+
+/// 8 tasks append 50 events each, in calls of 5, over `stores` (one store, or several hub nodes
+/// over one database): the chain has every event once, each call's events consecutive, and
+/// verifies.
+async fn append_audit_concurrently(stores: Vec<Arc<dyn Store>>) {
+    const TASKS: usize = 8;
+    const CALLS: usize = 10;
+    const PER_CALL: usize = 5;
+    const TOTAL: u64 = (TASKS * CALLS * PER_CALL) as u64;
+    let appenders: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let store = stores[task % stores.len()].clone();
+            tokio::spawn(async move {
+                let hash = if task % 2 == 0 {
+                    ChainHash::Sha256
+                } else {
+                    ChainHash::Sm3
+                };
+                let mut lasts = Vec::new();
+                for call in 0..CALLS {
+                    let events: Vec<_> = (0..PER_CALL)
+                        .map(|i| {
+                            let mut event = audit_event(i as i64, &dept_code(task as u32), "fetch", "102/000001", "");
+                            event.request_id = format!("{task}-{call}-{i}");
+                            event
+                        })
+                        .collect();
+                    lasts.push((
+                        format!("{task}-{call}-{}", PER_CALL - 1),
+                        append(&*store, &events, hash).await,
+                    ));
+                }
+                lasts
+            })
+        })
+        .collect();
+    let mut lasts = Vec::new();
+    for appender in appenders {
+        lasts.extend(appender.await.expect("appender"));
+    }
+
+    let rows = all_audit(&*stores[0], &AuditFilter::default()).await;
+    assert_eq!(sequences_of(&rows), (1..=TOTAL).collect::<Vec<_>>());
+    assert_eq!(verify_stored(&*stores[0]).await, Ok(TOTAL));
+    // Each call's events are consecutive, and the call returned its last one's number.
+    let by_request: std::collections::HashMap<&str, u64> = rows
+        .iter()
+        .map(|r| (r.event.request_id.as_str(), r.event.sequence))
+        .collect();
+    assert_eq!(by_request.len() as u64, TOTAL);
+    for (last_request, last) in &lasts {
+        assert_eq!(by_request[last_request.as_str()], *last, "{last_request}");
+        let (call, _) = last_request.rsplit_once('-').expect("task-call-i");
+        for i in 0..PER_CALL {
+            assert_eq!(
+                by_request[format!("{call}-{i}").as_str()],
+                last - (PER_CALL - 1 - i) as u64
+            );
+        }
+    }
+}
+
+async fn concurrent_audit_appends_never_fork_the_chain(store: Arc<dyn Store>) {
+    append_audit_concurrently(vec![store.clone(), store.clone(), store]).await;
+}
+
+async fn pruning_keeps_the_rest_of_the_chain_verifiable(store: Arc<dyn Store>) {
+    assert_eq!(store.prune_audit(t(100), t(100)).await.expect("prune nothing"), 0);
+    // Event 7 was recorded by a hub whose clock lags: it stays with its neighbours.
+    let mut events = audit_events(1, 10);
+    events[6].at = t(2);
+    append(&*store, &events[..6], ChainHash::Sha256).await;
+    append(&*store, &events[6..], ChainHash::Sm3).await;
+    let before = all_audit(&*store, &AuditFilter::default()).await;
+
+    // Removes 1 to 4: event 5 is the first at or after t(5).
+    assert_eq!(store.prune_audit(t(5), t_us(1000)).await.expect("prune"), 4);
+    let checkpoint = store.audit_checkpoint().await.expect("checkpoint");
+    assert_eq!(
+        checkpoint,
+        AuditCheckpoint {
+            sequence: 4,
+            hash: before[3].hash.clone(),
+            pruned_at: Some(t_us(1000)),
+        }
+    );
+    let rest = all_audit(&*store, &AuditFilter::default()).await;
+    assert_eq!(rest, before[4..]);
+    assert_eq!(verify(&checkpoint.hash, 5, rest.clone()), Ok(6));
+    assert_eq!(verify_stored(&*store).await, Ok(6));
+    // From a wrong checkpoint, the first stored event does not verify.
+    assert_eq!(verify(GENESIS, 5, rest.clone()).map_err(|b| b.sequence), Err(5));
+    assert_eq!(verify(&before[2].hash, 5, rest.clone()).map_err(|b| b.sequence), Err(5));
+    assert_eq!(verify(&checkpoint.hash, 1, rest).map_err(|b| b.sequence), Err(5));
+
+    // Nothing more before t(5); the checkpoint stays.
+    assert_eq!(store.prune_audit(t(5), t(2000)).await.expect("prune"), 0);
+    assert_eq!(store.audit_checkpoint().await.expect("checkpoint"), checkpoint);
+
+    // The chain goes on after the head, not after the checkpoint.
+    assert_eq!(append(&*store, &audit_events(11, 2), ChainHash::Sha256).await, 12);
+    assert_eq!(verify_stored(&*store).await, Ok(8));
+
+    // Everything before a moment after the last event: all of it, and the chain still goes on.
+    let last = all_audit(&*store, &AuditFilter::default()).await.pop().expect("events");
+    assert_eq!(store.prune_audit(t(10_000), t(3000)).await.expect("prune"), 8);
+    assert_eq!(
+        store.audit_checkpoint().await.expect("checkpoint"),
+        AuditCheckpoint {
+            sequence: 12,
+            hash: last.hash,
+            pruned_at: Some(t(3000)),
+        }
+    );
+    assert_eq!(verify_stored(&*store).await, Ok(0));
+    assert_eq!(append(&*store, &audit_events(13, 1), ChainHash::Sm3).await, 13);
+    assert_eq!(verify_stored(&*store).await, Ok(1));
+}
+
+/// Where verification of the stored chain breaks.
+async fn broken_at(store: &dyn Store) -> (u64, String) {
+    let broken = verify_stored(store).await.expect_err("the chain is broken");
+    (broken.sequence, broken.reason)
+}
+
+async fn tampering_in_the_database_is_named_by_verification(db: Tampering) {
+    let store = &*db.store;
+    let mut events = audit_events(1, 10);
+    events[5].outcome = "PERMISSION_DENIED".into();
+    append(store, &events[..4], ChainHash::Sha256).await;
+    append(store, &events[4..], ChainHash::Sha256).await;
+    assert_eq!(verify_stored(store).await, Ok(10));
+    let rows = all_audit(store, &AuditFilter::default()).await;
+
+    // Reordered: rows 3 and 4 swap places (their numbers, through a spare one).
+    let swap = [
+        "UPDATE audit_events SET sequence = -4 WHERE sequence = 4",
+        "UPDATE audit_events SET sequence = 4 WHERE sequence = 3",
+        "UPDATE audit_events SET sequence = 3 WHERE sequence = -4",
+    ];
+    db.execute(&swap).await;
+    assert_eq!(broken_at(store).await.0, 3);
+    db.execute(&swap).await;
+    assert_eq!(verify_stored(store).await, Ok(10));
+
+    // Changed: a row's detail, or its outcome.
+    db.execute(&[r#"UPDATE audit_events SET detail = '{"records":5000}' WHERE sequence = 5"#])
+        .await;
+    let (sequence, reason) = broken_at(store).await;
+    assert_eq!(sequence, 5);
+    assert!(reason.contains("changed"), "{reason}");
+    db.execute(&[r#"UPDATE audit_events SET detail = '{"records":5}' WHERE sequence = 5"#])
+        .await;
+    db.execute(&["UPDATE audit_events SET outcome = 'ok' WHERE sequence = 6"])
+        .await;
+    assert_eq!(broken_at(store).await.0, 6);
+    db.execute(&["UPDATE audit_events SET outcome = 'PERMISSION_DENIED' WHERE sequence = 6"])
+        .await;
+    assert_eq!(verify_stored(store).await, Ok(10));
+
+    // Changed with its own hash recomputed: the next row's link breaks.
+    let mut forged = rows[6].event.clone();
+    forged.detail = r#"{"records":0}"#.into();
+    let forged_hash = xinqiao_domain::audit::link(ChainHash::Sha256, &rows[5].hash, &forged);
+    db.execute(&[&format!(
+        r#"UPDATE audit_events SET detail = '{{"records":0}}', hash = '{forged_hash}' WHERE sequence = 7"#
+    )])
+    .await;
+    assert_eq!(broken_at(store).await.0, 8);
+    db.execute(&[&format!(
+        r#"UPDATE audit_events SET detail = '{{"records":7}}', hash = '{}' WHERE sequence = 7"#,
+        rows[6].hash
+    )])
+    .await;
+    assert_eq!(verify_stored(store).await, Ok(10));
+
+    // An algorithm the hub does not know: listing still works, and verification names the row.
+    db.execute(&["UPDATE audit_events SET algorithm = 'md5' WHERE sequence = 2"])
+        .await;
+    assert_eq!(all_audit(store, &AuditFilter::default()).await.len(), 10);
+    assert_eq!(broken_at(store).await.0, 2);
+    db.execute(&["UPDATE audit_events SET algorithm = 'sha256' WHERE sequence = 2"])
+        .await;
+    assert_eq!(verify_stored(store).await, Ok(10));
+
+    // Removed: a row in the middle; the one after the gap is named.
+    db.execute(&["DELETE FROM audit_events WHERE sequence = 8"]).await;
+    let (sequence, reason) = broken_at(store).await;
+    assert_eq!(sequence, 9);
+    assert!(reason.contains("removed"), "{reason}");
 }
