@@ -18,6 +18,7 @@ pub mod masking;
 pub mod paging;
 pub mod policy;
 pub mod schema;
+pub mod scorecard;
 pub mod text;
 pub mod workdays;
 
