@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "xinqiao/v1/exchange.proto",
         "xinqiao/v1/access.proto",
         "xinqiao/v1/audit.proto",
+        "xinqiao/v1/evaluation.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());

@@ -351,6 +351,8 @@ pub async fn drain(client: &mut Exchange, dataset: &str, until: u64) -> Res<(u64
                 after_sequence: 0,
                 consumer: String::new(),
                 max_batch: DRAIN_PAGE,
+                purpose: "benchmark drain".into(),
+                grant_id: String::new(),
             })
             .await,
         "Subscribe",

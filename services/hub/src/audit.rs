@@ -223,7 +223,7 @@ fn kind(method: &str) -> Kind {
         | "GetSchema" | "ListSubjects" | "ListSchemaVersions" | "GetCompatibility" | "CheckCompatibility"
         | "ValidateRecords" | "GetEntrySchema" | "DraftSchemaFromEntry" | "GetDataset" | "ListDatasets"
         | "GetConsumer" | "GetUploadStatus" | "GetRequest" | "ListRequests" | "GetGrant" | "ListGrants"
-        | "GetReport" | "ListReports" => Kind::Lookup,
+        | "GetReport" | "ListReports" | "GetScorecard" | "GetRanking" => Kind::Lookup,
         "Publish" | "PublishStream" | "Snapshot" | "Subscribe" | "DownloadFile" => Kind::SelfAudited,
         _ => Kind::Recorded,
     }

@@ -27,6 +27,10 @@ pub struct Config {
     pub access: AccessRules,
     #[serde(default)]
     pub audit: AuditSettings,
+    #[serde(default)]
+    pub evaluation: EvaluationSettings,
+    #[serde(default)]
+    pub metrics: MetricsSettings,
     /// Switches for the benchmark program only: they cannot be set from a file or the command line.
     #[serde(skip)]
     pub benchmark: BenchmarkSwitches,
@@ -85,6 +89,14 @@ impl AccessRules {
     }
 }
 
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Address of the plain-HTTP `/metrics` endpoint; none: no endpoint.
+    pub listen: Option<SocketAddr>,
+}
+
 /// The audit trail.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -94,6 +106,45 @@ pub struct AuditSettings {
     /// Events older than this are pruned (a checkpoint keeps the rest verifiable). At least 180
     /// (Cybersecurity Law art. 21: logs kept six months or more).
     pub retention_days: u32,
+}
+
+/// The scorecard's weights (any non-negative numbers; they are normalised) and its default period.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvaluationSettings {
+    pub weight_catalogue: f64,
+    pub weight_timeliness: f64,
+    pub weight_quality: f64,
+    pub weight_responsiveness: f64,
+    pub weight_use: f64,
+    /// A scorecard asked for without dates covers this many days, ending today.
+    pub default_period_days: u32,
+}
+
+impl Default for EvaluationSettings {
+    fn default() -> Self {
+        let w = xinqiao_domain::scorecard::Weights::default();
+        Self {
+            weight_catalogue: w.catalogue,
+            weight_timeliness: w.timeliness,
+            weight_quality: w.quality,
+            weight_responsiveness: w.responsiveness,
+            weight_use: w.use_,
+            default_period_days: 30,
+        }
+    }
+}
+
+impl EvaluationSettings {
+    pub fn weights(&self) -> xinqiao_domain::scorecard::Weights {
+        xinqiao_domain::scorecard::Weights {
+            catalogue: self.weight_catalogue,
+            timeliness: self.weight_timeliness,
+            quality: self.weight_quality,
+            responsiveness: self.weight_responsiveness,
+            use_: self.weight_use,
+        }
+    }
 }
 
 /// The legal minimum retention of the audit trail, in days.
@@ -293,11 +344,15 @@ mod tests {
             key = "/etc/xinqiao/server.key"
             [limits]
             max_message_bytes = 1048576
+            [metrics]
+            listen = "127.0.0.1:9464"
             "#,
         )
         .unwrap();
         assert_eq!(c.database_url(), "postgres://hub@db/xinqiao");
         assert_eq!(c.limits.max_message_bytes, 1_048_576);
         assert_eq!(c.limits.shutdown_grace_secs, 30);
+        assert_eq!(c.metrics.listen, Some(SocketAddr::from(([127, 0, 0, 1], 9464))));
+        assert_eq!(Config::default().metrics.listen, None, "no endpoint unless asked for");
     }
 }

@@ -1148,6 +1148,7 @@ impl ExchangeService for ExchangeApi {
             let mut upload = self.store.start_upload(&upload).await?;
             if upload.size == 0 {
                 upload = self.finish_upload(upload).await?;
+                note.detail("complete", true);
             }
             Ok(Self::upload_status(&upload))
         })
@@ -1199,6 +1200,7 @@ impl ExchangeService for ExchangeApi {
                 note.detail("received", next.received);
                 if next.received == next.size {
                     next = self.finish_upload(next).await?;
+                    note.detail("complete", true);
                 }
                 upload = Some(next);
             }

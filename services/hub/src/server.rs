@@ -12,6 +12,7 @@ use xinqiao_domain::department::DepartmentProfile;
 use xinqiao_proto::v1::access_service_server::AccessServiceServer;
 use xinqiao_proto::v1::audit_service_server::AuditServiceServer;
 use xinqiao_proto::v1::directory_service_server::DirectoryServiceServer;
+use xinqiao_proto::v1::evaluation_service_server::EvaluationServiceServer;
 use xinqiao_proto::v1::exchange_service_server::ExchangeServiceServer;
 use xinqiao_proto::v1::schema_service_server::SchemaServiceServer;
 use xinqiao_store::Store;
@@ -20,8 +21,10 @@ use crate::access::{AccessApi, Revocations};
 use crate::audit::{AuditLayer, AuditLog};
 use crate::config::Config;
 use crate::directory::DirectoryApi;
+use crate::evaluation::{EvaluationApi, Evaluator};
 use crate::exchange::ExchangeApi;
 use crate::feed::ChangeFeed;
+use crate::metrics::{self, Metrics, MetricsLayer};
 use crate::registry::Registry;
 use crate::schemas::SchemaApi;
 use crate::tls;
@@ -48,6 +51,10 @@ pub enum ServeError {
 pub struct RunningHub {
     pub addr: SocketAddr,
     pub store: Arc<dyn Store>,
+    /// Where `/metrics` is served, when `[metrics] listen` asks for it.
+    pub metrics_addr: Option<SocketAddr>,
+    /// This hub's metrics (the handlers count into them; the scorecard sets its gauges).
+    pub metrics: Metrics,
     stop: oneshot::Sender<()>,
     /// Tells live streams (subscriptions) to end, so that a graceful stop does not wait on them.
     stopping: watch::Sender<bool>,
@@ -115,6 +122,16 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
     let registry = Registry::new(store.clone());
     let (stopping_tx, stopping) = watch::channel(false);
+    let metrics = Metrics::new();
+    metrics.track_audit_chain(store.clone());
+    let metrics_addr = match config.metrics.listen {
+        Some(addr) => Some(
+            metrics::serve(addr, metrics.clone(), stopping_tx.subscribe())
+                .await
+                .map_err(|source| ServeError::Listen { addr, source })?,
+        ),
+        None => None,
+    };
     let feed = ChangeFeed::new();
     feed.start(store.clone(), stopping.clone());
     let revocations = Revocations::default();
@@ -141,6 +158,10 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     ))
     .max_decoding_message_size(max)
     .max_encoding_message_size(max.max(4 * 1024 * 1024));
+    let evaluator = Evaluator::new(store.clone(), &config.evaluation).map_err(|e| ServeError::Config(e.to_string()))?;
+    let evaluation = EvaluationServiceServer::new(EvaluationApi::new(evaluator, store.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max.max(4 * 1024 * 1024));
     let audit_service = AuditServiceServer::new(AuditApi::new(store.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
@@ -154,6 +175,7 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     health.set_serving::<ExchangeServiceServer<ExchangeApi>>().await;
     health.set_serving::<AccessServiceServer<AccessApi>>().await;
     health.set_serving::<AuditServiceServer<AuditApi>>().await;
+    health.set_serving::<EvaluationServiceServer<EvaluationApi>>().await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(xinqiao_proto::FILE_DESCRIPTOR_SET)
@@ -169,6 +191,8 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
 
     let (stop, stopped) = oneshot::channel::<()>();
     let router = Server::builder()
+        // Outermost, so that it counts the status the client gets.
+        .layer(MetricsLayer::new(metrics.clone()))
         .layer(tower::util::MapResponseLayer::new(size_limit_is_resource_exhausted))
         .layer(AuditLayer::new(audit))
         .add_service(health_service)
@@ -178,7 +202,8 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         .add_service(schemas)
         .add_service(exchange)
         .add_service(access)
-        .add_service(audit_service);
+        .add_service(audit_service)
+        .add_service(evaluation);
     let stopped = async {
         let _ = stopped.await;
     };
@@ -207,6 +232,8 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     Ok(RunningHub {
         addr,
         store,
+        metrics_addr,
+        metrics,
         stop,
         stopping: stopping_tx,
         task,

@@ -1,0 +1,463 @@
+//! EvaluationService: the sharing scorecard. The facts come from what the hub recorded — the
+//! catalogue, the access workflow's tables, and the audit trail (publishes with their counts,
+//! reads with theirs) — and the formulas from `domain::scorecard`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use serde_json::Value;
+use tonic::{Request, Response, Status};
+use xinqiao_domain::access::{RequestState, china_day};
+use xinqiao_domain::catalogue::{CatalogEntry, EntryFilter};
+use xinqiao_domain::identity::Caller;
+use xinqiao_domain::lifecycle::EntryState;
+use xinqiao_domain::policy::EntryVisibility;
+use xinqiao_domain::scorecard::{
+    self, DatasetFacts, DepartmentFacts, EntryFacts, Period, Ranked, ReportFacts, RequestFacts, Scorecard, Weights,
+};
+use xinqiao_domain::{Error, Result};
+use xinqiao_proto::v1 as pb;
+use xinqiao_proto::v1::evaluation_service_server::EvaluationService;
+use xinqiao_store::{AuditFilter, DatasetFilter, GrantFilter, ReportFilter, RequestFilter, Store};
+
+use crate::auth::Authenticator;
+use crate::config::EvaluationSettings;
+use crate::status::answer;
+
+/// Rows read per step from the store.
+const PAGE: u32 = 1000;
+
+pub struct EvaluationApi {
+    evaluator: Evaluator,
+    auth: Authenticator,
+}
+
+/// Computes scorecards from the store. Cheap to clone.
+#[derive(Clone)]
+pub struct Evaluator {
+    store: Arc<dyn Store>,
+    weights: Weights,
+    default_days: u32,
+}
+
+/// What the audit trail says about departments over a period.
+#[derive(Default)]
+struct Activity {
+    accepted: u64,
+    rejected: u64,
+    /// Days on which each dataset received something.
+    publish_days: HashMap<String, BTreeSet<NaiveDate>>,
+    read_by_others: u64,
+    users: BTreeSet<String>,
+}
+
+fn number(detail: &Value, key: &str) -> u64 {
+    detail.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// Whether an actor is a department (a 统一社会信用代码), not the admin, the hub or a refused peer.
+fn is_department(actor: &str) -> bool {
+    actor.len() == 18 && actor.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+impl Evaluator {
+    pub fn new(store: Arc<dyn Store>, settings: &EvaluationSettings) -> Result<Evaluator> {
+        let weights = settings.weights();
+        weights.validate()?;
+        Ok(Evaluator {
+            store,
+            weights,
+            default_days: settings.default_period_days.max(1),
+        })
+    }
+
+    pub fn weights(&self) -> Weights {
+        self.weights
+    }
+
+    /// The period a request names, or the default one ending today.
+    pub fn period(&self, from: &str, to: &str) -> Result<Period> {
+        let date = |field: &str, value: &str| {
+            NaiveDate::parse_from_str(value, "%Y-%m-%d")
+                .map_err(|_| Error::invalid(field, "must be a date written YYYY-MM-DD"))
+        };
+        let today = china_day(crate::clock::now());
+        let to = if to.is_empty() { today } else { date("to", to)? };
+        let from = if from.is_empty() {
+            to - chrono::Duration::days(i64::from(self.default_days) - 1)
+        } else {
+            date("from", from)?
+        };
+        Period::new(from, to)
+    }
+
+    /// Reads the audit trail over the period once: publishes and their counts per department,
+    /// and the records each department's data gave to others.
+    async fn activity(&self, period: &Period, involving: Option<&str>) -> Result<HashMap<String, Activity>> {
+        let filter = AuditFilter {
+            from: Some(period.start()),
+            to: Some(period.end()),
+            involving: involving.map(str::to_string),
+            ..AuditFilter::default()
+        };
+        let mut by_department: HashMap<String, Activity> = HashMap::new();
+        let mut after = 0;
+        loop {
+            let page = self.store.list_audit(&filter, after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.event.sequence;
+            let full = page.len() == PAGE as usize;
+            for row in page {
+                let e = row.event;
+                let detail: Value = serde_json::from_str(&e.detail).unwrap_or(Value::Null);
+                let day = china_day(e.at);
+                match e.action.as_str() {
+                    "Publish" | "PublishStream" if e.outcome == "OK" => {
+                        if detail.get("replayed").and_then(Value::as_bool) == Some(true) {
+                            continue;
+                        }
+                        let a = by_department.entry(e.actor.clone()).or_default();
+                        let accepted = number(&detail, "accepted");
+                        a.accepted += accepted;
+                        a.rejected += number(&detail, "rejected");
+                        if accepted > 0 {
+                            a.publish_days.entry(e.target.clone()).or_default().insert(day);
+                        }
+                    }
+                    "UploadChunks" | "StartUpload" if e.outcome == "OK" => {
+                        if detail.get("complete").and_then(Value::as_bool) == Some(true) {
+                            let a = by_department.entry(e.actor.clone()).or_default();
+                            a.publish_days.entry(e.target.clone()).or_default().insert(day);
+                        }
+                    }
+                    "Fetch" | "Snapshot" | "Subscribe" | "DownloadFile" => {
+                        // Unary fetches are one event; streams count at their end.
+                        let counted = e.action == "Fetch" && e.outcome == "OK"
+                            || detail.get("phase").and_then(Value::as_str) == Some("end");
+                        let records = number(&detail, "records");
+                        if counted && records > 0 && e.actor != e.about && is_department(&e.actor) {
+                            let a = by_department.entry(e.about.clone()).or_default();
+                            a.read_by_others += records;
+                            a.users.insert(e.actor.clone());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(by_department)
+    }
+
+    /// The facts about one department that are kept in the catalogue and workflow tables.
+    async fn facts(&self, code: &str, name: &str, period: &Period, activity: Option<&Activity>) -> Result<DepartmentFacts> {
+        let end = period.end();
+        let now = crate::clock::now();
+
+        let mut entries: Vec<CatalogEntry> = Vec::new();
+        let published = EntryFilter {
+            provider_code: code.to_string(),
+            state: Some(EntryState::Published),
+            ..EntryFilter::default()
+        };
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .search_entries(&EntryVisibility::All, &published, after.as_deref(), PAGE)
+                .await?;
+            let full = page.len() == PAGE as usize;
+            after = page.last().map(|e| e.resource_code.clone());
+            entries.extend(page.into_iter().filter(|e| e.published_at.is_none_or(|at| at < end)));
+            if !full {
+                break;
+            }
+        }
+        let cycles: HashMap<&str, &CatalogEntry> = entries.iter().map(|e| (e.resource_code.as_str(), e)).collect();
+
+        let mut datasets = Vec::new();
+        let own = DatasetFilter {
+            provider_code: code.to_string(),
+            ..DatasetFilter::default()
+        };
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.store.list_datasets(&own, after.as_deref(), PAGE).await?;
+            let full = page.len() == PAGE as usize;
+            after = page.last().map(|l| l.dataset.id.clone());
+            for listing in page {
+                // Only a dataset whose entry is published owes updates.
+                let Some(entry) = cycles.get(listing.dataset.id.as_str()) else { continue };
+                datasets.push(DatasetFacts {
+                    cycle: entry.content.update_cycle,
+                    opened_on: china_day(listing.dataset.created_at),
+                    publish_days: activity
+                        .and_then(|a| a.publish_days.get(&listing.dataset.id))
+                        .cloned()
+                        .unwrap_or_default(),
+                    dataset: listing.dataset.id,
+                });
+            }
+            if !full {
+                break;
+            }
+        }
+
+        let mut requests = Vec::new();
+        let to_answer = RequestFilter {
+            provider: Some(code.to_string()),
+            ..RequestFilter::default()
+        };
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.store.list_requests(&to_answer, after.as_deref(), PAGE).await?;
+            let full = page.len() == PAGE as usize;
+            after = page.last().map(|r| r.id.clone());
+            requests.extend(page.into_iter().filter(|r| period.contains(r.submitted_at)).map(|r| {
+                RequestFacts {
+                    submitted_at: r.submitted_at,
+                    due_on: r.due_on,
+                    reason_given: r.state == RequestState::Rejected && !r.reason.trim().is_empty(),
+                    state: r.state,
+                    answered_at: r.answered_at,
+                }
+            }));
+            if !full {
+                break;
+            }
+        }
+
+        let mut reports = Vec::new();
+        let received = ReportFilter {
+            provider: Some(code.to_string()),
+            ..ReportFilter::default()
+        };
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.store.list_reports(&received, after.as_deref(), PAGE).await?;
+            let full = page.len() == PAGE as usize;
+            after = page.last().map(|r| r.id.clone());
+            reports.extend(
+                page.into_iter()
+                    .filter(|r| period.contains(r.reported_at))
+                    .map(|r| ReportFacts {
+                        reported_at: r.reported_at,
+                        resolved_at: r.resolved_at,
+                    }),
+            );
+            if !full {
+                break;
+            }
+        }
+
+        let active = GrantFilter {
+            provider: Some(code.to_string()),
+            active_at: Some(end.min(now)),
+            ..GrantFilter::default()
+        };
+        let mut active_grants = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.store.list_grants(&active, after.as_deref(), PAGE).await?;
+            let full = page.len() == PAGE as usize;
+            after = page.last().map(|g| g.id.clone());
+            active_grants += page.len() as u64;
+            if !full {
+                break;
+            }
+        }
+
+        Ok(DepartmentFacts {
+            department: code.to_string(),
+            name: name.to_string(),
+            entries: entries.iter().map(|e| EntryFacts::of(&e.content)).collect(),
+            datasets,
+            records_accepted: activity.map_or(0, |a| a.accepted),
+            records_rejected: activity.map_or(0, |a| a.rejected),
+            reports,
+            requests,
+            records_read_by_others: activity.map_or(0, |a| a.read_by_others),
+            using_departments: activity.map(|a| a.users.clone()).unwrap_or_default(),
+            active_grants,
+        })
+    }
+
+    /// Every active department, by code, with its name.
+    async fn departments(&self) -> Result<Vec<(String, String)>> {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.store.list_departments(after.as_deref(), PAGE, false).await?;
+            let full = page.len() == PAGE as usize;
+            after = page.last().map(|d| d.code().to_string());
+            all.extend(page.into_iter().map(|d| (d.code().to_string(), d.profile.name.clone())));
+            if !full {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    /// Every active department's scorecard over a period.
+    pub async fn all(&self, period: &Period) -> Result<Vec<Scorecard>> {
+        let departments = self.departments().await?;
+        let activity = self.activity(period, None).await?;
+        let today = china_day(crate::clock::now());
+        let mut cards = Vec::with_capacity(departments.len());
+        for (code, name) in &departments {
+            let facts = self.facts(code, name, period, activity.get(code)).await?;
+            cards.push(scorecard::evaluate(
+                &facts,
+                period,
+                departments.len() as u64,
+                today,
+                &self.weights,
+            ));
+        }
+        Ok(cards)
+    }
+
+    /// One department's scorecard over a period.
+    pub async fn one(&self, code: &str, period: &Period) -> Result<Scorecard> {
+        let department = self.store.get_department(code).await?;
+        let department = department.ok_or_else(|| Error::NotFound(format!("department {code}")))?;
+        let count = self.departments().await?.len() as u64;
+        let activity = self.activity(period, Some(code)).await?;
+        let facts = self
+            .facts(code, &department.profile.name, period, activity.get(code))
+            .await?;
+        let today = china_day(crate::clock::now());
+        Ok(scorecard::evaluate(&facts, period, count, today, &self.weights))
+    }
+
+    /// The ranking over a period, with the previous period's scores.
+    pub async fn ranking(&self, period: &Period) -> Result<(Vec<Ranked>, Vec<Scorecard>)> {
+        let current = self.all(period).await?;
+        let previous = self.all(&period.previous()).await?;
+        Ok((scorecard::rank(&current, &previous), current))
+    }
+}
+
+fn card_api(card: &Scorecard, previous_score: Option<f64>) -> pb::Scorecard {
+    let i = &card.indicators;
+    pb::Scorecard {
+        department: card.department.clone(),
+        name: card.name.clone(),
+        from: card.period.from.to_string(),
+        to: card.period.to.to_string(),
+        score: card.score,
+        parts: Some(pb::ScoreParts {
+            catalogue: card.parts.catalogue,
+            timeliness: card.parts.timeliness,
+            quality: card.parts.quality,
+            responsiveness: card.parts.responsiveness,
+            r#use: card.parts.use_,
+        }),
+        indicators: Some(pb::Indicators {
+            entries_published: i.entries_published,
+            unconditional: i.unconditional,
+            conditional: i.conditional,
+            not_shared: i.not_shared,
+            metadata_completeness: i.metadata_completeness,
+            legal_basis_coverage: i.legal_basis_coverage,
+            update_periods_due: i.update_periods_due,
+            update_periods_met: i.update_periods_met,
+            on_time_rate: i.on_time_rate,
+            records_accepted: i.records_accepted,
+            records_rejected: i.records_rejected,
+            rejection_rate: i.rejection_rate,
+            reports_received: i.reports_received,
+            reports_open: i.reports_open,
+            median_resolve_hours: i.median_resolve_hours,
+            requests_due: i.requests_due,
+            answered_in_time: i.answered_in_time,
+            in_time_rate: i.in_time_rate,
+            median_answer_hours: i.median_answer_hours,
+            refusals: i.refusals,
+            refusals_with_reason: i.refusals_with_reason,
+            records_used: i.records_used,
+            using_departments: i.using_departments,
+            active_grants: i.active_grants,
+        }),
+        previous_score,
+    }
+}
+
+impl EvaluationApi {
+    pub fn new(evaluator: Evaluator, store: Arc<dyn Store>) -> Self {
+        Self {
+            evaluator,
+            auth: Authenticator::new(store),
+        }
+    }
+}
+
+/// Who may see a department's full scorecard: the admin, and the department itself.
+fn may_see(caller: &Caller, department: &str) -> bool {
+    caller.is_admin() || caller.department() == Some(department)
+}
+
+#[tonic::async_trait]
+impl EvaluationService for EvaluationApi {
+    async fn get_scorecard(&self, request: Request<pb::GetScorecardRequest>) -> Result<Response<pb::Scorecard>, Status> {
+        answer(async {
+            let caller = self.auth.caller(&request).await?;
+            let r = request.get_ref();
+            let department = match (r.department.as_str(), caller.department()) {
+                ("", Some(me)) => me.to_string(),
+                ("", None) => return Err(Error::invalid("department", "name the department to evaluate")),
+                (code, _) => code.to_string(),
+            };
+            if !may_see(&caller, &department) {
+                return Err(Error::PermissionDenied(
+                    "a department sees its own scorecard and the ranking; the admin sees every scorecard".into(),
+                ));
+            }
+            let period = self.evaluator.period(&r.from, &r.to)?;
+            let card = self.evaluator.one(&department, &period).await?;
+            let previous = self.evaluator.one(&department, &period.previous()).await?;
+            Ok(card_api(&card, Some(previous.score)))
+        })
+        .await
+    }
+
+    async fn get_ranking(&self, request: Request<pb::GetRankingRequest>) -> Result<Response<pb::Ranking>, Status> {
+        answer(async {
+            let caller = self.auth.caller(&request).await?;
+            let r = request.get_ref();
+            let period = self.evaluator.period(&r.from, &r.to)?;
+            let (ranked, cards) = self.evaluator.ranking(&period).await?;
+            let w = self.evaluator.weights();
+            Ok(pb::Ranking {
+                from: period.from.to_string(),
+                to: period.to.to_string(),
+                departments: ranked
+                    .into_iter()
+                    .map(|place| {
+                        let scorecard = may_see(&caller, &place.department)
+                            .then(|| cards.iter().find(|c| c.department == place.department))
+                            .flatten()
+                            .map(|c| card_api(c, place.previous_score));
+                        pb::RankedDepartment {
+                            rank: place.rank,
+                            department: place.department,
+                            name: place.name,
+                            score: place.score,
+                            previous_score: place.previous_score,
+                            scorecard,
+                        }
+                    })
+                    .collect(),
+                weight_catalogue: w.catalogue,
+                weight_timeliness: w.timeliness,
+                weight_quality: w.quality,
+                weight_responsiveness: w.responsiveness,
+                weight_use: w.use_,
+            })
+        })
+        .await
+    }
+}
