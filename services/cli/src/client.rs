@@ -8,6 +8,8 @@ use tonic::transport::Channel;
 use tonic_types::StatusExt;
 use xinqiao_hub::tls::{ClientIdentity, connect};
 use xinqiao_proto::v1 as pb;
+use xinqiao_proto::v1::access_service_client::AccessServiceClient;
+use xinqiao_proto::v1::audit_service_client::AuditServiceClient;
 use xinqiao_proto::v1::directory_service_client::DirectoryServiceClient;
 
 use crate::CliResult;
@@ -65,6 +67,14 @@ impl ClientArgs {
 
     pub async fn directory(&self) -> CliResult<DirectoryServiceClient<Channel>> {
         Ok(DirectoryServiceClient::new(self.channel().await?))
+    }
+
+    pub async fn access(&self) -> CliResult<AccessServiceClient<Channel>> {
+        Ok(AccessServiceClient::new(self.channel().await?))
+    }
+
+    pub async fn audit(&self) -> CliResult<AuditServiceClient<Channel>> {
+        Ok(AuditServiceClient::new(self.channel().await?))
     }
 }
 

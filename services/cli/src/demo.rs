@@ -7,11 +7,15 @@ use std::path::Path;
 
 use tonic::Code;
 use tonic::transport::Channel;
+use xinqiao_domain::access::china_day;
+use xinqiao_domain::identifiers::resident_id_check_char;
 use xinqiao_domain::identity::Principal;
 use xinqiao_hub::registry::SHARED_SCHEMAS;
 use xinqiao_hub::tls::{ClientIdentity, connect};
 use xinqiao_hub::{Config, pki, server};
 use xinqiao_proto::v1 as pb;
+use xinqiao_proto::v1::access_service_client::AccessServiceClient;
+use xinqiao_proto::v1::audit_service_client::AuditServiceClient;
 use xinqiao_proto::v1::directory_service_client::DirectoryServiceClient;
 use xinqiao_proto::v1::exchange_service_client::ExchangeServiceClient;
 use xinqiao_proto::v1::schema_service_client::SchemaServiceClient;
@@ -29,6 +33,7 @@ const HEALTH: &str = "11330100MB00040040"; // 市卫生健康委员会, register
 const ENTERPRISE: &str = include_str!("../../../deploy/examples/entry-enterprise-registration.toml");
 const PENALTY: &str = include_str!("../../../deploy/examples/entry-administrative-penalty.toml");
 const SOCIAL_INSURANCE: &str = include_str!("../../../deploy/examples/entry-social-insurance.toml");
+const ENTERPRISE_PURPOSE: &str = "核查辖区企业登记状态，用于治安管理";
 
 fn step(n: &mut u32, text: &str) {
     *n += 1;
@@ -69,6 +74,297 @@ fn ok<T>(result: Result<tonic::Response<T>, tonic::Status>) -> CliResult<T> {
 
 fn entry_content(text: &str) -> CliResult<pb::EntryContent> {
     entry_file::parse(text, false)
+}
+
+/// 人口基础信息: compiled by 市公安局, shared on condition (有条件共享); its data items are the
+/// shared person schema's.
+fn person_entry() -> pb::EntryContent {
+    let item = |name: &str, data_type: &str, length, sensitive| pb::DataItem {
+        name: name.into(),
+        data_type: data_type.into(),
+        length,
+        sensitive,
+        description: String::new(),
+    };
+    pb::EntryContent {
+        name: "人口基础信息".into(),
+        classification: "101001".into(),
+        summary: "本市户籍人口的公民身份号码、姓名、性别、出生日期、民族、户籍地址和行政区划代码。".into(),
+        format: pb::ResourceFormat::Database as i32,
+        items: vec![
+            item("公民身份号码", "字符型", 18, true),
+            item("姓名", "字符型", 50, true),
+            item("性别", "字符型", 4, false),
+            item("出生日期", "日期型", 8, false),
+            item("民族", "字符型", 20, false),
+            item("户籍地址", "字符型", 500, true),
+            item("行政区划代码", "字符型", 6, false),
+        ],
+        share: Some(pb::ShareAttributes {
+            share_type: pb::ShareType::Conditional as i32,
+            condition: "限于法定职责范围内核验身份，申请时说明用途和使用范围".into(),
+            channel: pb::ShareChannel::Platform as i32,
+            exchange_kind: pb::ExchangeKind::Table as i32,
+            legal_basis: "《中华人民共和国个人信息保护法》第三十四条".into(),
+        }),
+        open: Some(pb::OpenAttributes {
+            open_type: pb::OpenType::NotOpen as i32,
+            condition: String::new(),
+        }),
+        update_cycle: pb::UpdateCycle::Daily as i32,
+        related_codes: vec![],
+        maintainer: String::new(),
+    }
+}
+
+/// A person record with a valid 公民身份号码 built from its first 17 digits.
+fn resident(first17: &str, name: &str, gender: &str, birth_date: &str) -> serde_json::Value {
+    let check = resident_id_check_char(first17).unwrap_or('0');
+    serde_json::json!({
+        "resident_id": format!("{first17}{check}"), "name": name, "gender": gender,
+        "birth_date": birth_date, "ethnicity": "汉族", "household_address": "杭州市上城区示范街道1号",
+        "division_code": "330102",
+    })
+}
+
+/// What the conditional-sharing part of the story leaves for the audit trail at its end.
+struct Shared {
+    dataset: String,
+    request_id: String,
+    grant_id: String,
+}
+
+/// 有条件共享 end to end: a provider publishes person records, a using department applies, the
+/// provider approves fewer fields with masking, the grantee reads them masked, a department without
+/// a grant is refused, and revoking the grant stops the reads at once.
+async fn conditional_sharing(
+    n: &mut u32,
+    addr: SocketAddr,
+    dir: &Path,
+    admin: &mut Directory,
+    answer_within_workdays: u32,
+) -> CliResult<Shared> {
+    let as_dept = |code: &str| pki::department_files(dir, code);
+    let mut police = client(addr, dir, as_dept(POLICE)).await?;
+    let mut police_exchange = ExchangeServiceClient::new(channel(addr, dir, as_dept(POLICE)).await?);
+    let mut police_access = AccessServiceClient::new(channel(addr, dir, as_dept(POLICE)).await?);
+    let mut hrss_exchange = ExchangeServiceClient::new(channel(addr, dir, as_dept(HRSS)).await?);
+    let mut hrss_access = AccessServiceClient::new(channel(addr, dir, as_dept(HRSS)).await?);
+    let mut samr_exchange = ExchangeServiceClient::new(channel(addr, dir, as_dept(SAMR)).await?);
+
+    step(
+        n,
+        "市公安局 compiles 人口基础信息, shared on condition (有条件共享) with its legal basis; once it is published, it opens a 库表 dataset on the person schema keyed by 公民身份号码 and publishes three residents.",
+    );
+    let entry = ok(police
+        .create_entry(pb::CreateEntryRequest {
+            content: Some(person_entry()),
+        })
+        .await)?;
+    let code = entry.resource_code.clone();
+    ok(police
+        .submit_entry(pb::SubmitEntryRequest {
+            resource_code: code.clone(),
+            expected_version: 0,
+        })
+        .await)?;
+    ok(admin
+        .publish_entry(pb::PublishEntryRequest {
+            resource_code: code.clone(),
+            expected_version: 0,
+        })
+        .await)?;
+    let dataset = ok(police_exchange
+        .create_dataset(pb::CreateDatasetRequest {
+            dataset: code.clone(),
+            schema_subject: "person".into(),
+            schema_version: 0,
+            key: vec!["resident_id".into()],
+        })
+        .await)?;
+    let people = [
+        resident("33010219900307001", "张伟", "男", "1990-03-07"),
+        resident("33010219851122002", "李娜", "女", "1985-11-22"),
+        resident("33010220010915003", "欧阳明", "男", "2001-09-15"),
+    ];
+    let published = ok(police_exchange
+        .publish(pb::PublishRequest {
+            dataset: code.clone(),
+            idempotency_key: "demo-people-1".into(),
+            changes: people
+                .iter()
+                .map(|p| pb::RecordChange {
+                    change: Some(pb::record_change::Change::Upsert(p.to_string().into_bytes())),
+                })
+                .collect(),
+            policy: pb::BatchPolicy::RejectAll as i32,
+            lenient: false,
+        })
+        .await)?;
+    say(format!(
+        "{code} 人口基础信息 published; dataset on {} version {}, key {:?}; {} residents, sequence numbers {}..{}",
+        dataset.schema_subject,
+        dataset.schema_version,
+        dataset.key,
+        published.accepted,
+        published.first_sequence,
+        published.last_sequence
+    ));
+
+    step(
+        n,
+        "市人力资源和社会保障局 applies for access (共享申请): purpose, scope of use, the fields it needs, a period and its business system.",
+    );
+    let today = china_day(chrono::Utc::now());
+    let until = today + chrono::Duration::days(90);
+    let application = pb::AccessApplication {
+        dataset: code.clone(),
+        purpose: "社会保险参保登记时核验参保人身份".into(),
+        scope: "本局社会保险经办窗口和网上经办业务，仅限办理业务的参保人本人".into(),
+        fields: ["resident_id", "name", "gender", "birth_date", "household_address"]
+            .map(String::from)
+            .to_vec(),
+        period_from: today.to_string(),
+        period_until: until.to_string(),
+        business_system: "社会保险经办系统".into(),
+    };
+    let request = ok(hrss_access
+        .request_access(pb::RequestAccessRequest {
+            application: Some(application.clone()),
+        })
+        .await)?;
+    say(format!("purpose (用途): {}", application.purpose));
+    say(format!("fields: {}", application.fields.join(", ")));
+    say(format!(
+        "request {} is pending (待审批); 市公安局 must answer by {} ({answer_within_workdays} working days)",
+        request.request_id, request.due_on
+    ));
+
+    step(
+        n,
+        "市公安局 approves, narrowing the fields (户籍地址 is not needed to verify identity) and masking the ID number and the name (脱敏).",
+    );
+    let mask = |field: &str, rule: &str| pb::FieldMask {
+        field: field.into(),
+        rule: rule.into(),
+    };
+    let approved = ok(police_access
+        .approve_request(pb::ApproveRequestRequest {
+            request_id: request.request_id.clone(),
+            fields: ["resident_id", "name", "gender", "birth_date"]
+                .map(String::from)
+                .to_vec(),
+            masks: vec![mask("resident_id", "resident_id"), mask("name", "name")],
+            expires_at: None,
+            note: "户籍地址不在核验身份所需范围内，不予提供".into(),
+        })
+        .await)?;
+    let grant = ok(police_access
+        .get_grant(pb::GetGrantRequest {
+            grant_id: approved.grant_id.clone(),
+        })
+        .await)?;
+    crate::access::print_grant(&grant);
+
+    step(
+        n,
+        "市人力资源和社会保障局 pulls under its grant: only the granted fields leave the hub, the ID number and the name masked.",
+    );
+    let read = |purpose: &str| pb::FetchRequest {
+        dataset: code.clone(),
+        after_sequence: 0,
+        limit: 0,
+        purpose: purpose.into(),
+        grant_id: String::new(),
+    };
+    let page = ok(hrss_exchange.fetch(read("")).await)?;
+    for change in &page.changes {
+        let mut line = Vec::new();
+        crate::pull::write_change(&mut line, change).map_err(|e| e.to_string())?;
+        say(String::from_utf8_lossy(&line).trim_end());
+    }
+    let shaped = page.changes.len() == people.len()
+        && page.changes.iter().all(|c| {
+            let record: serde_json::Value = serde_json::from_slice(&c.record).unwrap_or_default();
+            let id = record["resident_id"].as_str().unwrap_or("");
+            let name = record["name"].as_str().unwrap_or("");
+            record.get("household_address").is_none()
+                && record.get("ethnicity").is_none()
+                && id.len() == 18
+                && id.contains("********")
+                && name.chars().skip(1).all(|c| c == '*')
+        });
+    if !shaped {
+        return Err("the records read under the grant were not narrowed and masked as granted".into());
+    }
+
+    step(
+        n,
+        "市市场监督管理局 holds no grant for 人口基础信息: its pull is refused, whatever purpose it states.",
+    );
+    say(refused(
+        samr_exchange.fetch(read("核验企业法定代表人身份")).await,
+        Code::PermissionDenied,
+    )?);
+
+    step(
+        n,
+        "市公安局 revokes the grant; 市人力资源和社会保障局's next pull is refused at once.",
+    );
+    let revoked = ok(police_access
+        .revoke_grant(pb::RevokeGrantRequest {
+            grant_id: grant.grant_id.clone(),
+            reason: "社会保险经办系统迁移，原系统停止使用".into(),
+        })
+        .await)?;
+    say(format!(
+        "grant {} {}: {}",
+        revoked.grant_id,
+        crate::access::grant_state_code(revoked.state),
+        revoked.revoke_reason
+    ));
+    say(refused(hrss_exchange.fetch(read("")).await, Code::PermissionDenied)?);
+    Ok(Shared {
+        dataset: code,
+        request_id: request.request_id,
+        grant_id: grant.grant_id,
+    })
+}
+
+/// The admin checks the audit chain and reads what it recorded about the conditional-sharing story.
+async fn audit_trail(n: &mut u32, addr: SocketAddr, dir: &Path, shared: &Shared) -> CliResult {
+    let mut audit = AuditServiceClient::new(channel(addr, dir, pki::admin_files(dir)).await?);
+    step(
+        n,
+        "The admin verifies the audit chain (等保 2.0): every event is hash-linked to the one before it.",
+    );
+    let verified = ok(audit.verify_chain(pb::VerifyChainRequest {}).await)?;
+    crate::audit::print_verification(&verified);
+    crate::audit::verdict(&verified)?;
+
+    step(
+        n,
+        "What the trail recorded about 人口基础信息, its request and its grant, refusals included:",
+    );
+    let mut request = pb::ListEventsRequest {
+        page_size: 1000,
+        ..Default::default()
+    };
+    let targets = [&shared.dataset, &shared.request_id, &shared.grant_id];
+    let mut story = Vec::new();
+    loop {
+        let page = ok(audit.list_events(request.clone()).await)?;
+        story.extend(page.events.into_iter().filter(|e| targets.contains(&&e.target)));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        request.page_token = page.next_page_token;
+    }
+    if story.is_empty() {
+        return Err("the audit trail recorded nothing about the conditionally shared dataset".into());
+    }
+    crate::audit::events(false, &story);
+    Ok(())
 }
 
 pub async fn run() -> CliResult {
@@ -496,17 +792,20 @@ pub async fn run() -> CliResult {
 
     step(
         &mut n,
-        "市公安局 pulls the accepted records (无条件共享) and follows the dataset live.",
+        "市公安局 pulls the accepted records (无条件共享), declaring its purpose, and follows the dataset live.",
     );
     let mut police_exchange =
         ExchangeServiceClient::new(channel(addr, &dir, pki::department_files(&dir, POLICE)).await?);
-    let fetched = ok(police_exchange
-        .fetch(pb::FetchRequest {
-            dataset: dataset.dataset.clone(),
-            after_sequence: 0,
-            limit: 0,
-        })
-        .await)?;
+    let read = |purpose: &str| pb::FetchRequest {
+        dataset: dataset.dataset.clone(),
+        after_sequence: 0,
+        limit: 0,
+        purpose: purpose.into(),
+        grant_id: String::new(),
+    };
+    say("Even open data is read for a stated purpose (用途), recorded in the audit trail; without one:");
+    say(refused(police_exchange.fetch(read("")).await, Code::InvalidArgument)?);
+    let fetched = ok(police_exchange.fetch(read(ENTERPRISE_PURPOSE)).await)?;
     for change in &fetched.changes {
         let record: serde_json::Value = serde_json::from_slice(&change.record).unwrap_or_default();
         say(format!(
@@ -522,6 +821,8 @@ pub async fn run() -> CliResult {
             after_sequence: fetched.last_sequence,
             consumer: String::new(),
             max_batch: 0,
+            purpose: ENTERPRISE_PURPOSE.into(),
+            grant_id: String::new(),
         })
         .await;
     let mut live = subscription.map_err(explain)?.into_inner();
@@ -566,6 +867,8 @@ pub async fn run() -> CliResult {
         "consumer '{}' acknowledged up to #{}: a restarted pull resumes after it",
         cursor.consumer, cursor.acknowledged_sequence
     ));
+
+    let shared = conditional_sharing(&mut n, addr, &dir, &mut admin, config.access.answer_within_workdays).await?;
 
     step(&mut n, "市公安局 tries to withdraw another department's entry.");
     say(refused(
@@ -639,11 +942,13 @@ pub async fn run() -> CliResult {
         Err(_) => say("refused: the hub rejected the certificate during the handshake, before any call"),
     }
 
+    audit_trail(&mut n, addr, &dir, &shared).await?;
+
     step(&mut n, "The hub stops gracefully.");
     hub.stop().await.map_err(|e| e.to_string())?;
     say("stopped");
     out!(
-        "\nDemo complete: departments registered, entries compiled, reviewed, published and found, schemas shared and enforced, records exchanged, refusals explained."
+        "\nDemo complete: departments registered, entries compiled, reviewed, published and found, schemas shared and enforced, records exchanged, access applied for, granted with masking and revoked, refusals explained, the audit chain verified."
     );
     Ok(())
 }

@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+use tonic_types::StatusExt;
 use xinqiao_proto::v1 as pb;
 use xinqiao_proto::v1::exchange_service_client::ExchangeServiceClient;
 
@@ -36,6 +37,50 @@ pub fn is_transient(status: &Status) -> bool {
             std::error::Error::source(status).is_some() || status.message().starts_with("h2 protocol error")
         }
         _ => false,
+    }
+}
+
+/// On what basis a department reads another's records or files: why (用途), and under which grant.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ReadArgs {
+    /// Why you read the data (用途). Required for another department's unconditionally shared
+    /// (无条件共享) dataset; recorded in the audit trail.
+    #[arg(long, value_name = "TEXT")]
+    pub purpose: Option<String>,
+    /// The grant to read under (有条件共享); needed only when you hold several active grants for
+    /// the dataset (`xinqiao access grants --active` lists them).
+    #[arg(long = "grant", value_name = "ID")]
+    pub grant: Option<String>,
+}
+
+impl ReadArgs {
+    pub fn purpose(&self) -> String {
+        self.purpose.as_deref().unwrap_or_default().trim().to_string()
+    }
+
+    pub fn grant_id(&self) -> String {
+        self.grant.as_deref().unwrap_or_default().trim().to_string()
+    }
+}
+
+/// A refused read, with what would make it go through.
+pub fn explain_read(status: Status) -> String {
+    let fields: Vec<String> = status
+        .get_details_bad_request()
+        .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default();
+    let hint = if fields.iter().any(|f| f == "purpose") {
+        Some("say why you read it with --purpose TEXT (用途); it is recorded in the audit trail")
+    } else if fields.iter().any(|f| f == "grant_id") {
+        Some("name the grant to read under with --grant ID (`xinqiao access grants --active` lists yours)")
+    } else if status.code() == Code::PermissionDenied && status.message().contains("no active grant") {
+        Some("apply with `xinqiao access request --dataset …`; the provider answers it")
+    } else {
+        None
+    };
+    match hint {
+        Some(hint) => format!("{}\nhint: {hint}", explain(status)),
+        None => explain(status),
     }
 }
 

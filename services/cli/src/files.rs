@@ -55,13 +55,20 @@ enum FileCommand {
         /// Where to write it [default: NAME in the current directory]; a directory means DIR/NAME.
         #[arg(short, long)]
         output: Option<PathBuf>,
+        #[command(flatten)]
+        read: exchange::ReadArgs,
     },
 }
 
 pub async fn run(args: FileArgs) -> CliResult {
     match &args.command {
         FileCommand::Put { dataset, path, name } => put(&args, dataset, path, name.as_deref()).await,
-        FileCommand::Get { dataset, name, output } => get(&args, dataset, name, output.as_deref()).await,
+        FileCommand::Get {
+            dataset,
+            name,
+            output,
+            read,
+        } => get(&args, dataset, name, output.as_deref(), read).await,
     }
 }
 
@@ -359,12 +366,15 @@ async fn download(
     client: &mut Client,
     dataset: &str,
     name: &str,
+    read: &exchange::ReadArgs,
     dir: &Path,
     progress: &ProgressBar,
 ) -> Result<Result<(tempfile::NamedTempFile, u64, String), String>, Status> {
     let request = pb::DownloadFileRequest {
         dataset: dataset.to_string(),
         file_name: name.to_string(),
+        purpose: read.purpose(),
+        grant_id: read.grant_id(),
     };
     let mut stream = client.download_file(request).await?.into_inner();
     let mut temp = match tempfile::Builder::new()
@@ -415,7 +425,13 @@ async fn download(
     Ok(Ok((temp, size, actual)))
 }
 
-async fn get(args: &FileArgs, dataset: &str, name: &str, output: Option<&Path>) -> CliResult {
+async fn get(
+    args: &FileArgs,
+    dataset: &str,
+    name: &str,
+    output: Option<&Path>,
+    read: &exchange::ReadArgs,
+) -> CliResult {
     // The default target is NAME here; only its last component, whatever the hub allows.
     let plain = Path::new(name)
         .file_name()
@@ -435,7 +451,7 @@ async fn get(args: &FileArgs, dataset: &str, name: &str, output: Option<&Path>) 
     let started = Instant::now();
     let mut retry = Retry::new();
     let (temp, size, sha256) = loop {
-        match download(&mut client, dataset, name, &dir, &progress).await {
+        match download(&mut client, dataset, name, read, &dir, &progress).await {
             Ok(Ok(done)) => break done,
             Ok(Err(e)) => {
                 progress.finish_and_clear();
@@ -447,7 +463,7 @@ async fn get(args: &FileArgs, dataset: &str, name: &str, output: Option<&Path>) 
             }
             Err(status) => {
                 progress.finish_and_clear();
-                return Err(explain(status));
+                return Err(exchange::explain_read(status));
             }
         }
     };

@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod access;
+mod audit;
 mod catalog;
 mod certs;
 mod client;
@@ -15,6 +17,7 @@ mod files;
 mod output;
 mod publish;
 mod pull;
+mod report;
 mod schema;
 mod serve;
 mod validate;
@@ -57,6 +60,12 @@ enum Command {
     Pull(pull::PullArgs),
     /// Upload and download the files of a file dataset.
     File(files::FileArgs),
+    /// Access to conditionally shared (有条件共享) datasets: requests, answers and grants.
+    Access(access::AccessArgs),
+    /// Error reports (纠错): flag a record you believe wrong; the provider resolves the report.
+    Report(report::ReportArgs),
+    /// The audit trail: list events, verify the hash chain.
+    Audit(audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -95,6 +104,9 @@ fn main() -> ExitCode {
             Command::Publish(args) => publish::run(args).await,
             Command::Pull(args) => pull::run(args).await,
             Command::File(args) => files::run(args).await,
+            Command::Access(args) => access::run(args).await,
+            Command::Report(args) => report::run(args).await,
+            Command::Audit(args) => audit::run(args).await,
         }
     });
     match result {

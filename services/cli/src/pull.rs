@@ -31,7 +31,13 @@ Consumers (--consumer NAME):
   acknowledged, so a pull that is killed resumes without a gap. Delivery is at least once: the
   lines written after the last acknowledgement may be written again, so deduplicate by sequence.
   With -o, a resumed consumer appends to FILE (dropping a last line left incomplete by a kill);
-  a consumer's first run, and any pull without --consumer, replaces FILE.";
+  a consumer's first run, and any pull without --consumer, replaces FILE.
+
+Purpose and grants:
+  Reading another department's unconditionally shared (无条件共享) dataset needs --purpose TEXT
+  (用途); it is recorded in the audit trail. A conditionally shared (有条件共享) dataset is read
+  under an active grant (apply with `xinqiao access request`): its records carry only the granted
+  fields, masked as the grant says. --grant ID names the grant when you hold several.";
 
 #[derive(Args)]
 #[command(after_long_help = HELP)]
@@ -64,6 +70,8 @@ pub struct PullArgs {
     /// No progress display.
     #[arg(short, long)]
     quiet: bool,
+    #[command(flatten)]
+    read: exchange::ReadArgs,
 }
 
 /// Why pulling stopped early.
@@ -175,7 +183,7 @@ fn write_json(w: &mut dyn Write, bytes: &[u8]) -> io::Result<()> {
     w.write_all(bytes)
 }
 
-fn write_change(w: &mut dyn Write, c: &pb::Change) -> io::Result<()> {
+pub(crate) fn write_change(w: &mut dyn Write, c: &pb::Change) -> io::Result<()> {
     let op = match pb::ChangeOp::try_from(c.op) {
         Ok(pb::ChangeOp::Upsert) => "upsert",
         Ok(pb::ChangeOp::Delete) => "delete",
@@ -234,7 +242,7 @@ impl Puller<'_> {
     /// Waits and reconnects after a transient failure; any other failure ends the pull.
     async fn recover(&mut self, status: Status) -> Result<(), Stop> {
         if !is_transient(&status) {
-            return Err(Stop::Failed(explain(status)));
+            return Err(Stop::Failed(exchange::explain_read(status)));
         }
         self.retry.wait(&explain(status), &self.progress).await?;
         self.client = self.retry.reconnect(&self.args.client, &self.progress).await?;
@@ -302,6 +310,8 @@ impl Puller<'_> {
             let request = pb::SnapshotRequest {
                 dataset: self.args.dataset.clone(),
                 as_of_sequence: as_of.unwrap_or(0),
+                purpose: self.args.read.purpose(),
+                grant_id: self.args.read.grant_id(),
             };
             let mut stream = match self.client.snapshot(request).await {
                 Ok(response) => response.into_inner(),
@@ -369,6 +379,8 @@ impl Puller<'_> {
                 dataset: self.args.dataset.clone(),
                 after_sequence: self.position,
                 limit,
+                purpose: self.args.read.purpose(),
+                grant_id: self.args.read.grant_id(),
             };
             let page = match self.client.fetch(request).await {
                 Ok(page) => page.into_inner(),
@@ -404,6 +416,8 @@ impl Puller<'_> {
                 // The position is tracked here: it may be ahead of the consumer's acknowledgement.
                 consumer: String::new(),
                 max_batch,
+                purpose: self.args.read.purpose(),
+                grant_id: self.args.read.grant_id(),
             };
             let mut stream = match self.client.subscribe(request).await {
                 Ok(response) => response.into_inner(),

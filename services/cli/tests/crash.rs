@@ -151,6 +151,8 @@ async fn consume(port: u16, pki: std::path::PathBuf, dataset: String, target: Ar
             after_sequence: 0,
             consumer: CONSUMER.into(),
             max_batch: 150,
+            purpose: PURPOSE.into(),
+            grant_id: String::new(),
         };
         let mut stream = match timeout(CALL_GUARD, client.subscribe(request)).await {
             Ok(Ok(s)) => s.into_inner(),

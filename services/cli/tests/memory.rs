@@ -93,6 +93,8 @@ async fn run() {
             after_sequence: 0,
             consumer: String::new(),
             max_batch: 1000,
+            purpose: PURPOSE.into(),
+            grant_id: String::new(),
         })
         .await);
     let mut samples: Vec<(u64, u64)> = Vec::new();

@@ -76,6 +76,8 @@ async fn follow(mut client: Exchange, dataset: String, count: u64) -> Vec<pb::Ch
             after_sequence: 0,
             consumer: String::new(),
             max_batch: 0,
+            purpose: PURPOSE.into(),
+            grant_id: String::new(),
         })
         .await);
     let mut changes = Vec::new();

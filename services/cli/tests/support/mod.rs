@@ -24,6 +24,8 @@ pub type Directory = DirectoryServiceClient<Channel>;
 pub const SAMR: &str = "11330100MB00010011";
 /// 市公安局: a reader.
 pub const POLICE: &str = "11330100MB0002002B";
+/// What the reader declares when it reads SAMR's unconditionally shared (无条件共享) dataset.
+pub const PURPOSE: &str = "集成测试：核对交换结果";
 
 /// How long a hub may take to start before the test calls it broken (debug builds are slow).
 const START_GUARD: Duration = Duration::from_secs(120);
@@ -318,6 +320,8 @@ pub async fn fetch_all(client: &mut Exchange, dataset: &str) -> Vec<pb::Change> 
                 dataset: dataset.into(),
                 after_sequence: after,
                 limit: 10_000,
+                purpose: PURPOSE.into(),
+                grant_id: String::new(),
             })
             .await);
         match page.changes.last() {
