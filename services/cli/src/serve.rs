@@ -25,6 +25,9 @@ pub struct ServeArgs {
     /// Data directory for the embedded database and the development PKI [default: ./xinqiao-data].
     #[arg(long, env = "XINQIAO_DATA")]
     data: Option<PathBuf>,
+    /// Serve Prometheus metrics over plain HTTP at ADDR/metrics [default: not served].
+    #[arg(long, env = "XINQIAO_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// Development mode: create a PKI under DATA/pki on first start (never overwriting one) and
     /// register the sample departments.
     #[arg(long)]
@@ -44,6 +47,9 @@ pub async fn run(args: ServeArgs) -> CliResult {
     }
     if args.data.is_some() {
         config.data_dir = args.data;
+    }
+    if args.metrics_listen.is_some() {
+        config.metrics.listen = args.metrics_listen;
     }
     std::fs::create_dir_all(config.data_dir())
         .map_err(|e| format!("cannot create the data directory {}: {e}", config.data_dir().display()))?;
@@ -83,6 +89,9 @@ pub async fn run(args: ServeArgs) -> CliResult {
         hub.addr,
         config.ca().display()
     );
+    if let Some(addr) = hub.metrics_addr {
+        out!("metrics: http://{addr}/metrics");
+    }
     if args.dev {
         let dir = config.pki_dir();
         out!(
