@@ -21,6 +21,7 @@ on_each_backend!(
     file_datasets_are_granted_whole,
     several_active_grants_are_told_apart_by_grant_id,
     revocation_ends_live_subscriptions_at_once,
+    expiry_and_withdrawal_end_live_reads,
     requests_are_due_ten_working_days_after_submission,
     overdue_requests_are_listed_as_such,
     the_request_workflow,
@@ -457,6 +458,78 @@ async fn the_access_matrix(backend: Backend) {
         }
     }
 
+    // What each side is told of its standing; a withdrawn entry's dataset is gone for others
+    // while its provider keeps it, and the admin still sees the entry itself.
+    let owner = &mut clients.get_mut(&(Role::Owner as u8)).expect("SAMR").exchange;
+    for (key, fixture) in &fixtures {
+        for dataset in [&fixture.table, &fixture.files] {
+            let standing = owner
+                .get_dataset(get_dataset(dataset))
+                .await
+                .map(|d| d.into_inner().standing);
+            if standing.as_ref().ok() != Some(&(pb::Standing::Owner as i32)) {
+                failures.push(format!(
+                    "Owner × {key:?}: GetDataset standing {standing:?}, expected OWNER"
+                ));
+            }
+        }
+    }
+    let other = &mut clients.get_mut(&(Role::Other as u8)).expect("POLICE").exchange;
+    for (key, fixture) in &fixtures {
+        let expected = match key {
+            (Sharing::Unconditional, _) => Ok(pb::Standing::Open as i32),
+            (Sharing::Conditional, GrantState::Active) => Ok(pb::Standing::Granted as i32),
+            (Sharing::Conditional, _) => Ok(pb::Standing::Requestable as i32),
+            (Sharing::NotShared, _) => Ok(pb::Standing::NotShared as i32),
+            (Sharing::Withdrawn, _) => Err(Code::NotFound),
+        };
+        for dataset in [&fixture.table, &fixture.files] {
+            let standing = other
+                .get_dataset(get_dataset(dataset))
+                .await
+                .map(|d| d.into_inner().standing)
+                .map_err(|s| s.code());
+            if standing != expected {
+                failures.push(format!(
+                    "Other × {key:?}: GetDataset gave {standing:?}, expected {expected:?}"
+                ));
+            }
+        }
+    }
+    let mut request = pb::ListDatasetsRequest {
+        standing: pb::Standing::Granted as i32,
+        ..Default::default()
+    };
+    let mut listed = Vec::new();
+    loop {
+        let page = ok(other.list_datasets(request.clone()).await);
+        listed.extend(page.datasets.into_iter().map(|d| d.dataset));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        request.page_token = page.next_page_token;
+    }
+    listed.sort();
+    let active = &fixtures[&(Sharing::Conditional, GrantState::Active)];
+    let mut expected = vec![active.table.clone(), active.files.clone()];
+    expected.sort();
+    if listed != expected {
+        failures.push(format!(
+            "Other: ListDatasets standing=GRANTED lists {listed:?}, expected {expected:?}"
+        ));
+    }
+    let withdrawn = &fixtures[&(Sharing::Withdrawn, GrantState::Active)].table;
+    let entry = hub.admin().await.get_entry(get(withdrawn, 0)).await;
+    if !matches!(&entry, Ok(e) if e.get_ref().state == pb::EntryState::Withdrawn as i32) {
+        failures.push(format!("Admin: GetEntry of a withdrawn entry gave {entry:?}"));
+    }
+    let entry = hub.dept(POLICE).await.get_entry(get(withdrawn, 0)).await;
+    if entry.as_ref().map_err(|s| s.code()).err() != Some(Code::NotFound) {
+        failures.push(format!(
+            "Other: GetEntry of a withdrawn entry gave {entry:?}, expected NOT_FOUND"
+        ));
+    }
+
     // The purpose column: a department reading another's 无条件共享 data declares why; the
     // provider and a grantee need not (the grant carries the purpose).
     let open = &fixtures[&(Sharing::Unconditional, GrantState::NoGrant)];
@@ -670,7 +743,35 @@ async fn grants_project_and_mask_every_read_path(backend: Backend) {
     assert_masked(&received, &expected);
     drop(live);
 
-    // A custom rule on a key-like value shows exactly what it keeps.
+    // Another grantee, other rules: keep:F:L on the key property, and on a number (masked as
+    // its text).
+    let (_, hrss_grant) = hub
+        .grant(
+            SAMR,
+            HRSS,
+            &dataset,
+            &["resident_id", "monthly_income"],
+            approval(&[], &[("resident_id", "keep:3:4"), ("monthly_income", "keep:1:0")]),
+        )
+        .await;
+    let mut hrss = hub.exchange(HRSS).await;
+    let seen = fetch_all_as(&mut hrss, &dataset, "", &hrss_grant.grant_id).await;
+    assert_eq!(sequences(&seen), [1, 2, 3, 4, 5]);
+    for change in &seen {
+        let serial = expected[&change.sequence].0;
+        let key = kept(&resident_id(serial), 3, 4);
+        assert_eq!(key_of(change), serde_json::json!([key]));
+        if change.op == pb::ChangeOp::Upsert as i32 {
+            assert_eq!(
+                record_of(change),
+                serde_json::json!({"resident_id": key, "monthly_income": "1***"}),
+                "change {}",
+                change.sequence
+            );
+        } else {
+            assert!(change.record.is_empty());
+        }
+    }
     assert_eq!(kept("浙江省杭州市西湖区文三路1号", 6, 2), "浙江省杭州市******1号");
     hub.finish().await;
 }
@@ -922,7 +1023,7 @@ async fn until_refused(stream: &mut tonic::Streaming<pb::ChangeBatch>, within: D
             Ok(Ok(Some(batch))) => changes.extend(batch.changes),
             Ok(Ok(None)) => panic!("the subscription ended without an error"),
             Ok(Err(status)) => return (changes, status),
-            Err(_) => panic!("the subscription was still open {within:?} after the revocation"),
+            Err(_) => panic!("the subscription was still open after {within:?}"),
         }
     }
 }
@@ -1052,6 +1153,71 @@ async fn revocation_ends_live_subscriptions_at_once(backend: Backend) {
     refused(
         hrss.fetch(fetch_as(&dataset, 0, 0, "", "")).await,
         Code::PermissionDenied,
+    );
+    hub.finish().await;
+}
+
+/// How soon a live read notices, with nothing published meanwhile, that its grant expired or its
+/// entry was withdrawn. The rules name no figure; this only keeps the test from waiting forever.
+const RECHECK_BOUND: Duration = Duration::from_secs(5);
+
+/// A grant that expires, or an entry withdrawn, ends the live reads that depended on it, also
+/// when nothing is published meanwhile.
+async fn expiry_and_withdrawal_end_live_reads(backend: Backend) {
+    let hub = TestHub::start_on(backend).await;
+    hub.import_resident_schema().await;
+    let conditional = hub
+        .open_residents(SAMR, "低保对象联系信息", pb::ShareType::Conditional)
+        .await
+        .dataset;
+    let open = hub
+        .open_residents(SAMR, "公示低保对象信息", pb::ShareType::Unconditional)
+        .await
+        .dataset;
+    let mut samr = hub.exchange(SAMR).await;
+    for dataset in [&conditional, &open] {
+        ok(samr
+            .publish(batch(dataset, "first", vec![upsert_resident(1, "张三丰")]))
+            .await);
+    }
+    let mut soon = approval(&[], &[]);
+    soon.expires_at = Some(in_a_few_seconds());
+    let (_, grant) = hub
+        .grant(SAMR, POLICE, &conditional, &["resident_id", "name"], soon)
+        .await;
+    let mut police = hub.exchange(POLICE).await;
+    let mut granted = ok(police.subscribe(subscribe_as(&conditional, 0, "", "")).await);
+    let mut open_live = ok(police.subscribe(subscribe_as(&open, 0, PURPOSE, "")).await);
+    for live in [&mut granted, &mut open_live] {
+        match timeout(STREAM_GUARD, live.message()).await {
+            Ok(Ok(Some(batch))) => assert_eq!(sequences(&batch.changes), [1]),
+            other => panic!("the subscription failed: {other:?}"),
+        }
+    }
+
+    let expires = grant.expires_at.expect("an expiry");
+    let left = Duration::from_secs((expires.seconds - Utc::now().timestamp()).max(0) as u64);
+    let (late, status) = until_refused(&mut granted, left + RECHECK_BOUND).await;
+    assert!(late.is_empty(), "nothing new was published");
+    assert_eq!(status.code(), Code::PermissionDenied, "{}", status.message());
+    assert_eq!(
+        ok(hub.access(POLICE).await.get_grant(get_grant(&grant.grant_id)).await).state,
+        pb::GrantState::Expired as i32
+    );
+    ok(samr
+        .publish(batch(&conditional, "after", vec![upsert_resident(2, "李四")]))
+        .await);
+    refused(
+        police.fetch(fetch_as(&conditional, 0, 0, "", "")).await,
+        Code::PermissionDenied,
+    );
+
+    ok(hub.dept(SAMR).await.withdraw_entry(withdraw(&open, "数据源调整")).await);
+    let (late, status) = until_refused(&mut open_live, RECHECK_BOUND).await;
+    assert!(late.is_empty(), "nothing new was published");
+    assert!(
+        matches!(status.code(), Code::NotFound | Code::PermissionDenied),
+        "a withdrawn entry's subscription ends refused: {status:?}"
     );
     hub.finish().await;
 }

@@ -140,16 +140,26 @@ async fn changes_reads_and_refusals_are_recorded(backend: Backend) {
     let first = live.message().await.expect("a first batch").expect("a first batch");
     assert_eq!(first.changes.len(), 3);
     drop(live);
+    let mut granted_live = ok(police.subscribe(subscribe_as(&conditional, 0, "", "")).await);
+    let first = granted_live
+        .message()
+        .await
+        .expect("a first batch")
+        .expect("a first batch");
+    assert_eq!(first.changes.len(), 3);
     let before_revoking = Utc::now();
     ok(hub
         .access(SAMR)
         .await
         .revoke_grant(revoke_grant(&grant.grant_id, "核验事项已办结"))
         .await);
+    let (_, ended) = drain(&mut granted_live).await;
+    assert_eq!(ended.map(|s| s.code()), Some(Code::PermissionDenied));
     refused(police.fetch(fetch(&conditional, 0, 0)).await, Code::PermissionDenied);
 
-    let events = trail_when(&hub, "the end of the subscription", |events| {
+    let events = trail_when(&hub, "the ends of the subscriptions", |events| {
         events.iter().any(|e| stream_end(e, POLICE, "Subscribe", &open))
+            && events.iter().any(|e| stream_end(e, POLICE, "Subscribe", &conditional))
     })
     .await;
 
@@ -231,6 +241,17 @@ async fn changes_reads_and_refusals_are_recorded(backend: Backend) {
     });
     assert_eq!(detail(subscription)["records"], 3);
     assert_eq!(detail(subscription)["purpose"], PURPOSE);
+    // A subscription ended by the revocation of its grant: refused, after what it delivered.
+    let cut_off = the_event(&events, "the end of the revoked subscription", |e| {
+        stream_end(e, POLICE, "Subscribe", &conditional)
+    });
+    assert_eq!(cut_off.outcome, "PERMISSION_DENIED");
+    let d = detail(cut_off);
+    assert_eq!(
+        (d["records"].clone(), d["grant"].clone()),
+        (3.into(), grant.grant_id.as_str().into()),
+        "{d}"
+    );
 
     // Refusals.
     let denied = the_event(&events, "HRSS's refused Fetch", |e| {
@@ -319,6 +340,16 @@ async fn departments_see_only_events_that_involve_them(backend: Backend) {
         Code::PermissionDenied,
     );
     refused(
+        hub.exchange(HRSS)
+            .await
+            .get_consumer(pb::GetConsumerRequest {
+                dataset: closed.clone(),
+                consumer: "etl".into(),
+            })
+            .await,
+        Code::PermissionDenied,
+    );
+    refused(
         hub.audit(POLICE).await.verify_chain(pb::VerifyChainRequest {}).await,
         Code::PermissionDenied,
     );
@@ -338,6 +369,10 @@ async fn departments_see_only_events_that_involve_them(backend: Backend) {
     .await;
     the_event(&everything, "the refused VerifyChain", |e| {
         e.actor == POLICE && e.action == "VerifyChain" && e.outcome == "PERMISSION_DENIED"
+    });
+    // Refusals of look-ups, which are otherwise not recorded, are.
+    the_event(&everything, "the refused GetConsumer", |e| {
+        is(e, HRSS, "GetConsumer", &closed, "PERMISSION_DENIED")
     });
     the_event(&everything, "the unregistered department's call", |e| {
         e.actor == HEALTH && e.action == "WhoAmI" && e.outcome == "PERMISSION_DENIED"
