@@ -70,11 +70,11 @@ pub fn explain_read(status: Status) -> String {
         .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
         .unwrap_or_default();
     let hint = if fields.iter().any(|f| f == "purpose") {
-        Some("say why you read it with --purpose TEXT (用途); it is recorded in the audit trail")
+        Some("give it with --purpose TEXT")
     } else if fields.iter().any(|f| f == "grant_id") {
-        Some("name the grant to read under with --grant ID (`xinqiao access grants --active` lists yours)")
+        Some("choose one with --grant ID (`xinqiao access grants --active` lists yours)")
     } else if status.code() == Code::PermissionDenied && status.message().contains("no active grant") {
-        Some("apply with `xinqiao access request --dataset …`; the provider answers it")
+        Some("`xinqiao access request --dataset …` applies for access; the provider answers it")
     } else {
         None
     };
