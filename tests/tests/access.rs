@@ -1638,11 +1638,11 @@ async fn the_request_workflow(backend: Backend) {
     let ids = |r: pb::ListGrantsResponse| r.grants.into_iter().map(|g| g.grant_id).collect::<Vec<_>>();
     assert_eq!(
         ids(ok(police.list_grants(grants(pb::Party::Applicant)).await)),
-        [approved.grant_id.clone()]
+        [approved.grant_id.as_str()]
     );
     assert_eq!(
         ids(ok(samr.list_grants(grants(pb::Party::Provider)).await)),
-        [approved.grant_id.clone()]
+        [approved.grant_id.as_str()]
     );
     assert!(ids(ok(police.list_grants(grants(pb::Party::Provider)).await)).is_empty());
     assert!(ids(ok(hrss.list_grants(grants(pb::Party::Unspecified)).await)).is_empty());
@@ -1699,7 +1699,7 @@ async fn the_request_workflow(backend: Backend) {
     let any = pb::RequestState::Unspecified;
     assert_eq!(
         request_ids(&mut police, list_requests(pb::Party::Applicant, any, false)).await,
-        [r1.request_id.clone()]
+        [r1.request_id.as_str()]
     );
     assert!(
         request_ids(&mut police, list_requests(pb::Party::Provider, any, false))
@@ -1730,7 +1730,7 @@ async fn the_request_workflow(backend: Backend) {
     ] {
         assert_eq!(
             request_ids(&mut samr, list_requests(pb::Party::Provider, state, false)).await,
-            [expected.request_id.clone()],
+            [expected.request_id.as_str()],
             "{state:?}"
         );
     }
@@ -1986,12 +1986,12 @@ async fn error_reports_are_filed_and_resolved(backend: Backend) {
     ] {
         assert_eq!(
             report_ids(&mut samr, list_reports(pb::Party::Provider, state)).await,
-            [expected.report_id.clone()],
+            [expected.report_id.as_str()],
             "{state:?}"
         );
     }
     let mut of_dataset = list_reports(pb::Party::Provider, any);
     of_dataset.dataset = conditional.clone();
-    assert_eq!(report_ids(&mut samr, of_dataset).await, [granted.report_id.clone()]);
+    assert_eq!(report_ids(&mut samr, of_dataset).await, [granted.report_id.as_str()]);
     hub.finish().await;
 }
