@@ -5,6 +5,7 @@ use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use serde_json::{Map, Value};
 
 use crate::catalogue::{CatalogEntry, ShareType};
+use crate::error::Violations;
 use crate::exchange::DatasetKind;
 use crate::identity::Caller;
 use crate::lifecycle::EntryState;
@@ -181,26 +182,30 @@ fn required_text(field: &str, value: &str, max_chars: usize) -> Result<()> {
     text::check(value, true, max_chars, true).map_err(|e| Error::invalid(field, e))
 }
 
-fn check_fields(field: &str, fields: &[String], shape: &RecordShape) -> Result<()> {
+fn check_fields(v: &mut Violations, field: &str, fields: &[String], shape: &RecordShape) {
     let mut seen = std::collections::HashSet::new();
     for (i, name) in fields.iter().enumerate() {
         if !shape.properties.contains(name) {
-            return Err(Error::invalid(
+            v.add(
                 format!("{field}[{i}]"),
                 format!("'{}' is not a field of the dataset's records", text::shorten(name, 64)),
-            ));
-        }
-        if !seen.insert(name) {
-            return Err(Error::invalid(format!("{field}[{i}]"), format!("'{name}' appears twice")));
+            );
+        } else if !seen.insert(name) {
+            v.add(format!("{field}[{i}]"), format!("'{name}' appears twice"));
         }
     }
-    Ok(())
 }
 
 /// Who may apply, for what: a department other than the provider, for a published dataset shared
 /// on condition (有条件共享), with a purpose, scope, business system, fields of its records and a
 /// period that has not ended.
-pub fn apply(caller: &Caller, entry: &CatalogEntry, shape: &RecordShape, application: &AccessApplication, today: NaiveDate) -> Result<String> {
+pub fn apply(
+    caller: &Caller,
+    entry: &CatalogEntry,
+    shape: &RecordShape,
+    application: &AccessApplication,
+    today: NaiveDate,
+) -> Result<String> {
     let applicant = caller
         .department()
         .ok_or_else(|| Error::PermissionDenied("access is requested by a using department, not the admin".into()))?;
@@ -232,31 +237,28 @@ pub fn apply(caller: &Caller, entry: &CatalogEntry, shape: &RecordShape, applica
             )));
         }
     }
-    required_text("purpose", &application.purpose, 500)?;
-    required_text("scope", &application.scope, 500)?;
-    required_text("business_system", &application.business_system, 200)?;
+    // Every problem of the application at once.
+    let mut v = Violations::new();
+    v.check("purpose", text::check(&application.purpose, true, 500, true));
+    v.check("scope", text::check(&application.scope, true, 500, true));
+    v.check(
+        "business_system",
+        text::check(&application.business_system, true, 200, false),
+    );
     match shape.kind {
-        DatasetKind::Table => {
-            if application.fields.is_empty() {
-                return Err(Error::invalid("fields", "name the fields you need"));
-            }
-            check_fields("fields", &application.fields, shape)?;
+        DatasetKind::Table if application.fields.is_empty() => v.add("fields", "name the fields you need"),
+        DatasetKind::Table => check_fields(&mut v, "fields", &application.fields, shape),
+        DatasetKind::File if !application.fields.is_empty() => {
+            v.add("fields", "a file dataset is granted whole: request no fields")
         }
-        DatasetKind::File => {
-            if !application.fields.is_empty() {
-                return Err(Error::invalid(
-                    "fields",
-                    "a file dataset is granted whole: request no fields",
-                ));
-            }
-        }
+        DatasetKind::File => {}
     }
     if application.period_until < application.period_from {
-        return Err(Error::invalid("period_until", "is before period_from"));
+        v.add("period_until", "is before period_from");
+    } else if application.period_until < today {
+        v.add("period_until", "the requested period has already ended");
     }
-    if application.period_until < today {
-        return Err(Error::invalid("period_until", "the requested period has already ended"));
-    }
+    v.into_result()?;
     Ok(applicant.to_string())
 }
 
@@ -306,7 +308,9 @@ pub fn reject(caller: &Caller, request: &AccessRequest, reason: &str) -> Result<
 pub fn withdraw(caller: &Caller, request: &AccessRequest) -> Result<()> {
     read_request(caller, request)?;
     if caller.department() != Some(request.applicant_code.as_str()) {
-        return Err(Error::PermissionDenied("only the applicant withdraws its request".into()));
+        return Err(Error::PermissionDenied(
+            "only the applicant withdraws its request".into(),
+        ));
     }
     pending(request)
 }
@@ -334,7 +338,9 @@ pub fn approve(
             "a file dataset is granted whole: files are sent as they are, without fields or masking",
         ));
     }
-    check_fields("fields", &fields, shape)?;
+    let mut v = Violations::new();
+    check_fields(&mut v, "fields", &fields, shape);
+    v.into_result()?;
     for (i, name) in fields.iter().enumerate() {
         if !request.application.fields.contains(name) {
             return Err(Error::invalid(
@@ -360,7 +366,10 @@ pub fn approve(
             ));
         }
         if !masked.insert(field) {
-            return Err(Error::invalid(format!("masks[{i}]"), format!("'{field}' is masked twice")));
+            return Err(Error::invalid(
+                format!("masks[{i}]"),
+                format!("'{field}' is masked twice"),
+            ));
         }
     }
     let period_end = end_of_china_day(request.application.period_until);
@@ -401,7 +410,10 @@ pub fn revoke(caller: &Caller, grant: &AccessGrant, reason: &str) -> Result<()> 
         ));
     }
     if grant.revoked_at.is_some() {
-        return Err(Error::FailedPrecondition(format!("grant {} is already revoked", grant.id)));
+        return Err(Error::FailedPrecondition(format!(
+            "grant {} is already revoked",
+            grant.id
+        )));
     }
     required_text("reason", reason, 1000)
 }
@@ -526,16 +538,34 @@ pub fn read(
                     ))),
                 };
             }
-            let active: Vec<&AccessGrant> = mine.filter(|g| g.is_active(now)).collect();
+            let all: Vec<&AccessGrant> = mine.collect();
+            let active: Vec<&AccessGrant> = all.iter().copied().filter(|g| g.is_active(now)).collect();
             match active.as_slice() {
-                [] => Err(Error::PermissionDenied(format!(
-                    "{} is shared on condition (有条件共享) and you hold no active grant: apply for access first",
-                    entry.resource_code
-                ))),
+                // The grant that ended last says why there is none now.
+                [] => Err(match all.iter().max_by_key(|g| g.revoked_at.unwrap_or(g.expires_at)) {
+                    Some(g) if g.revoked_at.is_some() => Error::PermissionDenied(format!(
+                        "your grant {} for {} was revoked: {}; apply for access again",
+                        g.id, entry.resource_code, g.revoke_reason
+                    )),
+                    Some(g) => Error::PermissionDenied(format!(
+                        "your grant {} for {} expired at {}; apply for access again",
+                        g.id,
+                        entry.resource_code,
+                        g.expires_at.to_rfc3339()
+                    )),
+                    None => Error::PermissionDenied(format!(
+                        "{} is shared on condition (有条件共享) and you hold no active grant: apply for access first",
+                        entry.resource_code
+                    )),
+                }),
                 [one] => Ok(ReadBasis::Granted(Box::new((*one).clone()))),
                 _ => Err(Error::invalid(
                     "grant_id",
-                    format!("you hold {} active grants for {}: name one", active.len(), entry.resource_code),
+                    format!(
+                        "you hold {} active grants for {}: name one",
+                        active.len(),
+                        entry.resource_code
+                    ),
                 )),
             }
         }
@@ -568,6 +598,11 @@ impl RecordView {
         let mut shaped = Value::Object(kept);
         crate::masking::mask_record(&mut shaped, &self.masks);
         shaped.to_string()
+    }
+
+    /// Whether a key property is masked, so that keys reach the reader masked.
+    pub fn masks_key(&self) -> bool {
+        self.key.iter().any(|k| self.masks.iter().any(|(f, _)| f == k))
     }
 
     /// The key (a JSON array in key order) with masked key properties masked.
@@ -646,14 +681,27 @@ pub struct ErrorReport {
 
 /// A department that may read a dataset (other than its provider) reports a record in it, named by
 /// a sequence number it has seen or a key, with a description.
-pub fn report(caller: &Caller, basis: &ReadBasis, sequence: u64, key: &str, last_sequence: u64, description: &str) -> Result<()> {
+/// `key_fields` are the dataset's key properties: a grantee whose grant masks one of them only
+/// ever saw masked keys, which the provider cannot match, so it names the record by sequence.
+pub fn report(
+    caller: &Caller,
+    basis: &ReadBasis,
+    sequence: u64,
+    key: &str,
+    key_fields: &[String],
+    last_sequence: u64,
+    description: &str,
+) -> Result<()> {
     if matches!(basis, ReadBasis::Owner) || caller.is_admin() {
         return Err(Error::FailedPrecondition(
             "error reports come from using departments; correct your own data by publishing".into(),
         ));
     }
     if sequence == 0 && key.is_empty() {
-        return Err(Error::invalid("sequence", "name the record by its sequence number or its key"));
+        return Err(Error::invalid(
+            "sequence",
+            "name the record by its sequence number or its key",
+        ));
     }
     if sequence > last_sequence {
         return Err(Error::invalid(
@@ -661,11 +709,20 @@ pub fn report(caller: &Caller, basis: &ReadBasis, sequence: u64, key: &str, last
             format!("is {sequence}, beyond the dataset's last sequence {last_sequence}"),
         ));
     }
+    if !key.is_empty() && basis.view(key_fields).is_some_and(|view| view.masks_key()) {
+        return Err(Error::invalid(
+            "key",
+            "your grant masks the key, so the provider cannot match it: name the record by its sequence number",
+        ));
+    }
     if !key.is_empty() {
         let ok = key.len() <= crate::exchange::MAX_KEY_BYTES
             && matches!(serde_json::from_str::<Value>(key), Ok(Value::Array(_)));
         if !ok {
-            return Err(Error::invalid("key", "must be the record's key: a JSON array, at most 1024 bytes"));
+            return Err(Error::invalid(
+                "key",
+                "must be the record's key: a JSON array, at most 1024 bytes",
+            ));
         }
     }
     required_text("description", description, 2000)
@@ -710,7 +767,10 @@ pub fn resolve(
         ReportState::Open => Err(Error::invalid("resolution", "must be CORRECTED or REJECTED")),
         ReportState::Rejected => {
             if corrected_sequence != 0 {
-                return Err(Error::invalid("corrected_sequence", "a rejected report names no correction"));
+                return Err(Error::invalid(
+                    "corrected_sequence",
+                    "a rejected report names no correction",
+                ));
             }
             required_text("reason", reason, 1000)
         }
@@ -812,13 +872,20 @@ mod tests {
             purpose: "低保资格核验".into(),
             business_system: "低保审批系统".into(),
             fields: vec!["id".into(), "name".into()],
-            masks: vec![("id".into(), MaskRule::ResidentId), ("name".into(), MaskRule::PersonalName)],
+            masks: vec![
+                ("id".into(), MaskRule::ResidentId),
+                ("name".into(), MaskRule::PersonalName),
+            ],
             granted_at: at("2026-11-28T00:00:00Z"),
             granted_by: PROVIDER.into(),
             expires_at: at(expires),
             revoked_at: revoked.then(|| at("2026-11-29T00:00:00Z")),
             revoked_by: String::new(),
-            revoke_reason: if revoked { "用途已结束".into() } else { String::new() },
+            revoke_reason: if revoked {
+                "用途已结束".into()
+            } else {
+                String::new()
+            },
         }
     }
 
@@ -836,7 +903,10 @@ mod tests {
         let admin = Caller::Admin("ops".into());
         let today = d(2026, 11, 28);
         let conditional = entry(ShareType::Conditional, EntryState::Published);
-        assert_eq!(apply(&user, &conditional, &shape(), &application(), today).ok(), Some(USER.into()));
+        assert_eq!(
+            apply(&user, &conditional, &shape(), &application(), today).ok(),
+            Some(USER.into())
+        );
         assert!(matches!(
             apply(&owner, &conditional, &shape(), &application(), today),
             Err(Error::FailedPrecondition(_))
@@ -846,9 +916,15 @@ mod tests {
             Err(Error::PermissionDenied(_))
         ));
         let open = entry(ShareType::Unconditional, EntryState::Published);
-        assert!(matches!(apply(&user, &open, &shape(), &application(), today), Err(Error::FailedPrecondition(_))));
+        assert!(matches!(
+            apply(&user, &open, &shape(), &application(), today),
+            Err(Error::FailedPrecondition(_))
+        ));
         let closed = entry(ShareType::NotShared, EntryState::Published);
-        assert!(matches!(apply(&user, &closed, &shape(), &application(), today), Err(Error::PermissionDenied(_))));
+        assert!(matches!(
+            apply(&user, &closed, &shape(), &application(), today),
+            Err(Error::PermissionDenied(_))
+        ));
         let withdrawn = entry(ShareType::Conditional, EntryState::Withdrawn);
         assert!(matches!(
             apply(&user, &withdrawn, &shape(), &application(), today),
@@ -863,7 +939,17 @@ mod tests {
         let today = d(2026, 11, 28);
         let mut a = application();
         a.purpose = "  ".into();
-        assert!(apply(&user, &e, &shape(), &a, today).is_err());
+        a.fields = vec!["salary".into()];
+        a.period_from = d(2026, 1, 1);
+        a.period_until = d(2026, 11, 27);
+        // Every problem at once.
+        match apply(&user, &e, &shape(), &a, today) {
+            Err(Error::InvalidArgument(v)) => {
+                let fields: Vec<&str> = v.iter().map(|v| v.field.as_str()).collect();
+                assert_eq!(fields, ["purpose", "fields[0]", "period_until"]);
+            }
+            other => panic!("expected three violations, got {other:?}"),
+        }
         let mut a = application();
         a.fields = vec!["salary".into()];
         assert!(apply(&user, &e, &shape(), &a, today).is_err());
@@ -897,11 +983,20 @@ mod tests {
             note: "仅限核验".into(),
         };
         assert!(approve(&owner, &r, &shape(), &narrowed, now).is_ok());
-        assert!(matches!(approve(&user, &r, &shape(), &narrowed, now), Err(Error::PermissionDenied(_))));
+        assert!(matches!(
+            approve(&user, &r, &shape(), &narrowed, now),
+            Err(Error::PermissionDenied(_))
+        ));
 
-        let wider = Approval { fields: vec!["id".into(), "income".into()], ..Approval::default() };
+        let wider = Approval {
+            fields: vec!["id".into(), "income".into()],
+            ..Approval::default()
+        };
         assert!(approve(&owner, &r, &shape(), &wider, now).is_err());
-        let keyless = Approval { fields: vec!["name".into()], ..Approval::default() };
+        let keyless = Approval {
+            fields: vec!["name".into()],
+            ..Approval::default()
+        };
         assert!(approve(&owner, &r, &shape(), &keyless, now).is_err());
         let stray_mask = Approval {
             fields: vec!["id".into()],
@@ -909,12 +1004,24 @@ mod tests {
             ..Approval::default()
         };
         assert!(approve(&owner, &r, &shape(), &stray_mask, now).is_err());
-        let too_long = Approval { expires_at: Some(at("2028-01-01T00:00:00Z")), ..Approval::default() };
+        let too_long = Approval {
+            expires_at: Some(at("2028-01-01T00:00:00Z")),
+            ..Approval::default()
+        };
         assert!(approve(&owner, &r, &shape(), &too_long, now).is_err());
-        let past = Approval { expires_at: Some(at("2026-11-01T00:00:00Z")), ..Approval::default() };
+        let past = Approval {
+            expires_at: Some(at("2026-11-01T00:00:00Z")),
+            ..Approval::default()
+        };
         assert!(approve(&owner, &r, &shape(), &past, now).is_err());
         assert!(matches!(
-            approve(&owner, &request(RequestState::Rejected), &shape(), &Approval::default(), now),
+            approve(
+                &owner,
+                &request(RequestState::Rejected),
+                &shape(),
+                &Approval::default(),
+                now
+            ),
             Err(Error::FailedPrecondition(_))
         ));
     }
@@ -930,7 +1037,10 @@ mod tests {
         assert!(withdraw(&user, &r).is_ok());
         assert!(matches!(withdraw(&owner, &r), Err(Error::PermissionDenied(_))));
         assert!(matches!(withdraw(&stranger, &r), Err(Error::NotFound(_))));
-        assert!(matches!(withdraw(&user, &request(RequestState::Approved)), Err(Error::FailedPrecondition(_))));
+        assert!(matches!(
+            withdraw(&user, &request(RequestState::Approved)),
+            Err(Error::FailedPrecondition(_))
+        ));
     }
 
     #[test]
@@ -952,7 +1062,10 @@ mod tests {
         let now = at("2026-12-01T00:00:00Z");
         let open = entry(ShareType::Unconditional, EntryState::Published);
         assert_eq!(read(&owner, &open, &[], "", Some(""), now).ok(), Some(ReadBasis::Owner));
-        assert!(matches!(read(&user, &open, &[], "", Some(""), now), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            read(&user, &open, &[], "", Some(""), now),
+            Err(Error::InvalidArgument(_))
+        ));
         assert_eq!(
             read(&user, &open, &[], "", None, now).ok(),
             Some(ReadBasis::Open { purpose: String::new() }),
@@ -960,22 +1073,43 @@ mod tests {
         );
         assert_eq!(
             read(&user, &open, &[], "", Some(" 核验 "), now).ok(),
-            Some(ReadBasis::Open { purpose: "核验".into() })
+            Some(ReadBasis::Open {
+                purpose: "核验".into()
+            })
         );
-        assert!(matches!(read(&admin, &open, &[], "", Some("审计"), now), Err(Error::PermissionDenied(_))));
+        assert!(matches!(
+            read(&admin, &open, &[], "", Some("审计"), now),
+            Err(Error::PermissionDenied(_))
+        ));
 
         let conditional = entry(ShareType::Conditional, EntryState::Published);
         let active = grant("g1", "2027-01-01T00:00:00Z", false);
         let expired = grant("g0", "2026-11-30T00:00:00Z", false);
         let revoked = grant("g2", "2027-01-01T00:00:00Z", true);
-        assert!(matches!(read(&user, &conditional, &[], "", Some("x"), now), Err(Error::PermissionDenied(_))));
+        assert!(matches!(
+            read(&user, &conditional, &[], "", Some("x"), now),
+            Err(Error::PermissionDenied(_))
+        ));
         assert!(matches!(
             read(&user, &conditional, &[expired.clone(), revoked.clone()], "", None, now),
             Err(Error::PermissionDenied(_))
         ));
         let basis = read(&user, &conditional, &[expired.clone(), active.clone()], "", None, now).expect("granted");
         assert_eq!(basis.grant().map(|g| g.id.as_str()), Some("g1"));
-        assert!(matches!(read(&user, &conditional, &[revoked.clone()], "g2", None, now), Err(Error::PermissionDenied(_))));
+        assert!(matches!(
+            read(&user, &conditional, &[revoked.clone()], "g2", None, now),
+            Err(Error::PermissionDenied(_))
+        ));
+        // Without a grant named, the refusal says which grant ended and why.
+        match read(&user, &conditional, &[revoked.clone()], "", None, now) {
+            Err(Error::PermissionDenied(why)) => assert!(why.contains("g2") && why.contains("用途已结束"), "{why}"),
+            other => panic!("expected a refusal naming the revoked grant, got {other:?}"),
+        }
+        // Of several, the one that ended last (g0 expired on 11-30, after g2's revocation on 11-29).
+        match read(&user, &conditional, &[expired.clone(), revoked.clone()], "", None, now) {
+            Err(Error::PermissionDenied(why)) => assert!(why.contains("g0") && why.contains("expired"), "{why}"),
+            other => panic!("expected a refusal naming the expired grant, got {other:?}"),
+        }
         let mut second = active.clone();
         second.id = "g3".into();
         assert!(matches!(
@@ -985,10 +1119,19 @@ mod tests {
         assert!(read(&user, &conditional, &[active.clone(), second], "g3", None, now).is_ok());
 
         let closed = entry(ShareType::NotShared, EntryState::Published);
-        assert!(matches!(read(&user, &closed, &[active.clone()], "", Some("x"), now), Err(Error::PermissionDenied(_))));
+        assert!(matches!(
+            read(&user, &closed, &[active.clone()], "", Some("x"), now),
+            Err(Error::PermissionDenied(_))
+        ));
         let withdrawn = entry(ShareType::Conditional, EntryState::Withdrawn);
-        assert!(matches!(read(&user, &withdrawn, &[active], "", Some("x"), now), Err(Error::PermissionDenied(_))));
-        assert_eq!(read(&owner, &withdrawn, &[], "", None, now).ok(), Some(ReadBasis::Owner));
+        assert!(matches!(
+            read(&user, &withdrawn, &[active], "", Some("x"), now),
+            Err(Error::PermissionDenied(_))
+        ));
+        assert_eq!(
+            read(&owner, &withdrawn, &[], "", None, now).ok(),
+            Some(ReadBasis::Owner)
+        );
     }
 
     #[test]
@@ -1008,24 +1151,37 @@ mod tests {
         let g = grant("g1", "2027-01-01T00:00:00Z", false);
         assert!(revoke(&Caller::Department(PROVIDER.into()), &g, "用途结束").is_ok());
         assert!(revoke(&Caller::Admin("ops".into()), &g, "违规使用").is_ok());
-        assert!(matches!(revoke(&Caller::Department(USER.into()), &g, "x"), Err(Error::PermissionDenied(_))));
+        assert!(matches!(
+            revoke(&Caller::Department(USER.into()), &g, "x"),
+            Err(Error::PermissionDenied(_))
+        ));
         assert!(revoke(&Caller::Department(PROVIDER.into()), &g, "").is_err());
         let done = grant("g1", "2027-01-01T00:00:00Z", true);
-        assert!(matches!(revoke(&Caller::Admin("ops".into()), &done, "x"), Err(Error::FailedPrecondition(_))));
+        assert!(matches!(
+            revoke(&Caller::Admin("ops".into()), &done, "x"),
+            Err(Error::FailedPrecondition(_))
+        ));
     }
 
     #[test]
     fn reports_name_a_record_and_are_resolved_by_the_provider() {
         let user = Caller::Department(USER.into());
         let owner = Caller::Department(PROVIDER.into());
-        let open = ReadBasis::Open { purpose: "核验".into() };
-        assert!(report(&user, &open, 5, "", 10, "名称有误").is_ok());
-        assert!(report(&user, &open, 0, r#"["x"]"#, 10, "名称有误").is_ok());
-        assert!(report(&user, &open, 0, "", 10, "名称有误").is_err());
-        assert!(report(&user, &open, 11, "", 10, "名称有误").is_err());
-        assert!(report(&user, &open, 0, "not json", 10, "名称有误").is_err());
-        assert!(report(&user, &open, 5, "", 10, "").is_err());
-        assert!(report(&owner, &ReadBasis::Owner, 5, "", 10, "x").is_err());
+        let open = ReadBasis::Open {
+            purpose: "核验".into()
+        };
+        assert!(report(&user, &open, 5, "", &[], 10, "名称有误").is_ok());
+        assert!(report(&user, &open, 0, r#"["x"]"#, &[], 10, "名称有误").is_ok());
+        // A grant that masks the key: only the sequence number names the record.
+        let masked = ReadBasis::Granted(Box::new(grant("g1", "2027-01-01T00:00:00Z", false)));
+        let id = ["id".to_string()];
+        assert!(report(&user, &masked, 0, r#"["330106********123X"]"#, &id, 10, "x").is_err());
+        assert!(report(&user, &masked, 5, "", &id, 10, "x").is_ok());
+        assert!(report(&user, &open, 0, "", &[], 10, "名称有误").is_err());
+        assert!(report(&user, &open, 11, "", &[], 10, "名称有误").is_err());
+        assert!(report(&user, &open, 0, "not json", &[], 10, "名称有误").is_err());
+        assert!(report(&user, &open, 5, "", &[], 10, "").is_err());
+        assert!(report(&owner, &ReadBasis::Owner, 5, "", &[], 10, "x").is_err());
 
         let r = ErrorReport {
             id: "e1".into(),
@@ -1047,9 +1203,15 @@ mod tests {
         assert!(resolve(&owner, &r, ReportState::Corrected, "", 11, 10).is_err());
         assert!(resolve(&owner, &r, ReportState::Rejected, "", 0, 10).is_err());
         assert!(resolve(&owner, &r, ReportState::Rejected, "数据无误", 0, 10).is_ok());
-        assert!(matches!(resolve(&user, &r, ReportState::Rejected, "x", 0, 10), Err(Error::PermissionDenied(_))));
+        assert!(matches!(
+            resolve(&user, &r, ReportState::Rejected, "x", 0, 10),
+            Err(Error::PermissionDenied(_))
+        ));
         let mut done = r.clone();
         done.state = ReportState::Corrected;
-        assert!(matches!(resolve(&owner, &done, ReportState::Rejected, "x", 0, 10), Err(Error::FailedPrecondition(_))));
+        assert!(matches!(
+            resolve(&owner, &done, ReportState::Rejected, "x", 0, 10),
+            Err(Error::FailedPrecondition(_))
+        ));
     }
 }

@@ -42,7 +42,10 @@ impl Period {
             return Err(Error::invalid("to", "is before from"));
         }
         if (to - from).num_days() >= MAX_PERIOD_DAYS {
-            return Err(Error::invalid("from", format!("a period is at most {MAX_PERIOD_DAYS} days")));
+            return Err(Error::invalid(
+                "from",
+                format!("a period is at most {MAX_PERIOD_DAYS} days"),
+            ));
         }
         Ok(Period { from, to })
     }
@@ -183,12 +186,15 @@ impl Default for Weights {
 
 impl Weights {
     pub fn validate(&self) -> Result<()> {
-        let all = [self.catalogue, self.timeliness, self.quality, self.responsiveness, self.use_];
+        let all = [
+            self.catalogue,
+            self.timeliness,
+            self.quality,
+            self.responsiveness,
+            self.use_,
+        ];
         if all.iter().any(|w| !w.is_finite() || *w < 0.0) || all.iter().sum::<f64>() <= 0.0 {
-            return Err(Error::invalid(
-                "weights",
-                "must be non-negative numbers, not all zero",
-            ));
+            return Err(Error::invalid("weights", "must be non-negative numbers, not all zero"));
         }
         Ok(())
     }
@@ -324,7 +330,13 @@ pub fn update_periods(cycle: UpdateCycle, first: NaiveDate, last: NaiveDate) -> 
 
 /// Computes a department's scorecard for a period. `departments` is the number of registered
 /// departments (the use part compares with the others); `today` bounds what can be due yet.
-pub fn evaluate(facts: &DepartmentFacts, period: &Period, departments: u64, today: NaiveDate, weights: &Weights) -> Scorecard {
+pub fn evaluate(
+    facts: &DepartmentFacts,
+    period: &Period,
+    departments: u64,
+    today: NaiveDate,
+    weights: &Weights,
+) -> Scorecard {
     let mut i = Indicators {
         entries_published: facts.entries.len() as u64,
         ..Indicators::default()
@@ -482,7 +494,11 @@ pub struct Ranked {
 /// previous period when known.
 pub fn rank(current: &[Scorecard], previous: &[Scorecard]) -> Vec<Ranked> {
     let mut order: Vec<&Scorecard> = current.iter().collect();
-    order.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.department.cmp(&b.department)));
+    order.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.department.cmp(&b.department))
+    });
     let mut ranked: Vec<Ranked> = Vec::with_capacity(order.len());
     for (n, card) in order.into_iter().enumerate() {
         let rank = match ranked.last() {
@@ -494,7 +510,10 @@ pub fn rank(current: &[Scorecard], previous: &[Scorecard]) -> Vec<Ranked> {
             department: card.department.clone(),
             name: card.name.clone(),
             score: card.score,
-            previous_score: previous.iter().find(|p| p.department == card.department).map(|p| p.score),
+            previous_score: previous
+                .iter()
+                .find(|p| p.department == card.department)
+                .map(|p| p.score),
         });
     }
     ranked
@@ -517,7 +536,13 @@ mod tests {
     fn periods_are_whole_china_days() {
         let p = Period::new(d(2026, 11, 1), d(2026, 11, 30)).expect("a period");
         assert_eq!(p.days(), 30);
-        assert_eq!(p.previous(), Period { from: d(2026, 10, 2), to: d(2026, 10, 31) });
+        assert_eq!(
+            p.previous(),
+            Period {
+                from: d(2026, 10, 2),
+                to: d(2026, 10, 31)
+            }
+        );
         assert_eq!(p.start(), at("2026-10-31T16:00:00Z"));
         assert_eq!(p.end(), at("2026-11-30T16:00:00Z"));
         assert!(p.contains(at("2026-10-31T16:00:00Z")));
@@ -531,14 +556,34 @@ mod tests {
         let days = update_periods(UpdateCycle::Daily, d(2026, 11, 2), d(2026, 11, 4));
         assert_eq!(days.len(), 3);
         let weeks = update_periods(UpdateCycle::Weekly, d(2026, 11, 1), d(2026, 11, 22));
-        assert_eq!(weeks, vec![(d(2026, 11, 2), d(2026, 11, 8)), (d(2026, 11, 9), d(2026, 11, 15)), (d(2026, 11, 16), d(2026, 11, 22))]);
+        assert_eq!(
+            weeks,
+            vec![
+                (d(2026, 11, 2), d(2026, 11, 8)),
+                (d(2026, 11, 9), d(2026, 11, 15)),
+                (d(2026, 11, 16), d(2026, 11, 22))
+            ]
+        );
         let months = update_periods(UpdateCycle::Monthly, d(2026, 1, 15), d(2026, 4, 30));
-        assert_eq!(months, vec![(d(2026, 2, 1), d(2026, 2, 28)), (d(2026, 3, 1), d(2026, 3, 31)), (d(2026, 4, 1), d(2026, 4, 30))]);
+        assert_eq!(
+            months,
+            vec![
+                (d(2026, 2, 1), d(2026, 2, 28)),
+                (d(2026, 3, 1), d(2026, 3, 31)),
+                (d(2026, 4, 1), d(2026, 4, 30))
+            ]
+        );
         let quarters = update_periods(UpdateCycle::Quarterly, d(2026, 1, 1), d(2026, 12, 31));
         assert_eq!(quarters.len(), 4);
         assert_eq!(quarters[3], (d(2026, 10, 1), d(2026, 12, 31)));
-        assert_eq!(update_periods(UpdateCycle::Yearly, d(2026, 1, 2), d(2026, 12, 31)), vec![]);
-        assert_eq!(update_periods(UpdateCycle::Other, d(2026, 1, 1), d(2026, 12, 31)), vec![]);
+        assert_eq!(
+            update_periods(UpdateCycle::Yearly, d(2026, 1, 2), d(2026, 12, 31)),
+            vec![]
+        );
+        assert_eq!(
+            update_periods(UpdateCycle::Other, d(2026, 1, 1), d(2026, 12, 31)),
+            vec![]
+        );
     }
 
     #[test]
@@ -592,20 +637,59 @@ mod tests {
             records_accepted: 900,
             records_rejected: 100,
             reports: vec![
-                ReportFacts { reported_at: at("2026-11-02T00:00:00Z"), resolved_at: Some(at("2026-11-02T10:00:00Z")) },
-                ReportFacts { reported_at: at("2026-11-03T00:00:00Z"), resolved_at: Some(at("2026-11-04T06:00:00Z")) },
-                ReportFacts { reported_at: at("2026-11-05T00:00:00Z"), resolved_at: None },
+                ReportFacts {
+                    reported_at: at("2026-11-02T00:00:00Z"),
+                    resolved_at: Some(at("2026-11-02T10:00:00Z")),
+                },
+                ReportFacts {
+                    reported_at: at("2026-11-03T00:00:00Z"),
+                    resolved_at: Some(at("2026-11-04T06:00:00Z")),
+                },
+                ReportFacts {
+                    reported_at: at("2026-11-05T00:00:00Z"),
+                    resolved_at: None,
+                },
             ],
             requests: vec![
                 // Answered in time, approved after 24 h.
-                RequestFacts { submitted_at: at("2026-11-02T01:00:00Z"), due_on: d(2026, 11, 16), state: RequestState::Approved, answered_at: Some(at("2026-11-03T01:00:00Z")), reason_given: false },
+                RequestFacts {
+                    submitted_at: at("2026-11-02T01:00:00Z"),
+                    due_on: d(2026, 11, 16),
+                    state: RequestState::Approved,
+                    answered_at: Some(at("2026-11-03T01:00:00Z")),
+                    reason_given: false,
+                },
                 // Rejected with a reason, late, after 72 h.
-                RequestFacts { submitted_at: at("2026-11-02T01:00:00Z"), due_on: d(2026, 11, 3), state: RequestState::Rejected, answered_at: Some(at("2026-11-05T01:00:00Z")), reason_given: true },
+                RequestFacts {
+                    submitted_at: at("2026-11-02T01:00:00Z"),
+                    due_on: d(2026, 11, 3),
+                    state: RequestState::Rejected,
+                    answered_at: Some(at("2026-11-05T01:00:00Z")),
+                    reason_given: true,
+                },
                 // Pending past its deadline: due, not in time.
-                RequestFacts { submitted_at: at("2026-11-02T01:00:00Z"), due_on: d(2026, 11, 4), state: RequestState::Pending, answered_at: None, reason_given: false },
+                RequestFacts {
+                    submitted_at: at("2026-11-02T01:00:00Z"),
+                    due_on: d(2026, 11, 4),
+                    state: RequestState::Pending,
+                    answered_at: None,
+                    reason_given: false,
+                },
                 // Pending, not yet due: not counted. Withdrawn: not counted.
-                RequestFacts { submitted_at: at("2026-11-06T01:00:00Z"), due_on: d(2026, 11, 20), state: RequestState::Pending, answered_at: None, reason_given: false },
-                RequestFacts { submitted_at: at("2026-11-06T01:00:00Z"), due_on: d(2026, 11, 20), state: RequestState::Withdrawn, answered_at: Some(at("2026-11-06T02:00:00Z")), reason_given: false },
+                RequestFacts {
+                    submitted_at: at("2026-11-06T01:00:00Z"),
+                    due_on: d(2026, 11, 20),
+                    state: RequestState::Pending,
+                    answered_at: None,
+                    reason_given: false,
+                },
+                RequestFacts {
+                    submitted_at: at("2026-11-06T01:00:00Z"),
+                    due_on: d(2026, 11, 20),
+                    state: RequestState::Withdrawn,
+                    answered_at: Some(at("2026-11-06T02:00:00Z")),
+                    reason_given: false,
+                },
             ],
             records_read_by_others: 5000,
             using_departments: ["11330100MB0002002B".to_string(), "11330100MB0003003M".to_string()].into(),
@@ -613,7 +697,10 @@ mod tests {
         };
         let card = evaluate(&facts, &period, 5, d(2026, 11, 28), &Weights::default());
         let i = &card.indicators;
-        assert_eq!((i.entries_published, i.unconditional, i.conditional, i.not_shared), (4, 2, 1, 1));
+        assert_eq!(
+            (i.entries_published, i.unconditional, i.conditional, i.not_shared),
+            (4, 2, 1, 1)
+        );
         assert_eq!(i.metadata_completeness, Some(0.75));
         assert_eq!(i.legal_basis_coverage, Some(0.5));
         assert_eq!((i.update_periods_due, i.update_periods_met), (6, 4));
@@ -644,11 +731,18 @@ mod tests {
         assert_eq!(card.parts, Parts::default());
         assert_eq!(card.score, 0.0);
         let only_catalogue = DepartmentFacts {
-            entries: vec![EntryFacts { share_type: ShareType::Unconditional, completeness: 0.5, has_legal_basis: false }],
+            entries: vec![EntryFacts {
+                share_type: ShareType::Unconditional,
+                completeness: 0.5,
+                has_legal_basis: false,
+            }],
             ..DepartmentFacts::default()
         };
         // mean(1.0 shareable, 0.5 complete) = 0.75, the only part: 75.
-        assert_eq!(evaluate(&only_catalogue, &period, 3, d(2026, 11, 28), &Weights::default()).score, 75.0);
+        assert_eq!(
+            evaluate(&only_catalogue, &period, 3, d(2026, 11, 28), &Weights::default()).score,
+            75.0
+        );
     }
 
     #[test]
@@ -656,7 +750,10 @@ mod tests {
         let card = |dept: &str, score: f64| Scorecard {
             department: dept.into(),
             name: dept.into(),
-            period: Period { from: d(2026, 11, 1), to: d(2026, 11, 7) },
+            period: Period {
+                from: d(2026, 11, 1),
+                to: d(2026, 11, 7),
+            },
             indicators: Indicators::default(),
             parts: Parts::default(),
             score,
@@ -671,9 +768,29 @@ mod tests {
     #[test]
     fn weights_must_be_usable() {
         assert!(Weights::default().validate().is_ok());
-        let zero = Weights { catalogue: 0.0, timeliness: 0.0, quality: 0.0, responsiveness: 0.0, use_: 0.0 };
+        let zero = Weights {
+            catalogue: 0.0,
+            timeliness: 0.0,
+            quality: 0.0,
+            responsiveness: 0.0,
+            use_: 0.0,
+        };
         assert!(zero.validate().is_err());
-        assert!(Weights { catalogue: -1.0, ..Weights::default() }.validate().is_err());
-        assert!(Weights { quality: f64::NAN, ..Weights::default() }.validate().is_err());
+        assert!(
+            Weights {
+                catalogue: -1.0,
+                ..Weights::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            Weights {
+                quality: f64::NAN,
+                ..Weights::default()
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

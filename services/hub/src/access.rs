@@ -63,8 +63,7 @@ pub struct AccessApi {
 }
 
 fn date(field: &str, value: &str) -> Result<NaiveDate> {
-    NaiveDate::parse_from_str(value, "%Y-%m-%d")
-        .map_err(|_| Error::invalid(field, "must be a date written YYYY-MM-DD"))
+    NaiveDate::parse_from_str(value, "%Y-%m-%d").map_err(|_| Error::invalid(field, "must be a date written YYYY-MM-DD"))
 }
 
 fn masks(field: &str, masks: &[pb::FieldMask]) -> Result<Vec<(String, MaskRule)>> {
@@ -210,7 +209,8 @@ struct Sides {
 }
 
 fn sides(caller: &Caller, party: i32) -> Result<Sides> {
-    let party = pb::Party::try_from(party).map_err(|_| Error::invalid("party", format!("{party} is not a known party")))?;
+    let party =
+        pb::Party::try_from(party).map_err(|_| Error::invalid("party", format!("{party} is not a known party")))?;
     let me = caller.department().map(str::to_string);
     Ok(match (me, party) {
         // The admin sees every department's; "as applicant" means nothing for it.
@@ -338,8 +338,8 @@ impl AccessService for AccessApi {
                 purpose: a.purpose.trim().to_string(),
                 scope: a.scope.trim().to_string(),
                 fields: a.fields,
-                period_from: date("application.period_from", &a.period_from)?,
-                period_until: date("application.period_until", &a.period_until)?,
+                period_from: date("period_from", &a.period_from)?,
+                period_until: date("period_until", &a.period_until)?,
                 business_system: a.business_system.trim().to_string(),
             };
             let now = crate::clock::now();
@@ -475,7 +475,10 @@ impl AccessService for AccessApi {
         .await
     }
 
-    async fn get_request(&self, request: Request<pb::GetRequestRequest>) -> Result<Response<pb::AccessRequest>, Status> {
+    async fn get_request(
+        &self,
+        request: Request<pb::GetRequestRequest>,
+    ) -> Result<Response<pb::AccessRequest>, Status> {
         answer(async {
             let caller = self.auth.caller(&request).await?;
             Ok(request_api(self.request(&caller, &request.get_ref().request_id).await?))
@@ -546,7 +549,10 @@ impl AccessService for AccessApi {
         .await
     }
 
-    async fn revoke_grant(&self, request: Request<pb::RevokeGrantRequest>) -> Result<Response<pb::AccessGrant>, Status> {
+    async fn revoke_grant(
+        &self,
+        request: Request<pb::RevokeGrantRequest>,
+    ) -> Result<Response<pb::AccessGrant>, Status> {
         let note = CallNote::of(&request);
         answer(async {
             let caller = self.auth.caller(&request).await?;
@@ -569,7 +575,10 @@ impl AccessService for AccessApi {
         .await
     }
 
-    async fn report_error(&self, request: Request<pb::ReportErrorRequest>) -> Result<Response<pb::ErrorReport>, Status> {
+    async fn report_error(
+        &self,
+        request: Request<pb::ReportErrorRequest>,
+    ) -> Result<Response<pb::ErrorReport>, Status> {
         let note = CallNote::of(&request);
         answer(async {
             let caller = self.auth.caller(&request).await?;
@@ -585,7 +594,15 @@ impl AccessService for AccessApi {
             note.about(&dataset.id, &entry.provider_code);
             let key = String::from_utf8(r.key).map_err(|_| Error::invalid("key", "is not UTF-8"))?;
             let description = r.description.trim().to_string();
-            rules::report(&caller, &basis, r.sequence, &key, dataset.last_sequence, &description)?;
+            rules::report(
+                &caller,
+                &basis,
+                r.sequence,
+                &key,
+                &dataset.key,
+                dataset.last_sequence,
+                &description,
+            )?;
             let stored = self
                 .store
                 .create_report(&ErrorReport {

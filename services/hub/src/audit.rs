@@ -53,7 +53,10 @@ impl AuditLog {
     pub async fn record_all(&self, events: Vec<AuditEvent>) -> Result<()> {
         let (done, stored) = oneshot::channel();
         let unavailable = || Error::Unavailable("the audit trail cannot be written; nothing was answered".into());
-        self.tx.send(Pending { events, done }).await.map_err(|_| unavailable())?;
+        self.tx
+            .send(Pending { events, done })
+            .await
+            .map_err(|_| unavailable())?;
         match stored.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(detail)) => {
@@ -93,7 +96,11 @@ async fn write_groups(store: Arc<dyn Store>, hash: ChainHash, mut rx: mpsc::Rece
             }
         }
         let events: Vec<AuditEvent> = group.iter().flat_map(|p| p.events.iter().cloned()).collect();
-        let result = store.append_audit(&events, hash).await.map(|_| ()).map_err(|e| e.to_string());
+        let result = store
+            .append_audit(&events, hash)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
         for pending in group {
             let _ = pending.done.send(result.clone());
         }
@@ -181,21 +188,26 @@ impl CallNote {
 /// certificate names none.
 fn actor_of(peer: Option<&PeerInfo>) -> String {
     match peer {
-        Some(PeerInfo {
-            principal: Some(p), ..
-        }) => p.to_string(),
+        Some(PeerInfo { principal: Some(p), .. }) => p.to_string(),
         Some(PeerInfo { remote, .. }) => format!("peer:{remote}"),
         None => "unknown".into(),
     }
 }
 
-/// The event of a refused TLS handshake.
-pub fn handshake_refused(remote: std::net::SocketAddr, reason: &str) -> AuditEvent {
+/// The event of a refused TLS handshake, or of an open connection closed because its
+/// certificate is no longer accepted (revoked or expired since it connected).
+pub fn handshake_refused(remote: std::net::SocketAddr, error: &std::io::Error) -> AuditEvent {
+    let action = if error.kind() == std::io::ErrorKind::PermissionDenied {
+        "close_connection"
+    } else {
+        "authenticate"
+    };
+    let reason = error.to_string();
     AuditEvent {
         sequence: 0,
         at: crate::clock::now(),
         actor: format!("peer:{remote}"),
-        action: "authenticate".into(),
+        action: action.into(),
         target: String::new(),
         about: String::new(),
         outcome: "UNAUTHENTICATED".into(),
@@ -219,11 +231,32 @@ enum Kind {
 
 fn kind(method: &str) -> Kind {
     match method {
-        "WhoAmI" | "GetDepartment" | "ListDepartments" | "GetEntry" | "ListEntryVersions" | "SearchEntries"
-        | "GetSchema" | "ListSubjects" | "ListSchemaVersions" | "GetCompatibility" | "CheckCompatibility"
-        | "ValidateRecords" | "GetEntrySchema" | "DraftSchemaFromEntry" | "GetDataset" | "ListDatasets"
-        | "GetConsumer" | "GetUploadStatus" | "GetRequest" | "ListRequests" | "GetGrant" | "ListGrants"
-        | "GetReport" | "ListReports" | "GetScorecard" | "GetRanking" => Kind::Lookup,
+        "WhoAmI"
+        | "GetDepartment"
+        | "ListDepartments"
+        | "GetEntry"
+        | "ListEntryVersions"
+        | "SearchEntries"
+        | "GetSchema"
+        | "ListSubjects"
+        | "ListSchemaVersions"
+        | "GetCompatibility"
+        | "CheckCompatibility"
+        | "ValidateRecords"
+        | "GetEntrySchema"
+        | "DraftSchemaFromEntry"
+        | "GetDataset"
+        | "ListDatasets"
+        | "GetConsumer"
+        | "GetUploadStatus"
+        | "GetRequest"
+        | "ListRequests"
+        | "GetGrant"
+        | "ListGrants"
+        | "GetReport"
+        | "ListReports"
+        | "GetScorecard"
+        | "GetRanking" => Kind::Lookup,
         "Publish" | "PublishStream" | "Snapshot" | "Subscribe" | "DownloadFile" => Kind::SelfAudited,
         _ => Kind::Recorded,
     }
@@ -415,6 +448,10 @@ mod tests {
         assert_eq!(kind("Fetch"), Kind::Recorded);
         assert_eq!(kind("ApproveRequest"), Kind::Recorded);
         assert_eq!(kind("Subscribe"), Kind::SelfAudited);
-        assert_eq!(kind("ListEvents"), Kind::Recorded, "reading the trail is itself recorded");
+        assert_eq!(
+            kind("ListEvents"),
+            Kind::Recorded,
+            "reading the trail is itself recorded"
+        );
     }
 }

@@ -122,9 +122,9 @@ impl DirectoryService for DirectoryApi {
     ) -> Result<Response<pb::Department>, Status> {
         let note = CallNote::of(&request);
         answer(async {
-            policy::manage_departments(&self.auth.caller(&request).await?)?;
             let r = request.get_ref().clone();
             note.about(&r.code, &r.code);
+            policy::manage_departments(&self.auth.caller(&request).await?)?;
             let profile = convert::profile(r.code, r.name, r.division_code, r.contact);
             profile.validate()?;
             let dept = self.store.register_department(&profile, crate::clock::now()).await?;
@@ -139,9 +139,9 @@ impl DirectoryService for DirectoryApi {
     ) -> Result<Response<pb::Department>, Status> {
         let note = CallNote::of(&request);
         answer(async {
-            policy::manage_departments(&self.auth.caller(&request).await?)?;
             let r = request.get_ref().clone();
             note.about(&r.code, &r.code);
+            policy::manage_departments(&self.auth.caller(&request).await?)?;
             let profile = convert::profile(r.code, r.name, r.division_code, r.contact);
             profile.validate()?;
             Ok(convert::department(
@@ -157,10 +157,10 @@ impl DirectoryService for DirectoryApi {
     ) -> Result<Response<pb::Department>, Status> {
         let note = CallNote::of(&request);
         answer(async {
-            policy::manage_departments(&self.auth.caller(&request).await?)?;
             let r = request.get_ref();
             note.about(&r.code, &r.code);
             note.detail("reason", r.reason.clone());
+            policy::manage_departments(&self.auth.caller(&request).await?)?;
             check_reason(&r.reason, false)?;
             Ok(convert::department(
                 self.store

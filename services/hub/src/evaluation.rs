@@ -153,7 +153,13 @@ impl Evaluator {
     }
 
     /// The facts about one department that are kept in the catalogue and workflow tables.
-    async fn facts(&self, code: &str, name: &str, period: &Period, activity: Option<&Activity>) -> Result<DepartmentFacts> {
+    async fn facts(
+        &self,
+        code: &str,
+        name: &str,
+        period: &Period,
+        activity: Option<&Activity>,
+    ) -> Result<DepartmentFacts> {
         let end = period.end();
         let now = crate::clock::now();
 
@@ -190,7 +196,9 @@ impl Evaluator {
             after = page.last().map(|l| l.dataset.id.clone());
             for listing in page {
                 // Only a dataset whose entry is published owes updates.
-                let Some(entry) = cycles.get(listing.dataset.id.as_str()) else { continue };
+                let Some(entry) = cycles.get(listing.dataset.id.as_str()) else {
+                    continue;
+                };
                 datasets.push(DatasetFacts {
                     cycle: entry.content.update_cycle,
                     opened_on: china_day(listing.dataset.created_at),
@@ -216,15 +224,17 @@ impl Evaluator {
             let page = self.store.list_requests(&to_answer, after.as_deref(), PAGE).await?;
             let full = page.len() == PAGE as usize;
             after = page.last().map(|r| r.id.clone());
-            requests.extend(page.into_iter().filter(|r| period.contains(r.submitted_at)).map(|r| {
-                RequestFacts {
-                    submitted_at: r.submitted_at,
-                    due_on: r.due_on,
-                    reason_given: r.state == RequestState::Rejected && !r.reason.trim().is_empty(),
-                    state: r.state,
-                    answered_at: r.answered_at,
-                }
-            }));
+            requests.extend(
+                page.into_iter()
+                    .filter(|r| period.contains(r.submitted_at))
+                    .map(|r| RequestFacts {
+                        submitted_at: r.submitted_at,
+                        due_on: r.due_on,
+                        reason_given: r.state == RequestState::Rejected && !r.reason.trim().is_empty(),
+                        state: r.state,
+                        answered_at: r.answered_at,
+                    }),
+            );
             if !full {
                 break;
             }
@@ -402,7 +412,10 @@ fn may_see(caller: &Caller, department: &str) -> bool {
 
 #[tonic::async_trait]
 impl EvaluationService for EvaluationApi {
-    async fn get_scorecard(&self, request: Request<pb::GetScorecardRequest>) -> Result<Response<pb::Scorecard>, Status> {
+    async fn get_scorecard(
+        &self,
+        request: Request<pb::GetScorecardRequest>,
+    ) -> Result<Response<pb::Scorecard>, Status> {
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.get_ref();
@@ -460,4 +473,52 @@ impl EvaluationService for EvaluationApi {
         })
         .await
     }
+}
+
+/// How often the scorecard gauges of `/metrics` are recomputed (over the default period).
+const GAUGES_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Keeps the `xinqiao_scorecard` gauges current: every department's score and parts over the
+/// default period, recomputed now and then until the hub stops.
+pub fn keep_gauges(
+    evaluator: Evaluator,
+    metrics: crate::metrics::Metrics,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        loop {
+            match evaluator.period("", "") {
+                Ok(period) => match evaluator.all(&period).await {
+                    Ok(cards) => {
+                        for card in cards {
+                            let d = &card.department;
+                            metrics.set_scorecard(d, "score", card.score);
+                            let parts = [
+                                ("catalogue", card.parts.catalogue),
+                                ("timeliness", card.parts.timeliness),
+                                ("quality", card.parts.quality),
+                                ("responsiveness", card.parts.responsiveness),
+                                ("use", card.parts.use_),
+                            ];
+                            for (name, value) in parts {
+                                if let Some(value) = value {
+                                    metrics.set_scorecard(d, name, value);
+                                }
+                            }
+                            let i = &card.indicators;
+                            metrics.set_scorecard(d, "records_used", i.records_used as f64);
+                            metrics.set_scorecard(d, "active_grants", i.active_grants as f64);
+                            metrics.set_scorecard(d, "reports_open", i.reports_open as f64);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "the scorecard gauges could not be computed"),
+                },
+                Err(e) => tracing::warn!(error = %e, "the scorecard period is invalid"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(GAUGES_EVERY) => {}
+                _ = stopping.changed() => return,
+            }
+        }
+    });
 }

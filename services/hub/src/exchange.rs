@@ -28,6 +28,7 @@ use crate::auth::Authenticator;
 use crate::config::Limits;
 use crate::convert::{self, timestamp};
 use crate::feed::ChangeFeed;
+use crate::metrics::Metrics;
 use crate::paging::{decode, next_token};
 use crate::registry::Registry;
 use crate::status::{answer, to_status};
@@ -59,6 +60,7 @@ pub struct ExchangeApi {
     stopping: watch::Receiver<bool>,
     audit: AuditLog,
     revocations: Revocations,
+    metrics: Metrics,
     /// The benchmark's validation baseline: records are parsed and keyed but not validated.
     skip_validation: bool,
 }
@@ -223,6 +225,7 @@ impl ExchangeApi {
         stopping: watch::Receiver<bool>,
         audit: AuditLog,
         revocations: Revocations,
+        metrics: Metrics,
     ) -> Self {
         Self {
             auth: Authenticator::new(store.clone()),
@@ -233,6 +236,7 @@ impl ExchangeApi {
             stopping,
             audit,
             revocations,
+            metrics,
             skip_validation: false,
         }
     }
@@ -262,7 +266,12 @@ impl ExchangeApi {
 
     /// The entry and dataset the caller may read records of, and on what basis; noted for the
     /// audit trail (the target before the decision, so that a refusal names it too).
-    async fn readable(&self, caller: &Caller, read: &ReadRequest<'_>, note: &CallNote) -> Result<(CatalogEntry, Dataset, ReadBasis)> {
+    async fn readable(
+        &self,
+        caller: &Caller,
+        read: &ReadRequest<'_>,
+        note: &CallNote,
+    ) -> Result<(CatalogEntry, Dataset, ReadBasis)> {
         if let Ok(Some(entry)) = self.store.get_entry(read.dataset).await {
             note.about(&entry.resource_code, &entry.provider_code);
         }
@@ -276,7 +285,13 @@ impl ExchangeApi {
         let standing = rules::standing(caller, provider, share);
         if let (Standing::Requestable, Some(me)) = (standing, caller.department()) {
             let now = crate::clock::now();
-            if self.store.grants_of(dataset, me).await?.iter().any(|g| g.is_active(now)) {
+            if self
+                .store
+                .grants_of(dataset, me)
+                .await?
+                .iter()
+                .any(|g| g.is_active(now))
+            {
                 return Ok(Standing::Granted);
             }
         }
@@ -284,7 +299,12 @@ impl ExchangeApi {
     }
 
     /// Validates and commits one batch, or replays the answer to an earlier commit of it.
-    async fn publish(&self, caller: &Caller, request: pb::PublishRequest, note: &CallNote) -> Result<pb::PublishResponse> {
+    async fn publish(
+        &self,
+        caller: &Caller,
+        request: pb::PublishRequest,
+        note: &CallNote,
+    ) -> Result<pb::PublishResponse> {
         let prepared = self.prepare(caller, request, note).await?;
         self.commit(prepared, note).await
     }
@@ -395,6 +415,9 @@ impl ExchangeApi {
             changes.push(NewChange { op, key, record });
         }
 
+        if !rejected.is_empty() {
+            self.metrics.validation_failures(&dataset.id, rejected.len() as u64);
+        }
         let reject_all = request.policy != pb::BatchPolicy::AcceptValid as i32;
         if reject_all && !rejected.is_empty() {
             // Nothing is stored: a retry re-validates to the same answer.
@@ -450,6 +473,9 @@ impl ExchangeApi {
             at: crate::clock::now(),
         };
         let result = self.store.publish_batch(&batch).await?;
+        if !result.replayed {
+            self.metrics.records_published(&dataset, u64::from(result.accepted));
+        }
         if result.last_sequence > 0 {
             self.feed.notify(&dataset, result.last_sequence);
         }
@@ -697,7 +723,12 @@ impl ExchangeService for ExchangeApi {
             let entry = self.entry(&caller, &request.get_ref().dataset).await?;
             let dataset = self.dataset(&entry.resource_code).await?;
             let standing = self
-                .standing(&caller, &dataset.id, &entry.provider_code, entry.content.share.share_type)
+                .standing(
+                    &caller,
+                    &dataset.id,
+                    &entry.provider_code,
+                    entry.content.share.share_type,
+                )
                 .await?;
             Ok(dataset_api(dataset, entry.content.name, entry.provider_name, standing))
         })
@@ -848,6 +879,7 @@ impl ExchangeService for ExchangeApi {
             let (_, dataset, basis) = self.readable(&caller, &read, &note).await?;
             let (mut changes, last_sequence) = self.store.fetch_changes(&dataset.id, r.after_sequence, limit).await?;
             fit_message(&mut changes);
+            self.metrics.records_delivered(&dataset.id, changes.len() as u64);
             note.detail("records", changes.len());
             note.detail("after_sequence", r.after_sequence);
             let view = basis.view(&dataset.key);
@@ -913,16 +945,14 @@ impl ExchangeService for ExchangeApi {
                 let count = page.len();
                 let chunk = pb::SnapshotChunk {
                     as_of_sequence: as_of,
-                    records: page
-                        .into_iter()
-                        .map(|c| change_api(shaped(view.as_ref(), c)))
-                        .collect(),
+                    records: page.into_iter().map(|c| change_api(shaped(view.as_ref(), c))).collect(),
                 };
                 // Sending waits while the consumer is behind: the hub never buffers more.
                 if tx.send(Ok(chunk)).await.is_err() {
                     break Ok(());
                 }
                 delivered += count;
+                api.metrics.records_delivered(&dataset.id, count as u64);
                 if done {
                     break Ok(());
                 }
@@ -973,6 +1003,8 @@ impl ExchangeService for ExchangeApi {
         let api = self.clone_for_task();
         let mut head = self.feed.watch(&dataset.id, dataset.last_sequence);
         let mut stopping = self.stopping.clone();
+        // Dropped with the task, however the stream ends: no stale lag stays behind.
+        let lag = self.metrics.subscription(&dataset.id);
         tokio::spawn(async move {
             let mut view = basis.view(&dataset.key);
             let mut delivered = 0usize;
@@ -985,6 +1017,7 @@ impl ExchangeService for ExchangeApi {
                     Err(e) => break Err(to_status(e)),
                 };
                 fit_message(&mut changes);
+                lag.set(last_sequence.saturating_sub(changes.last().map_or(after, |c| c.sequence)));
                 if let Some(last) = changes.last() {
                     after = last.sequence;
                     let count = changes.len();
@@ -1002,6 +1035,7 @@ impl ExchangeService for ExchangeApi {
                         _ = stopping.changed() => break Ok(()),
                     }
                     delivered += count;
+                    api.metrics.records_delivered(&dataset.id, count as u64);
                     continue;
                 }
                 tokio::select! {
@@ -1271,7 +1305,8 @@ impl ExchangeService for ExchangeApi {
                 offset += length;
             };
             note.detail("bytes", offset);
-            api.close_stream(&note, &tx, outcome, usize::from(offset >= file.size)).await;
+            api.close_stream(&note, &tx, outcome, usize::from(offset >= file.size))
+                .await;
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -1377,6 +1412,7 @@ impl ExchangeApi {
             stopping: self.stopping.clone(),
             audit: self.audit.clone(),
             revocations: self.revocations.clone(),
+            metrics: self.metrics.clone(),
             skip_validation: self.skip_validation,
         })
     }

@@ -112,7 +112,7 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     let refused = audit.clone();
     let on_failure: tls::HandshakeFailureHook = Arc::new(move |remote, error| {
         tracing::warn!(%remote, %error, "TLS handshake refused");
-        refused.record_detached(crate::audit::handshake_refused(remote, &error.to_string()));
+        refused.record_detached(crate::audit::handshake_refused(remote, error));
     });
     let handshake_timeout = config.handshake_timeout();
 
@@ -145,6 +145,7 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
             stopping,
             audit.clone(),
             revocations.clone(),
+            metrics.clone(),
         )
         .skip_validation(config.benchmark.skip_validation),
     )
@@ -159,6 +160,7 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     .max_decoding_message_size(max)
     .max_encoding_message_size(max.max(4 * 1024 * 1024));
     let evaluator = Evaluator::new(store.clone(), &config.evaluation).map_err(|e| ServeError::Config(e.to_string()))?;
+    crate::evaluation::keep_gauges(evaluator.clone(), metrics.clone(), stopping_tx.subscribe());
     let evaluation = EvaluationServiceServer::new(EvaluationApi::new(evaluator, store.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));

@@ -135,7 +135,10 @@ impl AuditService for AuditApi {
                 to: time("to", r.to)?,
                 involving,
             };
-            note.about(filter.target.as_deref().unwrap_or_default(), caller.department().unwrap_or_default());
+            note.about(
+                filter.target.as_deref().unwrap_or_default(),
+                caller.department().unwrap_or_default(),
+            );
             let mut page = self.store.list_audit(&filter, after, limit + 1).await?;
             let keys: Vec<String> = page.iter().map(|row| row.event.sequence.to_string()).collect();
             let mut numbered: Vec<(ChainedEvent, String)> = page.drain(..).zip(keys).collect();

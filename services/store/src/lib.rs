@@ -345,7 +345,7 @@ pub struct GrantFilter {
     /// Grants this department holds or gave.
     pub party: Option<String>,
     pub dataset: Option<String>,
-    /// Only grants not revoked and not expired at this moment.
+    /// Only grants active at this moment: given by then, and neither revoked nor expired then.
     pub active_at: Option<DateTime<Utc>>,
 }
 

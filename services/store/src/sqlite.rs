@@ -1460,8 +1460,13 @@ impl ExchangeStore for SqliteStore {
             // the instants do.
             query.push(" AND EXISTS (SELECT 1 FROM access_grants g WHERE g.dataset = ds.id AND g.grantee_code = ");
             query.push_bind(grantee);
+            // Active at that moment: given by then, not yet revoked then, not yet expired.
             query
-                .push(" AND g.revoked_at IS NULL AND g.expires_at > ")
+                .push(" AND g.granted_at <= ")
+                .push_bind(stored_time(*at))
+                .push(" AND (g.revoked_at IS NULL OR g.revoked_at > ")
+                .push_bind(stored_time(*at))
+                .push(") AND g.expires_at > ")
                 .push_bind(stored_time(*at))
                 .push(")");
         }

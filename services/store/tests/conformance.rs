@@ -3486,11 +3486,17 @@ async fn grants_are_listed_and_revoked_once(store: Arc<dyn Store>) {
     assert!(matches!(err, Error::NotFound(_)), "{err:?}");
     assert_eq!(store.get_grant("grant-99").await.expect("get"), None);
 
-    // A revoked grant is inactive, and still one of the grantee's.
+    // A revoked grant is inactive from its revocation on (and was active before it), and is
+    // still one of the grantee's. Before they were given (at 60 s), no grant was active.
     assert_eq!(
-        grant_ids(&*store, filter(&|f| f.active_at = Some(t(50)))).await,
-        ["grant-02", "grant-03", "grant-04"]
+        grant_ids(&*store, filter(&|f| f.active_at = Some(t(150)))).await,
+        ["grant-01", "grant-03", "grant-04"]
     );
+    assert_eq!(
+        grant_ids(&*store, filter(&|f| f.active_at = Some(t(250)))).await,
+        ["grant-03", "grant-04"]
+    );
+    assert!(grant_ids(&*store, filter(&|f| f.active_at = Some(t(50)))).await.is_empty());
     assert_eq!(store.grants_of(&p.table.id, &p.user).await.expect("of"), [expected]);
 
     // Of concurrent revocations, one wins.
@@ -3668,15 +3674,17 @@ async fn datasets_are_listed_by_active_grant(store: Arc<dyn Store>) {
         }
     };
     assert_eq!(
-        granted(&p.user, t(50), None).await,
+        granted(&p.user, t(70), None).await,
         [p.table.id.as_str(), p.files.id.as_str()]
     );
     assert_eq!(granted(&p.user, t(100), None).await, [p.table.id.as_str()]);
     assert!(granted(&p.user, t(1000), None).await.is_empty());
-    assert_eq!(granted(&p.other, t(50), None).await, [fourth.id.as_str()]);
-    assert!(granted(&p.provider, t(50), None).await.is_empty());
+    assert_eq!(granted(&p.other, t(70), None).await, [fourth.id.as_str()]);
+    assert!(granted(&p.provider, t(70), None).await.is_empty());
+    // Before the grants were given (at 60 s), none was held.
+    assert!(granted(&p.user, t(50), None).await.is_empty());
     assert_eq!(
-        granted(&p.user, t(50), Some(DatasetKind::Table)).await,
+        granted(&p.user, t(70), Some(DatasetKind::Table)).await,
         [p.table.id.as_str()]
     );
 }

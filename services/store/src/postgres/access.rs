@@ -297,8 +297,13 @@ impl AccessStore for PgStore {
             query.push(" AND dataset = ").push_bind(dataset);
         }
         if let Some(at) = filter.active_at {
+            // Active at that moment: given by then, not yet revoked then, not yet expired.
             query
-                .push(" AND revoked_at IS NULL AND expires_at > ")
+                .push(" AND granted_at <= ")
+                .push_bind(stored_time(at))
+                .push(" AND (revoked_at IS NULL OR revoked_at > ")
+                .push_bind(stored_time(at))
+                .push(") AND expires_at > ")
                 .push_bind(stored_time(at));
         }
         page(&mut query, after, limit);

@@ -298,8 +298,13 @@ impl AccessStore for SqliteStore {
         if let Some(at) = filter.active_at {
             // Times are stored in one canonical text form (see `stored_time`), which sorts as the
             // instants do.
+            // Active at that moment: given by then, not yet revoked then, not yet expired.
             query
-                .push(" AND revoked_at IS NULL AND expires_at > ")
+                .push(" AND granted_at <= ")
+                .push_bind(stored_time(at))
+                .push(" AND (revoked_at IS NULL OR revoked_at > ")
+                .push_bind(stored_time(at))
+                .push(") AND expires_at > ")
                 .push_bind(stored_time(at));
         }
         page(&mut query, after, limit);
