@@ -20,15 +20,18 @@ pub enum CertsCommand {
         #[arg(long = "host")]
         hosts: Vec<String>,
     },
-    /// Issue a certificate from an existing CA for a department (--dept USCC) or an admin (--admin NAME).
+    /// Issue a certificate from an existing CA for a department (--dept USCC), an admin (--admin
+    /// NAME) or an evaluator (--evaluator NAME, 评价方: reads the scorecard only).
     Issue {
         /// The directory holding ca.crt and ca.key; the new files are written there.
         #[arg(long)]
         dir: PathBuf,
-        #[arg(long, conflicts_with = "admin", required_unless_present = "admin")]
+        #[arg(long, group = "who", required_unless_present_any = ["admin", "evaluator"])]
         dept: Option<String>,
-        #[arg(long)]
+        #[arg(long, group = "who")]
         admin: Option<String>,
+        #[arg(long, group = "who")]
+        evaluator: Option<String>,
     },
     /// Revoke a certificate: add it to the CA's revocation list DIR/crl.pem. A hub serving this
     /// PKI (or configured with tls.crl pointing at the list) refuses it within seconds.
@@ -90,16 +93,26 @@ pub fn run(command: CertsCommand) -> CliResult {
                 hosts.iter().map(|h| format!(", {h}")).collect::<String>()
             );
             out!("  admin.crt, admin.key      the platform admin ({})", pki::DEV_ADMIN);
+            out!(
+                "  evaluator.crt/.key        an evaluator (评价方, {}): reads the scorecard only",
+                pki::DEV_EVALUATOR
+            );
             for d in pki::SAMPLE_DEPARTMENTS {
                 out!("  dept-{}.crt/.key  {}", d.code, d.name);
             }
             Ok(())
         }
-        CertsCommand::Issue { dir, dept, admin } => {
-            let principal = match (dept, admin) {
-                (Some(code), _) => Principal::Department(code),
-                (None, Some(name)) => Principal::Admin(name),
-                (None, None) => return Err("give --dept USCC or --admin NAME".into()),
+        CertsCommand::Issue {
+            dir,
+            dept,
+            admin,
+            evaluator,
+        } => {
+            let principal = match (dept, admin, evaluator) {
+                (Some(code), _, _) => Principal::Department(code),
+                (None, Some(name), _) => Principal::Admin(name),
+                (None, None, Some(name)) => Principal::Evaluator(name),
+                (None, None, None) => return Err("give --dept USCC, --admin NAME or --evaluator NAME".into()),
             };
             let files = pki::issue(&dir, &principal).map_err(|e| e.to_string())?;
             out!("issued {} for {}", files.cert.display(), principal.uri());

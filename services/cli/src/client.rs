@@ -23,7 +23,8 @@ pub struct ClientArgs {
     /// A development PKI directory (from `certs init` or `serve --dev`), used with --as.
     #[arg(long, env = "XINQIAO_PKI", default_value = "xinqiao-data/pki", global = true)]
     pub pki: PathBuf,
-    /// Act as `admin` or as the department with this 统一社会信用代码, using its certificate in --pki.
+    /// Act as `admin`, `evaluator` (评价方) or the department with this 统一社会信用代码, using its
+    /// certificate in --pki.
     #[arg(long = "as", env = "XINQIAO_AS", global = true)]
     pub as_: Option<String>,
     /// The platform CA certificate [default: PKI/ca.crt].
@@ -52,11 +53,19 @@ impl ClientArgs {
                 let f = xinqiao_hub::pki::admin_files(&self.pki);
                 (f.cert, f.key)
             }
+            (_, _, Some(who)) if who == "evaluator" => {
+                let f = xinqiao_hub::pki::evaluator_files(&self.pki);
+                (f.cert, f.key)
+            }
             (_, _, Some(code)) => {
                 let f = xinqiao_hub::pki::department_files(&self.pki, code);
                 (f.cert, f.key)
             }
-            _ => return Err("say who you are: --as admin|<USCC> (with --pki DIR), or --cert FILE --key FILE".into()),
+            _ => {
+                return Err(
+                    "say who you are: --as admin|evaluator|<USCC> (with --pki DIR), or --cert FILE --key FILE".into(),
+                );
+            }
         };
         Ok(ClientIdentity { ca, cert, key })
     }
@@ -114,6 +123,11 @@ pub async fn whoami(args: ClientArgs) -> CliResult {
         Some(pb::who_am_i_response::Identity::Admin(name)) => {
             output::emit(args.json, serde_json::json!({ "admin": name }), || {
                 out!("platform admin {name}")
+            })
+        }
+        Some(pb::who_am_i_response::Identity::Evaluator(name)) => {
+            output::emit(args.json, serde_json::json!({ "evaluator": name }), || {
+                out!("evaluator (评价方) {name}")
             })
         }
         Some(pb::who_am_i_response::Identity::Department(d)) => {

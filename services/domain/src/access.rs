@@ -481,6 +481,11 @@ pub fn read(
                 "the platform admin manages the exchange but does not read its records".into(),
             ));
         }
+        Caller::Evaluator(_) => {
+            return Err(Error::PermissionDenied(
+                "an evaluator reads the scorecard, not the records".into(),
+            ));
+        }
         Caller::Department(code) => code,
     };
     if *department == entry.provider_code {

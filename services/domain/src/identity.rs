@@ -4,6 +4,7 @@ use std::fmt;
 
 pub const DEPARTMENT_URI_PREFIX: &str = "urn:xinqiao:dept:";
 pub const ADMIN_URI_PREFIX: &str = "urn:xinqiao:admin:";
+pub const EVALUATOR_URI_PREFIX: &str = "urn:xinqiao:evaluator:";
 
 /// The identity a client certificate names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -12,6 +13,8 @@ pub enum Principal {
     Department(String),
     /// The platform admin, by a name for the audit trail.
     Admin(String),
+    /// An evaluator (评价方): reads the sharing scorecard of every department, nothing else.
+    Evaluator(String),
 }
 
 impl Principal {
@@ -21,6 +24,8 @@ impl Principal {
             (!code.is_empty()).then(|| Principal::Department(code.to_string()))
         } else if let Some(name) = uri.strip_prefix(ADMIN_URI_PREFIX) {
             (!name.is_empty()).then(|| Principal::Admin(name.to_string()))
+        } else if let Some(name) = uri.strip_prefix(EVALUATOR_URI_PREFIX) {
+            (!name.is_empty()).then(|| Principal::Evaluator(name.to_string()))
         } else {
             None
         }
@@ -38,6 +43,7 @@ impl Principal {
         match self {
             Principal::Department(code) => format!("{DEPARTMENT_URI_PREFIX}{code}"),
             Principal::Admin(name) => format!("{ADMIN_URI_PREFIX}{name}"),
+            Principal::Evaluator(name) => format!("{EVALUATOR_URI_PREFIX}{name}"),
         }
     }
 }
@@ -48,6 +54,7 @@ impl fmt::Display for Principal {
         match self {
             Principal::Department(code) => write!(f, "{code}"),
             Principal::Admin(name) => write!(f, "admin:{name}"),
+            Principal::Evaluator(name) => write!(f, "evaluator:{name}"),
         }
     }
 }
@@ -57,6 +64,8 @@ impl fmt::Display for Principal {
 pub enum Caller {
     Admin(String),
     Department(String),
+    /// 评价方: only the evaluation service lets one in (see the hub's `Authenticator`).
+    Evaluator(String),
 }
 
 impl Caller {
@@ -64,11 +73,15 @@ impl Caller {
         matches!(self, Caller::Admin(_))
     }
 
+    pub fn is_evaluator(&self) -> bool {
+        matches!(self, Caller::Evaluator(_))
+    }
+
     /// The caller's department code, if it is a department.
     pub fn department(&self) -> Option<&str> {
         match self {
             Caller::Department(code) => Some(code),
-            Caller::Admin(_) => None,
+            Caller::Admin(_) | Caller::Evaluator(_) => None,
         }
     }
 
@@ -76,6 +89,7 @@ impl Caller {
         match self {
             Caller::Admin(name) => format!("admin:{name}"),
             Caller::Department(code) => code.clone(),
+            Caller::Evaluator(name) => format!("evaluator:{name}"),
         }
     }
 }
@@ -95,6 +109,11 @@ mod tests {
             Some(Principal::Admin("ops".into()))
         );
         assert_eq!(Principal::from_uri("urn:xinqiao:dept:"), None);
+        assert_eq!(
+            Principal::from_uri("urn:xinqiao:evaluator:audit-office"),
+            Some(Principal::Evaluator("audit-office".into()))
+        );
+        assert_eq!(Principal::from_uri("urn:xinqiao:evaluator:"), None);
         assert_eq!(Principal::from_uri("https://example.org"), None);
     }
 

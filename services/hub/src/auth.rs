@@ -19,9 +19,21 @@ impl Authenticator {
         Self { store }
     }
 
-    /// Who is calling. The department is looked up on every call, so a deactivation takes effect
-    /// at once, also on connections that are already open.
+    /// Who is calling: a department or the admin. An evaluator is refused here, so that every
+    /// service but the scorecard is closed to it by default.
     pub async fn caller<T>(&self, request: &tonic::Request<T>) -> Result<Caller> {
+        match self.anyone(request).await? {
+            Caller::Evaluator(_) => Err(Error::PermissionDenied(
+                "an evaluator (评价方) reads the sharing scorecard only".into(),
+            )),
+            caller => Ok(caller),
+        }
+    }
+
+    /// Who is calling, evaluators included: for the scorecard and WhoAmI. The department is
+    /// looked up on every call, so a deactivation takes effect at once, also on connections that
+    /// are already open.
+    pub async fn anyone<T>(&self, request: &tonic::Request<T>) -> Result<Caller> {
         let peer = request
             .extensions()
             .get::<PeerInfo>()
@@ -32,6 +44,7 @@ impl Authenticator {
                     .into(),
             )),
             Some(Principal::Admin(name)) => Ok(Caller::Admin(name.clone())),
+            Some(Principal::Evaluator(name)) => Ok(Caller::Evaluator(name.clone())),
             Some(Principal::Department(code)) => {
                 let caller = Caller::Department(code.clone());
                 self.still_active(&caller).await?;
@@ -43,9 +56,13 @@ impl Authenticator {
     /// Whether a caller's department is still registered and active: checked on every call, and
     /// by live streams now and then, so that a deactivation ends them too.
     pub async fn still_active(&self, caller: &Caller) -> Result<()> {
-        let Caller::Department(code) = caller else { return Ok(()) };
+        let Caller::Department(code) = caller else {
+            return Ok(());
+        };
         match self.store.get_department(code).await? {
-            None => Err(Error::PermissionDenied(format!("department {code} is not registered with this hub"))),
+            None => Err(Error::PermissionDenied(format!(
+                "department {code} is not registered with this hub"
+            ))),
             Some(d) if !d.active => Err(Error::PermissionDenied(format!("department {code} is deactivated"))),
             Some(_) => Ok(()),
         }

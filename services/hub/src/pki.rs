@@ -55,6 +55,8 @@ pub const SAMPLE_DEPARTMENTS: &[SampleDepartment] = &[
 
 /// The name in the development admin certificate.
 pub const DEV_ADMIN: &str = "platform-admin";
+/// The name in the development evaluator (评价方) certificate.
+pub const DEV_EVALUATOR: &str = "evaluation-office";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -118,6 +120,14 @@ pub fn department_files(dir: &Path, code: &str) -> CertFiles {
     }
 }
 
+/// The development evaluator's certificate and key.
+pub fn evaluator_files(dir: &Path) -> CertFiles {
+    CertFiles {
+        cert: dir.join("evaluator.crt"),
+        key: dir.join("evaluator.key"),
+    }
+}
+
 pub fn admin_files(dir: &Path) -> CertFiles {
     CertFiles {
         cert: dir.join("admin.crt"),
@@ -162,6 +172,7 @@ pub fn init(dir: &Path, extra_hosts: &[String]) -> Result<(), PkiError> {
     hosts.extend(extra_hosts.iter().cloned());
     issue_server(dir, &hosts)?;
     issue(dir, &Principal::Admin(DEV_ADMIN.into()))?;
+    issue(dir, &Principal::Evaluator(DEV_EVALUATOR.into()))?;
     for dept in SAMPLE_DEPARTMENTS {
         issue(dir, &Principal::Department(dept.code.into()))?;
     }
@@ -186,6 +197,22 @@ pub fn issue(dir: &Path, principal: &Principal) -> Result<CertFiles, PkiError> {
             CertFiles {
                 cert: dir.join(format!("admin-{admin}.crt")),
                 key: dir.join(format!("admin-{admin}.key")),
+            }
+        }
+        Principal::Evaluator(evaluator) if evaluator == DEV_EVALUATOR => evaluator_files(dir),
+        Principal::Evaluator(evaluator) => {
+            if evaluator.is_empty()
+                || !evaluator
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(PkiError::Invalid(
+                    "an evaluator name is letters, digits, '-' and '_'".into(),
+                ));
+            }
+            CertFiles {
+                cert: dir.join(format!("evaluator-{evaluator}.crt")),
+                key: dir.join(format!("evaluator-{evaluator}.key")),
             }
         }
     };

@@ -126,6 +126,9 @@ impl AuditService for AuditApi {
             let involving = match &caller {
                 Caller::Admin(_) => None,
                 Caller::Department(code) => Some(code.clone()),
+                Caller::Evaluator(_) => {
+                    return Err(Error::PermissionDenied("an evaluator reads the scorecard only".into()));
+                }
             };
             let filter = AuditFilter {
                 actor: optional("actor", &r.actor)?,

@@ -3496,7 +3496,11 @@ async fn grants_are_listed_and_revoked_once(store: Arc<dyn Store>) {
         grant_ids(&*store, filter(&|f| f.active_at = Some(t(250)))).await,
         ["grant-03", "grant-04"]
     );
-    assert!(grant_ids(&*store, filter(&|f| f.active_at = Some(t(50)))).await.is_empty());
+    assert!(
+        grant_ids(&*store, filter(&|f| f.active_at = Some(t(50))))
+            .await
+            .is_empty()
+    );
     assert_eq!(store.grants_of(&p.table.id, &p.user).await.expect("of"), [expected]);
 
     // Of concurrent revocations, one wins.
