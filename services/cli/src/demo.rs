@@ -17,6 +17,7 @@ use xinqiao_proto::v1 as pb;
 use xinqiao_proto::v1::access_service_client::AccessServiceClient;
 use xinqiao_proto::v1::audit_service_client::AuditServiceClient;
 use xinqiao_proto::v1::directory_service_client::DirectoryServiceClient;
+use xinqiao_proto::v1::evaluation_service_client::EvaluationServiceClient;
 use xinqiao_proto::v1::exchange_service_client::ExchangeServiceClient;
 use xinqiao_proto::v1::schema_service_client::SchemaServiceClient;
 
@@ -364,6 +365,37 @@ async fn audit_trail(n: &mut u32, addr: SocketAddr, dir: &Path, shared: &Shared)
         return Err("the audit trail recorded nothing about the conditionally shared dataset".into());
     }
     crate::audit::events(false, &story);
+    Ok(())
+}
+
+/// The admin reads the sharing scorecard of what the story left in the hub. 市市场监督管理局's
+/// enterprise records were read by 市公安局, so its use is measured and its score is above zero.
+async fn scorecard(n: &mut u32, addr: SocketAddr, dir: &Path, read_by_police: u64) -> CliResult {
+    let mut evaluation = EvaluationServiceClient::new(channel(addr, dir, pki::admin_files(dir)).await?);
+    step(
+        n,
+        "The admin reads the sharing scorecard (共享评价): departments ranked, every number from what the hub recorded.",
+    );
+    let ranking = ok(evaluation.get_ranking(pb::GetRankingRequest::default()).await)?;
+    crate::scorecard::print_ranking(&ranking);
+    if ranking.departments.len() != 3 || ranking.departments.iter().any(|d| d.scorecard.is_none()) {
+        return Err(
+            "the admin's ranking does not carry a full scorecard for each of the three active departments".into(),
+        );
+    }
+    let samr = ranking
+        .departments
+        .iter()
+        .find_map(|d| d.scorecard.as_ref().filter(|c| c.department == SAMR))
+        .ok_or("the ranking has no scorecard for 市市场监督管理局")?;
+    let used = samr.indicators.as_ref().map_or(0, |i| i.records_used);
+    // The live update read through the subscription counts once its stream's end is recorded.
+    if samr.score <= 0.0 || used < read_by_police {
+        return Err(format!(
+            "市市场监督管理局 scores {} with {used} records used; expected a score above 0 and at least the {read_by_police} records 市公安局 read",
+            samr.score
+        ));
+    }
     Ok(())
 }
 
@@ -943,12 +975,11 @@ pub async fn run() -> CliResult {
     }
 
     audit_trail(&mut n, addr, &dir, &shared).await?;
+    scorecard(&mut n, addr, &dir, fetched.changes.len() as u64).await?;
 
-    step(&mut n, "The hub stops gracefully.");
     hub.stop().await.map_err(|e| e.to_string())?;
-    say("stopped");
     out!(
-        "\nDemo complete: departments registered, entries compiled, reviewed, published and found, schemas shared and enforced, records exchanged, access applied for, granted with masking and revoked, refusals explained, the audit chain verified."
+        "\nDemo complete: departments registered, entries compiled, reviewed, published and found, schemas shared and enforced, records exchanged, access applied for, granted with masking and revoked, refusals explained, the audit chain verified, every department scored from what the hub recorded; the hub stopped gracefully."
     );
     Ok(())
 }

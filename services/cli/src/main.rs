@@ -19,6 +19,7 @@ mod publish;
 mod pull;
 mod report;
 mod schema;
+mod scorecard;
 mod serve;
 mod validate;
 
@@ -66,6 +67,8 @@ enum Command {
     Report(report::ReportArgs),
     /// The audit trail: list events, verify the hash chain.
     Audit(audit::AuditArgs),
+    /// The sharing scorecard (共享评价): the ranking, each department's parts and indicators, an HTML report.
+    Scorecard(scorecard::ScorecardArgs),
 }
 
 fn main() -> ExitCode {
@@ -107,6 +110,7 @@ fn main() -> ExitCode {
             Command::Access(args) => access::run(args).await,
             Command::Report(args) => report::run(args).await,
             Command::Audit(args) => audit::run(args).await,
+            Command::Scorecard(args) => scorecard::run(args).await,
         }
     });
     match result {
