@@ -590,8 +590,7 @@ impl AccessService for AccessApi {
                 purpose: "",
                 moves_records: false,
             };
-            let (entry, dataset, basis) = authorise_read(self.store.as_ref(), &caller, &read).await?;
-            note.about(&dataset.id, &entry.provider_code);
+            let (entry, dataset, basis) = authorise_read(self.store.as_ref(), &caller, &read, Some(&note)).await?;
             let key = String::from_utf8(r.key).map_err(|_| Error::invalid("key", "is not UTF-8"))?;
             let description = r.description.trim().to_string();
             rules::report(

@@ -34,6 +34,7 @@ pub const REQUEST_ID: &str = "x-request-id";
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Pending>,
+    hash: ChainHash,
 }
 
 struct Pending {
@@ -46,7 +47,12 @@ impl AuditLog {
     pub fn start(store: Arc<dyn Store>, hash: ChainHash) -> AuditLog {
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(write_groups(store, hash, rx));
-        AuditLog { tx }
+        AuditLog { tx, hash }
+    }
+
+    /// The chain hash, for events that the store appends inside another transaction (publishes).
+    pub fn hash(&self) -> ChainHash {
+        self.hash
     }
 
     /// Appends events and waits until they are stored.

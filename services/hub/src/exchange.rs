@@ -20,7 +20,9 @@ use xinqiao_domain::{Error, Result, paging, text};
 use xinqiao_proto::v1 as pb;
 use xinqiao_proto::v1::exchange_service_server::ExchangeService;
 use xinqiao_schema::FormatMode;
-use xinqiao_store::{ConsumerCursor, DatasetFilter, GrantFilter, NewBatch, NewChange, Store, StoredChange, Upload};
+use xinqiao_store::{
+    BatchAudit, ConsumerCursor, DatasetFilter, GrantFilter, NewBatch, NewChange, Store, StoredChange, Upload,
+};
 
 use crate::access::Revocations;
 use crate::audit::{AuditLog, CallNote, code_name};
@@ -76,11 +78,13 @@ pub(crate) struct ReadRequest<'a> {
 }
 
 /// Decides whether the caller may read a dataset's records and on what basis (ownership, 无条件共享
-/// with a purpose, or a grant): the one gate of every read path.
+/// with a purpose, or a grant): the one gate of every read path. The call's audit note names the
+/// dataset and its provider once the caller may know of it, so that a refusal names them too.
 pub(crate) async fn authorise_read(
     store: &dyn Store,
     caller: &Caller,
     read: &ReadRequest<'_>,
+    note: Option<&CallNote>,
 ) -> Result<(CatalogEntry, Dataset, ReadBasis)> {
     let entry = crate::directory::visible_entry(store, caller, read.dataset)
         .await
@@ -88,6 +92,9 @@ pub(crate) async fn authorise_read(
             Error::NotFound(_) => Error::NotFound(format!("dataset {}", text::shorten(read.dataset, 64))),
             other => other,
         })?;
+    if let Some(note) = note {
+        note.about(&entry.resource_code, &entry.provider_code);
+    }
     let grants = match caller.department() {
         Some(me) if me != entry.provider_code && entry.content.share.share_type == ShareType::Conditional => {
             store.grants_of(&entry.resource_code, me).await?
@@ -265,17 +272,14 @@ impl ExchangeApi {
     }
 
     /// The entry and dataset the caller may read records of, and on what basis; noted for the
-    /// audit trail (the target before the decision, so that a refusal names it too).
+    /// audit trail.
     async fn readable(
         &self,
         caller: &Caller,
         read: &ReadRequest<'_>,
         note: &CallNote,
     ) -> Result<(CatalogEntry, Dataset, ReadBasis)> {
-        if let Ok(Some(entry)) = self.store.get_entry(read.dataset).await {
-            note.about(&entry.resource_code, &entry.provider_code);
-        }
-        let (entry, dataset, basis) = authorise_read(self.store.as_ref(), caller, read).await?;
+        let (entry, dataset, basis) = authorise_read(self.store.as_ref(), caller, read, Some(note)).await?;
         note_basis(note, &basis);
         Ok((entry, dataset, basis))
     }
@@ -465,12 +469,25 @@ impl ExchangeApi {
                 rejected,
             } => (dataset, provider, idempotency_key, changes, rejected),
         };
+        let rejections: Vec<Rejection> = serde_json::from_str(&rejected).unwrap_or_default();
+        // Stored in the batch's own transaction; the store adds the sequences it gave.
+        let mut event = note.event("OK");
+        event.target.clone_from(&dataset);
+        event.about.clone_from(&provider);
+        event.detail = serde_json::json!({
+            "idempotency_key": idempotency_key, "rejected": rejections.len(),
+        })
+        .to_string();
         let batch = NewBatch {
             dataset: &dataset,
             idempotency_key: &idempotency_key,
             changes: &changes,
             rejected: &rejected,
             at: crate::clock::now(),
+            audit: Some(BatchAudit {
+                event: &event,
+                hash: self.audit.hash(),
+            }),
         };
         let result = self.store.publish_batch(&batch).await?;
         if !result.replayed {
@@ -480,12 +497,15 @@ impl ExchangeApi {
             self.feed.notify(&dataset, result.last_sequence);
         }
         let rejected: Vec<Rejection> = serde_json::from_str(&result.rejected).unwrap_or_default();
-        let detail = serde_json::json!({
-            "idempotency_key": idempotency_key, "accepted": result.accepted, "rejected": rejected.len(),
-            "first_sequence": result.first_sequence, "last_sequence": result.last_sequence,
-            "replayed": result.replayed,
-        });
-        self.record_publish(note, &dataset, &provider, detail).await?;
+        if result.replayed {
+            // A replay writes no batch, so its event is appended on its own.
+            let detail = serde_json::json!({
+                "idempotency_key": idempotency_key, "accepted": result.accepted, "rejected": rejected.len(),
+                "first_sequence": result.first_sequence, "last_sequence": result.last_sequence,
+                "replayed": true,
+            });
+            self.record_publish(note, &dataset, &provider, detail).await?;
+        }
         Ok(pb::PublishResponse {
             idempotency_key,
             accepted: result.accepted,
@@ -1344,7 +1364,7 @@ impl Rights {
             purpose: &self.purpose,
             moves_records: true,
         };
-        let (_, _, basis) = authorise_read(self.api.store.as_ref(), &self.caller, &read).await?;
+        let (_, _, basis) = authorise_read(self.api.store.as_ref(), &self.caller, &read, None).await?;
         *view = basis.view(key);
         Ok(())
     }

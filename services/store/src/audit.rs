@@ -42,6 +42,28 @@ pub(crate) fn link_after(head: &ChainHead, events: &[AuditEvent], hash: ChainHas
     Ok(linked)
 }
 
+/// The event of a committed batch: the publisher's event with the commit's outcome added to its
+/// JSON detail (a detail that is not a JSON object is kept under `"note"`).
+pub(crate) fn batch_event(event: &AuditEvent, accepted: u32, first_sequence: i64, last_sequence: i64) -> AuditEvent {
+    let mut detail = match serde_json::from_str::<serde_json::Value>(&event.detail) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => {
+            let mut map = serde_json::Map::new();
+            if !event.detail.is_empty() {
+                map.insert("note".into(), event.detail.clone().into());
+            }
+            map
+        }
+    };
+    detail.insert("accepted".into(), accepted.into());
+    detail.insert("first_sequence".into(), first_sequence.into());
+    detail.insert("last_sequence".into(), last_sequence.into());
+    detail.insert("replayed".into(), false.into());
+    let mut event = event.clone();
+    event.detail = serde_json::Value::Object(detail).to_string();
+    event
+}
+
 /// A stored link. An algorithm the domain does not know means the row was changed behind the
 /// store's back; rather than fail every listing that includes it, the row is returned with a hash
 /// text that no algorithm produces (it keeps the stored hash for the record), so that

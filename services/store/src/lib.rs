@@ -207,6 +207,15 @@ pub struct NewChange {
     pub record: Option<String>,
 }
 
+/// The audit event of a publish, appended to the chain in the batch's own transaction: no batch
+/// is stored without its event, and a publish pays for one write, not two. The store adds the
+/// outcome to the event's JSON detail (`accepted`, `first_sequence`, `last_sequence`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchAudit<'a> {
+    pub event: &'a AuditEvent,
+    pub hash: ChainHash,
+}
+
 /// A batch to commit atomically.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewBatch<'a> {
@@ -216,6 +225,8 @@ pub struct NewBatch<'a> {
     /// The publisher's view of what was rejected (opaque to the store, returned on a replay).
     pub rejected: &'a str,
     pub at: DateTime<Utc>,
+    /// Appended with a fresh commit (not with a replay, which writes nothing).
+    pub audit: Option<BatchAudit<'a>>,
 }
 
 /// What a committed batch was given.

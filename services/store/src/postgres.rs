@@ -1582,6 +1582,11 @@ impl ExchangeStore for PgStore {
                 });
         }
         append_changes(&mut tx, batch.dataset, head, batch.changes, at).await?;
+        // Last, so that the chain's head is locked only while this transaction commits.
+        if let Some(audit) = &batch.audit {
+            let event = crate::audit::batch_event(audit.event, accepted, first, last);
+            self::audit::append_in(&mut tx, &[event], audit.hash).await?;
+        }
         tx.commit().await.map_err(db_error)?;
         Ok(BatchResult {
             accepted,

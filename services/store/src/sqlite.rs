@@ -1509,6 +1509,10 @@ impl ExchangeStore for SqliteStore {
                 &format!("batch {} of dataset {}", batch.idempotency_key, batch.dataset),
             )
         })?;
+        if let Some(audit) = &batch.audit {
+            let event = crate::audit::batch_event(audit.event, accepted, first, last);
+            self::audit::append_in(&mut tx, &[event], audit.hash).await?;
+        }
         tx.commit().await.map_err(db_error)?;
         Ok(BatchResult {
             accepted,

@@ -25,9 +25,9 @@ use xinqiao_domain::masking::MaskRule;
 use xinqiao_domain::policy::EntryVisibility;
 use xinqiao_domain::schema::{RegisteredSchema, SchemaRef, Subject};
 use xinqiao_store::{
-    AuditCheckpoint, AuditFilter, BatchResult, CatalogStore, ConsumerCursor, DatasetFilter, DepartmentStore,
-    EntryChange, EntrySchemaBinding, ExchangeStore, GrantFilter, NewBatch, NewChange, NewSchema, PgStore, Registration,
-    ReportFilter, RequestFilter, SqliteStore, Store, StoredChange, Upload,
+    AuditCheckpoint, AuditFilter, BatchAudit, BatchResult, CatalogStore, ConsumerCursor, DatasetFilter,
+    DepartmentStore, EntryChange, EntrySchemaBinding, ExchangeStore, GrantFilter, NewBatch, NewChange, NewSchema,
+    PgStore, Registration, ReportFilter, RequestFilter, SqliteStore, Store, StoredChange, Upload,
 };
 
 const PG_URL_VAR: &str = "XINQIAO_TEST_DATABASE_URL";
@@ -270,6 +270,7 @@ conformance!(
     error_reports_are_listed_and_resolved_once,
     datasets_are_listed_by_active_grant,
     audit_events_are_chained_listed_and_filtered,
+    a_publish_and_its_audit_event_commit_together,
     audit_chains_may_switch_hash_algorithm,
     concurrent_audit_appends_never_fork_the_chain,
     pruning_keeps_the_rest_of_the_chain_verifiable,
@@ -1893,6 +1894,7 @@ async fn try_publish(
             changes,
             rejected: "[]",
             at,
+            audit: None,
         })
         .await
 }
@@ -2172,6 +2174,7 @@ async fn a_replayed_batch_returns_its_first_result_and_writes_nothing(store: Arc
             changes: &[upsert("a", "1"), upsert("b", "1")],
             rejected,
             at: t(100),
+            audit: None,
         })
         .await
         .expect("publish");
@@ -2192,6 +2195,7 @@ async fn a_replayed_batch_returns_its_first_result_and_writes_nothing(store: Arc
             changes: &[upsert("c", "1")],
             rejected: "[]",
             at: t(200),
+            audit: None,
         })
         .await
         .expect("replay");
@@ -4054,4 +4058,90 @@ async fn tampering_in_the_database_is_named_by_verification(db: Tampering) {
     let (sequence, reason) = broken_at(store).await;
     assert_eq!(sequence, 9);
     assert!(reason.contains("removed"), "{reason}");
+}
+
+async fn a_publish_and_its_audit_event_commit_together(store: Arc<dyn Store>) {
+    let provider = register(&*store, 1).await;
+    let dataset = open_dataset(&*store, &provider, "企业登记信息", DatasetKind::Table).await;
+    store
+        .append_audit(
+            &[audit_event(1, &provider, "CreateDataset", &dataset.id, &provider)],
+            ChainHash::Sha256,
+        )
+        .await
+        .expect("append");
+    let mut event = audit_event(2, &provider, "Publish", &dataset.id, &provider);
+    event.detail = r#"{"idempotency_key":"k-1","rejected":1}"#.into();
+    let publish = |key: &'static str, event: &AuditEvent| {
+        let store = store.clone();
+        let dataset = dataset.id.clone();
+        let event = event.clone();
+        async move {
+            store
+                .publish_batch(&NewBatch {
+                    dataset: &dataset,
+                    idempotency_key: key,
+                    changes: &[upsert("a", "1"), upsert("b", "1")],
+                    rejected: "[]",
+                    at: t(100),
+                    audit: Some(BatchAudit {
+                        event: &event,
+                        hash: ChainHash::Sm3,
+                    }),
+                })
+                .await
+        }
+    };
+    publish("k-1", &event).await.expect("publish");
+    let rows = store.list_audit(&AuditFilter::default(), 0, 10).await.expect("list");
+    assert_eq!(rows.len(), 2, "the batch's event is in the chain");
+    let stored = &rows[1];
+    assert_eq!((stored.event.sequence, stored.event.action.as_str()), (2, "Publish"));
+    assert_eq!(stored.algorithm, ChainHash::Sm3);
+    let detail: serde_json::Value = serde_json::from_str(&stored.event.detail).expect("JSON detail");
+    assert_eq!(
+        detail,
+        serde_json::json!({
+            "idempotency_key": "k-1", "rejected": 1, "accepted": 2,
+            "first_sequence": 1, "last_sequence": 2, "replayed": false,
+        })
+    );
+    assert_eq!(xinqiao_domain::audit::verify(GENESIS, 1, rows), Ok(2));
+
+    // A replay writes nothing, its event included.
+    let replay = publish("k-1", &event).await.expect("replay");
+    assert!(replay.replayed);
+    assert_eq!(
+        store
+            .list_audit(&AuditFilter::default(), 0, 10)
+            .await
+            .expect("list")
+            .len(),
+        2
+    );
+
+    // A batch that fails (a key already in it twice is fine; an unknown dataset is not) leaves
+    // no event behind.
+    let failed = store
+        .publish_batch(&NewBatch {
+            dataset: "999999/000001",
+            idempotency_key: "k-2",
+            changes: &[upsert("a", "1")],
+            rejected: "[]",
+            at: t(100),
+            audit: Some(BatchAudit {
+                event: &event,
+                hash: ChainHash::Sha256,
+            }),
+        })
+        .await;
+    assert!(failed.is_err());
+    assert_eq!(
+        store
+            .list_audit(&AuditFilter::default(), 0, 10)
+            .await
+            .expect("list")
+            .len(),
+        2
+    );
 }

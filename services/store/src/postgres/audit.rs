@@ -54,6 +54,47 @@ fn head_sequence(sequence: i64) -> Result<u64> {
     u64::try_from(sequence).map_err(|e| corrupt("audit_head.last_sequence", e))
 }
 
+/// Appends events after the chain's head inside the caller's transaction, locking the head row
+/// until that transaction ends, so that appenders on every node take turns. Returns the new last
+/// sequence.
+pub(crate) async fn append_in(tx: &mut PgConnection, events: &[AuditEvent], hash: ChainHash) -> Result<i64> {
+    let head = chain_head(&mut *tx, "FOR UPDATE").await?;
+    let linked = link_after(&head, events, hash)?;
+    let at: Vec<DateTime<Utc>> = linked.iter().map(|l| l.event.at).collect();
+    let column = |f: fn(&AuditEvent) -> &str| linked.iter().map(|l| f(&l.event)).collect::<Vec<&str>>();
+    let hashes: Vec<&str> = linked.iter().map(|l| l.hash.as_str()).collect();
+    let last = linked.last().map_or(head.last_sequence, |l| bound(l.event.sequence));
+    let last_hash = linked.last().map_or(head.last_hash.as_str(), |l| l.hash.as_str());
+    // Event i (from 1) gets sequence head + i, as `link_after` numbered and hashed it.
+    sqlx::query(
+        "WITH appended AS (INSERT INTO audit_events (sequence, at, actor, action, target, about, outcome, \
+             request_id, detail, hash, algorithm) \
+             SELECT $1 + u.n, u.at, u.actor, u.action, u.target, u.about, u.outcome, u.request_id, u.detail, \
+             u.hash, $11 \
+             FROM UNNEST($2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+             $8::text[], $9::text[], $10::text[]) \
+             WITH ORDINALITY AS u(at, actor, action, target, about, outcome, request_id, detail, hash, n)) \
+             UPDATE audit_head SET last_sequence = $12, last_hash = $13 WHERE id = 1",
+    )
+    .bind(head.last_sequence)
+    .bind(&at)
+    .bind(column(|e| &e.actor))
+    .bind(column(|e| &e.action))
+    .bind(column(|e| &e.target))
+    .bind(column(|e| &e.about))
+    .bind(column(|e| &e.outcome))
+    .bind(column(|e| &e.request_id))
+    .bind(column(|e| &e.detail))
+    .bind(&hashes)
+    .bind(hash.as_str())
+    .bind(last)
+    .bind(last_hash)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| translate(e, "audit event"))?;
+    Ok(last)
+}
+
 #[async_trait]
 impl AuditStore for PgStore {
     /// One transaction of four statements whatever the number of events: lock the head, insert
@@ -64,40 +105,7 @@ impl AuditStore for PgStore {
             return head_sequence(chain_head(&mut conn, "").await?.last_sequence);
         }
         let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let head = chain_head(&mut tx, "FOR UPDATE").await?;
-        let linked = link_after(&head, events, hash)?;
-        let at: Vec<DateTime<Utc>> = linked.iter().map(|l| l.event.at).collect();
-        let column = |f: fn(&AuditEvent) -> &str| linked.iter().map(|l| f(&l.event)).collect::<Vec<&str>>();
-        let hashes: Vec<&str> = linked.iter().map(|l| l.hash.as_str()).collect();
-        let last = linked.last().map_or(head.last_sequence, |l| bound(l.event.sequence));
-        let last_hash = linked.last().map_or(head.last_hash.as_str(), |l| l.hash.as_str());
-        // Event i (from 1) gets sequence head + i, as `link_after` numbered and hashed it.
-        sqlx::query(
-            "WITH appended AS (INSERT INTO audit_events (sequence, at, actor, action, target, about, outcome, \
-             request_id, detail, hash, algorithm) \
-             SELECT $1 + u.n, u.at, u.actor, u.action, u.target, u.about, u.outcome, u.request_id, u.detail, \
-             u.hash, $11 \
-             FROM UNNEST($2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
-             $8::text[], $9::text[], $10::text[]) \
-             WITH ORDINALITY AS u(at, actor, action, target, about, outcome, request_id, detail, hash, n)) \
-             UPDATE audit_head SET last_sequence = $12, last_hash = $13 WHERE id = 1",
-        )
-        .bind(head.last_sequence)
-        .bind(&at)
-        .bind(column(|e| &e.actor))
-        .bind(column(|e| &e.action))
-        .bind(column(|e| &e.target))
-        .bind(column(|e| &e.about))
-        .bind(column(|e| &e.outcome))
-        .bind(column(|e| &e.request_id))
-        .bind(column(|e| &e.detail))
-        .bind(&hashes)
-        .bind(hash.as_str())
-        .bind(last)
-        .bind(last_hash)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| translate(e, "audit event"))?;
+        let last = append_in(&mut tx, events, hash).await?;
         tx.commit().await.map_err(db_error)?;
         head_sequence(last)
     }

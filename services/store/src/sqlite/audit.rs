@@ -55,6 +55,49 @@ fn head_sequence(sequence: i64) -> Result<u64> {
     u64::try_from(sequence).map_err(|e| corrupt("audit_head.last_sequence", e))
 }
 
+/// Appends events after the chain's head inside the caller's write transaction (SQLite has one
+/// writer, so the head cannot move under it). Returns the new last sequence.
+pub(crate) async fn append_in(tx: &mut SqliteConnection, events: &[AuditEvent], hash: ChainHash) -> Result<i64> {
+    let head = chain_head(&mut *tx).await?;
+    let linked = link_after(&head, events, hash)?;
+    let mut rest = linked.as_slice();
+    while !rest.is_empty() {
+        let rows = MAX_INSERT_ROWS.min(1 << rest.len().ilog2());
+        let (chunk, tail) = rest.split_at(rows);
+        let mut query = QueryBuilder::<Sqlite>::new("INSERT INTO audit_events (");
+        query.push(EVENT_COLUMNS).push(") ");
+        query.push_values(chunk, |mut row, linked| {
+            let event = &linked.event;
+            row.push_bind(bound(event.sequence))
+                .push_bind(event.at)
+                .push_bind(&event.actor)
+                .push_bind(&event.action)
+                .push_bind(&event.target)
+                .push_bind(&event.about)
+                .push_bind(&event.outcome)
+                .push_bind(&event.request_id)
+                .push_bind(&event.detail)
+                .push_bind(&linked.hash)
+                .push_bind(linked.algorithm.as_str());
+        });
+        query
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| translate(e, "audit event"))?;
+        rest = tail;
+    }
+    let last = linked.last().map_or(head.last_sequence, |l| bound(l.event.sequence));
+    let last_hash = linked.last().map_or(head.last_hash.as_str(), |l| l.hash.as_str());
+    sqlx::query("UPDATE audit_head SET last_sequence = ?, last_hash = ? WHERE id = 1")
+        .bind(last)
+        .bind(last_hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    Ok(last)
+}
+
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn append_audit(&self, events: &[AuditEvent], hash: ChainHash) -> Result<u64> {
@@ -63,43 +106,7 @@ impl AuditStore for SqliteStore {
             return head_sequence(chain_head(&mut conn).await?.last_sequence);
         }
         let mut tx = self.begin_write().await?;
-        let head = chain_head(&mut tx).await?;
-        let linked = link_after(&head, events, hash)?;
-        let mut rest = linked.as_slice();
-        while !rest.is_empty() {
-            let rows = MAX_INSERT_ROWS.min(1 << rest.len().ilog2());
-            let (chunk, tail) = rest.split_at(rows);
-            let mut query = QueryBuilder::<Sqlite>::new("INSERT INTO audit_events (");
-            query.push(EVENT_COLUMNS).push(") ");
-            query.push_values(chunk, |mut row, linked| {
-                let event = &linked.event;
-                row.push_bind(bound(event.sequence))
-                    .push_bind(event.at)
-                    .push_bind(&event.actor)
-                    .push_bind(&event.action)
-                    .push_bind(&event.target)
-                    .push_bind(&event.about)
-                    .push_bind(&event.outcome)
-                    .push_bind(&event.request_id)
-                    .push_bind(&event.detail)
-                    .push_bind(&linked.hash)
-                    .push_bind(linked.algorithm.as_str());
-            });
-            query
-                .build()
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| translate(e, "audit event"))?;
-            rest = tail;
-        }
-        let last = linked.last().map_or(head.last_sequence, |l| bound(l.event.sequence));
-        let last_hash = linked.last().map_or(head.last_hash.as_str(), |l| l.hash.as_str());
-        sqlx::query("UPDATE audit_head SET last_sequence = ?, last_hash = ? WHERE id = 1")
-            .bind(last)
-            .bind(last_hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        let last = append_in(&mut tx, events, hash).await?;
         tx.commit().await.map_err(db_error)?;
         head_sequence(last)
     }
