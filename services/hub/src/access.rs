@@ -249,9 +249,15 @@ fn new_id() -> String {
 }
 
 impl AccessApi {
-    pub fn new(store: Arc<dyn Store>, registry: Registry, rules: AccessRules, revocations: Revocations) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        auth: Authenticator,
+        registry: Registry,
+        rules: AccessRules,
+        revocations: Revocations,
+    ) -> Self {
         Self {
-            auth: Authenticator::new(store.clone()),
+            auth,
             calendar: rules.calendar(),
             store,
             registry,

@@ -7,16 +7,38 @@ use xinqiao_domain::identity::{Caller, Principal};
 use xinqiao_domain::{Error, Result};
 use xinqiao_store::Store;
 
+use crate::cache::{Cache, FRESH_FOR};
 use crate::tls::PeerInfo;
 
+/// One per hub, shared by every service, so that the directory's changes reach them all.
 #[derive(Clone)]
 pub struct Authenticator {
     store: Arc<dyn Store>,
+    /// Each department's state as last read: `Some(active)`, or `None` when not registered.
+    departments: Arc<Cache<String, Option<bool>>>,
 }
 
 impl Authenticator {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self {
+            store,
+            departments: Arc::new(Cache::new(FRESH_FOR)),
+        }
+    }
+
+    /// Called by the directory after it registers, changes, deactivates or reactivates a
+    /// department, so that this hub's next call sees it.
+    pub fn forget_department(&self, code: &str) {
+        self.departments.forget(&code.to_string());
+    }
+
+    async fn department_state(&self, code: &str) -> Result<Option<bool>> {
+        if let Some(state) = self.departments.get(&code.to_string()) {
+            return Ok(state);
+        }
+        let state = self.store.get_department(code).await?.map(|d| d.active);
+        self.departments.put(code.to_string(), state);
+        Ok(state)
     }
 
     /// Who is calling: a department or the admin. An evaluator is refused here, so that every
@@ -54,17 +76,18 @@ impl Authenticator {
     }
 
     /// Whether a caller's department is still registered and active: checked on every call, and
-    /// by live streams now and then, so that a deactivation ends them too.
+    /// by live streams now and then, so that a deactivation ends them too (see `cache` for how
+    /// soon a change made on another hub node is seen).
     pub async fn still_active(&self, caller: &Caller) -> Result<()> {
         let Caller::Department(code) = caller else {
             return Ok(());
         };
-        match self.store.get_department(code).await? {
+        match self.department_state(code).await? {
             None => Err(Error::PermissionDenied(format!(
                 "department {code} is not registered with this hub"
             ))),
-            Some(d) if !d.active => Err(Error::PermissionDenied(format!("department {code} is deactivated"))),
-            Some(_) => Ok(()),
+            Some(false) => Err(Error::PermissionDenied(format!("department {code} is deactivated"))),
+            Some(true) => Ok(()),
         }
     }
 }

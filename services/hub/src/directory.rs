@@ -14,6 +14,7 @@ use xinqiao_store::{EntryChange, Store};
 
 use crate::audit::CallNote;
 use crate::auth::Authenticator;
+use crate::cache::{Cache, FRESH_FOR};
 use crate::convert;
 use crate::paging::{decode, next_token};
 use crate::status::answer;
@@ -24,13 +25,17 @@ const ENTRIES: &str = "entries";
 pub struct DirectoryApi {
     store: Arc<dyn Store>,
     auth: Authenticator,
+    /// Current entries for GetEntry, the directory's most frequent call; forgotten by every
+    /// change made here (see `cache` for other hub nodes).
+    entries: Cache<String, CatalogEntry>,
 }
 
 impl DirectoryApi {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn Store>, auth: Authenticator) -> Self {
         Self {
-            auth: Authenticator::new(store.clone()),
+            auth,
             store,
+            entries: Cache::new(FRESH_FOR),
         }
     }
 
@@ -68,7 +73,25 @@ impl DirectoryApi {
             reason,
             at: now,
         };
-        self.store.save_entry_version(&entry, &change).await
+        let saved = self.store.save_entry_version(&entry, &change).await;
+        self.entries.forget(&entry.resource_code);
+        saved
+    }
+
+    /// The current entry for GetEntry, from the cache when fresh. Who may see it is decided on
+    /// every call, from the entry as cached.
+    async fn current_entry(&self, caller: &Caller, resource_code: &str) -> Result<CatalogEntry> {
+        let entry = match self.entries.get(&resource_code.to_string()) {
+            Some(entry) => entry,
+            None => {
+                let not_found = || Error::NotFound(format!("catalogue entry {resource_code}"));
+                let entry = self.store.get_entry(resource_code).await?.ok_or_else(not_found)?;
+                self.entries.put(resource_code.to_string(), entry.clone());
+                entry
+            }
+        };
+        policy::read_entry(caller, &entry)?;
+        Ok(entry)
     }
 }
 
@@ -128,7 +151,9 @@ impl DirectoryService for DirectoryApi {
             policy::manage_departments(&self.auth.caller(&request).await?)?;
             let profile = convert::profile(r.code, r.name, r.division_code, r.contact);
             profile.validate()?;
-            let dept = self.store.register_department(&profile, crate::clock::now()).await?;
+            let dept = self.store.register_department(&profile, crate::clock::now()).await;
+            self.auth.forget_department(&profile.code);
+            let dept = dept?;
             Ok(convert::department(dept))
         })
         .await
@@ -145,9 +170,9 @@ impl DirectoryService for DirectoryApi {
             policy::manage_departments(&self.auth.caller(&request).await?)?;
             let profile = convert::profile(r.code, r.name, r.division_code, r.contact);
             profile.validate()?;
-            Ok(convert::department(
-                self.store.update_department(&profile, crate::clock::now()).await?,
-            ))
+            let updated = self.store.update_department(&profile, crate::clock::now()).await;
+            self.auth.forget_department(&profile.code);
+            Ok(convert::department(updated?))
         })
         .await
     }
@@ -163,11 +188,12 @@ impl DirectoryService for DirectoryApi {
             note.detail("reason", r.reason.clone());
             policy::manage_departments(&self.auth.caller(&request).await?)?;
             check_reason(&r.reason, false)?;
-            Ok(convert::department(
-                self.store
-                    .set_department_active(&r.code, false, crate::clock::now())
-                    .await?,
-            ))
+            let deactivated = self
+                .store
+                .set_department_active(&r.code, false, crate::clock::now())
+                .await;
+            self.auth.forget_department(&r.code);
+            Ok(convert::department(deactivated?))
         })
         .await
     }
@@ -180,11 +206,10 @@ impl DirectoryService for DirectoryApi {
         answer(async {
             note.about(&request.get_ref().code, &request.get_ref().code);
             policy::manage_departments(&self.auth.caller(&request).await?)?;
-            Ok(convert::department(
-                self.store
-                    .set_department_active(&request.get_ref().code, true, crate::clock::now())
-                    .await?,
-            ))
+            let code = &request.get_ref().code;
+            let reactivated = self.store.set_department_active(code, true, crate::clock::now()).await;
+            self.auth.forget_department(code);
+            Ok(convert::department(reactivated?))
         })
         .await
     }
@@ -396,7 +421,7 @@ impl DirectoryService for DirectoryApi {
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.get_ref();
-            let current = self.visible_entry(&caller, &r.resource_code).await?;
+            let current = self.current_entry(&caller, &r.resource_code).await?;
             if r.version == 0 || r.version == current.version {
                 return Ok(convert::entry(current));
             }

@@ -397,11 +397,8 @@ fn card_api(card: &Scorecard, previous_score: Option<f64>) -> pb::Scorecard {
 }
 
 impl EvaluationApi {
-    pub fn new(evaluator: Evaluator, store: Arc<dyn Store>) -> Self {
-        Self {
-            evaluator,
-            auth: Authenticator::new(store),
-        }
+    pub fn new(evaluator: Evaluator, auth: Authenticator) -> Self {
+        Self { evaluator, auth }
     }
 }
 

@@ -226,6 +226,7 @@ fn dataset_api(d: Dataset, name: String, provider_name: String, standing: Standi
 impl ExchangeApi {
     pub fn new(
         store: Arc<dyn Store>,
+        auth: Authenticator,
         registry: Registry,
         feed: Arc<ChangeFeed>,
         limits: Limits,
@@ -235,7 +236,7 @@ impl ExchangeApi {
         metrics: Metrics,
     ) -> Self {
         Self {
-            auth: Authenticator::new(store.clone()),
+            auth,
             store,
             registry,
             feed,

@@ -33,12 +33,8 @@ pub struct SchemaApi {
 }
 
 impl SchemaApi {
-    pub fn new(store: Arc<dyn Store>, registry: Registry) -> Self {
-        Self {
-            auth: Authenticator::new(store.clone()),
-            store,
-            registry,
-        }
+    pub fn new(store: Arc<dyn Store>, auth: Authenticator, registry: Registry) -> Self {
+        Self { auth, store, registry }
     }
 }
 

@@ -19,6 +19,7 @@ use xinqiao_store::Store;
 
 use crate::access::{AccessApi, Revocations};
 use crate::audit::{AuditLayer, AuditLog};
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::directory::DirectoryApi;
 use crate::evaluation::{EvaluationApi, Evaluator};
@@ -117,7 +118,9 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     let handshake_timeout = config.handshake_timeout();
 
     let max = config.limits.max_message_bytes;
-    let directory = DirectoryServiceServer::new(DirectoryApi::new(store.clone()))
+    // One authenticator for every service: the directory's changes to departments reach them all.
+    let auth = Authenticator::new(store.clone());
+    let directory = DirectoryServiceServer::new(DirectoryApi::new(store.clone(), auth.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
     let registry = Registry::new(store.clone());
@@ -135,10 +138,16 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     let feed = ChangeFeed::new();
     feed.start(store.clone(), stopping.clone());
     let revocations = Revocations::default();
-    trail::keep_retention(store.clone(), audit.clone(), config.audit.retention_days, stopping.clone());
+    trail::keep_retention(
+        store.clone(),
+        audit.clone(),
+        config.audit.retention_days,
+        stopping.clone(),
+    );
     let exchange = ExchangeServiceServer::new(
         ExchangeApi::new(
             store.clone(),
+            auth.clone(),
             registry.clone(),
             feed,
             config.limits.clone(),
@@ -153,6 +162,7 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     .max_encoding_message_size(max.max(4 * 1024 * 1024));
     let access = AccessServiceServer::new(AccessApi::new(
         store.clone(),
+        auth.clone(),
         registry.clone(),
         config.access.clone(),
         revocations,
@@ -161,13 +171,13 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     .max_encoding_message_size(max.max(4 * 1024 * 1024));
     let evaluator = Evaluator::new(store.clone(), &config.evaluation).map_err(|e| ServeError::Config(e.to_string()))?;
     crate::evaluation::keep_gauges(evaluator.clone(), metrics.clone(), stopping_tx.subscribe());
-    let evaluation = EvaluationServiceServer::new(EvaluationApi::new(evaluator, store.clone()))
+    let evaluation = EvaluationServiceServer::new(EvaluationApi::new(evaluator, auth.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
-    let audit_service = AuditServiceServer::new(AuditApi::new(store.clone()))
+    let audit_service = AuditServiceServer::new(AuditApi::new(store.clone(), auth.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
-    let schemas = SchemaServiceServer::new(SchemaApi::new(store.clone(), registry))
+    let schemas = SchemaServiceServer::new(SchemaApi::new(store.clone(), auth, registry))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
 

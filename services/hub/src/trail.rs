@@ -60,11 +60,8 @@ fn optional(field: &str, value: &str) -> Result<Option<String>> {
 }
 
 impl AuditApi {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self {
-            auth: Authenticator::new(store.clone()),
-            store,
-        }
+    pub fn new(store: Arc<dyn Store>, auth: Authenticator) -> Self {
+        Self { auth, store }
     }
 
     /// Walks the chain from the checkpoint, a page at a time, to its head or its first broken link.

@@ -1,0 +1,84 @@
+//! A small read-through cache for what nearly every call reads: the caller's department and, for
+//! GetEntry, catalogue entries.
+//!
+//! Correctness first: the hub that makes a change forgets the cached value at once, so on one
+//! node (SQLite) a deactivation or an entry change is seen by the next call. Other hub nodes over
+//! the same PostgreSQL learn of a change when their copy expires, at most [`FRESH_FOR`] later;
+//! live streams re-check their rights on their own schedule regardless.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a cached value is trusted: the most a change made on another hub node can go unseen.
+pub const FRESH_FOR: Duration = Duration::from_secs(1);
+/// A cache that grows past this many values starts afresh rather than grow without bound.
+const MAX_VALUES: usize = 10_000;
+
+pub struct Cache<K, V> {
+    values: Mutex<HashMap<K, (V, Instant)>>,
+    fresh_for: Duration,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
+    pub fn new(fresh_for: Duration) -> Self {
+        Self {
+            values: Mutex::new(HashMap::new()),
+            fresh_for,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, (V, Instant)>> {
+        // The map holds plain values; a panic elsewhere while holding it leaves it usable.
+        self.values.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The cached value, if it is still fresh.
+    pub fn get(&self, key: &K) -> Option<V> {
+        let values = self.lock();
+        values
+            .get(key)
+            .filter(|(_, at)| at.elapsed() < self.fresh_for)
+            .map(|(value, _)| value.clone())
+    }
+
+    pub fn put(&self, key: K, value: V) {
+        let mut values = self.lock();
+        if values.len() >= MAX_VALUES {
+            values.clear();
+        }
+        values.insert(key, (value, Instant::now()));
+    }
+
+    /// Forgets a value that has just changed.
+    pub fn forget(&self, key: &K) {
+        self.lock().remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_expire_and_can_be_forgotten() {
+        let cache = Cache::new(Duration::from_millis(50));
+        cache.put("a".to_string(), 1);
+        assert_eq!(cache.get(&"a".to_string()), Some(1));
+        cache.forget(&"a".to_string());
+        assert_eq!(cache.get(&"a".to_string()), None);
+        cache.put("b".to_string(), 2);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(cache.get(&"b".to_string()), None, "stale values are not served");
+    }
+
+    #[test]
+    fn it_stays_bounded() {
+        let cache = Cache::new(Duration::from_secs(60));
+        for i in 0..MAX_VALUES + 5 {
+            cache.put(i, i);
+        }
+        assert!(cache.lock().len() <= MAX_VALUES);
+    }
+}
