@@ -209,20 +209,10 @@ mod tests {
     fn a_removed_or_reordered_row_is_named() {
         let mut rows = chain(ChainHash::Sha256, 5);
         rows.remove(1);
-        assert_eq!(
-            verify(GENESIS, 1, rows)
-                .expect_err("the chain is broken")
-                .sequence,
-            3
-        );
+        assert_eq!(verify(GENESIS, 1, rows).expect_err("the chain is broken").sequence, 3);
         let mut rows = chain(ChainHash::Sha256, 5);
         rows.swap(3, 4);
-        assert_eq!(
-            verify(GENESIS, 1, rows)
-                .expect_err("the chain is broken")
-                .sequence,
-            5
-        );
+        assert_eq!(verify(GENESIS, 1, rows).expect_err("the chain is broken").sequence, 5);
     }
 
     #[test]
@@ -231,12 +221,7 @@ mod tests {
         let mut rows = chain(ChainHash::Sha256, 4);
         rows[1].event.outcome = "PERMISSION_DENIED".into();
         rows[1].hash = link(ChainHash::Sha256, &rows[0].hash, &rows[1].event);
-        assert_eq!(
-            verify(GENESIS, 1, rows)
-                .expect_err("the chain is broken")
-                .sequence,
-            3
-        );
+        assert_eq!(verify(GENESIS, 1, rows).expect_err("the chain is broken").sequence, 3);
     }
 
     #[test]

@@ -25,7 +25,11 @@ pub fn check(value: &str, required: bool, max_chars: usize, multiline: bool) -> 
 pub fn shorten(value: &str, max_chars: usize) -> String {
     let mut chars = value.chars();
     let head: String = chars.by_ref().take(max_chars).collect();
-    if chars.next().is_some() { format!("{head}…") } else { head }
+    if chars.next().is_some() {
+        format!("{head}…")
+    } else {
+        head
+    }
 }
 
 #[cfg(test)]
