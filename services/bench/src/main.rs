@@ -371,8 +371,7 @@ impl Bench {
             if !works {
                 return Err(format!(
                     "the hub started with BenchmarkSwitches.skip_validation still validated ({answer})"
-                )
-                .into());
+                ));
             }
             novalidation = Some((h, dataset, client));
             contenders.push(C::NoValidation);

@@ -315,6 +315,9 @@ pub fn withdraw(caller: &Caller, request: &AccessRequest) -> Result<()> {
     pending(request)
 }
 
+/// What an approval grants: the fields, their masks and the expiry.
+pub type GrantTerms = (Vec<String>, Vec<(String, MaskRule)>, DateTime<Utc>);
+
 /// Checks an approval against the request and the records' shape, and returns the grant's fields,
 /// masks and expiry. Granted fields are a subset of the requested ones and keep the key properties;
 /// masks name granted fields; the expiry lies in the future and within the requested period.
@@ -324,7 +327,7 @@ pub fn approve(
     shape: &RecordShape,
     approval: &Approval,
     now: DateTime<Utc>,
-) -> Result<(Vec<String>, Vec<(String, MaskRule)>, DateTime<Utc>)> {
+) -> Result<GrantTerms> {
     answer(caller, request)?;
     text::check(&approval.note, false, 1000, true).map_err(|e| Error::invalid("note", e))?;
     let fields = if approval.fields.is_empty() {

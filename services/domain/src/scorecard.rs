@@ -318,10 +318,11 @@ pub fn update_periods(cycle: UpdateCycle, first: NaiveDate, last: NaiveDate) -> 
         }
         let next = s.checked_add_months(chrono::Months::new(months));
         let end = next.and_then(|n| n.pred_opt());
-        if let Some(end) = end {
-            if s >= first && end <= last {
-                periods.push((s, end));
-            }
+        if let Some(end) = end
+            && s >= first
+            && end <= last
+        {
+            periods.push((s, end));
         }
         start = next;
     }

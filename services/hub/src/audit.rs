@@ -306,12 +306,13 @@ fn grpc_message(value: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&value[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&value[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
@@ -414,10 +415,10 @@ where
             if !record {
                 return Ok(response);
             }
-            if code != tonic::Code::Ok {
-                if let Some(message) = headers.get("grpc-message").and_then(|v| v.to_str().ok()) {
-                    note.detail("message", grpc_message(message));
-                }
+            if code != tonic::Code::Ok
+                && let Some(message) = headers.get("grpc-message").and_then(|v| v.to_str().ok())
+            {
+                note.detail("message", grpc_message(message));
             }
             if let Err(e) = log.record(note.event(code_name(code))).await {
                 // Nothing leaves the hub unaudited: the answer is replaced by the failure.

@@ -125,11 +125,11 @@ impl Evaluator {
                             a.publish_days.entry(e.target.clone()).or_default().insert(day);
                         }
                     }
-                    "UploadChunks" | "StartUpload" if e.outcome == "OK" => {
-                        if detail.get("complete").and_then(Value::as_bool) == Some(true) {
-                            let a = by_department.entry(e.actor.clone()).or_default();
-                            a.publish_days.entry(e.target.clone()).or_default().insert(day);
-                        }
+                    "UploadChunks" | "StartUpload"
+                        if e.outcome == "OK" && detail.get("complete").and_then(Value::as_bool) == Some(true) =>
+                    {
+                        let a = by_department.entry(e.actor.clone()).or_default();
+                        a.publish_days.entry(e.target.clone()).or_default().insert(day);
                     }
                     "Fetch" | "Snapshot" | "Subscribe" | "DownloadFile" => {
                         // Unary fetches are one event; streams count at their end.

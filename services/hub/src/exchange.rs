@@ -224,6 +224,8 @@ fn dataset_api(d: Dataset, name: String, provider_name: String, standing: Standi
 }
 
 impl ExchangeApi {
+    // Each argument is one of the hub's shared parts, built once by `server::start`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn Store>,
         auth: Authenticator,
