@@ -217,6 +217,20 @@ impl TestHub {
         self.store.as_ref()
     }
 
+    /// Another hub node over this hub's store and PKI, as a second node behind a load balancer
+    /// over one PostgreSQL is (on SQLite, a stand-in that shares the store object). Stopped when
+    /// dropped with the test's runtime.
+    pub async fn second_node(&self) -> RunningHub {
+        let config = Config {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            data_dir: Some(self.dir.path().to_path_buf()),
+            ..Config::default()
+        };
+        server::start_with_store(&config, self.store.clone())
+            .await
+            .expect("a second hub node starts")
+    }
+
     /// A mutual-TLS channel presenting the certificate in `files`.
     pub async fn channel(&self, files: CertFiles) -> Channel {
         let identity = ClientIdentity {
