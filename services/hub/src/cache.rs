@@ -3,8 +3,10 @@
 //!
 //! Correctness first: the hub that makes a change forgets the cached value at once, so on one
 //! node (SQLite) a deactivation or an entry change is seen by the next call. Other hub nodes over
-//! the same PostgreSQL learn of a change when their copy expires, at most [`FRESH_FOR`] later;
-//! live streams re-check their rights on their own schedule regardless.
+//! the same PostgreSQL are told of a department change at once (LISTEN/NOTIFY, see
+//! `server::forget_departments_changed_elsewhere`); a lost notification, and any entry change,
+//! reaches them when their copy expires, at most [`FRESH_FOR`] later. Live streams re-check their
+//! rights on their own schedule regardless.
 
 use std::collections::HashMap;
 use std::hash::Hash;

@@ -125,6 +125,7 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
     let registry = Registry::new(store.clone());
     let (stopping_tx, stopping) = watch::channel(false);
+    forget_departments_changed_elsewhere(store.as_ref(), auth.clone(), stopping.clone()).await?;
     let metrics = Metrics::new();
     metrics.track_audit_chain(store.clone());
     let metrics_addr = match config.metrics.listen {
@@ -251,6 +252,31 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         task,
         grace: config.shutdown_grace(),
     })
+}
+
+/// Other hub nodes over the same PostgreSQL tell this one when they change a department, so that
+/// its cached copy is forgotten at once rather than when it expires (`cache::FRESH_FOR`).
+async fn forget_departments_changed_elsewhere(
+    store: &dyn Store,
+    auth: Authenticator,
+    mut stopping: watch::Receiver<bool>,
+) -> Result<(), ServeError> {
+    let (tx, mut changed) = tokio::sync::mpsc::channel::<String>(256);
+    if !store.listen_departments(tx).await? {
+        return Ok(());
+    }
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                code = changed.recv() => match code {
+                    Some(code) => auth.forget_department(&code),
+                    None => return,
+                },
+                _ = stopping.changed() => return,
+            }
+        }
+    });
+    Ok(())
 }
 
 /// tonic answers a request larger than the decoding limit with OUT_OF_RANGE; gRPC's own status

@@ -44,6 +44,10 @@ pub trait DepartmentStore: Send + Sync {
         limit: u32,
         include_inactive: bool,
     ) -> Result<Vec<Department>>;
+    /// Forwards the code of each department that any hub node registers, changes, deactivates or
+    /// reactivates, until `sink` closes, so that every node can forget what it cached. Returns
+    /// false when the backend has no other nodes to hear from (SQLite).
+    async fn listen_departments(&self, sink: tokio::sync::mpsc::Sender<String>) -> Result<bool>;
 }
 
 /// One change in an entry's history, as recorded.

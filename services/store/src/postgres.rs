@@ -252,6 +252,7 @@ impl DepartmentStore for PgStore {
             .fetch_one(&self.pool)
             .await
             .map_err(|e| translate(e, &format!("department {}", profile.code)))?;
+        self.notify_department(&profile.code).await;
         department(&row)
     }
 
@@ -264,6 +265,7 @@ impl DepartmentStore for PgStore {
         query.push(" WHERE code = ").push_bind(&profile.code);
         query.push(" RETURNING ").push(DEPARTMENT_COLUMNS);
         let row = query.build().fetch_optional(&self.pool).await.map_err(db_error)?;
+        self.notify_department(&profile.code).await;
         row.as_ref()
             .map(department)
             .transpose()?
@@ -277,6 +279,7 @@ impl DepartmentStore for PgStore {
         query.push(" WHERE code = ").push_bind(code);
         query.push(" RETURNING ").push(DEPARTMENT_COLUMNS);
         let row = query.build().fetch_optional(&self.pool).await.map_err(db_error)?;
+        self.notify_department(code).await;
         row.as_ref()
             .map(department)
             .transpose()?
@@ -310,6 +313,13 @@ impl DepartmentStore for PgStore {
         query.push(" ORDER BY code LIMIT ").push_bind(i64::from(limit));
         let rows = query.build().fetch_all(&self.pool).await.map_err(db_error)?;
         rows.iter().map(department).collect()
+    }
+
+    async fn listen_departments(&self, sink: tokio::sync::mpsc::Sender<String>) -> Result<bool> {
+        let listener = self.listener(DEPARTMENTS_CHANNEL).await?;
+        let schema = self.schema_name().await?;
+        tokio::spawn(forward_departments(listener, schema, sink, self.pool.close_event()));
+        Ok(true)
     }
 }
 
@@ -1368,6 +1378,88 @@ async fn append_changes(
 /// Forwards the heads other nodes announce for this schema into `sink` until it closes or the
 /// store does. A lost connection is reopened on the next receive; announcements made meanwhile
 /// are lost, which is why the hub also re-reads the heads now and then.
+/// Departments changed by any hub node, as `<schema> <code>` (see `listen_departments`).
+const DEPARTMENTS_CHANNEL: &str = "xinqiao_departments";
+
+impl PgStore {
+    /// Tells every hub node that a department changed, after the change committed. A lost
+    /// notification only delays the other nodes until their cached copy expires, so a failure is
+    /// logged, not returned.
+    async fn notify_department(&self, code: &str) {
+        let sent = sqlx::query("SELECT pg_notify($1, current_schema() || ' ' || $2)")
+            .bind(DEPARTMENTS_CHANNEL)
+            .bind(code)
+            .execute(&self.pool)
+            .await;
+        if let Err(error) = sent {
+            tracing::warn!(%error, code, "could not tell the other hub nodes that a department changed");
+        }
+    }
+
+    /// The schema this store works in: notifications name it, since several stores (tests, or
+    /// several hubs' schemas) may share one database.
+    async fn schema_name(&self) -> Result<String> {
+        let schema: Option<String> = sqlx::query_scalar("SELECT current_schema()::text")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        schema.ok_or_else(|| Error::Internal("the connection has no current schema".into()))
+    }
+
+    /// A listener on `channel` over a pool of one kept open, through which PgListener reconnects.
+    async fn listener(&self, channel: &str) -> Result<PgListener> {
+        let connection = PgPoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with((*self.pool.connect_options()).clone());
+        let mut listener = PgListener::connect_with(&connection).await.map_err(db_error)?;
+        listener.listen(channel).await.map_err(db_error)?;
+        Ok(listener)
+    }
+}
+
+async fn forward_departments(
+    mut listener: PgListener,
+    schema: String,
+    sink: tokio::sync::mpsc::Sender<String>,
+    closed: sqlx::pool::CloseEvent,
+) {
+    let mut retry = LISTEN_RETRY;
+    tokio::pin!(closed);
+    loop {
+        let received = tokio::select! {
+            received = listener.recv() => received,
+            () = sink.closed() => break,
+            () = &mut closed => break,
+        };
+        match received {
+            Ok(notification) => {
+                retry = LISTEN_RETRY;
+                let Some(code) = notification
+                    .payload()
+                    .split_once(' ')
+                    .and_then(|(from, code)| (from == schema).then_some(code))
+                else {
+                    continue;
+                };
+                if sink.send(code.to_string()).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?retry, "listening for department changes failed");
+                tokio::select! {
+                    () = tokio::time::sleep(retry) => {}
+                    () = sink.closed() => break,
+                }
+                retry = (retry * 2).min(LISTEN_RETRY_MAX);
+            }
+        }
+    }
+}
+
 async fn forward_changes(
     mut listener: PgListener,
     schema: String,

@@ -330,6 +330,11 @@ impl DepartmentStore for SqliteStore {
         let rows = query.build().fetch_all(&self.readers).await.map_err(db_error)?;
         rows.iter().map(department).collect()
     }
+
+    /// One hub per SQLite file: its own changes reach its cache directly.
+    async fn listen_departments(&self, _sink: tokio::sync::mpsc::Sender<String>) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 #[async_trait]

@@ -2862,6 +2862,67 @@ async fn postgres_listeners_hear_other_nodes_of_their_schema() {
     drop_schema(&url, &elsewhere).await;
 }
 
+/// The next department code a listener forwards, within a few seconds.
+async fn next_department(heard: &mut tokio::sync::mpsc::Receiver<String>) -> Option<String> {
+    tokio::time::timeout(std::time::Duration::from_secs(5), heard.recv())
+        .await
+        .expect("heard in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_department_changes_are_heard_by_every_node_of_their_schema() {
+    let Some(url) = pg_url("postgres_department_changes_are_heard_by_every_node_of_their_schema") else {
+        return;
+    };
+    let (schema, elsewhere) = (fresh_schema(), fresh_schema());
+    let listening = PgStore::open_in_schema(&url, &schema).await.expect("open");
+    let changing = PgStore::open_in_schema(&url, &schema).await.expect("open");
+    let stranger = PgStore::open_in_schema(&url, &elsewhere).await.expect("open");
+    let (sink, mut heard) = tokio::sync::mpsc::channel(16);
+    assert!(listening.listen_departments(sink).await.expect("listen"));
+
+    // Another schema's departments are not heard; this one's registrations, changes,
+    // deactivations and reactivations are.
+    register(&stranger, 2).await;
+    let code = register(&changing, 1).await;
+    assert_eq!(next_department(&mut heard).await, Some(code.clone()));
+    changing
+        .set_department_active(&code, false, t(10))
+        .await
+        .expect("deactivate");
+    assert_eq!(next_department(&mut heard).await, Some(code.clone()));
+    changing.update_department(&profile(1), t(20)).await.expect("update");
+    assert_eq!(next_department(&mut heard).await, Some(code.clone()));
+    changing
+        .set_department_active(&code, true, t(30))
+        .await
+        .expect("reactivate");
+    assert_eq!(next_department(&mut heard).await, Some(code));
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), heard.recv())
+            .await
+            .is_err(),
+        "nothing else"
+    );
+
+    drop(heard);
+    for store in [listening, changing, stranger] {
+        store.close().await;
+    }
+    drop_schema(&url, &schema).await;
+    drop_schema(&url, &elsewhere).await;
+}
+
+#[tokio::test]
+async fn sqlite_has_no_other_nodes_to_hear_department_changes_from() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+    let store = SqliteStore::open(&url).await.expect("open");
+    let (sink, _heard) = tokio::sync::mpsc::channel(1);
+    assert!(!store.listen_departments(sink).await.expect("listen"));
+    store.close().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // A measurement, not a check: how fast publish_batch commits, against the same rows inserted
 // directly (COPY on PostgreSQL, multi-row INSERTs on SQLite). Run with `--nocapture` to read it.
