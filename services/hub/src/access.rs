@@ -22,7 +22,7 @@ use xinqiao_store::{GrantFilter, ReportFilter, RequestFilter, Store};
 use crate::audit::CallNote;
 use crate::auth::Authenticator;
 use crate::config::AccessRules;
-use crate::convert::timestamp;
+use crate::convert::{self, timestamp};
 use crate::exchange::{ReadRequest, authorise_read};
 use crate::paging::{decode, next_token};
 use crate::registry::Registry;
@@ -95,42 +95,6 @@ fn masks_api(masks: &[(String, MaskRule)]) -> Vec<pb::FieldMask> {
         .collect()
 }
 
-fn request_state_api(s: RequestState) -> i32 {
-    (match s {
-        RequestState::Pending => pb::RequestState::Pending,
-        RequestState::Approved => pb::RequestState::Approved,
-        RequestState::Rejected => pb::RequestState::Rejected,
-        RequestState::Withdrawn => pb::RequestState::Withdrawn,
-    }) as i32
-}
-
-fn request_state(value: i32) -> Option<RequestState> {
-    match pb::RequestState::try_from(value).ok()? {
-        pb::RequestState::Pending => Some(RequestState::Pending),
-        pb::RequestState::Approved => Some(RequestState::Approved),
-        pb::RequestState::Rejected => Some(RequestState::Rejected),
-        pb::RequestState::Withdrawn => Some(RequestState::Withdrawn),
-        pb::RequestState::Unspecified => None,
-    }
-}
-
-fn report_state_api(s: ReportState) -> i32 {
-    (match s {
-        ReportState::Open => pb::ReportState::Open,
-        ReportState::Corrected => pb::ReportState::Corrected,
-        ReportState::Rejected => pb::ReportState::Rejected,
-    }) as i32
-}
-
-fn report_state(value: i32) -> Option<ReportState> {
-    match pb::ReportState::try_from(value).ok()? {
-        pb::ReportState::Open => Some(ReportState::Open),
-        pb::ReportState::Corrected => Some(ReportState::Corrected),
-        pb::ReportState::Rejected => Some(ReportState::Rejected),
-        pb::ReportState::Unspecified => None,
-    }
-}
-
 fn request_api(r: AccessRequest) -> pb::AccessRequest {
     let overdue = r.is_overdue(crate::clock::now());
     pb::AccessRequest {
@@ -146,7 +110,7 @@ fn request_api(r: AccessRequest) -> pb::AccessRequest {
         }),
         provider_code: r.provider_code,
         applicant_code: r.applicant_code,
-        state: request_state_api(r.state),
+        state: convert::request_state_api(r.state),
         submitted_at: Some(timestamp(r.submitted_at)),
         due_on: r.due_on.to_string(),
         overdue,
@@ -192,7 +156,7 @@ fn report_api(r: ErrorReport) -> pb::ErrorReport {
         sequence: r.sequence,
         key: r.key.into_bytes(),
         description: r.description,
-        state: report_state_api(r.state),
+        state: convert::report_state_api(r.state),
         reported_at: Some(timestamp(r.reported_at)),
         resolved_at: r.resolved_at.map(timestamp),
         resolved_by: r.resolved_by,
@@ -386,17 +350,10 @@ impl AccessService for AccessApi {
             let mut pending = self.request(&caller, &r.request_id).await?;
             note.about(&pending.id, &pending.provider_code);
             let (_, shape) = self.shape(&pending.application.dataset).await?;
-            let expires_at = match r.expires_at {
-                None => None,
-                Some(t) => Some(
-                    chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(u32::MAX))
-                        .ok_or_else(|| Error::invalid("expires_at", "is not a valid time"))?,
-                ),
-            };
             let approval = Approval {
                 fields: r.fields,
                 masks: masks("masks", &r.masks)?,
-                expires_at,
+                expires_at: convert::time("expires_at", r.expires_at)?,
                 note: r.note.trim().to_string(),
             };
             let now = crate::clock::now();
@@ -507,7 +464,7 @@ impl AccessService for AccessApi {
                 provider: sides.mine_as_second,
                 party: sides.either,
                 dataset: optional(&r.dataset),
-                state: crate::convert::filter_enum("state", r.state, request_state)?,
+                state: convert::filter_enum("state", r.state, convert::request_state)?,
                 due_before: r.overdue.then(|| china_day(crate::clock::now())),
             };
             let mut page = self.store.list_requests(&filter, after.as_deref(), limit + 1).await?;
@@ -590,12 +547,7 @@ impl AccessService for AccessApi {
             let caller = self.auth.caller(&request).await?;
             let r = request.into_inner();
             // Reporting reads nothing, but only a department that may read the records reports on them.
-            let read = ReadRequest {
-                dataset: &r.dataset,
-                grant_id: "",
-                purpose: "",
-                moves_records: false,
-            };
+            let read = ReadRequest::right_only(&r.dataset);
             let (entry, dataset, basis) = authorise_read(self.store.as_ref(), &caller, &read, Some(&note)).await?;
             let key = String::from_utf8(r.key).map_err(|_| Error::invalid("key", "is not UTF-8"))?;
             let description = r.description.trim().to_string();
@@ -643,7 +595,7 @@ impl AccessService for AccessApi {
             let r = request.into_inner();
             let mut report = self.report(&caller, &r.report_id).await?;
             note.about(&report.id, &report.provider_code);
-            let resolution = report_state(r.resolution)
+            let resolution = convert::report_state(r.resolution)
                 .ok_or_else(|| Error::invalid("resolution", "must be CORRECTED or REJECTED"))?;
             let reason = r.reason.trim().to_string();
             let last = self.last_sequence(&report.dataset).await?;
@@ -683,7 +635,7 @@ impl AccessService for AccessApi {
                 provider: sides.mine_as_second,
                 party: sides.either,
                 dataset: optional(&r.dataset),
-                state: crate::convert::filter_enum("state", r.state, report_state)?,
+                state: convert::filter_enum("state", r.state, convert::report_state)?,
             };
             let mut page = self.store.list_reports(&filter, after.as_deref(), limit + 1).await?;
             let next_page_token = next_token(REPORTS, &mut page, limit, |r| &r.id);

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 pub use prost_types::Timestamp;
+use xinqiao_domain::access::{ReportState, RequestState};
 use xinqiao_domain::catalogue as d;
 use xinqiao_domain::compatibility::CompatibilityMode;
 use xinqiao_domain::department::{Department, DepartmentProfile};
@@ -15,6 +16,17 @@ pub fn timestamp(t: DateTime<Utc>) -> Timestamp {
         seconds: t.timestamp(),
         nanos: t.timestamp_subsec_nanos() as i32,
     }
+}
+
+/// A time a caller sent, or INVALID_ARGUMENT naming `field` when it is no valid instant.
+pub fn time(field: &str, t: Option<Timestamp>) -> xinqiao_domain::Result<Option<DateTime<Utc>>> {
+    t.map(|t| {
+        u32::try_from(t.nanos)
+            .ok()
+            .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
+            .ok_or_else(|| xinqiao_domain::Error::invalid(field, "is not a valid time"))
+    })
+    .transpose()
 }
 
 pub fn department(d: Department) -> pb::Department {
@@ -89,6 +101,12 @@ enum_map!(dataset_kind, dataset_kind_api, pb::DatasetKind, DatasetKind, {
 });
 enum_map!(standing, standing_api, pb::Standing, Standing, {
     Owner <=> Owner, Open <=> Open, Granted <=> Granted, Requestable <=> Requestable, NotShared <=> NotShared,
+});
+enum_map!(request_state, request_state_api, pb::RequestState, RequestState, {
+    Pending <=> Pending, Approved <=> Approved, Rejected <=> Rejected, Withdrawn <=> Withdrawn,
+});
+enum_map!(report_state, report_state_api, pb::ReportState, ReportState, {
+    Open <=> Open, Corrected <=> Corrected, Rejected <=> Rejected,
 });
 
 pub fn draft(c: pb::EntryContent) -> d::EntryDraft {

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use serde_json::Value;
 use tonic::{Request, Response, Status};
-use xinqiao_domain::access::{RequestState, china_day};
+use xinqiao_domain::access::{AccessGrant, AccessRequest, ErrorReport, RequestState, china_day};
 use xinqiao_domain::catalogue::{CatalogEntry, EntryFilter};
+use xinqiao_domain::department::Department;
 use xinqiao_domain::identity::Caller;
 use xinqiao_domain::lifecycle::EntryState;
 use xinqiao_domain::policy::EntryVisibility;
@@ -19,7 +20,7 @@ use xinqiao_domain::scorecard::{
 use xinqiao_domain::{Error, Result};
 use xinqiao_proto::v1 as pb;
 use xinqiao_proto::v1::evaluation_service_server::EvaluationService;
-use xinqiao_store::{AuditFilter, DatasetFilter, GrantFilter, ReportFilter, RequestFilter, Store};
+use xinqiao_store::{AuditFilter, DatasetFilter, DatasetListing, GrantFilter, ReportFilter, RequestFilter, Store};
 
 use crate::auth::Authenticator;
 use crate::config::EvaluationSettings;
@@ -59,6 +60,24 @@ fn number(detail: &Value, key: &str) -> u64 {
 /// Whether an actor is a department (a 统一社会信用代码), not the admin, the hub or a refused peer.
 fn is_department(actor: &str) -> bool {
     actor.len() == 18 && actor.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Every item of a listing that the store pages by key: `page` gets the key to continue after.
+async fn every_page<T, Page>(key: impl Fn(&T) -> String, mut page: impl FnMut(Option<String>) -> Page) -> Result<Vec<T>>
+where
+    Page: Future<Output = Result<Vec<T>>>,
+{
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let items = page(after.take()).await?;
+        let full = items.len() == PAGE as usize;
+        after = items.last().map(&key);
+        all.extend(items);
+        if !full {
+            return Ok(all);
+        }
+    }
 }
 
 impl Evaluator {
@@ -163,43 +182,40 @@ impl Evaluator {
         let end = period.end();
         let now = crate::clock::now();
 
-        let mut entries: Vec<CatalogEntry> = Vec::new();
-        let published = EntryFilter {
+        let published = &EntryFilter {
             provider_code: code.to_string(),
             state: Some(EntryState::Published),
             ..EntryFilter::default()
         };
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .store
-                .search_entries(&EntryVisibility::All, &published, after.as_deref(), PAGE)
-                .await?;
-            let full = page.len() == PAGE as usize;
-            after = page.last().map(|e| e.resource_code.clone());
-            entries.extend(page.into_iter().filter(|e| e.published_at.is_none_or(|at| at < end)));
-            if !full {
-                break;
-            }
-        }
+        let entries: Vec<CatalogEntry> = every_page(
+            |e: &CatalogEntry| e.resource_code.clone(),
+            |after| async move {
+                self.store
+                    .search_entries(&EntryVisibility::All, published, after.as_deref(), PAGE)
+                    .await
+            },
+        )
+        .await?
+        .into_iter()
+        .filter(|e| e.published_at.is_none_or(|at| at < end))
+        .collect();
         let cycles: HashMap<&str, &CatalogEntry> = entries.iter().map(|e| (e.resource_code.as_str(), e)).collect();
 
-        let mut datasets = Vec::new();
-        let own = DatasetFilter {
+        let own = &DatasetFilter {
             provider_code: code.to_string(),
             ..DatasetFilter::default()
         };
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.store.list_datasets(&own, after.as_deref(), PAGE).await?;
-            let full = page.len() == PAGE as usize;
-            after = page.last().map(|l| l.dataset.id.clone());
-            for listing in page {
-                // Only a dataset whose entry is published owes updates.
-                let Some(entry) = cycles.get(listing.dataset.id.as_str()) else {
-                    continue;
-                };
-                datasets.push(DatasetFacts {
+        let listings = every_page(
+            |l: &DatasetListing| l.dataset.id.clone(),
+            |after| async move { self.store.list_datasets(own, after.as_deref(), PAGE).await },
+        )
+        .await?;
+        let datasets = listings
+            .into_iter()
+            // Only a dataset whose entry is published owes updates.
+            .filter_map(|listing| {
+                let entry = cycles.get(listing.dataset.id.as_str())?;
+                Some(DatasetFacts {
                     cycle: entry.content.update_cycle,
                     opened_on: china_day(listing.dataset.created_at),
                     publish_days: activity
@@ -207,78 +223,58 @@ impl Evaluator {
                         .cloned()
                         .unwrap_or_default(),
                     dataset: listing.dataset.id,
-                });
-            }
-            if !full {
-                break;
-            }
-        }
+                })
+            })
+            .collect();
 
-        let mut requests = Vec::new();
-        let to_answer = RequestFilter {
+        let to_answer = &RequestFilter {
             provider: Some(code.to_string()),
             ..RequestFilter::default()
         };
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.store.list_requests(&to_answer, after.as_deref(), PAGE).await?;
-            let full = page.len() == PAGE as usize;
-            after = page.last().map(|r| r.id.clone());
-            requests.extend(
-                page.into_iter()
-                    .filter(|r| period.contains(r.submitted_at))
-                    .map(|r| RequestFacts {
-                        submitted_at: r.submitted_at,
-                        due_on: r.due_on,
-                        reason_given: r.state == RequestState::Rejected && !r.reason.trim().is_empty(),
-                        state: r.state,
-                        answered_at: r.answered_at,
-                    }),
-            );
-            if !full {
-                break;
-            }
-        }
+        let requests = every_page(
+            |r: &AccessRequest| r.id.clone(),
+            |after| async move { self.store.list_requests(to_answer, after.as_deref(), PAGE).await },
+        )
+        .await?
+        .into_iter()
+        .filter(|r| period.contains(r.submitted_at))
+        .map(|r| RequestFacts {
+            submitted_at: r.submitted_at,
+            due_on: r.due_on,
+            reason_given: r.state == RequestState::Rejected && !r.reason.trim().is_empty(),
+            state: r.state,
+            answered_at: r.answered_at,
+        })
+        .collect();
 
-        let mut reports = Vec::new();
-        let received = ReportFilter {
+        let received = &ReportFilter {
             provider: Some(code.to_string()),
             ..ReportFilter::default()
         };
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.store.list_reports(&received, after.as_deref(), PAGE).await?;
-            let full = page.len() == PAGE as usize;
-            after = page.last().map(|r| r.id.clone());
-            reports.extend(
-                page.into_iter()
-                    .filter(|r| period.contains(r.reported_at))
-                    .map(|r| ReportFacts {
-                        reported_at: r.reported_at,
-                        resolved_at: r.resolved_at,
-                    }),
-            );
-            if !full {
-                break;
-            }
-        }
+        let reports = every_page(
+            |r: &ErrorReport| r.id.clone(),
+            |after| async move { self.store.list_reports(received, after.as_deref(), PAGE).await },
+        )
+        .await?
+        .into_iter()
+        .filter(|r| period.contains(r.reported_at))
+        .map(|r| ReportFacts {
+            reported_at: r.reported_at,
+            resolved_at: r.resolved_at,
+        })
+        .collect();
 
-        let active = GrantFilter {
+        let active = &GrantFilter {
             provider: Some(code.to_string()),
             active_at: Some(end.min(now)),
             ..GrantFilter::default()
         };
-        let mut active_grants = 0;
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.store.list_grants(&active, after.as_deref(), PAGE).await?;
-            let full = page.len() == PAGE as usize;
-            after = page.last().map(|g| g.id.clone());
-            active_grants += page.len() as u64;
-            if !full {
-                break;
-            }
-        }
+        let active_grants = every_page(
+            |g: &AccessGrant| g.id.clone(),
+            |after| async move { self.store.list_grants(active, after.as_deref(), PAGE).await },
+        )
+        .await?
+        .len() as u64;
 
         Ok(DepartmentFacts {
             department: code.to_string(),
@@ -297,18 +293,12 @@ impl Evaluator {
 
     /// Every active department, by code, with its name.
     async fn departments(&self) -> Result<Vec<(String, String)>> {
-        let mut all = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.store.list_departments(after.as_deref(), PAGE, false).await?;
-            let full = page.len() == PAGE as usize;
-            after = page.last().map(|d| d.code().to_string());
-            all.extend(page.into_iter().map(|d| (d.code().to_string(), d.profile.name.clone())));
-            if !full {
-                break;
-            }
-        }
-        Ok(all)
+        let all = every_page(
+            |d: &Department| d.code().to_string(),
+            |after| async move { self.store.list_departments(after.as_deref(), PAGE, false).await },
+        )
+        .await?;
+        Ok(all.into_iter().map(|d| (d.profile.code, d.profile.name)).collect())
     }
 
     /// Every active department's scorecard over a period.
@@ -330,17 +320,22 @@ impl Evaluator {
         Ok(cards)
     }
 
-    /// One department's scorecard over a period.
-    pub async fn one(&self, code: &str, period: &Period) -> Result<Scorecard> {
+    /// One department's scorecard over a period, and over the period before it.
+    pub async fn one(&self, code: &str, period: &Period) -> Result<(Scorecard, Scorecard)> {
         let department = self.store.get_department(code).await?;
         let department = department.ok_or_else(|| Error::NotFound(format!("department {code}")))?;
         let count = self.departments().await?.len() as u64;
+        let name = &department.profile.name;
+        let card = self.card(code, name, count, period).await?;
+        let previous = self.card(code, name, count, &period.previous()).await?;
+        Ok((card, previous))
+    }
+
+    async fn card(&self, code: &str, name: &str, departments: u64, period: &Period) -> Result<Scorecard> {
         let activity = self.activity(period, Some(code)).await?;
-        let facts = self
-            .facts(code, &department.profile.name, period, activity.get(code))
-            .await?;
+        let facts = self.facts(code, name, period, activity.get(code)).await?;
         let today = china_day(crate::clock::now());
-        Ok(scorecard::evaluate(&facts, period, count, today, &self.weights))
+        Ok(scorecard::evaluate(&facts, period, departments, today, &self.weights))
     }
 
     /// The ranking over a period, with the previous period's scores.
@@ -429,8 +424,7 @@ impl EvaluationService for EvaluationApi {
                 ));
             }
             let period = self.evaluator.period(&r.from, &r.to)?;
-            let card = self.evaluator.one(&department, &period).await?;
-            let previous = self.evaluator.one(&department, &period.previous()).await?;
+            let (card, previous) = self.evaluator.one(&department, &period).await?;
             Ok(card_api(&card, Some(previous.score)))
         })
         .await

@@ -77,6 +77,28 @@ pub(crate) struct ReadRequest<'a> {
     pub moves_records: bool,
 }
 
+impl<'a> ReadRequest<'a> {
+    /// A read that moves records out of the hub: its purpose and grant as the caller gave them.
+    pub fn records(dataset: &'a str, grant_id: &'a str, purpose: &'a str) -> Self {
+        Self {
+            dataset,
+            grant_id,
+            purpose,
+            moves_records: true,
+        }
+    }
+
+    /// A call that needs the right to read but moves no record (cursors, error reports).
+    pub fn right_only(dataset: &'a str) -> Self {
+        Self {
+            dataset,
+            grant_id: "",
+            purpose: "",
+            moves_records: false,
+        }
+    }
+}
+
 /// Decides whether the caller may read a dataset's records and on what basis (ownership, 无条件共享
 /// with a purpose, or a grant): the one gate of every read path. The call's audit note names the
 /// dataset and its provider once the caller may know of it, so that a refusal names them too.
@@ -893,12 +915,7 @@ impl ExchangeService for ExchangeApi {
                 n if n > MAX_FETCH => return Err(Error::invalid("limit", format!("is {n}; at most {MAX_FETCH}"))),
                 n => n,
             };
-            let read = ReadRequest {
-                dataset: &r.dataset,
-                grant_id: &r.grant_id,
-                purpose: &r.purpose,
-                moves_records: true,
-            };
+            let read = ReadRequest::records(&r.dataset, &r.grant_id, &r.purpose);
             let (_, dataset, basis) = self.readable(&caller, &read, &note).await?;
             let (mut changes, last_sequence) = self.store.fetch_changes(&dataset.id, r.after_sequence, limit).await?;
             fit_message(&mut changes);
@@ -923,12 +940,7 @@ impl ExchangeService for ExchangeApi {
         let note = CallNote::of(&request);
         let caller = self.auth.caller(&request).await.map_err(to_status)?;
         let r = request.into_inner();
-        let read = ReadRequest {
-            dataset: &r.dataset,
-            grant_id: &r.grant_id,
-            purpose: &r.purpose,
-            moves_records: true,
-        };
+        let read = ReadRequest::records(&r.dataset, &r.grant_id, &r.purpose);
         let (_, dataset, basis) = self.readable(&caller, &read, &note).await.map_err(to_status)?;
         let as_of = match r.as_of_sequence {
             0 => dataset.last_sequence,
@@ -994,12 +1006,7 @@ impl ExchangeService for ExchangeApi {
         let note = CallNote::of(&request);
         let caller = self.auth.caller(&request).await.map_err(to_status)?;
         let r = request.into_inner();
-        let read = ReadRequest {
-            dataset: &r.dataset,
-            grant_id: &r.grant_id,
-            purpose: &r.purpose,
-            moves_records: true,
-        };
+        let read = ReadRequest::records(&r.dataset, &r.grant_id, &r.purpose);
         let (_, dataset, basis) = self.readable(&caller, &read, &note).await.map_err(to_status)?;
         let max_batch = match r.max_batch {
             0 => DEFAULT_SUBSCRIBE_BATCH,
@@ -1090,12 +1097,7 @@ impl ExchangeService for ExchangeApi {
             let department = caller
                 .department()
                 .ok_or_else(|| Error::PermissionDenied("consumers belong to departments".into()))?;
-            let read = ReadRequest {
-                dataset: &r.dataset,
-                grant_id: "",
-                purpose: "",
-                moves_records: false,
-            };
+            let read = ReadRequest::right_only(&r.dataset);
             let (_, dataset, _) = self.readable(&caller, &read, &note).await?;
             if r.sequence > dataset.last_sequence {
                 return Err(Error::invalid(
@@ -1138,12 +1140,7 @@ impl ExchangeService for ExchangeApi {
             let department = caller
                 .department()
                 .ok_or_else(|| Error::PermissionDenied("consumers belong to departments".into()))?;
-            let read = ReadRequest {
-                dataset: &r.dataset,
-                grant_id: "",
-                purpose: "",
-                moves_records: false,
-            };
+            let read = ReadRequest::right_only(&r.dataset);
             self.readable(&caller, &read, &note).await?;
             let found = self.store.get_consumer(&r.dataset, department, &r.consumer).await?;
             let c = found.ok_or_else(|| Error::NotFound(format!("consumer '{}' of {}", r.consumer, r.dataset)))?;
@@ -1276,12 +1273,7 @@ impl ExchangeService for ExchangeApi {
         let note = CallNote::of(&request);
         let caller = self.auth.caller(&request).await.map_err(to_status)?;
         let r = request.into_inner();
-        let read = ReadRequest {
-            dataset: &r.dataset,
-            grant_id: &r.grant_id,
-            purpose: &r.purpose,
-            moves_records: true,
-        };
+        let read = ReadRequest::records(&r.dataset, &r.grant_id, &r.purpose);
         self.readable(&caller, &read, &note).await.map_err(to_status)?;
         rules::validate_file_name(&r.file_name).map_err(to_status)?;
         let file = self
@@ -1361,12 +1353,7 @@ impl Rights {
         self.force = false;
         self.checked = tokio::time::Instant::now();
         self.api.auth.still_active(&self.caller).await?;
-        let read = ReadRequest {
-            dataset: &self.dataset,
-            grant_id: &self.grant_id,
-            purpose: &self.purpose,
-            moves_records: true,
-        };
+        let read = ReadRequest::records(&self.dataset, &self.grant_id, &self.purpose);
         let (_, _, basis) = authorise_read(self.api.store.as_ref(), &self.caller, &read, None).await?;
         *view = basis.view(key);
         Ok(())

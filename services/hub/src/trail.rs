@@ -14,8 +14,8 @@ use xinqiao_store::{AuditFilter, Store};
 
 use crate::audit::CallNote;
 use crate::auth::Authenticator;
-use crate::convert::timestamp;
-use crate::paging::{decode, next_token};
+use crate::convert::{self, timestamp};
+use crate::paging::{decode, encode};
 use crate::status::answer;
 
 const EVENTS: &str = "audit";
@@ -44,14 +44,6 @@ fn event_api(row: ChainedEvent) -> pb::AuditEvent {
         hash: row.hash,
         algorithm: row.algorithm.as_str().to_string(),
     }
-}
-
-fn time(field: &str, t: Option<prost_types::Timestamp>) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
-    t.map(|t| {
-        chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(u32::MAX))
-            .ok_or_else(|| Error::invalid(field, "is not a valid time"))
-    })
-    .transpose()
 }
 
 fn optional(field: &str, value: &str) -> Result<Option<String>> {
@@ -131,8 +123,8 @@ impl AuditService for AuditApi {
                 actor: optional("actor", &r.actor)?,
                 target: optional("target", &r.target)?,
                 action: optional("action", &r.action)?,
-                from: time("from", r.from)?,
-                to: time("to", r.to)?,
+                from: convert::time("from", r.from)?,
+                to: convert::time("to", r.to)?,
                 involving,
             };
             note.about(
@@ -140,12 +132,18 @@ impl AuditService for AuditApi {
                 caller.department().unwrap_or_default(),
             );
             let mut page = self.store.list_audit(&filter, after, limit + 1).await?;
-            let keys: Vec<String> = page.iter().map(|row| row.event.sequence.to_string()).collect();
-            let mut numbered: Vec<(ChainedEvent, String)> = page.drain(..).zip(keys).collect();
-            let next_page_token = next_token(EVENTS, &mut numbered, limit, |(_, key)| key);
-            note.detail("events", numbered.len());
+            // Events are keyed by their sequence number, which the token carries as text.
+            let next_page_token = if page.len() > limit as usize {
+                page.truncate(limit as usize);
+                page.last()
+                    .map(|row| encode(EVENTS, &row.event.sequence.to_string()))
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
+            note.detail("events", page.len());
             Ok(pb::ListEventsResponse {
-                events: numbered.into_iter().map(|(row, _)| event_api(row)).collect(),
+                events: page.into_iter().map(event_api).collect(),
                 next_page_token,
             })
         })
