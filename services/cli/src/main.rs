@@ -14,6 +14,7 @@ mod dept;
 mod entry_file;
 mod exchange;
 mod files;
+mod ops;
 mod output;
 mod publish;
 mod pull;
@@ -69,6 +70,16 @@ enum Command {
     Audit(audit::AuditArgs),
     /// The sharing scorecard (共享评价): the ranking, each department's parts and indicators, an HTML report.
     Scorecard(scorecard::ScorecardArgs),
+    /// Bring the database to this build's schema, as a step of its own (refused while a running
+    /// hub node would not know the new schema).
+    Migrate(ops::MigrateArgs),
+    /// Check configuration, certificates' expiry, the database, its schema and the audit chain
+    /// head; exit 0 when well, 1 on a warning, 2 on a critical finding.
+    Check(ops::CheckArgs),
+    /// Write an online, consistent, checked copy of a SQLite hub's database.
+    Backup(ops::BackupArgs),
+    /// Put a backup in place of a SQLite hub's database (no hub may run on it; the old one is kept).
+    Restore(ops::RestoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,7 +105,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        let done = match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Demo => demo::run().await,
             Command::Certs(cmd) => certs::run(cmd),
@@ -111,10 +122,16 @@ fn main() -> ExitCode {
             Command::Report(args) => report::run(args).await,
             Command::Audit(args) => audit::run(args).await,
             Command::Scorecard(args) => scorecard::run(args).await,
-        }
+            Command::Migrate(args) => ops::migrate(args).await,
+            Command::Backup(args) => ops::backup(args).await,
+            Command::Restore(args) => ops::restore(args).await,
+            // The one command whose exit code says more than success or failure.
+            Command::Check(args) => return ops::check(args).await,
+        };
+        done.map(|()| ExitCode::SUCCESS)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -7,27 +7,60 @@ use std::path::PathBuf;
 use clap::Args;
 use xinqiao_domain::identity::Caller;
 use xinqiao_hub::registry::Registry;
-use xinqiao_hub::{Config, pki, server};
+use xinqiao_hub::{Config, nodes, pki, server};
 
 use crate::CliResult;
 
+/// Where a hub's configuration comes from: shared by `serve` and the operations commands, so that
+/// `migrate`, `check`, `backup` and `restore` find the same database and certificates.
 #[derive(Args)]
-pub struct ServeArgs {
+pub struct ConfigArgs {
     /// TOML configuration file (see deploy/xinqiao.toml).
     #[arg(long, env = "XINQIAO_CONFIG")]
     config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:7443].
-    #[arg(long, env = "XINQIAO_LISTEN")]
-    listen: Option<SocketAddr>,
     /// sqlite://PATH or postgres://… [default: a SQLite file in the data directory].
     #[arg(long, env = "XINQIAO_DATABASE_URL")]
     database_url: Option<String>,
     /// Data directory for the embedded database and the development PKI [default: ./xinqiao-data].
     #[arg(long, env = "XINQIAO_DATA")]
     data: Option<PathBuf>,
-    /// Serve Prometheus metrics over plain HTTP at ADDR/metrics [default: not served].
+}
+
+impl ConfigArgs {
+    /// The configuration file, then environment and flags over it.
+    pub fn load(&self) -> CliResult<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+            None => Config::default(),
+        };
+        if self.database_url.is_some() {
+            config.database_url.clone_from(&self.database_url);
+        }
+        if self.data.is_some() {
+            config.data_dir.clone_from(&self.data);
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    from: ConfigArgs,
+    /// Address to listen on [default: 127.0.0.1:7443].
+    #[arg(long, env = "XINQIAO_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Serve Prometheus metrics and the /healthz and /readyz probes over plain HTTP at ADDR
+    /// [default: not served].
     #[arg(long, env = "XINQIAO_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Do not migrate the database at start: it must already be at this hub's schema (run
+    /// `xinqiao migrate` as a step of its own, as production deployments do).
+    #[arg(long)]
+    no_migrate: bool,
+    /// The same as a setting: XINQIAO_MIGRATE_ON_START=false is --no-migrate.
+    #[arg(long, env = "XINQIAO_MIGRATE_ON_START", hide = true, value_name = "BOOL")]
+    migrate_on_start: Option<bool>,
     /// Development mode: create a PKI under DATA/pki on first start (never overwriting one) and
     /// register the sample departments.
     #[arg(long)]
@@ -35,21 +68,18 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> CliResult {
-    let mut config = match &args.config {
-        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
-        None => Config::default(),
-    };
+    let mut config = args.from.load()?;
     if args.listen.is_some() {
         config.listen = args.listen;
     }
-    if args.database_url.is_some() {
-        config.database_url = args.database_url;
-    }
-    if args.data.is_some() {
-        config.data_dir = args.data;
-    }
     if args.metrics_listen.is_some() {
         config.metrics.listen = args.metrics_listen;
+    }
+    if args.migrate_on_start.is_some() {
+        config.migrate_on_start = args.migrate_on_start;
+    }
+    if args.no_migrate {
+        config.migrate_on_start = Some(false);
     }
     std::fs::create_dir_all(config.data_dir())
         .map_err(|e| format!("cannot create the data directory {}: {e}", config.data_dir().display()))?;
@@ -63,7 +93,10 @@ pub async fn run(args: ServeArgs) -> CliResult {
             tracing::info!(pki = %dir.display(), "created a development PKI");
         }
     }
-    let store = xinqiao_store::open(&config.database_url())
+    let store = xinqiao_store::connect(&config.database_url())
+        .await
+        .map_err(|e| format!("storage: {e}"))?;
+    nodes::prepare_schema(store.as_ref(), config.migrate_on_start())
         .await
         .map_err(|e| format!("storage: {e}"))?;
     if args.dev {
@@ -90,7 +123,7 @@ pub async fn run(args: ServeArgs) -> CliResult {
         config.ca().display()
     );
     if let Some(addr) = hub.metrics_addr {
-        out!("metrics: http://{addr}/metrics");
+        out!("metrics: http://{addr}/metrics  (probes: /healthz, /readyz)");
     }
     if args.dev {
         let dir = config.pki_dir();

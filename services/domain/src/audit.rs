@@ -114,6 +114,8 @@ pub struct BrokenLink {
     /// The sequence number of the first row that does not verify.
     pub sequence: u64,
     pub reason: String,
+    /// How many rows before it did verify.
+    pub verified: u64,
 }
 
 /// Verifies rows (in stored order) that follow `previous` and start at `first_sequence`: a
@@ -130,6 +132,7 @@ pub fn verify(
             return Err(BrokenLink {
                 sequence: row.event.sequence,
                 reason: format!("expected event {expected} here: rows were removed or reordered"),
+                verified,
             });
         }
         let computed = link(row.algorithm, &previous, &row.event);
@@ -137,6 +140,7 @@ pub fn verify(
             return Err(BrokenLink {
                 sequence: row.event.sequence,
                 reason: "the stored hash does not match the event and the hash before it: the row was changed".into(),
+                verified,
             });
         }
         previous = row.hash;
@@ -203,13 +207,16 @@ mod tests {
         let broken = verify(GENESIS, 1, rows).expect_err("the chain is broken");
         assert_eq!(broken.sequence, 3);
         assert!(broken.reason.contains("changed"));
+        // Events 1 and 2 before it did verify.
+        assert_eq!(broken.verified, 2);
     }
 
     #[test]
     fn a_removed_or_reordered_row_is_named() {
         let mut rows = chain(ChainHash::Sha256, 5);
         rows.remove(1);
-        assert_eq!(verify(GENESIS, 1, rows).expect_err("the chain is broken").sequence, 3);
+        let broken = verify(GENESIS, 1, rows).expect_err("the chain is broken");
+        assert_eq!((broken.sequence, broken.verified), (3, 1));
         let mut rows = chain(ChainHash::Sha256, 5);
         rows.swap(3, 4);
         assert_eq!(verify(GENESIS, 1, rows).expect_err("the chain is broken").sequence, 5);

@@ -19,6 +19,10 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// `sqlite://PATH` or `postgres://…`; the default is a SQLite file in the data directory.
     pub database_url: Option<String>,
+    /// Whether `serve` brings the database schema up to date at start (the default), or refuses
+    /// to start on an older schema and leaves migrating to `xinqiao migrate`, as a deployment of
+    /// several nodes does.
+    pub migrate_on_start: Option<bool>,
     #[serde(default)]
     pub tls: TlsFiles,
     #[serde(default)]
@@ -226,6 +230,10 @@ impl Config {
     pub fn listen(&self) -> SocketAddr {
         self.listen
             .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("the default listen address is valid"))
+    }
+
+    pub fn migrate_on_start(&self) -> bool {
+        self.migrate_on_start.unwrap_or(true)
     }
 
     pub fn data_dir(&self) -> PathBuf {

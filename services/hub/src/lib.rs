@@ -13,6 +13,7 @@ pub mod evaluation;
 pub mod exchange;
 pub mod feed;
 pub mod metrics;
+pub mod nodes;
 pub mod paging;
 pub mod pki;
 pub mod registry;

@@ -39,6 +39,7 @@ use tonic::codegen::http;
 use xinqiao_store::{AuditFilter, Store};
 
 use crate::audit::code_name;
+use crate::nodes::Readiness;
 
 /// Upper bounds of the RPC latency buckets, in seconds.
 const BUCKETS: [f64; 13] = [
@@ -619,14 +620,17 @@ where
 // ---------------------------------------------------------------------------------------------
 // The HTTP endpoint
 
-/// Serves `GET /metrics` over plain HTTP on `addr` (port 0 picks a free one) until `stopping`
-/// turns true or its sender is gone; the address it listens on.
+/// Serves `GET /metrics`, and the probes `GET /healthz` (the process answers: liveness) and
+/// `GET /readyz` (the hub takes traffic: readiness, 503 with the reason otherwise), over plain
+/// HTTP on `addr` (port 0 picks a free one) until `stopping` turns true or its sender is gone;
+/// the address it listens on.
 ///
 /// Plain HTTP because scrapers expect it and the numbers carry no records; bind it to an address
 /// only the monitoring network reaches. Each connection gets one answer and is closed.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Metrics,
+    readiness: Readiness,
     mut stopping: watch::Receiver<bool>,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
@@ -645,9 +649,10 @@ pub async fn serve(
                         // Too many at once: this one is closed unanswered (dropped).
                         let Ok(permit) = permits.clone().try_acquire_owned() else { continue };
                         let metrics = metrics.clone();
+                        let readiness = readiness.clone();
                         tokio::spawn(async move {
                             let _permit = permit;
-                            if let Ok(Err(error)) = tokio::time::timeout(CONNECTION_DEADLINE, answer(stream, &metrics)).await {
+                            if let Ok(Err(error)) = tokio::time::timeout(CONNECTION_DEADLINE, answer(stream, &metrics, &readiness)).await {
                                 tracing::debug!(%error, "metrics: connection failed");
                             }
                         });
@@ -672,6 +677,14 @@ pub async fn serve(
 enum Route {
     /// The metrics; without the body for HEAD.
     Metrics {
+        body: bool,
+    },
+    /// Liveness: the process answers.
+    Live {
+        body: bool,
+    },
+    /// Readiness: the hub serves and its database answers.
+    Ready {
         body: bool,
     },
     NotFound,
@@ -700,10 +713,11 @@ fn route(head: &[u8]) -> Route {
     };
     // Scrapers may add parameters; none is used.
     let path = target.split('?').next().unwrap_or_default();
-    if path == "/metrics" {
-        Route::Metrics { body }
-    } else {
-        Route::NotFound
+    match path {
+        "/metrics" => Route::Metrics { body },
+        "/healthz" => Route::Live { body },
+        "/readyz" => Route::Ready { body },
+        _ => Route::NotFound,
     }
 }
 
@@ -718,7 +732,7 @@ fn head_end(buffer: &[u8]) -> Option<usize> {
 }
 
 /// Reads one request head and answers it.
-async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, metrics: &Metrics, readiness: &Readiness) -> std::io::Result<()> {
     let mut buffer = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     // The whole head is read before answering: closing a socket with unread bytes resets the
@@ -749,12 +763,31 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
             let shown = if body { text.as_bytes() } else { b"" };
             respond_sized(&mut stream, "200 OK", CONTENT_TYPE, text.len(), shown).await
         }
+        Route::Live { body } => {
+            let text: &[u8] = b"ok\n";
+            respond_sized(
+                &mut stream,
+                "200 OK",
+                "text/plain",
+                text.len(),
+                if body { text } else { b"" },
+            )
+            .await
+        }
+        Route::Ready { body } => {
+            let (status, text) = match readiness.check().await {
+                Ok(()) => ("200 OK", "ready\n".to_string()),
+                Err(why) => ("503 Service Unavailable", format!("not ready: {why}\n")),
+            };
+            let shown = if body { text.as_bytes() } else { b"" };
+            respond_sized(&mut stream, status, "text/plain", text.len(), shown).await
+        }
         Route::NotFound => {
             respond(
                 &mut stream,
                 "404 Not Found",
                 "text/plain",
-                b"not found; metrics are at /metrics\n",
+                b"not found; metrics are at /metrics, probes at /healthz and /readyz\n",
             )
             .await
         }
@@ -1025,6 +1058,11 @@ mod tests {
         );
         assert_eq!(route(b"HEAD /metrics HTTP/1.1\r\n\r\n"), Route::Metrics { body: false });
         assert_eq!(route(b"GET / HTTP/1.1\r\n\r\n"), Route::NotFound);
+        assert_eq!(route(b"GET /healthz HTTP/1.1\r\n\r\n"), Route::Live { body: true });
+        assert_eq!(
+            route(b"HEAD /readyz?verbose HTTP/1.1\r\n\r\n"),
+            Route::Ready { body: false }
+        );
         assert_eq!(route(b"GET /metrics/x HTTP/1.1\r\n\r\n"), Route::NotFound);
         assert_eq!(route(b"POST /metrics HTTP/1.1\r\n\r\n"), Route::MethodNotAllowed);
         assert_eq!(route(b"GET /metrics\r\n\r\n"), Route::BadRequest);

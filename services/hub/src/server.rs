@@ -26,6 +26,7 @@ use crate::evaluation::{EvaluationApi, Evaluator};
 use crate::exchange::ExchangeApi;
 use crate::feed::ChangeFeed;
 use crate::metrics::{self, Metrics, MetricsLayer};
+use crate::nodes::{self, Readiness};
 use crate::registry::Registry;
 use crate::schemas::SchemaApi;
 use crate::tls;
@@ -59,6 +60,12 @@ pub struct RunningHub {
     stop: oneshot::Sender<()>,
     /// Tells live streams (subscriptions) to end, so that a graceful stop does not wait on them.
     stopping: watch::Sender<bool>,
+    /// Whether the hub takes traffic, for readiness probes: false from the start of a stop.
+    serving: watch::Sender<bool>,
+    /// Stops the metrics and probe endpoint, last, so that probes see the drain.
+    probes_stop: watch::Sender<bool>,
+    /// Announces this node in the database until the hub stops, then retires it.
+    announcer: JoinHandle<()>,
     task: JoinHandle<Result<(), ServeError>>,
     grace: std::time::Duration,
 }
@@ -71,10 +78,11 @@ impl RunningHub {
     /// when the grace period ends are cut: such a client sees a broken connection and resumes
     /// from its last sequence like after any other failure.
     pub async fn stop(self) -> Result<(), ServeError> {
+        let _ = self.serving.send(false);
         let _ = self.stopping.send(true);
         let _ = self.stop.send(());
         let mut task = self.task;
-        match tokio::time::timeout(self.grace, &mut task).await {
+        let result = match tokio::time::timeout(self.grace, &mut task).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(ServeError::Transport(join.to_string())),
             Err(_) => {
@@ -82,7 +90,12 @@ impl RunningHub {
                 tracing::warn!(grace = ?self.grace, "connections still open after the grace period were cut");
                 Ok(())
             }
-        }
+        };
+        // The node leaves the database's list of running nodes (a bounded wait: an unreachable
+        // database only leaves the entry to age out).
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.announcer).await;
+        let _ = self.probes_stop.send(true);
+        result
     }
 
     /// Serves until `signal` completes, then stops gracefully.
@@ -128,11 +141,18 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     forget_departments_changed_elsewhere(store.as_ref(), auth.clone(), stopping.clone()).await?;
     let metrics = Metrics::new();
     metrics.track_audit_chain(store.clone());
+    let (serving, serving_rx) = watch::channel(false);
+    let (probes_stop, probes_stopping) = watch::channel(false);
     let metrics_addr = match config.metrics.listen {
         Some(addr) => Some(
-            metrics::serve(addr, metrics.clone(), stopping_tx.subscribe())
-                .await
-                .map_err(|source| ServeError::Listen { addr, source })?,
+            metrics::serve(
+                addr,
+                metrics.clone(),
+                Readiness::new(serving_rx, store.clone()),
+                probes_stopping,
+            )
+            .await
+            .map_err(|source| ServeError::Listen { addr, source })?,
         ),
         None => None,
     };
@@ -241,6 +261,9 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
                 .map_err(|e| ServeError::Transport(tls::error_chain(&e)))
         }),
     };
+    let node = nodes::this_node(addr, store.schema_status().await?.target());
+    let announcer = nodes::keep_announced(store.clone(), node, stopping_tx.subscribe());
+    let _ = serving.send(true);
     tracing::info!(%addr, "xinqiao hub serving (mTLS)");
     Ok(RunningHub {
         addr,
@@ -249,6 +272,9 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         metrics,
         stop,
         stopping: stopping_tx,
+        serving,
+        probes_stop,
+        announcer,
         task,
         grace: config.shutdown_grace(),
     })

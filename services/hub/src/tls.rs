@@ -73,6 +73,34 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// When a certificate may be used, as an operator checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validity {
+    pub subject: String,
+    pub not_before: chrono::DateTime<chrono::Utc>,
+    pub not_after: chrono::DateTime<chrono::Utc>,
+}
+
+/// The validity of every certificate in a PEM file (a CA bundle holds several).
+pub fn validity(path: &Path) -> Result<Vec<Validity>, TlsError> {
+    certificates(path)?
+        .iter()
+        .map(|der| {
+            let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+                .map_err(|e| file_error(path, format!("not an X.509 certificate: {e}")))?;
+            let time = |t: x509_parser::time::ASN1Time| {
+                chrono::DateTime::from_timestamp(t.timestamp(), 0)
+                    .ok_or_else(|| file_error(path, "a validity date out of range"))
+            };
+            Ok(Validity {
+                subject: cert.subject().to_string(),
+                not_before: time(cert.validity().not_before)?,
+                not_after: time(cert.validity().not_after)?,
+            })
+        })
+        .collect()
+}
+
 fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read(path)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| file_error(path, format!("not a PEM private key: {e}")))

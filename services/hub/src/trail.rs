@@ -55,43 +55,45 @@ impl AuditApi {
     pub fn new(store: Arc<dyn Store>, auth: Authenticator) -> Self {
         Self { auth, store }
     }
+}
 
-    /// Walks the chain from the checkpoint, a page at a time, to its head or its first broken link.
-    async fn verify(&self) -> Result<pb::VerifyChainResponse> {
-        let checkpoint = self.store.audit_checkpoint().await?;
-        let mut answer = pb::VerifyChainResponse {
-            intact: true,
-            checkpoint_sequence: checkpoint.sequence,
-            checkpoint_hash: checkpoint.hash.clone(),
-            head_sequence: checkpoint.sequence,
-            head_hash: checkpoint.hash.clone(),
-            ..Default::default()
-        };
-        let everything = AuditFilter::default();
-        let mut after = checkpoint.sequence;
-        loop {
-            let page = self.store.list_audit(&everything, after, VERIFY_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            let (last_sequence, last_hash) = (last.event.sequence, last.hash.clone());
-            let full = page.len() == VERIFY_PAGE as usize;
-            match audit::verify(&answer.head_hash, answer.head_sequence + 1, page) {
-                Ok(n) => answer.verified += n,
-                Err(broken) => {
-                    answer.intact = false;
-                    answer.broken_sequence = broken.sequence;
-                    answer.broken_reason = broken.reason;
-                    return Ok(answer);
-                }
-            }
-            answer.head_sequence = last_sequence;
-            answer.head_hash = last_hash;
-            after = last_sequence;
-            if !full {
-                break;
+/// Walks the stored chain from its checkpoint, a page at a time, to its head or its first broken
+/// link. Used by VerifyChain and by the operations commands (`check`, `backup`, `restore`).
+pub async fn verify_chain(store: &dyn Store) -> Result<pb::VerifyChainResponse> {
+    let checkpoint = store.audit_checkpoint().await?;
+    let mut answer = pb::VerifyChainResponse {
+        intact: true,
+        checkpoint_sequence: checkpoint.sequence,
+        checkpoint_hash: checkpoint.hash.clone(),
+        head_sequence: checkpoint.sequence,
+        head_hash: checkpoint.hash.clone(),
+        ..Default::default()
+    };
+    let everything = AuditFilter::default();
+    let mut after = checkpoint.sequence;
+    loop {
+        let page = store.list_audit(&everything, after, VERIFY_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        let (last_sequence, last_hash) = (last.event.sequence, last.hash.clone());
+        let full = page.len() == VERIFY_PAGE as usize;
+        match audit::verify(&answer.head_hash, answer.head_sequence + 1, page) {
+            Ok(n) => answer.verified += n,
+            Err(broken) => {
+                answer.verified += broken.verified;
+                answer.intact = false;
+                answer.broken_sequence = broken.sequence;
+                answer.broken_reason = broken.reason;
+                return Ok(answer);
             }
         }
-        Ok(answer)
+        answer.head_sequence = last_sequence;
+        answer.head_hash = last_hash;
+        after = last_sequence;
+        if !full {
+            break;
+        }
     }
+    Ok(answer)
 }
 
 #[tonic::async_trait]
@@ -162,7 +164,7 @@ impl AuditService for AuditApi {
                     "only the platform admin verifies the whole audit trail".into(),
                 ));
             }
-            let answer = self.verify().await?;
+            let answer = verify_chain(self.store.as_ref()).await?;
             note.detail("intact", answer.intact);
             note.detail("verified", answer.verified);
             if !answer.intact {

@@ -63,6 +63,15 @@ pub(crate) fn db_error(err: sqlx::Error) -> Error {
 pub(crate) fn migrate_error(err: MigrateError) -> Error {
     match err {
         MigrateError::Execute(err) => db_error(err),
+        MigrateError::VersionMissing(version) => Error::FailedPrecondition(format!(
+            "the database has migration {version}, which this build does not know: a newer hub migrated it; run that hub's version"
+        )),
+        MigrateError::VersionMismatch(version) => Error::FailedPrecondition(format!(
+            "migration {version} applied to the database differs from this build's: the database or the build was altered"
+        )),
+        MigrateError::Dirty(version) => Error::FailedPrecondition(format!(
+            "migration {version} failed part-way earlier; repair the database by hand (or restore a backup) before migrating again"
+        )),
         err => {
             tracing::error!(error = %err, "database migration failed");
             Error::Internal(format!("migration: {err}"))

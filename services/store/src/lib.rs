@@ -21,9 +21,11 @@ mod access;
 mod audit;
 mod error;
 mod exchange;
+mod operations;
 pub mod postgres;
 pub mod sqlite;
 
+pub use operations::{HubNode, OperationsStore, SchemaStatus};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -439,6 +441,8 @@ pub trait AuditStore: Send + Sync {
     /// Events matching the filter, ordered by sequence, numbered above `after`, at most `limit`.
     async fn list_audit(&self, filter: &AuditFilter, after: u64, limit: u32) -> Result<Vec<ChainedEvent>>;
     async fn audit_checkpoint(&self) -> Result<AuditCheckpoint>;
+    /// The last event appended: its sequence and hash (0 and `audit::GENESIS` for an empty trail).
+    async fn audit_head(&self) -> Result<(u64, String)>;
     /// Removes the oldest events recorded before `before` (a prefix of the chain: it stops at the
     /// first event at or after `before`) and records the last removed one as the checkpoint, so
     /// that the rest still verifies. Returns how many were removed.
@@ -446,17 +450,31 @@ pub trait AuditStore: Send + Sync {
 }
 
 /// Everything the hub stores.
-pub trait Store: DepartmentStore + CatalogStore + SchemaStore + ExchangeStore + AccessStore + AuditStore {}
+pub trait Store:
+    DepartmentStore + CatalogStore + SchemaStore + ExchangeStore + AccessStore + AuditStore + OperationsStore
+{
+}
 
-impl<T: DepartmentStore + CatalogStore + SchemaStore + ExchangeStore + AccessStore + AuditStore> Store for T {}
+impl<T> Store for T where
+    T: DepartmentStore + CatalogStore + SchemaStore + ExchangeStore + AccessStore + AuditStore + OperationsStore
+{
+}
 
 /// Opens the store a database URL names, creating it and running its migrations:
 /// `sqlite://PATH` (the file is created on first start) or `postgres://…`.
 pub async fn open(database_url: &str) -> Result<Arc<dyn Store>> {
+    let store = connect(database_url).await?;
+    store.apply_migrations().await?;
+    Ok(store)
+}
+
+/// Opens the store a database URL names without touching its schema, for a hub that migrates as
+/// a step of its own (`xinqiao migrate`) and for the operations commands.
+pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>> {
     if database_url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open(database_url).await?))
+        Ok(Arc::new(SqliteStore::connect(database_url).await?))
     } else if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::open(database_url).await?))
+        Ok(Arc::new(PgStore::connect(database_url)?))
     } else {
         Err(xinqiao_domain::Error::invalid(
             "database_url",

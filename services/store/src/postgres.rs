@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Timelike, Utc};
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{Connection, Decode, Postgres, QueryBuilder, Row, Type};
@@ -31,6 +32,7 @@ use crate::{
 
 mod access;
 mod audit;
+mod operations;
 
 const MAX_CONNECTIONS: u32 = 16;
 /// How long a request waits for a pooled connection before UNAVAILABLE.
@@ -47,19 +49,38 @@ const DEPARTMENT_COLUMNS: &str = "code, name, division_code, contact, active, cr
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// How to connect for migrations, which run on a connection of their own.
+    options: PgConnectOptions,
+    /// The schema every table is kept in, when not the search_path's default.
+    schema: Option<String>,
 }
 
 impl PgStore {
     /// Connects to `postgres://…` and brings the schema up to date. The tables go where the
     /// connection's search_path puts them (normally `public`).
     pub async fn open(url: &str) -> Result<Self> {
-        Self::open_with(parse_url(url)?, None).await
+        let store = Self::connect(url)?;
+        store.migrate().await?;
+        Ok(store)
     }
 
     /// Like [`PgStore::open`], but keeps every table in `schema` (created if missing) by setting
     /// the search_path of each connection: several hubs, or tests, can share one database
     /// without seeing each other. `schema` is a plain lower-case SQL identifier.
     pub async fn open_in_schema(url: &str, schema: &str) -> Result<Self> {
+        let store = Self::connect_in_schema(url, schema)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Like [`PgStore::open`], but leaves the schema as it is (see `OperationsStore`). Connections
+    /// are made when first needed.
+    pub fn connect(url: &str) -> Result<Self> {
+        Ok(Self::connect_with(parse_url(url)?, None))
+    }
+
+    /// Like [`PgStore::open_in_schema`], but leaves the schema as it is.
+    pub fn connect_in_schema(url: &str, schema: &str) -> Result<Self> {
         let valid = schema.len() <= 63
             && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
             && schema
@@ -72,33 +93,44 @@ impl PgStore {
             ));
         }
         let options = parse_url(url)?.options([("search_path", schema)]);
-        Self::open_with(options, Some(schema)).await
+        Ok(Self::connect_with(options, Some(schema)))
     }
 
-    async fn open_with(options: PgConnectOptions, schema: Option<&str>) -> Result<Self> {
+    fn connect_with(options: PgConnectOptions, schema: Option<&str>) -> Self {
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options.clone());
+        PgStore {
+            pool,
+            options,
+            schema: schema.map(str::to_owned),
+        }
+    }
+
+    /// The migrations this build carries.
+    fn migrator() -> Migrator {
+        sqlx::migrate!("migrations/postgres")
+    }
+
+    async fn migrate(&self) -> Result<()> {
         // sqlx's PostgreSQL migrator (sqlx-postgres 0.9 `migrate.rs`, `Migrate::lock`) holds
         // `pg_advisory_lock` on a key derived from the database name from before it creates its
         // bookkeeping table until every migration is applied, so hubs starting together apply
         // each migration once. Creating the schema is done under the same lock, since concurrent
         // `CREATE SCHEMA IF NOT EXISTS` can still collide.
-        let mut migrator = sqlx::migrate!("migrations/postgres");
-        if let Some(schema) = schema {
-            migrator.create_schema(schema.to_owned());
+        let mut migrator = Self::migrator();
+        if let Some(schema) = &self.schema {
+            migrator.create_schema(schema.clone());
         }
         // The lock belongs to the session, and the migrator does not release it when a migration
         // fails: migrating on a connection of its own, closed afterwards, never leaves a pooled
         // connection holding it.
-        let mut conn = PgConnection::connect_with(&options).await.map_err(db_error)?;
-        let migrated = migrator.run(&mut conn).await;
+        let mut conn = PgConnection::connect_with(&self.options).await.map_err(db_error)?;
+        let migrated = migrator.run_direct(None, &mut conn, false).await;
         // Closing only says goodbye politely; dropping the connection releases the lock as well.
         let _ = conn.close().await;
-        migrated.map_err(migrate_error)?;
-
-        let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy_with(options);
-        Ok(PgStore { pool })
+        migrated.map_err(migrate_error)
     }
 
     /// Closes every connection of the pool.

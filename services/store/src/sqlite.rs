@@ -34,6 +34,7 @@ use crate::{
 
 mod access;
 mod audit;
+mod operations;
 
 const READERS: u32 = 4;
 /// How long a statement waits for a lock held by another process before SQLITE_BUSY.
@@ -61,6 +62,13 @@ impl SqliteStore {
     /// Opens `sqlite:///abs/path.db`, `sqlite://relative.db` or `sqlite::memory:`, creating the
     /// file and its directory if needed, and brings the schema up to date.
     pub async fn open(url: &str) -> Result<Self> {
+        let store = Self::connect(url).await?;
+        MIGRATOR.run(&store.writer).await.map_err(migrate_error)?;
+        Ok(store)
+    }
+
+    /// Like [`SqliteStore::open`], but leaves the schema as it is (see `OperationsStore`).
+    pub async fn connect(url: &str) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| Error::invalid("database_url", format!("is not a SQLite URL: {e}")))?
             .create_if_missing(true)
@@ -111,7 +119,6 @@ impl SqliteStore {
                 .connect_lazy_with(options);
             SqliteStore { writer, readers }
         };
-        MIGRATOR.run(&store.writer).await.map_err(migrate_error)?;
         Ok(store)
     }
 

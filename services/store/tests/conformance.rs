@@ -25,9 +25,10 @@ use xinqiao_domain::masking::MaskRule;
 use xinqiao_domain::policy::EntryVisibility;
 use xinqiao_domain::schema::{RegisteredSchema, SchemaRef, Subject};
 use xinqiao_store::{
-    AuditCheckpoint, AuditFilter, BatchAudit, BatchResult, CatalogStore, ConsumerCursor, DatasetFilter,
-    DepartmentStore, EntryChange, EntrySchemaBinding, ExchangeStore, GrantFilter, NewBatch, NewChange, NewSchema,
-    PgStore, Registration, ReportFilter, RequestFilter, SqliteStore, Store, StoredChange, Upload,
+    AuditCheckpoint, AuditFilter, AuditStore, BatchAudit, BatchResult, CatalogStore, ConsumerCursor, DatasetFilter,
+    DepartmentStore, EntryChange, EntrySchemaBinding, ExchangeStore, GrantFilter, HubNode, NewBatch, NewChange,
+    NewSchema, OperationsStore, PgStore, Registration, ReportFilter, RequestFilter, SqliteStore, Store, StoredChange,
+    Upload,
 };
 
 const PG_URL_VAR: &str = "XINQIAO_TEST_DATABASE_URL";
@@ -275,6 +276,10 @@ conformance!(
     concurrent_audit_appends_never_fork_the_chain,
     pruning_keeps_the_rest_of_the_chain_verifiable,
     tampering_in_the_database_is_named_by_verification,
+    a_fresh_database_is_at_this_builds_schema,
+    migrations_missing_are_pending_and_unknown_ones_refused,
+    hub_nodes_are_announced_listed_and_retired,
+    backups_are_online_copies_on_sqlite_and_pg_dump_on_postgres,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -4205,4 +4210,141 @@ async fn a_publish_and_its_audit_event_commit_together(store: Arc<dyn Store>) {
             .len(),
         2
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations: schema state, hub nodes, backups
+
+async fn a_fresh_database_is_at_this_builds_schema(store: Arc<dyn Store>) {
+    let status = store.schema_status().await.expect("schema status");
+    assert!(status.up_to_date(), "{status:?}");
+    // Both backends number their migrations alike, from 1 without gaps.
+    assert_eq!(status.known, (1..=status.target()).collect::<BTreeSet<i64>>());
+    assert!(status.target() >= 6, "{status:?}");
+    store.ping().await.expect("ping");
+    // Applying again changes nothing.
+    store.apply_migrations().await.expect("migrate an up-to-date database");
+    assert_eq!(store.schema_status().await.expect("status"), status);
+
+    assert_eq!(store.audit_head().await.expect("head"), (0, GENESIS.to_string()));
+    let last = append(&*store, &audit_events(1, 3), ChainHash::Sha256).await;
+    let rows = all_audit(&*store, &AuditFilter::default()).await;
+    let tail = rows.last().expect("three events");
+    assert_eq!(store.audit_head().await.expect("head"), (last, tail.hash.clone()));
+}
+
+async fn migrations_missing_are_pending_and_unknown_ones_refused(t: Tampering) {
+    let store = t.store.clone();
+    let target = store.schema_status().await.expect("status").target();
+    // As if the last migration had not run yet (its statements are idempotent).
+    t.execute(&[&format!("DELETE FROM _sqlx_migrations WHERE version = {target}")])
+        .await;
+    let status = store.schema_status().await.expect("status");
+    assert_eq!(status.pending(), vec![target]);
+    assert_eq!(status.current(), target - 1);
+    store.apply_migrations().await.expect("apply the pending migration");
+    assert!(store.schema_status().await.expect("status").up_to_date());
+
+    // A newer hub's migration: this build knows nothing of it and refuses to migrate.
+    let newer = match &t.database {
+        RawDatabase::Sqlite { .. } => {
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (999, 'from a newer hub', 1, x'00', 0)"
+        }
+        RawDatabase::Postgres { .. } => {
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (999, 'from a newer hub', true, '\\x00'::bytea, 0)"
+        }
+    };
+    t.execute(&[newer]).await;
+    let status = store.schema_status().await.expect("status");
+    assert_eq!((status.current(), status.unknown()), (999, vec![999]));
+    let refused = store.apply_migrations().await.expect_err("a newer database is refused");
+    assert!(
+        matches!(&refused, Error::FailedPrecondition(m) if m.contains("999")),
+        "{refused:?}"
+    );
+}
+
+fn hub_node(id: &str, host: &str, seen: i64) -> HubNode {
+    HubNode {
+        id: id.into(),
+        host: host.into(),
+        pid: 4242,
+        listen: "10.0.0.1:7443".into(),
+        version: "0.1.0".into(),
+        schema_known: 6,
+        started_at: t(0),
+        seen_at: t(seen),
+    }
+}
+
+async fn hub_nodes_are_announced_listed_and_retired(store: Arc<dyn Store>) {
+    assert!(store.list_nodes(t(0)).await.expect("list").is_empty());
+    let a = hub_node("node-a", "host-a", 10);
+    let b = hub_node("node-b", "host-b", 20);
+    store.announce_node(&a).await.expect("announce a");
+    store.announce_node(&b).await.expect("announce b");
+    assert_eq!(store.list_nodes(t(0)).await.expect("list"), vec![a.clone(), b.clone()]);
+    // Seen since: a was last seen before, b after.
+    assert_eq!(store.list_nodes(t(15)).await.expect("list"), vec![b.clone()]);
+
+    // Announcing again moves only the time it was seen.
+    let a_later = HubNode {
+        seen_at: t(30),
+        listen: "ignored:1".into(),
+        ..a.clone()
+    };
+    store.announce_node(&a_later).await.expect("announce a again");
+    let listed = store.list_nodes(t(25)).await.expect("list");
+    assert_eq!(
+        listed,
+        vec![HubNode {
+            seen_at: t(30),
+            ..a.clone()
+        }]
+    );
+
+    store.retire_node("node-a").await.expect("retire");
+    store
+        .retire_node("node-unknown")
+        .await
+        .expect("retiring an unknown node is no error");
+    assert_eq!(store.list_nodes(t(0)).await.expect("list"), vec![b]);
+}
+
+async fn backups_are_online_copies_on_sqlite_and_pg_dump_on_postgres(t: Tampering) {
+    let store = t.store.clone();
+    append(&*store, &audit_events(1, 5), ChainHash::Sha256).await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("copy.db");
+    match &t.database {
+        RawDatabase::Sqlite { .. } => {
+            store.backup_to(&path).await.expect("backup");
+            // Never over an existing file.
+            let again = store.backup_to(&path).await.expect_err("the file exists");
+            assert!(matches!(again, Error::AlreadyExists(_)), "{again:?}");
+            let copy = SqliteStore::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .expect("open the copy");
+            assert!(copy.schema_status().await.expect("status").up_to_date());
+            assert_eq!(
+                copy.audit_head().await.expect("head"),
+                store.audit_head().await.expect("head")
+            );
+            assert_eq!(verify_stored(&copy).await, Ok(5));
+            copy.close().await;
+        }
+        RawDatabase::Postgres { .. } => {
+            let refused = store
+                .backup_to(&path)
+                .await
+                .expect_err("PostgreSQL is backed up with pg_dump");
+            assert!(
+                matches!(&refused, Error::FailedPrecondition(m) if m.contains("pg_dump")),
+                "{refused:?}"
+            );
+            assert!(!path.exists());
+        }
+    }
 }

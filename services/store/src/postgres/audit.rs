@@ -140,6 +140,12 @@ impl AuditStore for PgStore {
         rows.iter().map(chained_event).collect()
     }
 
+    async fn audit_head(&self) -> Result<(u64, String)> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        let head = chain_head(&mut conn, "").await?;
+        Ok((head_sequence(head.last_sequence)?, head.last_hash))
+    }
+
     async fn audit_checkpoint(&self) -> Result<AuditCheckpoint> {
         let row = sqlx::query("SELECT checkpoint_sequence, checkpoint_hash, pruned_at FROM audit_head WHERE id = 1")
             .fetch_optional(&self.pool)
