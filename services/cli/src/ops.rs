@@ -58,7 +58,10 @@ pub struct RestoreArgs {
 /// node would not know it.
 pub async fn migrate(args: MigrateArgs) -> CliResult {
     let config = args.from.load()?;
-    let store = connect(&config).await?;
+    // A new installation migrates an empty database: this command may create it.
+    let store = xinqiao_store::connect(&config.database_url())
+        .await
+        .map_err(|e| format!("storage: {e}"))?;
     match nodes::migrate(store.as_ref()).await.map_err(|e| e.to_string())? {
         Migration::UpToDate { version } => out!("database schema is up to date (version {version})"),
         Migration::Migrated { from, to, applied } => {
