@@ -16,7 +16,8 @@ on_each_backend!(
     health_reports_serving,
     reflection_v1_lists_the_services,
     reflection_v1alpha_lists_the_services,
-    stop_is_graceful_and_final
+    stop_is_graceful_and_final,
+    health_turns_not_serving_as_the_hub_stops
 );
 
 async fn health_reports_serving(backend: Backend) {
@@ -151,4 +152,22 @@ async fn stop_is_graceful_and_final(backend: Backend) {
         key: xinqiao_hub::pki::department_files(&pki, SAMR).key,
     };
     assert!(xinqiao_hub::tls::connect(&url, &identity).await.is_err());
+}
+
+async fn health_turns_not_serving_as_the_hub_stops(backend: Backend) {
+    let mut hub = TestHub::start_on(backend).await;
+    let mut health = HealthClient::new(hub.admin_channel().await);
+    let mut statuses = ok(health.watch(HealthCheckRequest { service: String::new() }).await);
+    let first = statuses.message().await.expect("a status").expect("a first status");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    // A load balancer watching health hears of the stop before the connection goes.
+    let heard = async move {
+        let next = statuses.message().await;
+        drop(statuses);
+        next
+    };
+    let (stopped, heard) = tokio::join!(tokio::time::timeout(Duration::from_secs(10), hub.stop()), heard);
+    stopped.expect("the stop is not held up").expect("a graceful stop");
+    let heard = heard.expect("the watch answers").expect("a status before the end");
+    assert_eq!(heard.status, ServingStatus::NotServing as i32);
 }

@@ -7,7 +7,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::codegen::http;
+use tonic::server::NamedService;
 use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 use xinqiao_domain::department::DepartmentProfile;
 use xinqiao_proto::v1::access_service_server::AccessServiceServer;
 use xinqiao_proto::v1::audit_service_server::AuditServiceServer;
@@ -62,6 +65,8 @@ pub struct RunningHub {
     stopping: watch::Sender<bool>,
     /// Whether the hub takes traffic, for readiness probes: false from the start of a stop.
     serving: watch::Sender<bool>,
+    /// The gRPC health service's statuses, NOT_SERVING from the start of a stop.
+    health: HealthReporter,
     /// Stops the metrics and probe endpoint, last, so that probes see the drain.
     probes_stop: watch::Sender<bool>,
     /// Announces this node in the database until the hub stops, then retires it.
@@ -78,7 +83,11 @@ impl RunningHub {
     /// when the grace period ends are cut: such a client sees a broken connection and resumes
     /// from its last sequence like after any other failure.
     pub async fn stop(self) -> Result<(), ServeError> {
+        // Health checks over gRPC and HTTP probes alike now send traffic elsewhere.
         let _ = self.serving.send(false);
+        for service in served_services() {
+            self.health.set_service_status(service, ServingStatus::NotServing).await;
+        }
         let _ = self.stopping.send(true);
         let _ = self.stop.send(());
         let mut task = self.task;
@@ -203,12 +212,9 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<DirectoryServiceServer<DirectoryApi>>().await;
-    health.set_serving::<SchemaServiceServer<SchemaApi>>().await;
-    health.set_serving::<ExchangeServiceServer<ExchangeApi>>().await;
-    health.set_serving::<AccessServiceServer<AccessApi>>().await;
-    health.set_serving::<AuditServiceServer<AuditApi>>().await;
-    health.set_serving::<EvaluationServiceServer<EvaluationApi>>().await;
+    for service in served_services() {
+        health.set_service_status(service, ServingStatus::Serving).await;
+    }
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(xinqiao_proto::FILE_DESCRIPTOR_SET)
@@ -273,11 +279,25 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         stop,
         stopping: stopping_tx,
         serving,
+        health,
         probes_stop,
         announcer,
         task,
         grace: config.shutdown_grace(),
     })
+}
+
+/// The names the gRPC health service answers for: the whole server ("") and each service.
+fn served_services() -> [&'static str; 7] {
+    [
+        "",
+        DirectoryServiceServer::<DirectoryApi>::NAME,
+        SchemaServiceServer::<SchemaApi>::NAME,
+        ExchangeServiceServer::<ExchangeApi>::NAME,
+        AccessServiceServer::<AccessApi>::NAME,
+        AuditServiceServer::<AuditApi>::NAME,
+        EvaluationServiceServer::<EvaluationApi>::NAME,
+    ]
 }
 
 /// Other hub nodes over the same PostgreSQL tell this one when they change a department, so that
