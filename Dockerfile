@@ -71,7 +71,7 @@ EXPOSE 7443 9464
 # SIGTERM: the hub stops accepting, reports 503 on /readyz and lets calls finish
 # (limits.shutdown_grace_secs, 30 s by default): give `docker stop` a longer --time.
 STOPSIGNAL SIGTERM
-# `check` exits 0 (ok), 1 (warning: e.g. a certificate or CRL nearing its date) or 2 (critical,
+# `check` exits 0 (ok), 1 (warning: e.g. a certificate expiring within 30 days) or 2 (critical,
 # which includes /readyz not answering 200). A warning is still a serving hub, so only 2 and
 # anything worse count as unhealthy; Docker itself wants 0 or 1.
 HEALTHCHECK --interval=15s --timeout=10s --start-period=60s --retries=3 \
