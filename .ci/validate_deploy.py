@@ -579,16 +579,21 @@ def check_register(run: Run, source: Source, path: Path) -> None:
 
 
 def check_prometheus_config(run: Run, path: Path) -> None:
-    """`promtool check config` on the file, with its rule_files pointed at the repository's copy of
-    what compose mounts (the container path does not exist here)."""
+    """`promtool check config` on the file, with its rule_files pointed at the repository's
+    alerts.yml (compose mounts it at /etc/prometheus/alerts.yml, which does not exist here)."""
     failures = Failures()
     config = yaml.safe_load(path.read_text())
-    mounted = {"/etc/prometheus/alerts.yml": run.root / "deploy/monitoring/alerts.yml"}
+    alerts = run.root / "deploy/monitoring/alerts.yml"
     rules = config.get("rule_files", [])
+    resolved = []
     for r in rules:
-        failures.check(r in mounted, f"rule file {r} is not the mounted alerts.yml")
+        local = alerts if r == "/etc/prometheus/alerts.yml" else (path.parent / r).resolve()
+        failures.check(local == alerts, f"rule file {r} is not deploy/monitoring/alerts.yml")
+        resolved.append(str(local))
+    jobs = [sc.get("job_name") for sc in config.get("scrape_configs", [])]
+    failures.check("xinqiao" in jobs, "no scrape job named xinqiao (the alerts and the dashboard expect it)")
     with tempfile.TemporaryDirectory() as tmp:
-        config["rule_files"] = [str(mounted.get(r, r)) for r in rules]
+        config["rule_files"] = resolved
         copy = Path(tmp) / "prometheus.yml"
         copy.write_text(yaml.safe_dump(config))
         code, out = tool("promtool", "check", "config", str(copy))
@@ -824,6 +829,7 @@ def check_alerts(run: Run, source: Source) -> None:
         for s in case.get("input_series", []):
             check_promql(source, s["series"], failures, "input series")
     run.report(tests, failures, f"promtool test rules, every alert tested ({len(tested)})")
+    check_prometheus_config(run, base / "prometheus.yml")
 
 
 def check_dashboard(run: Run, source: Source) -> None:
