@@ -371,3 +371,115 @@ pub fn log_file(dir: &Path, name: &str) -> PathBuf {
     let _ = File::create(&path);
     path
 }
+
+impl HubProcess {
+    /// SIGTERM, then waits at most `guard` for the process to exit. The exit status and how long
+    /// the exit took; on timeout the process is killed and the error says so.
+    pub async fn terminate_within(&mut self, guard: Duration) -> Result<(std::process::ExitStatus, Duration), String> {
+        let Some(mut child) = self.child.take() else {
+            return Err("the hub is not running".into());
+        };
+        let started = tokio::time::Instant::now();
+        let sent = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        if !sent.as_ref().is_ok_and(|s| s.success()) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("could not send SIGTERM: {sent:?}"));
+        }
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Ok((status, started.elapsed())),
+                Ok(None) if started.elapsed() < guard => tokio::time::sleep(Duration::from_millis(10)).await,
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("the hub did not exit within {guard:?} of SIGTERM; killed"));
+                }
+                Err(e) => return Err(format!("waiting for the hub: {e}")),
+            }
+        }
+    }
+}
+
+/// A mutual-TLS channel to the hub on `port` trusting the CA certificates in `ca` (a bundle may
+/// hold several) and presenting `files`.
+pub async fn channel_trusting(port: u16, ca: &Path, files: &pki::CertFiles) -> Result<Channel, String> {
+    let identity = ClientIdentity {
+        ca: ca.to_path_buf(),
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+    };
+    connect(&format!("https://127.0.0.1:{port}"), &identity)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The PostgreSQL database named by `XINQIAO_TEST_DATABASE_URL`, when it is set.
+pub const PG_URL_VAR: &str = "XINQIAO_TEST_DATABASE_URL";
+
+/// A fresh PostgreSQL schema for one test run, made with its migrations; dropped (with `psql`, as
+/// the cli crate has no SQL client of its own) when the value is dropped, also when the test fails.
+pub struct TestSchema {
+    pub url: String,
+    pub name: String,
+}
+
+impl TestSchema {
+    /// `None` when `XINQIAO_TEST_DATABASE_URL` is unset or empty; a panic when it is set but the
+    /// database cannot be used.
+    pub async fn create(prefix: &str) -> Option<TestSchema> {
+        let url = std::env::var(PG_URL_VAR).ok().filter(|u| !u.is_empty())?;
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        let schema = TestSchema { url, name };
+        let store = xinqiao_store::PgStore::open_in_schema(&schema.url, &schema.name)
+            .await
+            .unwrap_or_else(|e| panic!("{PG_URL_VAR} is set but the store does not open: {e}"));
+        store.close().await;
+        Some(schema)
+    }
+
+    /// The database URL with `search_path` set to the schema on every connection (sqlx passes
+    /// `options=-c search_path=…` to the server at connect).
+    pub fn node_url(&self) -> String {
+        let separator = if self.url.contains('?') { '&' } else { '?' };
+        format!("{}{separator}options=-c%20search_path%3D{}", self.url, self.name)
+    }
+}
+
+impl Drop for TestSchema {
+    fn drop(&mut self) {
+        let dropped = Command::new("psql")
+            .arg(&self.url)
+            .args(["-v", "ON_ERROR_STOP=1", "-q", "-c"])
+            .arg(format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name))
+            .output();
+        match dropped {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "could not drop the test schema {}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => eprintln!(
+                "psql is not available ({e}); drop the test schema {} by hand",
+                self.name
+            ),
+        }
+    }
+}
+
+/// A path as a TOML literal string (the temporary paths in these tests hold no single quote).
+pub fn toml_literal(path: &Path) -> String {
+    format!("'{}'", path.display())
+}
+
+/// `xinqiao certs init --out DIR`: a CA with its hub, admin, evaluator and sample-department
+/// certificates, and an empty CRL.
+pub fn certs_init(dir: &Path) {
+    let init = Command::new(env!("CARGO_BIN_EXE_xinqiao"))
+        .args(["certs", "init", "--out"])
+        .arg(dir)
+        .output()
+        .expect("run xinqiao certs init");
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+}
