@@ -13,6 +13,7 @@ on_each_backend!(
     changes_reads_and_refusals_are_recorded,
     departments_see_only_events_that_involve_them,
     the_chain_verifies_and_a_changed_row_breaks_it,
+    an_anchor_finds_what_a_keyed_verification_cannot,
 );
 
 /// How long an event recorded when a stream ends (after the client has seen its end) may take.
@@ -172,7 +173,8 @@ async fn changes_reads_and_refusals_are_recorded(backend: Backend) {
         "the admin reads the whole trail in order"
     );
     for e in &events {
-        assert!(!e.hash.is_empty() && e.algorithm == "sha256", "{e:?}");
+        // The test hubs keep their audit key in the development PKI, as `serve --dev` does.
+        assert!(!e.hash.is_empty() && e.algorithm == "hmac-sha256:dev-1", "{e:?}");
         assert!(
             e.at.is_some() && !e.request_id.is_empty() && !e.outcome.is_empty(),
             "{e:?}"
@@ -350,7 +352,10 @@ async fn departments_see_only_events_that_involve_them(backend: Backend) {
         Code::PermissionDenied,
     );
     refused(
-        hub.audit(POLICE).await.verify_chain(pb::VerifyChainRequest {}).await,
+        hub.audit(POLICE)
+            .await
+            .verify_chain(pb::VerifyChainRequest::default())
+            .await,
         Code::PermissionDenied,
     );
     // Refusals of callers the hub does not know are recorded too: an unregistered department,
@@ -447,11 +452,14 @@ async fn the_chain_verifies_and_a_changed_row_breaks_it(backend: Backend) {
     ok(police.fetch(fetch(&open, 1, 0)).await);
 
     refused(
-        hub.audit(SAMR).await.verify_chain(pb::VerifyChainRequest {}).await,
+        hub.audit(SAMR)
+            .await
+            .verify_chain(pb::VerifyChainRequest::default())
+            .await,
         Code::PermissionDenied,
     );
     let mut audit = hub.audit_admin().await;
-    let intact = ok(audit.verify_chain(pb::VerifyChainRequest {}).await);
+    let intact = ok(audit.verify_chain(pb::VerifyChainRequest::default()).await);
     assert!(intact.intact, "{intact:?}");
     assert_eq!(
         (intact.checkpoint_sequence, intact.checkpoint_hash.as_str()),
@@ -478,7 +486,7 @@ async fn the_chain_verifies_and_a_changed_row_breaks_it(backend: Backend) {
         ))
         .await;
     assert_eq!(changed, 1);
-    let broken = ok(audit.verify_chain(pb::VerifyChainRequest {}).await);
+    let broken = ok(audit.verify_chain(pb::VerifyChainRequest::default()).await);
     assert!(!broken.intact, "a changed row goes unnoticed: {broken:?}");
     assert_eq!(broken.broken_sequence, fetched.sequence, "{broken:?}");
     assert!(!broken.broken_reason.is_empty());
@@ -492,7 +500,7 @@ async fn the_chain_verifies_and_a_changed_row_breaks_it(backend: Backend) {
         ))
         .await;
     assert_eq!(restored, 1);
-    let again = ok(audit.verify_chain(pb::VerifyChainRequest {}).await);
+    let again = ok(audit.verify_chain(pb::VerifyChainRequest::default()).await);
     assert!(again.intact, "{again:?}");
     assert!(again.head_sequence > intact.head_sequence);
 
@@ -505,11 +513,152 @@ async fn the_chain_verifies_and_a_changed_row_breaks_it(backend: Backend) {
         ))
         .await;
     assert_eq!(removed, 1);
-    let gap = ok(audit.verify_chain(pb::VerifyChainRequest {}).await);
+    let gap = ok(audit.verify_chain(pb::VerifyChainRequest::default()).await);
     assert!(!gap.intact, "a removed row goes unnoticed: {gap:?}");
     assert!(
         [second.sequence, second.sequence + 1].contains(&gap.broken_sequence),
         "the break is named at the removed row or the one after it: {gap:?}"
+    );
+    hub.finish().await;
+}
+
+/// Every stored event, read from the store directly (a read over gRPC would be audited itself).
+async fn stored_chain(hub: &TestHub) -> Vec<xinqiao_domain::audit::ChainedEvent> {
+    use xinqiao_store::AuditStore as _;
+    hub.store()
+        .list_audit(&xinqiao_store::AuditFilter::default(), 0, 1000)
+        .await
+        .expect("the stored chain")
+}
+
+async fn an_anchor_finds_what_a_keyed_verification_cannot(backend: Backend) {
+    use xinqiao_domain::audit::{ChainHash, ChainKey, keyed_link};
+    let hub = TestHub::start_on(backend).await;
+    hub.import_resident_schema().await;
+    let open = hub
+        .open_residents(SAMR, "公示低保对象信息", pb::ShareType::Unconditional)
+        .await
+        .dataset;
+    for n in 1..=3 {
+        ok(hub
+            .exchange(SAMR)
+            .await
+            .publish(batch(&open, &format!("b{n}"), vec![upsert_resident(n, "张三丰")]))
+            .await);
+    }
+    refused(
+        hub.audit(SAMR).await.anchor_chain(pb::AnchorChainRequest {}).await,
+        Code::PermissionDenied,
+    );
+    let mut audit = hub.audit_admin().await;
+    let anchor = ok(audit.anchor_chain(pb::AnchorChainRequest {}).await);
+    assert!(anchor.sequence > 3 && !anchor.signature.is_empty(), "{anchor:?}");
+    assert!(anchor.hub_certificate.starts_with("-----BEGIN CERTIFICATE-----"));
+    let with = |anchor: &pb::ChainAnchor| pb::VerifyChainRequest {
+        anchor: Some(anchor.clone()),
+    };
+    let holds = ok(audit.verify_chain(with(&anchor)).await);
+    assert!(holds.intact && holds.anchor_holds, "{holds:?}");
+    assert_eq!(holds.keyed, holds.verified, "every link is keyed: {holds:?}");
+
+    // An anchor altered after signing, or signed by a department's key, vouches for nothing.
+    let altered = pb::ChainAnchor {
+        sequence: anchor.sequence - 1,
+        ..anchor.clone()
+    };
+    let answer = ok(audit.verify_chain(with(&altered)).await);
+    assert!(
+        !answer.anchor_holds && answer.anchor_reason.contains("signature"),
+        "{answer:?}"
+    );
+    let files = xinqiao_hub::pki::department_files(&hub.pki_dir(), SAMR);
+    let at = xinqiao_hub::convert::time("at", anchor.at)
+        .expect("a time")
+        .expect("a time");
+    let by_department = xinqiao_hub::tls::sign_with_hub_key(
+        &files.cert,
+        &files.key,
+        &xinqiao_domain::audit::Anchor {
+            sequence: anchor.sequence,
+            hash: anchor.hash.clone(),
+            at,
+        }
+        .signed_bytes(),
+    )
+    .expect("a department can sign too");
+    let forged = pb::ChainAnchor {
+        hub_certificate: by_department.certificate,
+        signature_scheme: by_department.scheme,
+        signature: by_department.signature,
+        ..anchor.clone()
+    };
+    let answer = ok(audit.verify_chain(with(&forged)).await);
+    assert!(
+        !answer.anchor_holds && answer.anchor_reason.contains("not a hub"),
+        "{answer:?}"
+    );
+
+    // Someone who holds the audit key and can write the database rewrites an event before the
+    // anchor and relinks everything after it with the key: the chain verifies, the anchor does not.
+    let events = stored_chain(&hub).await;
+    let keys = ChainKey::parse_lines(
+        &std::fs::read_to_string(xinqiao_hub::pki::audit_keys_path(&hub.pki_dir())).expect("the key file"),
+    )
+    .expect("keys");
+    let key = keys.last().expect("a key");
+    let victim = events
+        .iter()
+        .find(|e| e.event.action == "Publish")
+        .expect("a publish event")
+        .event
+        .sequence;
+    let mut previous = events
+        .iter()
+        .find(|e| e.event.sequence == victim - 1)
+        .map_or("genesis".to_string(), |e| e.hash.clone());
+    for row in events.iter().filter(|e| e.event.sequence >= victim) {
+        let mut event = row.event.clone();
+        if event.sequence == victim {
+            event.detail = r#"{"records":0}"#.into();
+        }
+        let hash = keyed_link(ChainHash::Sha256, key, &previous, &event);
+        hub.execute_sql(&format!(
+            "UPDATE audit_events SET detail = '{}', hash = '{hash}' WHERE sequence = {}",
+            event.detail.replace('\'', "''"),
+            event.sequence
+        ))
+        .await;
+        previous = hash;
+    }
+    hub.execute_sql(&format!("UPDATE audit_head SET last_hash = '{previous}' WHERE id = 1"))
+        .await;
+    let rewritten = ok(audit.verify_chain(with(&anchor)).await);
+    assert!(
+        rewritten.intact,
+        "relinked with the key, the chain itself verifies: {rewritten:?}"
+    );
+    assert!(!rewritten.anchor_holds, "{rewritten:?}");
+    assert!(
+        rewritten.anchor_reason.contains("no longer has the anchored hash"),
+        "{rewritten:?}"
+    );
+
+    // Events cut from the end (and the head moved back) leave a chain that verifies, but not the
+    // anchor.
+    let events = stored_chain(&hub).await;
+    let keep = anchor.sequence - 2;
+    let kept_hash = &events.iter().find(|e| e.event.sequence == keep).expect("kept").hash;
+    hub.execute_sql(&format!("DELETE FROM audit_events WHERE sequence > {keep}"))
+        .await;
+    hub.execute_sql(&format!(
+        "UPDATE audit_head SET last_sequence = {keep}, last_hash = '{kept_hash}' WHERE id = 1"
+    ))
+    .await;
+    let truncated = ok(audit.verify_chain(with(&anchor)).await);
+    assert!(truncated.intact, "{truncated:?}");
+    assert!(
+        !truncated.anchor_holds && truncated.anchor_reason.contains("removed from its end"),
+        "{truncated:?}"
     );
     hub.finish().await;
 }

@@ -68,7 +68,7 @@ async fn an_evaluator_reads_every_scorecard_and_nothing_else(backend: Backend) {
         Code::PermissionDenied,
     );
     refused(
-        audit.verify_chain(v1::VerifyChainRequest {}).await,
+        audit.verify_chain(v1::VerifyChainRequest::default()).await,
         Code::PermissionDenied,
     );
 

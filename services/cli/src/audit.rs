@@ -1,6 +1,8 @@
 //! `xinqiao audit`: the audit trail (等保 2.0 security audit), a hash chain of security-relevant
 //! events: list them, and verify that no event was changed, removed or reordered.
 
+use std::path::{Path, PathBuf};
+
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -21,8 +23,21 @@ pub struct AuditArgs {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Walk the whole chain (admin); exits non-zero, naming the first broken link, if it is broken.
-    Verify,
+    /// Walk the whole chain (admin); exits non-zero, naming the first broken link, if it is broken
+    /// (or if the anchor given does not hold).
+    Verify {
+        /// An anchor written by `audit anchor`: also prove that nothing at or before it was
+        /// rewritten, removed or reordered.
+        #[arg(long, value_name = "FILE")]
+        anchor: Option<PathBuf>,
+    },
+    /// Verify the chain and have the hub sign its head (admin): an anchor to keep outside the
+    /// database, for `audit verify --anchor`.
+    Anchor {
+        /// Write the anchor to this file (refused if it exists) instead of standard output.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Audit events in chain order (the admin: all; a department: its own actions and the events
     /// about its data).
     List {
@@ -115,11 +130,67 @@ pub fn events(as_json: bool, list: &[pb::AuditEvent]) {
 
 fn verification_json(v: &pb::VerifyChainResponse) -> Value {
     json!({
-        "intact": v.intact, "verified": v.verified,
+        "intact": v.intact, "verified": v.verified, "keyed": v.keyed, "unkeyed": v.unkeyed,
         "checkpoint_sequence": v.checkpoint_sequence, "checkpoint_hash": v.checkpoint_hash,
         "head_sequence": v.head_sequence, "head_hash": v.head_hash,
         "broken_sequence": v.broken_sequence, "broken_reason": v.broken_reason,
+        "anchor_holds": v.anchor_holds, "anchor_reason": v.anchor_reason,
     })
+}
+
+/// An anchor as its file holds it: JSON, the signature in base64.
+fn anchor_json(a: &pb::ChainAnchor) -> Value {
+    use base64::Engine as _;
+    json!({
+        "sequence": a.sequence,
+        "hash": a.hash,
+        "at": a.at.and_then(|t| convert::time("at", Some(t)).ok().flatten()).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        "hub_certificate": a.hub_certificate,
+        "signature_scheme": a.signature_scheme,
+        "signature": base64::engine::general_purpose::STANDARD.encode(&a.signature),
+    })
+}
+
+fn read_anchor(path: &Path) -> CliResult<pb::ChainAnchor> {
+    use base64::Engine as _;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bad = |what: &str| {
+        format!(
+            "{}: not an anchor written by `xinqiao audit anchor` ({what})",
+            path.display()
+        )
+    };
+    let v: Value = serde_json::from_str(&text).map_err(|_| bad("not JSON"))?;
+    let field = |name: &str| v.get(name).and_then(Value::as_str).ok_or_else(|| bad(name));
+    let at = DateTime::parse_from_rfc3339(field("at")?)
+        .map_err(|_| bad("at"))?
+        .with_timezone(&Utc);
+    Ok(pb::ChainAnchor {
+        sequence: v
+            .get("sequence")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| bad("sequence"))?,
+        hash: field("hash")?.to_string(),
+        at: Some(convert::timestamp(at)),
+        hub_certificate: field("hub_certificate")?.to_string(),
+        signature_scheme: field("signature_scheme")?.to_string(),
+        signature: base64::engine::general_purpose::STANDARD
+            .decode(field("signature")?)
+            .map_err(|_| bad("signature"))?,
+    })
+}
+
+/// Writes a new file whole, or not at all, and never over an existing one.
+fn write_new(path: &Path, text: &str) -> CliResult {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The verdict as a person reads it.
@@ -134,6 +205,7 @@ pub fn print_verification(v: &pb::VerifyChainResponse) {
         );
         out!("  verified before the break: {} events", v.verified);
     }
+    out!("  links: {} keyed (HMAC), {} plain hashes", v.keyed, v.unkeyed);
     let checkpoint = if v.checkpoint_sequence == 0 {
         "the genesis (nothing pruned)".to_string()
     } else {
@@ -141,6 +213,11 @@ pub fn print_verification(v: &pb::VerifyChainResponse) {
     };
     out!("  from:  {checkpoint}");
     out!("  head:  #{} {}", v.head_sequence, v.head_hash);
+    if v.anchor_holds {
+        out!("  anchor holds: nothing at or before it was rewritten, removed or reordered");
+    } else if !v.anchor_reason.is_empty() {
+        out!("  anchor does NOT hold: {}", v.anchor_reason);
+    }
 }
 
 /// Verifies the chain; an error naming the first broken link when it is broken.
@@ -159,14 +236,41 @@ pub async fn run(args: AuditArgs) -> CliResult {
     let json = args.client.json;
     let mut client = args.client.audit().await?;
     match args.command {
-        AuditCommand::Verify => {
+        AuditCommand::Verify { anchor } => {
+            let anchor = anchor.as_deref().map(read_anchor).transpose()?;
+            let anchored = anchor.is_some();
             let v = client
-                .verify_chain(pb::VerifyChainRequest {})
+                .verify_chain(pb::VerifyChainRequest { anchor })
                 .await
                 .map_err(explain)?
                 .into_inner();
             output::emit(json, verification_json(&v), || print_verification(&v));
-            verdict(&v)
+            verdict(&v)?;
+            if anchored && !v.anchor_holds {
+                return Err(format!("the anchor does not hold: {}", v.anchor_reason));
+            }
+            Ok(())
+        }
+        AuditCommand::Anchor { output: file } => {
+            let anchor = client
+                .anchor_chain(pb::AnchorChainRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner();
+            let text = format!("{:#}\n", anchor_json(&anchor));
+            match file {
+                None => out!("{}", text.trim_end()),
+                Some(path) => {
+                    write_new(&path, &text)?;
+                    out!(
+                        "anchored event {} ({}) in {}; keep it outside the hub's database",
+                        anchor.sequence,
+                        anchor.hash,
+                        path.display()
+                    );
+                }
+            }
+            Ok(())
         }
         AuditCommand::List {
             actor,

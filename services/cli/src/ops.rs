@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use clap::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use xinqiao_domain::audit::Keyring;
 use xinqiao_hub::nodes::{self, Migration};
 use xinqiao_hub::{Config, tls, trail};
 use xinqiao_store::Store;
@@ -334,7 +335,8 @@ pub async fn backup(args: BackupArgs) -> CliResult {
     let store = connect(&config).await?;
     let partial = sibling(&args.to, "partial")?;
     store.backup_to(&partial).await.map_err(|e| e.to_string())?;
-    let summary = match inspect(&partial).await {
+    let keys = config.audit_keyring()?;
+    let summary = match inspect(&partial, &keys).await {
         Ok(summary) => summary,
         Err(e) => {
             let _ = std::fs::remove_file(&partial);
@@ -382,7 +384,8 @@ pub async fn restore(args: RestoreArgs) -> CliResult {
     // renamed into place.
     let incoming = sibling(&target, "restoring")?;
     std::fs::copy(&args.backup, &incoming).map_err(|e| format!("cannot copy the backup: {e}"))?;
-    let summary = match inspect(&incoming).await {
+    let keys = config.audit_keyring()?;
+    let summary = match inspect(&incoming, &keys).await {
         Ok(summary) => summary,
         Err(e) => {
             let _ = std::fs::remove_file(&incoming);
@@ -430,19 +433,19 @@ fn sibling(path: &Path, purpose: &str) -> CliResult<PathBuf> {
 
 /// Opens a database file on its own and checks that this build can serve it and that its audit
 /// chain is intact; a line saying what it holds.
-async fn inspect(path: &Path) -> CliResult<String> {
+async fn inspect(path: &Path, keys: &Keyring) -> CliResult<String> {
     let url = format!("sqlite://{}", path.display());
     let store = xinqiao_store::SqliteStore::connect(&url)
         .await
         .map_err(|e| e.to_string())?;
-    let summary = summarise(&store).await;
+    let summary = summarise(&store, keys).await;
     // Closing checkpoints and removes the write-ahead log, which must not be left behind under
     // the temporary name when the file is renamed.
     store.close().await;
     summary
 }
 
-async fn summarise(store: &xinqiao_store::SqliteStore) -> CliResult<String> {
+async fn summarise(store: &xinqiao_store::SqliteStore, keys: &Keyring) -> CliResult<String> {
     use xinqiao_store::OperationsStore as _;
     let status = store.schema_status().await.map_err(|e| e.to_string())?;
     if !status.unknown().is_empty() {
@@ -452,7 +455,9 @@ async fn summarise(store: &xinqiao_store::SqliteStore) -> CliResult<String> {
             status.target()
         ));
     }
-    let chain = trail::verify_chain(store).await.map_err(|e| e.to_string())?;
+    let chain = trail::verify_chain(store, keys, None)
+        .await
+        .map_err(|e| e.to_string())?;
     if !chain.intact {
         return Err(format!(
             "its audit chain is broken at event {}: {}",

@@ -2,7 +2,10 @@
 //! before by a hash over both, so that a changed, removed or reordered row breaks the chain at
 //! that row.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, SecondsFormat, Utc};
+use hmac::{KeyInit, Mac, SimpleHmac};
 use sha2::{Digest, Sha256};
 
 use crate::fingerprint::to_hex;
@@ -36,6 +39,218 @@ impl ChainHash {
             ChainHash::Sha256 => to_hex(&Sha256::digest(bytes)),
             ChainHash::Sm3 => to_hex(&sm3::Sm3::digest(bytes)),
         }
+    }
+
+    /// HMAC (RFC 2104) over `bytes` with this hash: HMAC-SHA-256, or HMAC-SM3.
+    fn mac(self, secret: &[u8], bytes: &[u8]) -> String {
+        fn run<D: Digest + hmac::digest::block_api::BlockSizeUser>(secret: &[u8], bytes: &[u8]) -> String {
+            // Any key length is accepted by HMAC; `ChainKey` insists on at least 32 bytes.
+            match <SimpleHmac<D> as KeyInit>::new_from_slice(secret) {
+                Ok(mut mac) => {
+                    mac.update(bytes);
+                    to_hex(&mac.finalize().into_bytes())
+                }
+                Err(_) => String::new(),
+            }
+        }
+        match self {
+            ChainHash::Sha256 => run::<Sha256>(secret, bytes),
+            ChainHash::Sm3 => run::<sm3::Sm3>(secret, bytes),
+        }
+    }
+}
+
+/// A secret key for the chain's links, kept outside the database (a file or an environment
+/// variable). With it each link is an HMAC, which someone who can write the database but does not
+/// hold the key cannot recompute; its id is stored with every link it made, so that keys can be
+/// rotated and older links still verified.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChainKey {
+    id: String,
+    secret: Arc<[u8]>,
+}
+
+impl std::fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainKey").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl ChainKey {
+    /// The shortest secret accepted, in bytes (the hash's output size).
+    pub const MIN_SECRET: usize = 32;
+
+    pub fn new(id: &str, secret: &[u8]) -> Result<ChainKey, String> {
+        let id_ok = !id.is_empty()
+            && id.len() <= 32
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !id_ok {
+            return Err(format!(
+                "audit key id '{id}': 1 to 32 of A-Z, a-z, 0-9, '-', '_' and '.'"
+            ));
+        }
+        if secret.len() < Self::MIN_SECRET {
+            return Err(format!(
+                "audit key '{id}': the secret has {} bytes; at least {} are needed",
+                secret.len(),
+                Self::MIN_SECRET
+            ));
+        }
+        Ok(ChainKey {
+            id: id.into(),
+            secret: secret.into(),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Reads keys written one per line as `ID:HEX` (blank lines and `#` comments skipped). The
+    /// last is the one new links are made with; the others remain to verify older links.
+    pub fn parse_lines(text: &str) -> Result<Vec<ChainKey>, String> {
+        let mut keys: Vec<ChainKey> = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (id, hex) = line
+                .split_once(':')
+                .ok_or_else(|| format!("line {}: expected ID:HEX", n + 1))?;
+            let secret =
+                from_hex(hex.trim()).ok_or_else(|| format!("line {}: the secret is not hexadecimal", n + 1))?;
+            let key = ChainKey::new(id.trim(), &secret).map_err(|e| format!("line {}: {e}", n + 1))?;
+            if keys.iter().any(|k| k.id == key.id) {
+                return Err(format!("line {}: audit key '{}' appears twice", n + 1, key.id));
+            }
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+
+    /// The line `parse_lines` reads back.
+    pub fn to_line(&self) -> String {
+        format!("{}:{}", self.id, to_hex(&self.secret))
+    }
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .collect()
+}
+
+/// How new links are made: the hash, and the key when the chain is keyed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainLinker {
+    pub hash: ChainHash,
+    pub key: Option<ChainKey>,
+}
+
+impl From<ChainHash> for ChainLinker {
+    fn from(hash: ChainHash) -> Self {
+        ChainLinker { hash, key: None }
+    }
+}
+
+impl ChainLinker {
+    /// The link of `event` after `previous`, and the key id it was made with.
+    pub fn link(&self, previous: &str, event: &AuditEvent) -> (String, Option<String>) {
+        match &self.key {
+            None => (link(self.hash, previous, event), None),
+            Some(key) => (keyed_link(self.hash, key, previous, event), Some(key.id.clone())),
+        }
+    }
+}
+
+/// How a link's algorithm is stored: `sha256`, `sm3`, `hmac-sha256:<key id>`, `hmac-sm3:<key id>`.
+pub fn algorithm_text(hash: ChainHash, key_id: Option<&str>) -> String {
+    match key_id {
+        None => hash.as_str().to_string(),
+        Some(id) => format!("hmac-{}:{id}", hash.as_str()),
+    }
+}
+
+/// Reads a stored algorithm back: the hash and the key id, if keyed. `None` for what no hub
+/// writes.
+pub fn parse_algorithm(text: &str) -> Option<(ChainHash, Option<String>)> {
+    match text.strip_prefix("hmac-") {
+        None => ChainHash::parse(text).map(|hash| (hash, None)),
+        Some(rest) => {
+            let (hash, id) = rest.split_once(':')?;
+            let valid_id = !id.is_empty() && id.len() <= 32;
+            valid_id.then_some((ChainHash::parse(hash)?, Some(id.to_string())))
+        }
+    }
+}
+
+/// The keys a verifier holds, and from which event on every link must be keyed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keyring {
+    keys: Vec<ChainKey>,
+    /// Links up to this sequence may be unkeyed (written before the chain had a key); every later
+    /// one must be keyed. `None`: no key is configured, and unkeyed links are all there is.
+    unkeyed_until: Option<u64>,
+}
+
+impl Keyring {
+    /// No keys: keyed links cannot be checked, unkeyed ones are taken as they are.
+    pub fn none() -> Keyring {
+        Keyring::default()
+    }
+
+    /// `keys` (the last makes new links); every link after `unkeyed_until` must be keyed with one
+    /// of them, so that a chain recomputed without the key does not verify.
+    pub fn new(keys: Vec<ChainKey>, unkeyed_until: u64) -> Keyring {
+        let unkeyed_until = (!keys.is_empty()).then_some(unkeyed_until);
+        Keyring { keys, unkeyed_until }
+    }
+
+    /// The linker for new events: keyed with the newest key, when there is one.
+    pub fn linker(&self, hash: ChainHash) -> ChainLinker {
+        ChainLinker {
+            hash,
+            key: self.keys.last().cloned(),
+        }
+    }
+
+    fn key(&self, id: &str) -> Option<&ChainKey> {
+        self.keys.iter().find(|k| k.id == id)
+    }
+}
+
+/// The HMAC link of `event` after `previous` under `key`.
+pub fn keyed_link(hash: ChainHash, key: &ChainKey, previous: &str, event: &AuditEvent) -> String {
+    hash.mac(&key.secret, &linked_bytes(previous, event))
+}
+
+/// A signed statement of the chain's head at a moment (`xinqiao audit anchor`), kept outside the
+/// database: while the anchor's event still has the anchor's hash and the chain verifies up to
+/// it, nothing at or before it was rewritten, removed or reordered, keyed or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    pub sequence: u64,
+    pub hash: String,
+    pub at: DateTime<Utc>,
+}
+
+impl Anchor {
+    /// The exact bytes the hub signs.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        format!(
+            "xinqiao audit anchor v1\n{}\n{}\n{}\n",
+            self.sequence,
+            self.hash,
+            self.at.to_rfc3339_opts(SecondsFormat::Micros, true)
+        )
+        .into_bytes()
     }
 }
 
@@ -91,12 +306,16 @@ impl AuditEvent {
     }
 }
 
-/// The hash of `event` chained after `previous`.
-pub fn link(hash: ChainHash, previous: &str, event: &AuditEvent) -> String {
+fn linked_bytes(previous: &str, event: &AuditEvent) -> Vec<u8> {
     let mut bytes = previous.as_bytes().to_vec();
     bytes.push(b'\n');
     bytes.extend(event.canonical());
-    hash.digest(&bytes)
+    bytes
+}
+
+/// The (unkeyed) hash of `event` chained after `previous`.
+pub fn link(hash: ChainHash, previous: &str, event: &AuditEvent) -> String {
+    hash.digest(&linked_bytes(previous, event))
 }
 
 /// A stored row: the event, the hash it was stored with and the algorithm of that hash (a chain
@@ -106,6 +325,8 @@ pub struct ChainedEvent {
     pub event: AuditEvent,
     pub hash: String,
     pub algorithm: ChainHash,
+    /// The key the link is an HMAC with; `None` for a plain hash.
+    pub key_id: Option<String>,
 }
 
 /// Where a chain stops being what was written.
@@ -119,29 +340,60 @@ pub struct BrokenLink {
 }
 
 /// Verifies rows (in stored order) that follow `previous` and start at `first_sequence`: a
-/// checkpoint left by pruning, or the genesis. Names the first broken link.
+/// checkpoint left by pruning, or the genesis. Names the first broken link. Without keys, a keyed
+/// link cannot be checked and counts as broken; see [`verify_keyed`].
 pub fn verify(
     previous: &str,
     first_sequence: u64,
     rows: impl IntoIterator<Item = ChainedEvent>,
 ) -> Result<u64, BrokenLink> {
+    verify_keyed(previous, first_sequence, rows, &Keyring::none())
+}
+
+/// [`verify`] with the keys of a keyed chain: each keyed link must be the HMAC of its key, and
+/// every link after the keyring's `unkeyed_until` must be keyed.
+pub fn verify_keyed(
+    previous: &str,
+    first_sequence: u64,
+    rows: impl IntoIterator<Item = ChainedEvent>,
+    keys: &Keyring,
+) -> Result<u64, BrokenLink> {
     let mut previous = previous.to_string();
     let mut verified = 0;
     for (expected, row) in (first_sequence..).zip(rows) {
+        let broken = |reason: String| BrokenLink {
+            sequence: row.event.sequence,
+            reason,
+            verified,
+        };
         if row.event.sequence != expected {
-            return Err(BrokenLink {
-                sequence: row.event.sequence,
-                reason: format!("expected event {expected} here: rows were removed or reordered"),
-                verified,
-            });
+            return Err(broken(format!(
+                "expected event {expected} here: rows were removed or reordered"
+            )));
         }
-        let computed = link(row.algorithm, &previous, &row.event);
+        let computed = match &row.key_id {
+            None => {
+                if keys.unkeyed_until.is_some_and(|until| row.event.sequence > until) {
+                    return Err(broken(
+                        "the link is not keyed, but the chain is keyed from here on: it was rewritten without the key"
+                            .into(),
+                    ));
+                }
+                link(row.algorithm, &previous, &row.event)
+            }
+            Some(id) => match keys.key(id) {
+                Some(key) => keyed_link(row.algorithm, key, &previous, &row.event),
+                None => {
+                    return Err(broken(format!(
+                        "the link is keyed with '{id}', a key this verifier does not hold"
+                    )));
+                }
+            },
+        };
         if computed != row.hash {
-            return Err(BrokenLink {
-                sequence: row.event.sequence,
-                reason: "the stored hash does not match the event and the hash before it: the row was changed".into(),
-                verified,
-            });
+            return Err(broken(
+                "the stored hash does not match the event and the hash before it: the row was changed".into(),
+            ));
         }
         previous = row.hash;
         verified += 1;
@@ -178,6 +430,7 @@ mod tests {
                     event,
                     hash: h,
                     algorithm: hash,
+                    key_id: None,
                 }
             })
             .collect()
@@ -258,5 +511,190 @@ mod tests {
         assert_eq!(ChainHash::parse("SM3"), Some(ChainHash::Sm3));
         assert_eq!(ChainHash::parse("sha256"), Some(ChainHash::Sha256));
         assert_eq!(ChainHash::parse("md5"), None);
+    }
+
+    fn key(id: &str, byte: u8) -> ChainKey {
+        ChainKey::new(id, &[byte; 32]).expect("a valid key")
+    }
+
+    /// A chain linked by `linkers[i % len]`, so that keys and hashes can change along it.
+    fn keyed_chain(linkers: &[ChainLinker], n: u64) -> Vec<ChainedEvent> {
+        let mut previous = GENESIS.to_string();
+        (1..=n)
+            .map(|s| {
+                let linker = &linkers[(s as usize - 1) % linkers.len()];
+                let event = event(s, "fetch");
+                let (hash, key_id) = linker.link(&previous, &event);
+                previous.clone_from(&hash);
+                ChainedEvent {
+                    event,
+                    hash,
+                    algorithm: linker.hash,
+                    key_id,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hmac_sha256_matches_rfc_4231() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            ChainHash::Sha256.mac(b"Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn hmac_sm3_is_rfc_2104_over_sm3() {
+        let (secret, message) = ([0x0bu8; 32], b"Hi There");
+        let pad = |byte: u8| {
+            secret
+                .iter()
+                .chain(std::iter::repeat(&0).take(64 - 32))
+                .map(|b| b ^ byte)
+                .collect::<Vec<u8>>()
+        };
+        let inner = sm3::Sm3::digest([pad(0x36), message.to_vec()].concat());
+        let outer = sm3::Sm3::digest([pad(0x5c), inner.to_vec()].concat());
+        assert_eq!(ChainHash::Sm3.mac(&secret, message), to_hex(&outer));
+    }
+
+    #[test]
+    fn keys_are_read_one_per_line_and_refused_when_weak() {
+        let text = format!(
+            "# rotated yearly\n{}\n\n{}\n",
+            key("k2025", 1).to_line(),
+            key("k2026", 2).to_line()
+        );
+        let keys = ChainKey::parse_lines(&text).expect("two keys");
+        assert_eq!(keys.iter().map(ChainKey::id).collect::<Vec<_>>(), ["k2025", "k2026"]);
+        assert_eq!(keys[1], key("k2026", 2));
+        assert!(
+            ChainKey::parse_lines("k1:abcd")
+                .expect_err("short")
+                .contains("at least 32")
+        );
+        assert!(
+            ChainKey::parse_lines("k1 0011")
+                .expect_err("no colon")
+                .contains("ID:HEX")
+        );
+        assert!(ChainKey::parse_lines(&format!("bad id:{}", "00".repeat(32))).is_err());
+        assert!(ChainKey::parse_lines(&format!("k:{}", "zz".repeat(32))).is_err());
+        let twice = format!("{}\n{}", key("k", 1).to_line(), key("k", 2).to_line());
+        assert!(ChainKey::parse_lines(&twice).expect_err("twice").contains("twice"));
+        // The secret never shows in debug output.
+        assert!(!format!("{:?}", key("k", 0xab)).contains("abab"));
+    }
+
+    #[test]
+    fn algorithms_are_stored_as_text_and_read_back() {
+        for (hash, id) in [
+            (ChainHash::Sha256, None),
+            (ChainHash::Sm3, Some("k1")),
+            (ChainHash::Sha256, Some("k.2")),
+        ] {
+            let text = algorithm_text(hash, id);
+            assert_eq!(parse_algorithm(&text), Some((hash, id.map(String::from))));
+        }
+        assert_eq!(algorithm_text(ChainHash::Sm3, Some("k1")), "hmac-sm3:k1");
+        for junk in ["md5", "hmac-sha256", "hmac-sha256:", "hmac-md5:k1", ""] {
+            assert_eq!(parse_algorithm(junk), None, "{junk}");
+        }
+    }
+
+    #[test]
+    fn a_keyed_chain_verifies_only_with_its_keys() {
+        let keyed = Keyring::new(vec![key("k1", 1)], 0).linker(ChainHash::Sha256);
+        let rows = keyed_chain(&[keyed], 4);
+        assert!(rows.iter().all(|r| r.key_id.as_deref() == Some("k1")));
+        // The keyed link is not the plain hash.
+        assert_ne!(rows[0].hash, link(ChainHash::Sha256, GENESIS, &rows[0].event));
+        assert_eq!(
+            verify_keyed(GENESIS, 1, rows.clone(), &Keyring::new(vec![key("k1", 1)], 0)),
+            Ok(4)
+        );
+        // Without the key, or with another secret under the same id, it does not.
+        let broken = verify(GENESIS, 1, rows.clone()).expect_err("no key");
+        assert!(broken.reason.contains("does not hold"), "{}", broken.reason);
+        let wrong = verify_keyed(GENESIS, 1, rows, &Keyring::new(vec![key("k1", 9)], 0)).expect_err("wrong key");
+        assert_eq!((wrong.sequence, wrong.verified), (1, 0));
+    }
+
+    #[test]
+    fn a_chain_recomputed_without_the_key_does_not_verify() {
+        let keys = Keyring::new(vec![key("k1", 1)], 0);
+        let mut rows = keyed_chain(&[keys.linker(ChainHash::Sha256)], 5);
+        // Someone with database access but not the key changes event 3 and relinks everything
+        // with the plain hash, which they can compute.
+        rows[2].event.outcome = "ok-forged".into();
+        let mut previous = GENESIS.to_string();
+        for row in &mut rows {
+            row.hash = link(ChainHash::Sha256, &previous, &row.event);
+            row.key_id = None;
+            previous.clone_from(&row.hash);
+        }
+        assert_eq!(verify(GENESIS, 1, rows.clone()), Ok(5), "consistent as a plain chain");
+        let broken = verify_keyed(GENESIS, 1, rows, &keys).expect_err("not keyed");
+        assert_eq!(broken.sequence, 1);
+        assert!(broken.reason.contains("not keyed"), "{}", broken.reason);
+    }
+
+    #[test]
+    fn keys_rotate_and_a_chain_keyed_later_keeps_its_plain_beginning() {
+        let (old, new) = (key("k2025", 1), key("k2026", 2));
+        let plain = ChainLinker::from(ChainHash::Sm3);
+        let by_old = Keyring::new(vec![old.clone()], 0).linker(ChainHash::Sm3);
+        let by_new = Keyring::new(vec![old.clone(), new.clone()], 0).linker(ChainHash::Sm3);
+        assert_eq!(by_new.key.as_ref().map(ChainKey::id), Some("k2026"));
+        let mut rows = keyed_chain(&[plain], 2);
+        let mut previous = rows[1].hash.clone();
+        for (s, linker) in [(3, &by_old), (4, &by_new), (5, &by_new)] {
+            let event = event(s, "fetch");
+            let (hash, key_id) = linker.link(&previous, &event);
+            previous.clone_from(&hash);
+            rows.push(ChainedEvent {
+                event,
+                hash,
+                algorithm: ChainHash::Sm3,
+                key_id,
+            });
+        }
+        let both = Keyring::new(vec![old.clone(), new.clone()], 2);
+        assert_eq!(verify_keyed(GENESIS, 1, rows.clone(), &both), Ok(5));
+        // A keyring that demands keys from event 1 on refuses the plain beginning.
+        assert_eq!(
+            verify_keyed(GENESIS, 1, rows.clone(), &Keyring::new(vec![old, new.clone()], 0)).map_err(|b| b.sequence),
+            Err(1)
+        );
+        // Dropping the old key leaves its links unverifiable.
+        let only_new = Keyring::new(vec![new], 2);
+        assert_eq!(
+            verify_keyed(GENESIS, 1, rows, &only_new).map_err(|b| b.sequence),
+            Err(3)
+        );
+    }
+
+    #[test]
+    fn an_anchor_signs_its_sequence_hash_and_time() {
+        let anchor = Anchor {
+            sequence: 42,
+            hash: "ab".repeat(32),
+            at: DateTime::from_timestamp(1_790_000_000, 5_000).unwrap_or_default(),
+        };
+        let text = String::from_utf8(anchor.signed_bytes()).expect("text");
+        assert_eq!(
+            text,
+            format!(
+                "xinqiao audit anchor v1\n42\n{}\n2026-09-21T14:13:20.000005Z\n",
+                "ab".repeat(32)
+            )
+        );
+        let other = Anchor {
+            sequence: 43,
+            ..anchor.clone()
+        };
+        assert_ne!(other.signed_bytes(), anchor.signed_bytes());
     }
 }

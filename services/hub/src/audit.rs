@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tonic::codegen::http;
-use xinqiao_domain::audit::{AuditEvent, ChainHash};
+use xinqiao_domain::audit::{AuditEvent, ChainLinker};
 use xinqiao_domain::{Error, Result};
 use xinqiao_store::Store;
 
@@ -34,7 +34,7 @@ pub const REQUEST_ID: &str = "x-request-id";
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Pending>,
-    hash: ChainHash,
+    linker: ChainLinker,
 }
 
 struct Pending {
@@ -44,15 +44,16 @@ struct Pending {
 
 impl AuditLog {
     /// Starts the writer. It runs until the last handle is dropped.
-    pub fn start(store: Arc<dyn Store>, hash: ChainHash) -> AuditLog {
+    pub fn start(store: Arc<dyn Store>, linker: ChainLinker) -> AuditLog {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(write_groups(store, hash, rx));
-        AuditLog { tx, hash }
+        tokio::spawn(write_groups(store, linker.clone(), rx));
+        AuditLog { tx, linker }
     }
 
-    /// The chain hash, for events that the store appends inside another transaction (publishes).
-    pub fn hash(&self) -> ChainHash {
-        self.hash
+    /// How links are made, for events that the store appends inside another transaction
+    /// (publishes).
+    pub fn linker(&self) -> &ChainLinker {
+        &self.linker
     }
 
     /// Appends events and waits until they are stored.
@@ -88,7 +89,7 @@ impl AuditLog {
 }
 
 /// Appends what is queued in groups: while one group is being written, the next one gathers.
-async fn write_groups(store: Arc<dyn Store>, hash: ChainHash, mut rx: mpsc::Receiver<Pending>) {
+async fn write_groups(store: Arc<dyn Store>, linker: ChainLinker, mut rx: mpsc::Receiver<Pending>) {
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         let mut count = group[0].events.len();
@@ -103,7 +104,7 @@ async fn write_groups(store: Arc<dyn Store>, hash: ChainHash, mut rx: mpsc::Rece
         }
         let events: Vec<AuditEvent> = group.iter().flat_map(|p| p.events.iter().cloned()).collect();
         let result = store
-            .append_audit(&events, hash)
+            .append_audit(&events, &linker)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string());

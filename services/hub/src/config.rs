@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use xinqiao_domain::audit::{ChainKey, Keyring};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7443";
 pub const DEFAULT_DATA_DIR: &str = "xinqiao-data";
@@ -110,6 +111,15 @@ pub struct AuditSettings {
     /// Events older than this are pruned (a checkpoint keeps the rest verifiable). At least 180
     /// (Cybersecurity Law art. 21: logs kept six months or more).
     pub retention_days: u32,
+    /// A file of audit keys, one `ID:HEX` per line (the last makes new links; earlier ones verify
+    /// older links). With keys, each link is an HMAC that nobody without the key can recompute.
+    /// Default: the development PKI's `audit.keys`, when it exists.
+    pub key_file: Option<PathBuf>,
+    /// Or the name of an environment variable holding the same lines.
+    pub key_env: Option<String>,
+    /// Links up to this sequence may be unkeyed: the events written before keys were configured.
+    /// Every later link must be keyed, or verification names it.
+    pub unkeyed_until: u64,
 }
 
 /// The scorecard's weights (any non-negative numbers; they are normalised) and its default period.
@@ -159,6 +169,9 @@ impl Default for AuditSettings {
         Self {
             hash: "sha256".into(),
             retention_days: MIN_AUDIT_RETENTION_DAYS,
+            key_file: None,
+            key_env: None,
+            unkeyed_until: 0,
         }
     }
 }
@@ -203,6 +216,25 @@ impl Default for Limits {
             max_batch_records: 10_000,
             max_record_bytes: 1024 * 1024,
             max_file_bytes: 4 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
+fn read_keys(path: &Path) -> Result<String, String> {
+    warn_if_readable_by_others(path);
+    std::fs::read_to_string(path).map_err(|e| format!("audit keys {}: {e}", path.display()))
+}
+
+/// A key file others can read is a key others may have: said loudly, not refused, since the
+/// operator may have reasons (a group of operators).
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(file = %path.display(), "the audit key file can be read by others than its owner (chmod 600 it)");
         }
     }
 }
@@ -278,6 +310,31 @@ impl Config {
             let dev = crate::pki::crl_path(&self.pki_dir());
             dev.is_file().then_some(dev)
         })
+    }
+
+    /// The audit keys: `[audit] key_file`, or `key_env`, or the development PKI's `audit.keys` when
+    /// it exists; none at all leaves the chain unkeyed.
+    pub fn audit_keyring(&self) -> Result<Keyring, String> {
+        let text = match (&self.audit.key_file, &self.audit.key_env) {
+            (Some(_), Some(_)) => return Err("set audit.key_file or audit.key_env, not both".into()),
+            (Some(path), None) => Some(read_keys(path)?),
+            (None, Some(var)) => Some(
+                std::env::var(var)
+                    .map_err(|_| format!("audit.key_env names {var}, which is not set (or not UTF-8)"))?,
+            ),
+            (None, None) => {
+                let dev = crate::pki::audit_keys_path(&self.pki_dir());
+                if dev.is_file() { Some(read_keys(&dev)?) } else { None }
+            }
+        };
+        let Some(text) = text else {
+            return Ok(Keyring::none());
+        };
+        let keys = ChainKey::parse_lines(&text).map_err(|e| format!("audit keys: {e}"))?;
+        if keys.is_empty() {
+            return Err("audit keys: the file or variable holds no key".into());
+        }
+        Ok(Keyring::new(keys, self.audit.unkeyed_until))
     }
 
     pub fn handshake_timeout(&self) -> Duration {

@@ -511,7 +511,7 @@ impl ExchangeApi {
             at: crate::clock::now(),
             audit: Some(BatchAudit {
                 event: &event,
-                hash: self.audit.hash(),
+                linker: self.audit.linker().clone(),
             }),
         };
         let result = self.store.publish_batch(&batch).await?;

@@ -104,6 +104,21 @@ fn ca_key_path(dir: &Path) -> PathBuf {
 
 /// The CA's certificate revocation list. `serve --dev` loads it when it exists and re-reads it
 /// when it changes.
+/// The development PKI's audit keys (`[audit] key_file` by default while it exists).
+pub fn audit_keys_path(dir: &Path) -> PathBuf {
+    dir.join("audit.keys")
+}
+
+/// A new audit key with a random 32-byte secret, as a `ID:HEX` line for a key file.
+pub fn new_audit_key(id: &str) -> Result<xinqiao_domain::audit::ChainKey, PkiError> {
+    let mut secret = [0u8; 32];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut secret)
+        .map_err(|_| PkiError::Invalid("no randomness for an audit key".into()))?;
+    xinqiao_domain::audit::ChainKey::new(id, &secret).map_err(PkiError::Invalid)
+}
+
 pub fn crl_path(dir: &Path) -> PathBuf {
     dir.join("crl.pem")
 }
@@ -152,7 +167,10 @@ pub fn init(dir: &Path, extra_hosts: &[String]) -> Result<(), PkiError> {
     }
     let ca_key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
-    params.distinguished_name = name("Xinqiao platform CA (development)");
+    // Each CA its own name: during a CA rotation the hub trusts two at once, and revocation lists
+    // are matched to their CA by name.
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    params.distinguished_name = name(&format!("Xinqiao platform CA (development) {}", &tag[..8]));
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -167,6 +185,10 @@ pub fn init(dir: &Path, extra_hosts: &[String]) -> Result<(), PkiError> {
     // An empty list from the start, so a hub serving this PKI watches the file and a later
     // `certs revoke` takes effect without a restart.
     write_crl(dir, 1, Vec::new())?;
+    // The audit chain's key, kept beside the CA's as a production platform keeps both outside
+    // the database.
+    let key = new_audit_key("dev-1")?;
+    write_private(&audit_keys_path(dir), &format!("{}\n", key.to_line()))?;
 
     let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     hosts.extend(extra_hosts.iter().cloned());

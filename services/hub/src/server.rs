@@ -131,7 +131,8 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         .local_addr()
         .map_err(|source| ServeError::Listen { addr, source })?;
     let hash = config.audit.chain_hash().map_err(ServeError::Config)?;
-    let audit = AuditLog::start(store.clone(), hash);
+    let keys = config.audit_keyring().map_err(ServeError::Config)?;
+    let audit = AuditLog::start(store.clone(), keys.linker(hash));
     let refused = audit.clone();
     let on_failure: tls::HandshakeFailureHook = Arc::new(move |remote, error| {
         tracing::warn!(%remote, %error, "TLS handshake refused");
@@ -204,7 +205,12 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     let evaluation = EvaluationServiceServer::new(EvaluationApi::new(evaluator, auth.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
-    let audit_service = AuditServiceServer::new(AuditApi::new(store.clone(), auth.clone()))
+    let anchor_files = trail::AnchorFiles {
+        ca: config.ca(),
+        cert: config.cert(),
+        key: config.key(),
+    };
+    let audit_service = AuditServiceServer::new(AuditApi::new(store.clone(), auth.clone(), keys, anchor_files))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
     let schemas = SchemaServiceServer::new(SchemaApi::new(store.clone(), auth, registry))

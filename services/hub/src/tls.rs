@@ -24,7 +24,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{RootCertStore, ServerConfig, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -137,6 +137,19 @@ fn revocation_lists(
         .map(|der| x509_parser::parse_x509_certificate(der.as_ref()).map(|(_, cert)| cert))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| file_error(ca_path, format!("not an X.509 certificate: {e}")))?;
+    // A list names its CA by subject; with two CAs of one name, the verifier would check one CA's
+    // list with the other's key and refuse that CA's clients.
+    for (i, a) in cas.iter().enumerate() {
+        if let Some(b) = cas[..i].iter().find(|b| b.subject().as_raw() == a.subject().as_raw()) {
+            return Err(file_error(
+                ca_path,
+                format!(
+                    "two CAs are both named '{}': revocation lists are matched to CAs by name, so each CA of the bundle needs its own",
+                    b.subject()
+                ),
+            ));
+        }
+    }
     let mut covered = vec![false; cas.len()];
     for (n, der) in lists.iter().enumerate() {
         let which = if lists.len() == 1 {
@@ -201,8 +214,8 @@ struct ServerFiles {
 struct Active {
     config: Arc<ServerConfig>,
     verifier: Arc<dyn ClientCertVerifier>,
-    /// The CRL file as it was just before it was read, for the watcher to compare against.
-    crl_seen: Option<Fingerprint>,
+    /// The files as they were just before they were read, for the watcher to compare against.
+    seen: Vec<Fingerprint>,
 }
 
 impl ServerFiles {
@@ -211,7 +224,7 @@ impl ServerFiles {
     fn build(&self) -> Result<Active, TlsError> {
         install_crypto_provider();
         // Taken before reading: a change made while building shows as a change afterwards.
-        let crl_seen = self.crl.as_deref().map(Fingerprint::of);
+        let seen = self.fingerprints();
         let cas = certificates(&self.ca)?;
         let mut roots = RootCertStore::empty();
         for ca_cert in &cas {
@@ -242,13 +255,22 @@ impl ServerFiles {
         Ok(Active {
             config: Arc::new(config),
             verifier,
-            crl_seen,
+            seen,
         })
+    }
+
+    /// Every file the configuration is built from, in a fixed order.
+    fn fingerprints(&self) -> Vec<Fingerprint> {
+        [Some(&self.ca), Some(&self.cert), Some(&self.key), self.crl.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|p| Fingerprint::of(p))
+            .collect()
     }
 }
 
-/// How often the watcher looks at the CRL file.
-const CRL_POLL: Duration = Duration::from_secs(2);
+/// How often the watcher looks at the TLS files.
+const FILES_POLL: Duration = Duration::from_secs(2);
 
 /// The hub's server TLS configuration, reloadable while the hub serves. Clones share it.
 #[derive(Clone)]
@@ -315,8 +337,8 @@ impl ServerTls {
         let tls = self.clone();
         tokio::spawn(async move {
             let mut hangups = hangups();
-            let mut seen = tls.active.borrow().crl_seen.clone();
-            let mut ticks = tokio::time::interval(CRL_POLL);
+            let mut seen = tls.active.borrow().seen.clone();
+            let mut ticks = tokio::time::interval(FILES_POLL);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 let why = tokio::select! {
@@ -327,20 +349,22 @@ impl ServerTls {
                         continue;
                     }
                     () = next_hangup(&mut hangups) => {
-                        // Whatever the file holds now is what this reload reads.
-                        seen = tls.crl().map(Fingerprint::of);
+                        // Whatever the files hold now is what this reload reads.
+                        seen = tls.files.fingerprints();
                         "SIGHUP"
                     }
                     _ = ticks.tick() => {
-                        let Some(crl) = tls.crl() else { continue };
-                        let now = Some(Fingerprint::of(crl));
+                        // The CA bundle, the hub's certificate and key, and the CRL: a renewed
+                        // certificate (cert-manager swaps the files), a CA added for rotation or
+                        // a new revocation list takes effect without a signal or a restart.
+                        let now = tls.files.fingerprints();
                         if now == seen {
                             continue;
                         }
                         // Remembered even if the reload fails: a broken file is reported once,
                         // and read again when it changes again.
                         seen = now;
-                        "the CRL file changed"
+                        "a TLS file changed"
                     }
                 };
                 match tls.reload() {
@@ -1016,5 +1040,109 @@ mod tests {
         let other = dev_pki();
         let foreign = load(dir, Some(&pki::crl_path(other.path()))).unwrap_err().to_string();
         assert!(foreign.contains("not signed by a CA"), "{foreign}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signatures of the audit trail's anchors
+
+/// What the hub signed, with which certificate's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// The hub's certificate, PEM.
+    pub certificate: String,
+    /// The TLS 1.3 name of the signature scheme (`ECDSA_NISTP256_SHA256`, `ED25519`, ...).
+    pub scheme: String,
+    pub signature: Vec<u8>,
+}
+
+/// Schemes an anchor may be signed with, in the hub's order of preference.
+const ANCHOR_SCHEMES: [SignatureScheme; 6] = [
+    SignatureScheme::ECDSA_NISTP256_SHA256,
+    SignatureScheme::ECDSA_NISTP384_SHA384,
+    SignatureScheme::ED25519,
+    SignatureScheme::RSA_PSS_SHA256,
+    SignatureScheme::RSA_PSS_SHA384,
+    SignatureScheme::RSA_PSS_SHA512,
+];
+
+/// Signs `message` with the hub's private key (the one its TLS certificate certifies), read from
+/// the files now, so that a renewed certificate signs from the moment it is in place.
+pub fn sign_with_hub_key(cert: &Path, key: &Path, message: &[u8]) -> Result<Signed, TlsError> {
+    let chain = certificates(cert)?;
+    let signing_key = rustls::crypto::ring::sign::any_supported_type(&private_key(key)?)
+        .map_err(|e| file_error(key, format!("cannot sign with this key: {e}")))?;
+    let signer = signing_key
+        .choose_scheme(&ANCHOR_SCHEMES)
+        .ok_or_else(|| file_error(key, "the key supports none of the anchor signature schemes"))?;
+    let signature = signer
+        .sign(message)
+        .map_err(|e| TlsError::Config(format!("signing failed: {e}")))?;
+    let first = chain.first().ok_or_else(|| file_error(cert, "holds no certificate"))?;
+    Ok(Signed {
+        certificate: pem_certificate(first.as_ref()),
+        scheme: format!("{:?}", signer.scheme()),
+        signature,
+    })
+}
+
+fn pem_certificate(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
+/// Checks that `signed` is a signature over `message` by a hub certificate of this platform:
+/// issued by one of the CAs in `ca_bundle`, for serving (serverAuth), and that the signature
+/// verifies with its key. Why not, otherwise.
+pub fn verify_hub_signature(ca_bundle: &Path, message: &[u8], signed: &Signed) -> Result<(), String> {
+    let der = CertificateDer::pem_slice_iter(signed.certificate.as_bytes())
+        .next()
+        .ok_or("the anchor holds no certificate")?
+        .map_err(|e| format!("the anchor's certificate is not PEM: {e}"))?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| format!("the anchor's certificate: {e}"))?;
+    let serves = cert
+        .extended_key_usage()
+        .ok()
+        .flatten()
+        .is_some_and(|eku| eku.value.server_auth);
+    if !serves {
+        return Err("the anchor is signed by a certificate that is not a hub's (no serverAuth usage)".into());
+    }
+    let cas = certificates(ca_bundle).map_err(|e| e.to_string())?;
+    let issued = cas.iter().any(|ca| {
+        x509_parser::parse_x509_certificate(ca.as_ref()).is_ok_and(|(_, ca)| {
+            ca.subject().as_raw() == cert.issuer().as_raw() && cert.verify_signature(Some(ca.public_key())).is_ok()
+        })
+    });
+    if !issued {
+        return Err("the anchor's certificate was not issued by this platform's CA".into());
+    }
+    let scheme = ANCHOR_SCHEMES
+        .into_iter()
+        .find(|s| format!("{s:?}") == signed.scheme)
+        .ok_or_else(|| format!("unknown signature scheme '{}'", signed.scheme))?;
+    let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+    let candidates = algorithms
+        .mapping
+        .iter()
+        .find(|(s, _)| *s == scheme)
+        .map(|(_, algs)| *algs)
+        .unwrap_or_default();
+    let end_entity = webpki::EndEntityCert::try_from(&der).map_err(|e| format!("the anchor's certificate: {e}"))?;
+    if candidates
+        .iter()
+        .any(|alg| end_entity.verify_signature(*alg, message, &signed.signature).is_ok())
+    {
+        Ok(())
+    } else {
+        Err("the anchor's signature does not verify: the anchor was altered or not signed by that hub".into())
     }
 }

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Timelike, Utc};
 use xinqiao_domain::Result;
-use xinqiao_domain::audit::{AuditEvent, ChainHash, ChainedEvent, link};
+use xinqiao_domain::audit::{AuditEvent, ChainHash, ChainLinker, ChainedEvent, parse_algorithm};
 
 use crate::exchange::sequences;
 
@@ -20,9 +20,9 @@ pub(crate) struct ChainHead {
     pub last_hash: String,
 }
 
-/// Numbers `events` after `head` and links each to the one before with `hash`, as they are to be
+/// Numbers `events` after `head` and links each to the one before with `linker`, as they are to be
 /// stored. The caller holds the head locked until the rows are committed.
-pub(crate) fn link_after(head: &ChainHead, events: &[AuditEvent], hash: ChainHash) -> Result<Vec<ChainedEvent>> {
+pub(crate) fn link_after(head: &ChainHead, events: &[AuditEvent], linker: &ChainLinker) -> Result<Vec<ChainedEvent>> {
     let (first, _) = sequences(head.last_sequence, events.len())?;
     let mut previous = head.last_hash.clone();
     let mut linked = Vec::with_capacity(events.len());
@@ -31,12 +31,13 @@ pub(crate) fn link_after(head: &ChainHead, events: &[AuditEvent], hash: ChainHas
         // `sequences` checked that the numbers fit; they are positive, since the head is not.
         event.sequence = u64::try_from(sequence).unwrap_or_default();
         event.at = stored_time(event.at);
-        let hash_text = link(hash, &previous, &event);
+        let (hash_text, key_id) = linker.link(&previous, &event);
         previous.clone_from(&hash_text);
         linked.push(ChainedEvent {
             event,
             hash: hash_text,
-            algorithm: hash,
+            algorithm: linker.hash,
+            key_id,
         });
     }
     Ok(linked)
@@ -69,8 +70,13 @@ pub(crate) fn batch_event(event: &AuditEvent, accepted: u32, first_sequence: i64
 /// text that no algorithm produces (it keeps the stored hash for the record), so that
 /// `audit::verify` names exactly this row as changed.
 pub(crate) fn stored_link(event: AuditEvent, hash: String, algorithm: &str) -> ChainedEvent {
-    match ChainHash::parse(algorithm) {
-        Some(algorithm) => ChainedEvent { event, hash, algorithm },
+    match parse_algorithm(algorithm) {
+        Some((algorithm, key_id)) => ChainedEvent {
+            event,
+            hash,
+            algorithm,
+            key_id,
+        },
         None => {
             tracing::error!(
                 sequence = event.sequence,
@@ -81,6 +87,7 @@ pub(crate) fn stored_link(event: AuditEvent, hash: String, algorithm: &str) -> C
                 hash: format!("unknown algorithm '{algorithm}': {hash}"),
                 event,
                 algorithm: ChainHash::Sha256,
+                key_id: None,
             }
         }
     }
@@ -112,14 +119,14 @@ mod tests {
             last_sequence: 0,
             last_hash: GENESIS.into(),
         };
-        let first = link_after(&head, &[event("a"), event("b")], ChainHash::Sha256).expect("link");
+        let first = link_after(&head, &[event("a"), event("b")], &ChainHash::Sha256.into()).expect("link");
         assert_eq!(first[1].event.sequence, 2);
         assert_eq!(first[0].event.at.nanosecond(), 123_456_000);
         let head = ChainHead {
             last_sequence: 2,
             last_hash: first[1].hash.clone(),
         };
-        let second = link_after(&head, &[event("c")], ChainHash::Sm3).expect("link");
+        let second = link_after(&head, &[event("c")], &ChainHash::Sm3.into()).expect("link");
         assert_eq!(second[0].event.sequence, 3);
         let rows = first.into_iter().chain(second).collect::<Vec<_>>();
         assert_eq!(verify(GENESIS, 1, rows), Ok(3));
@@ -131,7 +138,7 @@ mod tests {
             last_sequence: 0,
             last_hash: GENESIS.into(),
         };
-        let mut rows = link_after(&head, &[event("a"), event("b")], ChainHash::Sha256).expect("link");
+        let mut rows = link_after(&head, &[event("a"), event("b")], &ChainHash::Sha256.into()).expect("link");
         let second = rows.pop().expect("two rows");
         rows.push(stored_link(second.event, second.hash, "md5"));
         let broken = verify(GENESIS, 1, rows).expect_err("the second row is broken");

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use xinqiao_domain::Result;
 use xinqiao_domain::access::{AccessGrant, AccessRequest, ErrorReport, ReportState, RequestState};
-use xinqiao_domain::audit::{AuditEvent, ChainHash, ChainedEvent};
+use xinqiao_domain::audit::{AuditEvent, ChainLinker, ChainedEvent};
 use xinqiao_domain::catalogue::{CatalogEntry, EntryContent, EntryFilter, ShareType};
 use xinqiao_domain::compatibility::CompatibilityMode;
 use xinqiao_domain::department::{Department, DepartmentProfile};
@@ -219,7 +219,7 @@ pub struct NewChange {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchAudit<'a> {
     pub event: &'a AuditEvent,
-    pub hash: ChainHash,
+    pub linker: ChainLinker,
 }
 
 /// A batch to commit atomically.
@@ -437,7 +437,7 @@ pub trait AuditStore: Send + Sync {
     /// Appends events (their `sequence` is ignored) in order after the chain's head, each linked
     /// to the one before with `hash`, in one transaction; the chain never forks, also with
     /// several hub nodes appending at once. Returns the last sequence given.
-    async fn append_audit(&self, events: &[AuditEvent], hash: ChainHash) -> Result<u64>;
+    async fn append_audit(&self, events: &[AuditEvent], linker: &ChainLinker) -> Result<u64>;
     /// Events matching the filter, ordered by sequence, numbered above `after`, at most `limit`.
     async fn list_audit(&self, filter: &AuditFilter, after: u64, limit: u32) -> Result<Vec<ChainedEvent>>;
     async fn audit_checkpoint(&self) -> Result<AuditCheckpoint>;

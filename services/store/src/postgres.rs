@@ -1709,7 +1709,7 @@ impl ExchangeStore for PgStore {
         // Last, so that the chain's head is locked only while this transaction commits.
         if let Some(audit) = &batch.audit {
             let event = crate::audit::batch_event(audit.event, accepted, first, last);
-            self::audit::append_in(&mut tx, &[event], audit.hash).await?;
+            self::audit::append_in(&mut tx, &[event], &audit.linker).await?;
         }
         tx.commit().await.map_err(db_error)?;
         Ok(BatchResult {

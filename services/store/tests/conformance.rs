@@ -11,7 +11,9 @@ use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use sqlx::Connection;
 use xinqiao_domain::Error;
 use xinqiao_domain::access::{AccessApplication, AccessGrant, AccessRequest, ErrorReport, ReportState, RequestState};
-use xinqiao_domain::audit::{AuditEvent, BrokenLink, ChainHash, ChainedEvent, GENESIS, verify};
+use xinqiao_domain::audit::{
+    AuditEvent, BrokenLink, ChainHash, ChainKey, ChainLinker, ChainedEvent, GENESIS, Keyring, verify, verify_keyed,
+};
 use xinqiao_domain::catalogue::{
     CatalogEntry, DataItem, EntryContent, EntryFilter, ExchangeKind, OpenAttributes, OpenType, ResourceFormat,
     ShareAttributes, ShareChannel, ShareType, UpdateCycle,
@@ -276,6 +278,7 @@ conformance!(
     concurrent_audit_appends_never_fork_the_chain,
     pruning_keeps_the_rest_of_the_chain_verifiable,
     tampering_in_the_database_is_named_by_verification,
+    a_keyed_chain_names_every_tampering_even_recomputed_without_the_key,
     a_fresh_database_is_at_this_builds_schema,
     migrations_missing_are_pending_and_unknown_ones_refused,
     hub_nodes_are_announced_listed_and_retired,
@@ -3789,8 +3792,11 @@ fn audit_events(first: i64, n: i64) -> Vec<AuditEvent> {
         .collect()
 }
 
-async fn append(store: &dyn Store, events: &[AuditEvent], hash: ChainHash) -> u64 {
-    store.append_audit(events, hash).await.expect("append audit events")
+async fn append(store: &dyn Store, events: &[AuditEvent], linker: impl Into<ChainLinker>) -> u64 {
+    store
+        .append_audit(events, &linker.into())
+        .await
+        .expect("append audit events")
 }
 
 /// Every stored event matching `filter`, read in pages of 7.
@@ -4132,7 +4138,7 @@ async fn a_publish_and_its_audit_event_commit_together(store: Arc<dyn Store>) {
     store
         .append_audit(
             &[audit_event(1, &provider, "CreateDataset", &dataset.id, &provider)],
-            ChainHash::Sha256,
+            &ChainHash::Sha256.into(),
         )
         .await
         .expect("append");
@@ -4152,7 +4158,7 @@ async fn a_publish_and_its_audit_event_commit_together(store: Arc<dyn Store>) {
                     at: t(100),
                     audit: Some(BatchAudit {
                         event: &event,
-                        hash: ChainHash::Sm3,
+                        linker: ChainHash::Sm3.into(),
                     }),
                 })
                 .await
@@ -4197,7 +4203,7 @@ async fn a_publish_and_its_audit_event_commit_together(store: Arc<dyn Store>) {
             at: t(100),
             audit: Some(BatchAudit {
                 event: &event,
-                hash: ChainHash::Sha256,
+                linker: ChainHash::Sha256.into(),
             }),
         })
         .await;
@@ -4347,4 +4353,161 @@ async fn backups_are_online_copies_on_sqlite_and_pg_dump_on_postgres(t: Tamperin
             assert!(!path.exists());
         }
     }
+}
+
+fn audit_key(id: &str, byte: u8) -> ChainKey {
+    ChainKey::new(id, &[byte; 32]).expect("a valid key")
+}
+
+/// The keyed chain as a verifier holding the key sees it: the first broken sequence and reason.
+async fn keyed_break(store: &dyn Store, keys: &Keyring) -> Result<u64, (u64, String)> {
+    let checkpoint = store.audit_checkpoint().await.expect("checkpoint");
+    verify_keyed(
+        &checkpoint.hash,
+        checkpoint.sequence + 1,
+        all_audit(store, &AuditFilter::default()).await,
+        keys,
+    )
+    .map_err(|b| (b.sequence, b.reason))
+}
+
+async fn a_keyed_chain_names_every_tampering_even_recomputed_without_the_key(db: Tampering) {
+    let store = &*db.store;
+    let keys = Keyring::new(vec![audit_key("k1", 7)], 0);
+    let linker = keys.linker(ChainHash::Sha256);
+    append(store, &audit_events(1, 4), linker.clone()).await;
+    append(store, &audit_events(5, 6), linker.clone()).await;
+    assert_eq!(keyed_break(store, &keys).await, Ok(10));
+    let rows = all_audit(store, &AuditFilter::default()).await;
+    assert!(rows.iter().all(|r| r.key_id.as_deref() == Some("k1")));
+    // Without the key, the keyed links cannot be checked at all.
+    assert_eq!(verify_stored(store).await.map_err(|b| b.sequence), Err(1));
+
+    // Every column of a row, changed alone, is named at that row.
+    let original = &rows[4];
+    let e = &original.event;
+    let columns: [(&str, &str); 9] = [
+        ("actor", &e.actor),
+        ("action", &e.action),
+        ("target", &e.target),
+        ("about", &e.about),
+        ("outcome", &e.outcome),
+        ("request_id", &e.request_id),
+        ("detail", &e.detail),
+        ("hash", &original.hash),
+        ("algorithm", "hmac-sha256:k1"),
+    ];
+    for (column, value) in columns {
+        let forged = if column == "algorithm" {
+            "hmac-sm3:k1".to_string()
+        } else {
+            format!("{value}x")
+        };
+        db.execute(&[&format!(
+            "UPDATE audit_events SET {column} = '{forged}' WHERE sequence = 5"
+        )])
+        .await;
+        let broken = keyed_break(store, &keys).await;
+        assert_eq!(broken.as_ref().map_err(|b| b.0), Err(5), "{column}: {broken:?}");
+        db.execute(&[&format!(
+            "UPDATE audit_events SET {column} = '{value}' WHERE sequence = 5"
+        )])
+        .await;
+        assert_eq!(keyed_break(store, &keys).await, Ok(10), "{column} restored");
+    }
+    // The time, in each backend's own type.
+    let shift = match &db.database {
+        RawDatabase::Sqlite { .. } => "UPDATE audit_events SET at = '2001-01-01T00:00:00Z' WHERE sequence = 5",
+        RawDatabase::Postgres { .. } => "UPDATE audit_events SET at = at - interval '1 second' WHERE sequence = 5",
+    };
+    let unshift = match &db.database {
+        RawDatabase::Sqlite { .. } => format!(
+            "UPDATE audit_events SET at = '{}' WHERE sequence = 5",
+            e.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        ),
+        RawDatabase::Postgres { .. } => {
+            "UPDATE audit_events SET at = at + interval '1 second' WHERE sequence = 5".into()
+        }
+    };
+    db.execute(&[shift]).await;
+    assert_eq!(keyed_break(store, &keys).await.map_err(|b| b.0), Err(5));
+    db.execute(&[&unshift]).await;
+    assert_eq!(keyed_break(store, &keys).await, Ok(10));
+
+    // Reordered, removed, inserted.
+    let swap = [
+        "UPDATE audit_events SET sequence = -4 WHERE sequence = 4",
+        "UPDATE audit_events SET sequence = 4 WHERE sequence = 3",
+        "UPDATE audit_events SET sequence = 3 WHERE sequence = -4",
+    ];
+    db.execute(&swap).await;
+    assert_eq!(keyed_break(store, &keys).await.map_err(|b| b.0), Err(3));
+    db.execute(&swap).await;
+    assert_eq!(keyed_break(store, &keys).await, Ok(10));
+    let mut inserted = rows[9].event.clone();
+    inserted.sequence = 11;
+    inserted.action = "forged".into();
+    // The best an intruder without the key can do: a link under a key of their own making.
+    let guessed = xinqiao_domain::audit::keyed_link(ChainHash::Sha256, &audit_key("k1", 8), &rows[9].hash, &inserted);
+    let at = match &db.database {
+        RawDatabase::Sqlite { .. } => format!("'{}'", inserted.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        RawDatabase::Postgres { .. } => format!(
+            "'{}'::timestamptz",
+            inserted.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        ),
+    };
+    db.execute(&[&format!(
+        "INSERT INTO audit_events (sequence, at, actor, action, target, about, outcome, request_id, detail, hash, algorithm) \
+         VALUES (11, {at}, '{}', 'forged', '{}', '{}', 'ok', 'req-x', '{{}}', '{guessed}', 'hmac-sha256:k1')",
+        inserted.actor, inserted.target, inserted.about
+    )])
+    .await;
+    assert_eq!(keyed_break(store, &keys).await.map_err(|b| b.0), Err(11));
+    db.execute(&["DELETE FROM audit_events WHERE sequence = 11"]).await;
+    db.execute(&["DELETE FROM audit_events WHERE sequence = 6"]).await;
+    let (sequence, reason) = keyed_break(store, &keys).await.expect_err("a row is gone");
+    assert_eq!(sequence, 7);
+    assert!(reason.contains("removed"), "{reason}");
+
+    // A full recomputation by someone who can write the database but does not hold the key: row
+    // 2 changed, every later row renumbered and relinked with the plain hash, the head moved.
+    // Consistent as a plain chain; not as the keyed chain it must be.
+    let rest: Vec<AuditEvent> = all_audit(store, &AuditFilter::default())
+        .await
+        .into_iter()
+        .map(|r| r.event)
+        .collect();
+    let mut previous = GENESIS.to_string();
+    let mut statements = vec!["DELETE FROM audit_events".to_string()];
+    for (n, mut event) in rest.into_iter().enumerate() {
+        event.sequence = n as u64 + 1;
+        if event.sequence == 2 {
+            event.outcome = "ok-rewritten".into();
+        }
+        let hash = xinqiao_domain::audit::link(ChainHash::Sha256, &previous, &event);
+        let at = match &db.database {
+            RawDatabase::Sqlite { .. } => {
+                format!("'{}'", event.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            }
+            RawDatabase::Postgres { .. } => format!(
+                "'{}'::timestamptz",
+                event.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            ),
+        };
+        statements.push(format!(
+            "INSERT INTO audit_events (sequence, at, actor, action, target, about, outcome, request_id, detail, hash, algorithm) \
+             VALUES ({}, {at}, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{hash}', 'sha256')",
+            event.sequence, event.actor, event.action, event.target, event.about, event.outcome, event.request_id, event.detail
+        ));
+        previous = hash;
+    }
+    statements.push(format!(
+        "UPDATE audit_head SET last_sequence = 9, last_hash = '{previous}' WHERE id = 1"
+    ));
+    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+    db.execute(&statements).await;
+    assert_eq!(verify_stored(store).await, Ok(9), "a consistent plain chain");
+    let (sequence, reason) = keyed_break(store, &keys).await.expect_err("not the keyed chain");
+    assert_eq!(sequence, 1);
+    assert!(reason.contains("not keyed"), "{reason}");
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Postgres, QueryBuilder};
 use xinqiao_domain::Result;
-use xinqiao_domain::audit::{AuditEvent, ChainHash, ChainedEvent};
+use xinqiao_domain::audit::{AuditEvent, ChainLinker, ChainedEvent, algorithm_text};
 
 use super::{PgStore, get, stored_time};
 use crate::audit::{ChainHead, link_after, stored_link};
@@ -57,9 +57,10 @@ fn head_sequence(sequence: i64) -> Result<u64> {
 /// Appends events after the chain's head inside the caller's transaction, locking the head row
 /// until that transaction ends, so that appenders on every node take turns. Returns the new last
 /// sequence.
-pub(crate) async fn append_in(tx: &mut PgConnection, events: &[AuditEvent], hash: ChainHash) -> Result<i64> {
+pub(crate) async fn append_in(tx: &mut PgConnection, events: &[AuditEvent], linker: &ChainLinker) -> Result<i64> {
     let head = chain_head(&mut *tx, "FOR UPDATE").await?;
-    let linked = link_after(&head, events, hash)?;
+    let linked = link_after(&head, events, linker)?;
+    let algorithm = algorithm_text(linker.hash, linker.key.as_ref().map(|k| k.id()));
     let at: Vec<DateTime<Utc>> = linked.iter().map(|l| l.event.at).collect();
     let column = |f: fn(&AuditEvent) -> &str| linked.iter().map(|l| f(&l.event)).collect::<Vec<&str>>();
     let hashes: Vec<&str> = linked.iter().map(|l| l.hash.as_str()).collect();
@@ -86,7 +87,7 @@ pub(crate) async fn append_in(tx: &mut PgConnection, events: &[AuditEvent], hash
     .bind(column(|e| &e.request_id))
     .bind(column(|e| &e.detail))
     .bind(&hashes)
-    .bind(hash.as_str())
+    .bind(&algorithm)
     .bind(last)
     .bind(last_hash)
     .execute(&mut *tx)
@@ -99,13 +100,13 @@ pub(crate) async fn append_in(tx: &mut PgConnection, events: &[AuditEvent], hash
 impl AuditStore for PgStore {
     /// One transaction of four statements whatever the number of events: lock the head, insert
     /// every event (as parallel arrays), move the head, commit.
-    async fn append_audit(&self, events: &[AuditEvent], hash: ChainHash) -> Result<u64> {
+    async fn append_audit(&self, events: &[AuditEvent], linker: &ChainLinker) -> Result<u64> {
         if events.is_empty() {
             let mut conn = self.pool.acquire().await.map_err(db_error)?;
             return head_sequence(chain_head(&mut conn, "").await?.last_sequence);
         }
         let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let last = append_in(&mut tx, events, hash).await?;
+        let last = append_in(&mut tx, events, linker).await?;
         tx.commit().await.map_err(db_error)?;
         head_sequence(last)
     }

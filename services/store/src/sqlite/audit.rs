@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{QueryBuilder, Sqlite};
 use xinqiao_domain::Result;
-use xinqiao_domain::audit::{AuditEvent, ChainHash, ChainedEvent};
+use xinqiao_domain::audit::{AuditEvent, ChainLinker, ChainedEvent, algorithm_text};
 
 use super::{SqliteStore, get, stored_time};
 use crate::audit::{ChainHead, link_after, stored_link};
@@ -57,9 +57,10 @@ fn head_sequence(sequence: i64) -> Result<u64> {
 
 /// Appends events after the chain's head inside the caller's write transaction (SQLite has one
 /// writer, so the head cannot move under it). Returns the new last sequence.
-pub(crate) async fn append_in(tx: &mut SqliteConnection, events: &[AuditEvent], hash: ChainHash) -> Result<i64> {
+pub(crate) async fn append_in(tx: &mut SqliteConnection, events: &[AuditEvent], linker: &ChainLinker) -> Result<i64> {
     let head = chain_head(&mut *tx).await?;
-    let linked = link_after(&head, events, hash)?;
+    let linked = link_after(&head, events, linker)?;
+    let algorithm = algorithm_text(linker.hash, linker.key.as_ref().map(|k| k.id()));
     let mut rest = linked.as_slice();
     while !rest.is_empty() {
         let rows = MAX_INSERT_ROWS.min(1 << rest.len().ilog2());
@@ -78,7 +79,7 @@ pub(crate) async fn append_in(tx: &mut SqliteConnection, events: &[AuditEvent], 
                 .push_bind(&event.request_id)
                 .push_bind(&event.detail)
                 .push_bind(&linked.hash)
-                .push_bind(linked.algorithm.as_str());
+                .push_bind(&algorithm);
         });
         query
             .build()
@@ -100,13 +101,13 @@ pub(crate) async fn append_in(tx: &mut SqliteConnection, events: &[AuditEvent], 
 
 #[async_trait]
 impl AuditStore for SqliteStore {
-    async fn append_audit(&self, events: &[AuditEvent], hash: ChainHash) -> Result<u64> {
+    async fn append_audit(&self, events: &[AuditEvent], linker: &ChainLinker) -> Result<u64> {
         if events.is_empty() {
             let mut conn = self.readers.acquire().await.map_err(db_error)?;
             return head_sequence(chain_head(&mut conn).await?.last_sequence);
         }
         let mut tx = self.begin_write().await?;
-        let last = append_in(&mut tx, events, hash).await?;
+        let last = append_in(&mut tx, events, linker).await?;
         tx.commit().await.map_err(db_error)?;
         head_sequence(last)
     }
