@@ -1137,6 +1137,7 @@ pub fn download_as(dataset: &str, file_name: &str, purpose: &str, grant_id: &str
         file_name: file_name.into(),
         purpose: purpose.into(),
         grant_id: grant_id.into(),
+        offset: 0,
     }
 }
 

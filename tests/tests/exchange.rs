@@ -1524,6 +1524,7 @@ fn download(dataset: &str, name: &str) -> pb::DownloadFileRequest {
         file_name: name.into(),
         purpose: PURPOSE.into(),
         grant_id: String::new(),
+        offset: 0,
     }
 }
 
@@ -1686,6 +1687,47 @@ async fn files_upload_in_resumable_pieces_and_download_verified(backend: Backend
     assert_eq!(sha256_hex(&got), digest, "the bytes match the digest");
     assert!(got == bytes, "the bytes are the uploaded file");
     assert!(messages >= 2, "a large file comes in several messages");
+
+    // A broken download resumes from the bytes it has: the first message still describes the
+    // whole file, and the rest is exactly the tail.
+    let resumed_at = 200 * 1024 + 7;
+    let mut stream = ok(police
+        .download_file(pb::DownloadFileRequest {
+            offset: resumed_at as u64,
+            ..download(&dataset, name)
+        })
+        .await);
+    let mut tail = Vec::new();
+    let mut first = None;
+    while let Some(message) = timeout(GUARD, stream.message())
+        .await
+        .expect("no stall")
+        .expect("the tail")
+    {
+        first.get_or_insert((message.size, message.sha256.clone()));
+        tail.extend(message.data);
+    }
+    assert_eq!(first, Some((size, digest.clone())));
+    assert!(tail == bytes[resumed_at..], "the resumed bytes are the file's tail");
+    // At the end there is nothing left but the description; past it is refused.
+    let mut at_end = ok(police
+        .download_file(pb::DownloadFileRequest {
+            offset: size,
+            ..download(&dataset, name)
+        })
+        .await);
+    let only = at_end.message().await.expect("an answer").expect("one message");
+    assert_eq!((only.size, only.data.len()), (size, 0));
+    assert!(at_end.message().await.expect("the end").is_none());
+    invalid(
+        police
+            .download_file(pb::DownloadFileRequest {
+                offset: size + 1,
+                ..download(&dataset, name)
+            })
+            .await,
+        &["offset"],
+    );
 
     // The file is a change in the dataset's log.
     let log = fetch_all(&mut police, &dataset, 0).await;

@@ -18,6 +18,7 @@ on_each_backend!(
     an_unregistered_department_is_denied_until_registered,
     a_deactivated_department_is_denied_on_its_open_connection,
     silent_and_garbage_connections_do_not_hold_up_others,
+    a_flood_of_refused_handshakes_is_summarised_not_recorded_one_by_one,
 );
 
 const STATES: [pb::EntryState; 5] = [
@@ -447,5 +448,52 @@ async fn silent_and_garbage_connections_do_not_hold_up_others(backend: Backend) 
     assert!(served.is_ok(), "pending handshakes held up a registered caller");
     drop(silent);
     drop(garbage);
+    hub.finish().await;
+}
+
+async fn a_flood_of_refused_handshakes_is_summarised_not_recorded_one_by_one(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use xinqiao_store::AuditFilter;
+
+    let hub = TestHub::start_on(backend).await;
+    // A second node over the same store, with the default limit of 20 events a minute per
+    // address; flooded with 60 connections that are not TLS at all.
+    let node = hub.second_node().await;
+    for _ in 0..60 {
+        let mut garbage = tokio::net::TcpStream::connect(node.addr).await.expect("connect");
+        garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").await.expect("write");
+        // Until the hub hangs up: the refusal has then been decided.
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), garbage.read_to_end(&mut rest)).await;
+    }
+    // Stopping summarises what the minute counted.
+    node.stop().await.expect("the node stops");
+    let count = |events: &[xinqiao_domain::audit::ChainedEvent], action: &str| {
+        events.iter().filter(|e| e.event.action == action).count()
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let events = loop {
+        let events = hub
+            .store()
+            .list_audit(&AuditFilter::default(), 0, 1000)
+            .await
+            .expect("the trail");
+        if count(&events, "authenticate") >= 20 && count(&events, "authenticate_summary") >= 1 {
+            break events;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the refusals were not recorded");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(count(&events, "authenticate"), 20, "one event each up to the limit");
+    let summaries: Vec<_> = events
+        .iter()
+        .filter(|e| e.event.action == "authenticate_summary")
+        .collect();
+    assert_eq!(summaries.len(), 1);
+    let summary = &summaries[0].event;
+    assert_eq!(summary.actor, "peer:127.0.0.1");
+    assert_eq!(summary.outcome, "UNAUTHENTICATED");
+    assert_eq!(json(&summary.detail)["refusals"], 40, "{}", summary.detail);
+    still_serving(&hub).await;
     hub.finish().await;
 }

@@ -362,67 +362,107 @@ async fn put(args: &FileArgs, dataset: &str, path: &Path, name: Option<&str>) ->
 }
 
 /// Streams one download into a temporary file beside the target; the verified temporary file.
+/// What a download has received so far: kept across reconnections, so that a broken download
+/// resumes where it stopped instead of from the first byte.
+struct Partial {
+    temp: tempfile::NamedTempFile,
+    hasher: Sha256,
+    received: u64,
+    /// The file's size and SHA-256, from the first answer.
+    expected: Option<(u64, String)>,
+}
+
+impl Partial {
+    fn new(dir: &Path) -> Result<Partial, String> {
+        let temp = tempfile::Builder::new()
+            .prefix(".xinqiao-")
+            .suffix(".part")
+            .tempfile_in(dir)
+            .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+        Ok(Partial {
+            temp,
+            hasher: Sha256::new(),
+            received: 0,
+            expected: None,
+        })
+    }
+}
+
+/// Downloads into `partial`, from the bytes it already holds. `Err(status)` for a broken
+/// connection (worth a retry, which resumes); `Ok(Err(..))` for a download that cannot succeed.
 async fn download(
     client: &mut Client,
     dataset: &str,
     name: &str,
     read: &exchange::ReadArgs,
     dir: &Path,
+    partial: &mut Partial,
     progress: &ProgressBar,
-) -> Result<Result<(tempfile::NamedTempFile, u64, String), String>, Status> {
+) -> Result<Result<(u64, String), String>, Status> {
     let request = pb::DownloadFileRequest {
         dataset: dataset.to_string(),
         file_name: name.to_string(),
         purpose: read.purpose(),
         grant_id: read.grant_id(),
+        offset: partial.received,
     };
     let mut stream = client.download_file(request).await?.into_inner();
-    let mut temp = match tempfile::Builder::new()
-        .prefix(".xinqiao-")
-        .suffix(".part")
-        .tempfile_in(dir)
+    let mut first = true;
     {
-        Ok(t) => t,
-        Err(e) => return Ok(Err(format!("cannot write in {}: {e}", dir.display()))),
-    };
-    let mut hasher = Sha256::new();
-    let mut expected: Option<(u64, String)> = None;
-    let mut received = 0u64;
-    progress.set_position(0);
-    {
-        let mut writer = std::io::BufWriter::with_capacity(1 << 20, temp.as_file_mut());
+        let mut writer = std::io::BufWriter::with_capacity(1 << 20, partial.temp.as_file_mut());
         while let Some(message) = stream.message().await? {
-            if expected.is_none() {
-                expected = Some((message.size, message.sha256.to_ascii_lowercase()));
+            if first {
+                first = false;
+                let now = (message.size, message.sha256.to_ascii_lowercase());
+                match &partial.expected {
+                    None => partial.expected = Some(now),
+                    // A new version of the file replaced the one being resumed: its first
+                    // bytes are not these.
+                    Some(before) if *before != now => {
+                        return Ok(Err(format!(
+                            "{name} changed on the hub during the download; run the command again"
+                        )));
+                    }
+                    Some(_) => {}
+                }
                 progress.set_length(message.size);
             }
-            hasher.update(&message.data);
+            partial.hasher.update(&message.data);
             if let Err(e) = writer.write_all(&message.data) {
                 return Ok(Err(format!("cannot write in {}: {e}", dir.display())));
             }
-            received += message.data.len() as u64;
-            progress.set_position(received);
+            partial.received += message.data.len() as u64;
+            progress.set_position(partial.received);
         }
         if let Err(e) = writer.flush() {
             return Ok(Err(format!("cannot write in {}: {e}", dir.display())));
         }
     }
-    let Some((size, sha256)) = expected else {
+    let Some((size, sha256)) = partial.expected.clone() else {
         return Err(Status::unavailable("the download ended before its first message"));
     };
-    let actual = hex(&hasher.finalize());
-    if received != size {
-        return Ok(Err(format!("received {received} bytes of a {size}-byte file")));
+    if partial.received < size {
+        return Err(Status::unavailable(format!(
+            "the download ended after {} of {size} bytes",
+            partial.received
+        )));
+    }
+    let actual = hex(&partial.hasher.clone().finalize());
+    if partial.received != size {
+        return Ok(Err(format!(
+            "received {} bytes of a {size}-byte file",
+            partial.received
+        )));
     }
     if actual != sha256 {
         return Ok(Err(format!(
             "the received bytes have SHA-256 {actual}, not the hub's {sha256}"
         )));
     }
-    if let Err(e) = temp.as_file().sync_all() {
+    if let Err(e) = partial.temp.as_file().sync_all() {
         return Ok(Err(format!("cannot write in {}: {e}", dir.display())));
     }
-    Ok(Ok((temp, size, actual)))
+    Ok(Ok((size, actual)))
 }
 
 async fn get(
@@ -450,8 +490,9 @@ async fn get(
     let progress = exchange::progress(args.quiet, Some(0), BAR);
     let started = Instant::now();
     let mut retry = Retry::new();
-    let (temp, size, sha256) = loop {
-        match download(&mut client, dataset, name, read, &dir, &progress).await {
+    let mut partial = Partial::new(&dir)?;
+    let (size, sha256) = loop {
+        match download(&mut client, dataset, name, read, &dir, &mut partial, &progress).await {
             Ok(Ok(done)) => break done,
             Ok(Err(e)) => {
                 progress.finish_and_clear();
@@ -468,6 +509,7 @@ async fn get(
         }
     };
     progress.finish_and_clear();
+    let temp = partial.temp;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -197,6 +197,9 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// A client that has not completed its TLS handshake by then is dropped.
     pub handshake_timeout_secs: u64,
+    /// Refused handshakes recorded one audit event each, per peer address and minute; further
+    /// ones that minute are counted into one summary event.
+    pub handshake_refusals_per_minute: u32,
     /// On shutdown, how long in-flight calls may take to finish.
     pub shutdown_grace_secs: u64,
     /// Most changes in one published batch.
@@ -212,6 +215,7 @@ impl Default for Limits {
         Self {
             max_message_bytes: 4 * 1024 * 1024,
             handshake_timeout_secs: 10,
+            handshake_refusals_per_minute: 20,
             shutdown_grace_secs: 30,
             max_batch_records: 10_000,
             max_record_bytes: 1024 * 1024,

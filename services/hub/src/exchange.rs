@@ -15,7 +15,7 @@ use xinqiao_domain::catalogue::{CatalogEntry, ShareType};
 use xinqiao_domain::compatibility;
 use xinqiao_domain::exchange::{self as rules, ChangeOp, Dataset, DatasetKind, Standing};
 use xinqiao_domain::identity::Caller;
-use xinqiao_domain::schema::{SchemaRef, uncovered_items};
+use xinqiao_domain::schema::{SchemaRef, uncovered_items, validate_subject};
 use xinqiao_domain::{Error, Result, paging, text};
 use xinqiao_proto::v1 as pb;
 use xinqiao_proto::v1::exchange_service_server::ExchangeService;
@@ -284,16 +284,13 @@ impl ExchangeApi {
         crate::directory::visible_entry(self.store.as_ref(), caller, id)
             .await
             .map_err(|e| match e {
-                Error::NotFound(_) => Error::NotFound(format!("dataset {id}")),
+                Error::NotFound(_) => dataset_not_found(id),
                 other => other,
             })
     }
 
     async fn dataset(&self, id: &str) -> Result<Dataset> {
-        self.store
-            .get_dataset(id)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("dataset {id}")))
+        self.store.get_dataset(id).await?.ok_or_else(|| dataset_not_found(id))
     }
 
     /// The entry and dataset the caller may read records of, and on what basis; noted for the
@@ -570,18 +567,18 @@ impl ExchangeApi {
 
     /// The upload, if the caller may write to its dataset.
     async fn own_upload(&self, caller: &Caller, id: &str) -> Result<Upload> {
-        let upload = self
-            .store
-            .get_upload(id)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("upload {id}")))?;
-        let entry = self
-            .entry(caller, &upload.dataset)
-            .await
-            .map_err(|_| Error::NotFound(format!("upload {id}")))?;
+        let not_found = || Error::NotFound(format!("upload {}", text::shorten(id, 64)));
+        let upload = self.store.get_upload(id).await?.ok_or_else(not_found)?;
+        let entry = self.entry(caller, &upload.dataset).await.map_err(|_| not_found())?;
         rules::publish(caller, &entry)?;
         Ok(upload)
     }
+}
+
+/// NOT_FOUND for a dataset name, echoing at most its first 64 characters (a status message
+/// travels in a response header).
+fn dataset_not_found(id: &str) -> Error {
+    Error::NotFound(format!("dataset {}", text::shorten(id, 64)))
 }
 
 type Stream<T> = ReceiverStream<Result<T, Status>>;
@@ -650,6 +647,9 @@ impl ExchangeService for ExchangeApi {
                     None
                 }
                 DatasetKind::Table => {
+                    if !r.schema_subject.is_empty() {
+                        validate_subject(&r.schema_subject).map_err(|e| Error::invalid("schema_subject", e))?;
+                    }
                     let subject = match (
                         r.schema_subject.is_empty(),
                         self.store.entry_schema(&entry.resource_code).await?,
@@ -1236,8 +1236,7 @@ impl ExchangeService for ExchangeApi {
         answer(async {
             let mut upload: Option<Upload> = None;
             while let Some(chunk) = chunks.next().await {
-                let chunk =
-                    chunk.map_err(|s| Error::Unavailable(format!("the upload stream broke: {}", s.message())))?;
+                let chunk = chunk.map_err(broken_upload)?;
                 let current = match upload.take() {
                     Some(u) if u.id == chunk.upload_id => u,
                     _ => self.own_upload(&caller, &chunk.upload_id).await?,
@@ -1283,14 +1282,24 @@ impl ExchangeService for ExchangeApi {
             .map_err(to_status)?;
         let file =
             file.ok_or_else(|| to_status(Error::NotFound(format!("file '{}' in {}", r.file_name, r.dataset))))?;
+        if r.offset > file.size {
+            return Err(to_status(Error::invalid(
+                "offset",
+                format!("is past the end of the {}-byte file", file.size),
+            )));
+        }
         note.detail("file", file.file_name.clone());
         note.detail("size", file.size);
+        if r.offset > 0 {
+            note.detail("resumed_at", r.offset);
+        }
         self.open_stream(&note).await?;
         let mut rights = self.rights(caller, &r.dataset, &r.grant_id, &r.purpose);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let api = self.clone_for_task();
+        let start = r.offset;
         tokio::spawn(async move {
-            let mut offset = 0;
+            let mut offset = start;
             let mut first = true;
             let mut view = None;
             let outcome = loop {
@@ -1319,7 +1328,7 @@ impl ExchangeService for ExchangeApi {
                 }
                 offset += length;
             };
-            note.detail("bytes", offset);
+            note.detail("bytes", offset - start);
             api.close_stream(&note, &tx, outcome, usize::from(offset >= file.size))
                 .await;
         });
@@ -1357,6 +1366,18 @@ impl Rights {
         let (_, _, basis) = authorise_read(self.api.store.as_ref(), &self.caller, &read, None).await?;
         *view = basis.view(key);
         Ok(())
+    }
+}
+
+/// Why a stream of file chunks stopped before its end: a chunk that is not a valid message or is
+/// too large is the caller's fault, told as such; anything else broke the stream, and the caller
+/// resumes from the bytes received.
+fn broken_upload(status: Status) -> Error {
+    let status = size_limit_status(status);
+    match status.code() {
+        tonic::Code::InvalidArgument => Error::invalid("chunk", status.message()),
+        tonic::Code::ResourceExhausted => Error::ResourceExhausted(status.message().to_string()),
+        _ => Error::Unavailable(format!("the upload stream broke: {}", status.message())),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod nodes;
 pub mod paging;
 pub mod pki;
+pub mod refusals;
 pub mod registry;
 pub mod schemas;
 pub mod server;

@@ -30,6 +30,7 @@ use crate::exchange::ExchangeApi;
 use crate::feed::ChangeFeed;
 use crate::metrics::{self, Metrics, MetricsLayer};
 use crate::nodes::{self, Readiness};
+use crate::refusals::{self, RefusalLimiter, Verdict};
 use crate::registry::Registry;
 use crate::schemas::SchemaApi;
 use crate::tls;
@@ -71,6 +72,8 @@ pub struct RunningHub {
     probes_stop: watch::Sender<bool>,
     /// Announces this node in the database until the hub stops, then retires it.
     announcer: JoinHandle<()>,
+    /// Summarises refused handshakes past the limit, the last ones when the hub stops.
+    summarizer: JoinHandle<()>,
     task: JoinHandle<Result<(), ServeError>>,
     grace: std::time::Duration,
 }
@@ -103,6 +106,7 @@ impl RunningHub {
         // The node leaves the database's list of running nodes (a bounded wait: an unreachable
         // database only leaves the entry to age out).
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.announcer).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.summarizer).await;
         let _ = self.probes_stop.send(true);
         result
     }
@@ -133,11 +137,20 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     let hash = config.audit.chain_hash().map_err(ServeError::Config)?;
     let keys = config.audit_keyring().map_err(ServeError::Config)?;
     let audit = AuditLog::start(store.clone(), keys.linker(hash));
+    let audit_for_summaries = audit.clone();
     let refused = audit.clone();
-    let on_failure: tls::HandshakeFailureHook = Arc::new(move |remote, error| {
-        tracing::warn!(%remote, %error, "TLS handshake refused");
-        refused.record_detached(crate::audit::handshake_refused(remote, error));
-    });
+    let limiter = Arc::new(RefusalLimiter::new(config.limits.handshake_refusals_per_minute));
+    let counted = limiter.clone();
+    let on_failure: tls::HandshakeFailureHook =
+        Arc::new(
+            move |remote, error| match counted.on_refusal(remote.ip(), &error.to_string(), chrono::Utc::now()) {
+                Verdict::Record => {
+                    tracing::warn!(%remote, %error, "TLS handshake refused");
+                    refused.record_detached(crate::audit::handshake_refused(remote, error));
+                }
+                Verdict::Count => tracing::debug!(%remote, %error, "TLS handshake refused (counted for a summary)"),
+            },
+        );
     let handshake_timeout = config.handshake_timeout();
 
     let max = config.limits.max_message_bytes;
@@ -273,6 +286,7 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
                 .map_err(|e| ServeError::Transport(tls::error_chain(&e)))
         }),
     };
+    let summarizer = refusals::keep_summarising(limiter, audit_for_summaries, stopping_tx.subscribe());
     let node = nodes::this_node(addr, store.schema_status().await?.target());
     let announcer = nodes::keep_announced(store.clone(), node, stopping_tx.subscribe());
     let _ = serving.send(true);
@@ -288,6 +302,7 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         health,
         probes_stop,
         announcer,
+        summarizer,
         task,
         grace: config.shutdown_grace(),
     })
