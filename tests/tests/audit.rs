@@ -14,6 +14,7 @@ on_each_backend!(
     departments_see_only_events_that_involve_them,
     the_chain_verifies_and_a_changed_row_breaks_it,
     an_anchor_finds_what_a_keyed_verification_cannot,
+    a_stream_left_open_by_a_stopped_node_is_ended_in_the_trail,
 );
 
 /// How long an event recorded when a stream ends (after the client has seen its end) may take.
@@ -660,5 +661,76 @@ async fn an_anchor_finds_what_a_keyed_verification_cannot(backend: Backend) {
         !truncated.anchor_holds && truncated.anchor_reason.contains("removed from its end"),
         "{truncated:?}"
     );
+    hub.finish().await;
+}
+
+async fn a_stream_left_open_by_a_stopped_node_is_ended_in_the_trail(backend: Backend) {
+    use xinqiao_domain::audit::{ChainHash, ChainKey, Keyring};
+    let hub = TestHub::start_on(backend).await;
+    hub.import_resident_schema().await;
+    let open = hub
+        .open_residents(SAMR, "公示低保对象信息", pb::ShareType::Unconditional)
+        .await
+        .dataset;
+    let records = (1..=3).map(|n| upsert_resident(n, "张三丰")).collect();
+    ok(hub.exchange(SAMR).await.publish(batch(&open, "three", records)).await);
+    let mut police = hub.exchange(POLICE).await;
+    let mut stream = ok(police
+        .subscribe(pb::SubscribeRequest {
+            consumer: "etl".into(),
+            ..subscribe_as(&open, 0, PURPOSE, "")
+        })
+        .await);
+    let first = stream.message().await.expect("a batch").expect("a batch");
+    assert_eq!(first.changes.len(), 3);
+    ok(police
+        .acknowledge(pb::AcknowledgeRequest {
+            dataset: open.clone(),
+            consumer: "etl".into(),
+            sequence: 2,
+        })
+        .await);
+
+    // The serving node is alive: nothing is orphaned now, even for another node looking.
+    let keys = ChainKey::parse_lines(
+        &std::fs::read_to_string(xinqiao_hub::pki::audit_keys_path(&hub.pki_dir())).expect("the key file"),
+    )
+    .expect("keys");
+    let linker = Keyring::new(keys, 0).linker(ChainHash::Sha256);
+    let now = Utc::now();
+    let ended = xinqiao_hub::nodes::end_orphaned_streams_at(hub.store(), &linker, "another-node", now)
+        .await
+        .expect("a pass");
+    assert_eq!(ended, 0);
+    // Five minutes on, as another node sees it after this one died without ending its stream.
+    let later = now + xinqiao_tests::chrono::Duration::minutes(5);
+    let ended = xinqiao_hub::nodes::end_orphaned_streams_at(hub.store(), &linker, "another-node", later)
+        .await
+        .expect("a pass");
+    assert_eq!(ended, 1);
+    let chain = stored_chain(&hub).await;
+    let opened = chain
+        .iter()
+        .find(|e| e.event.action == "Subscribe" && json(&e.event.detail)["phase"] == "open")
+        .expect("the open event");
+    let ends: Vec<_> = chain
+        .iter()
+        .filter(|e| e.event.request_id == opened.event.request_id && json(&e.event.detail)["phase"] == "end")
+        .collect();
+    assert_eq!(ends.len(), 1, "exactly one end, the recovered one");
+    let end = json(&ends[0].event.detail);
+    assert_eq!(ends[0].event.outcome, "UNAVAILABLE");
+    assert_eq!(
+        (end["recovered"].clone(), end["acknowledged_to"].clone()),
+        (Json::Bool(true), Json::from(2))
+    );
+    assert!(end["records"].is_null(), "what was delivered is unknown: {end}");
+    let verified = ok(hub
+        .audit_admin()
+        .await
+        .verify_chain(pb::VerifyChainRequest::default())
+        .await);
+    assert!(verified.intact, "{verified:?}");
+    drop(stream);
     hub.finish().await;
 }

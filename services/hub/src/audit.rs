@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::codegen::http;
 use xinqiao_domain::audit::{AuditEvent, ChainLinker};
 use xinqiao_domain::{Error, Result};
-use xinqiao_store::Store;
+use xinqiao_store::{OpenStream, Store};
 
 use crate::tls::PeerInfo;
 
@@ -35,6 +35,9 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub struct AuditLog {
     tx: mpsc::Sender<Pending>,
     linker: ChainLinker,
+    store: Arc<dyn Store>,
+    /// This hub node (`HubNode::id`), which serves the streams it notes as open.
+    node_id: Arc<str>,
 }
 
 struct Pending {
@@ -44,10 +47,46 @@ struct Pending {
 
 impl AuditLog {
     /// Starts the writer. It runs until the last handle is dropped.
-    pub fn start(store: Arc<dyn Store>, linker: ChainLinker) -> AuditLog {
+    pub fn start(store: Arc<dyn Store>, linker: ChainLinker, node_id: &str) -> AuditLog {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(write_groups(store, linker.clone(), rx));
-        AuditLog { tx, linker }
+        tokio::spawn(write_groups(store.clone(), linker.clone(), rx));
+        AuditLog {
+            tx,
+            linker,
+            store,
+            node_id: node_id.into(),
+        }
+    }
+
+    /// Records a read stream's "open" event, having noted the stream as open on this node: if the
+    /// node dies before the stream ends, another node (or this one restarted) ends it in the
+    /// trail (`end_orphaned_streams`). Either both happen or the stream is refused.
+    pub async fn open_stream(&self, open: AuditEvent, consumer: Option<&str>) -> Result<()> {
+        let stream = OpenStream {
+            request_id: open.request_id.clone(),
+            node_id: self.node_id.to_string(),
+            actor: open.actor.clone(),
+            action: open.action.clone(),
+            target: open.target.clone(),
+            about: open.about.clone(),
+            consumer: consumer.map(str::to_string),
+            opened_at: open.at,
+        };
+        self.store.record_open_stream(&stream).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot note a stream as open");
+            Error::Unavailable("the audit trail cannot be written; nothing was answered".into())
+        })?;
+        self.record(open).await
+    }
+
+    /// Records a read stream's "end" event and forgets it as open.
+    pub async fn end_stream(&self, end: AuditEvent) -> Result<()> {
+        self.record(end.clone()).await?;
+        if let Err(error) = self.store.forget_open_stream(&end.request_id).await {
+            // Its end is in the trail; a later recovery would only add a second "end".
+            tracing::warn!(%error, request_id = %end.request_id, "a finished stream is still noted as open");
+        }
+        Ok(())
     }
 
     /// How links are made, for events that the store appends inside another transaction

@@ -953,7 +953,7 @@ impl ExchangeService for ExchangeApi {
             n => n,
         };
         note.detail("as_of_sequence", as_of);
-        self.open_stream(&note).await?;
+        self.open_stream(&note, None).await?;
         let mut rights = self.rights(caller, &r.dataset, &r.grant_id, &r.purpose);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let api = self.clone_for_task();
@@ -1027,7 +1027,8 @@ impl ExchangeService for ExchangeApi {
             note.detail("consumer", r.consumer.clone());
         }
         note.detail("after_sequence", after);
-        self.open_stream(&note).await?;
+        self.open_stream(&note, Some(r.consumer.as_str()).filter(|c| !c.is_empty()))
+            .await?;
         let mut rights = self.rights(caller, &r.dataset, &r.grant_id, &r.purpose);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let api = self.clone_for_task();
@@ -1293,7 +1294,7 @@ impl ExchangeService for ExchangeApi {
         if r.offset > 0 {
             note.detail("resumed_at", r.offset);
         }
-        self.open_stream(&note).await?;
+        self.open_stream(&note, None).await?;
         let mut rights = self.rights(caller, &r.dataset, &r.grant_id, &r.purpose);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let api = self.clone_for_task();
@@ -1407,9 +1408,12 @@ impl ExchangeApi {
 
     /// Records that a read stream opens, before any record leaves: if the trail cannot be
     /// written, the stream does not start.
-    async fn open_stream(&self, note: &CallNote) -> std::result::Result<(), Status> {
+    async fn open_stream(&self, note: &CallNote, consumer: Option<&str>) -> std::result::Result<(), Status> {
         note.detail("phase", "open");
-        self.audit.record(note.event("OK")).await.map_err(to_status)
+        self.audit
+            .open_stream(note.event("OK"), consumer)
+            .await
+            .map_err(to_status)
     }
 
     /// Records how a read stream ended and how much it delivered, then sends its error if any.
@@ -1426,7 +1430,7 @@ impl ExchangeApi {
         if let Err(status) = &outcome {
             note.detail("message", status.message().to_string());
         }
-        let _ = self.audit.record(note.event(code_name(code))).await;
+        let _ = self.audit.end_stream(note.event(code_name(code))).await;
         if let Err(status) = outcome {
             let _ = tx.send(Err(status)).await;
         }

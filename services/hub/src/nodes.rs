@@ -14,8 +14,9 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use xinqiao_domain::audit::{AuditEvent, ChainLinker};
 use xinqiao_domain::{Error, Result};
-use xinqiao_store::{HubNode, SchemaStatus, Store};
+use xinqiao_store::{HubNode, OpenStream, SchemaStatus, Store};
 
 /// How often a serving node says it is still there.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(5);
@@ -176,6 +177,101 @@ pub fn keep_announced(store: Arc<dyn Store>, mut node: HubNode, mut stopping: wa
             tracing::warn!(%error, "cannot retire this hub node from the database");
         }
     })
+}
+
+/// How often streams left open by stopped nodes are looked for.
+const ORPHANS_EVERY: Duration = Duration::from_secs(60);
+
+/// Ends, in the audit trail, the read streams of nodes that stopped without ending them (a crash,
+/// a kill): now and every minute until `stopping`. A stream counts as orphaned when its node is
+/// neither this one nor seen lately, and it opened more than [`SEEN_WITHIN`] ago (a node just
+/// starting may serve a stream before its first announcement is seen).
+pub fn keep_ending_orphaned_streams(
+    store: Arc<dyn Store>,
+    linker: ChainLinker,
+    own_id: String,
+    mut stopping: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match end_orphaned_streams(store.as_ref(), &linker, &own_id).await {
+                Ok(0) => {}
+                Ok(ended) => tracing::info!(ended, "ended streams left open by stopped hub nodes"),
+                Err(error) => tracing::warn!(%error, "cannot end streams left open by stopped hub nodes"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(ORPHANS_EVERY) => {}
+                _ = stopping.wait_for(|stop| *stop) => break,
+            }
+        }
+    })
+}
+
+/// One pass of [`keep_ending_orphaned_streams`]: how many streams it ended.
+pub async fn end_orphaned_streams(store: &dyn Store, linker: &ChainLinker, own_id: &str) -> Result<usize> {
+    end_orphaned_streams_at(store, linker, own_id, Utc::now()).await
+}
+
+/// [`end_orphaned_streams`] as if it were `now` (tests move time on rather than wait).
+pub async fn end_orphaned_streams_at(
+    store: &dyn Store,
+    linker: &ChainLinker,
+    own_id: &str,
+    now: chrono::DateTime<Utc>,
+) -> Result<usize> {
+    let live: Vec<String> = store
+        .list_nodes(now - SEEN_WITHIN)
+        .await?
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    let mut ended = 0;
+    for stream in store.list_open_streams().await? {
+        let orphaned =
+            stream.node_id != own_id && !live.contains(&stream.node_id) && stream.opened_at < now - SEEN_WITHIN;
+        if !orphaned {
+            continue;
+        }
+        // What the reader acknowledged is known for a named consumer; what was sent is not.
+        let acknowledged = match &stream.consumer {
+            Some(consumer) => store
+                .get_consumer(&stream.target, &stream.actor, consumer)
+                .await?
+                .map(|c| c.acknowledged),
+            None => None,
+        };
+        let end = orphan_end(&stream, acknowledged);
+        if store.end_orphaned_stream(&stream.request_id, &end, linker).await? {
+            ended += 1;
+        }
+    }
+    Ok(ended)
+}
+
+/// The "end" event of a stream whose node stopped without writing it.
+fn orphan_end(stream: &OpenStream, acknowledged: Option<u64>) -> AuditEvent {
+    let mut detail = serde_json::json!({
+        "phase": "end",
+        "records": null,
+        "recovered": true,
+        "node": stream.node_id,
+        "message": "the hub node serving this stream stopped without ending it; what it delivered is unknown",
+    });
+    if let Some(acknowledged) = acknowledged {
+        detail["consumer"] = stream.consumer.clone().into();
+        detail["acknowledged_to"] = acknowledged.into();
+    }
+    AuditEvent {
+        sequence: 0,
+        at: crate::clock::now(),
+        actor: stream.actor.clone(),
+        action: stream.action.clone(),
+        target: stream.target.clone(),
+        about: stream.about.clone(),
+        outcome: "UNAVAILABLE".into(),
+        request_id: stream.request_id.clone(),
+        detail: detail.to_string(),
+    }
 }
 
 /// Whether the hub should be sent traffic: it serves gRPC (not starting, not draining) and its

@@ -136,7 +136,8 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         .map_err(|source| ServeError::Listen { addr, source })?;
     let hash = config.audit.chain_hash().map_err(ServeError::Config)?;
     let keys = config.audit_keyring().map_err(ServeError::Config)?;
-    let audit = AuditLog::start(store.clone(), keys.linker(hash));
+    let node = nodes::this_node(addr, store.schema_status().await?.target());
+    let audit = AuditLog::start(store.clone(), keys.linker(hash), &node.id);
     let audit_for_summaries = audit.clone();
     let refused = audit.clone();
     let limiter = Arc::new(RefusalLimiter::new(config.limits.handshake_refusals_per_minute));
@@ -286,8 +287,15 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
                 .map_err(|e| ServeError::Transport(tls::error_chain(&e)))
         }),
     };
+    // Streams that a node left open when it died are ended in the trail; this node's, once it
+    // has itself stopped being seen.
+    nodes::keep_ending_orphaned_streams(
+        store.clone(),
+        audit_for_summaries.linker().clone(),
+        node.id.clone(),
+        stopping_tx.subscribe(),
+    );
     let summarizer = refusals::keep_summarising(limiter, audit_for_summaries, stopping_tx.subscribe());
-    let node = nodes::this_node(addr, store.schema_status().await?.target());
     let announcer = nodes::keep_announced(store.clone(), node, stopping_tx.subscribe());
     let _ = serving.send(true);
     tracing::info!(%addr, "xinqiao hub serving (mTLS)");

@@ -25,7 +25,7 @@ mod operations;
 pub mod postgres;
 pub mod sqlite;
 
-pub use operations::{HubNode, OperationsStore, SchemaStatus};
+pub use operations::{HubNode, OpenStream, OperationsStore, SchemaStatus};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

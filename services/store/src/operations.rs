@@ -7,6 +7,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use xinqiao_domain::Result;
+use xinqiao_domain::audit::{AuditEvent, ChainLinker};
 
 /// Which schema migrations the database has, against those this build carries. Versions are the
 /// numbers of the files under `migrations/` (the same numbering on both backends).
@@ -64,6 +65,21 @@ pub struct HubNode {
     pub seen_at: DateTime<Utc>,
 }
 
+/// A read stream open on a hub node, as recorded when it opened (its audit event has the same
+/// request id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenStream {
+    pub request_id: String,
+    /// The `HubNode::id` of the node serving it.
+    pub node_id: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub about: String,
+    pub consumer: Option<String>,
+    pub opened_at: DateTime<Utc>,
+}
+
 /// Operating the database under a hub.
 #[async_trait]
 pub trait OperationsStore: Send + Sync {
@@ -81,6 +97,16 @@ pub trait OperationsStore: Send + Sync {
     async fn list_nodes(&self, since: DateTime<Utc>) -> Result<Vec<HubNode>>;
     /// Succeeds when the database answers a query: a hub whose database does not is not ready.
     async fn ping(&self) -> Result<()>;
+    /// Notes a read stream as open (with its "open" audit event already recorded).
+    async fn record_open_stream(&self, stream: &OpenStream) -> Result<()>;
+    /// Forgets a stream that ended (with its "end" audit event recorded).
+    async fn forget_open_stream(&self, request_id: &str) -> Result<()>;
+    /// Every stream noted as open, oldest first.
+    async fn list_open_streams(&self) -> Result<Vec<OpenStream>>;
+    /// Ends a stream whose node stopped without ending it: forgets it and appends `end` to the
+    /// audit chain in one transaction, so that of several nodes doing this at once one does it,
+    /// and a crash in between leaves both undone. False if it was no longer open.
+    async fn end_orphaned_stream(&self, request_id: &str, end: &AuditEvent, linker: &ChainLinker) -> Result<bool>;
     /// Writes a consistent copy of the whole database to the new file `path` while hubs keep
     /// working on it. SQLite only: a PostgreSQL database is backed up with `pg_dump`
     /// (FAILED_PRECONDITION here).

@@ -29,8 +29,8 @@ use xinqiao_domain::schema::{RegisteredSchema, SchemaRef, Subject};
 use xinqiao_store::{
     AuditCheckpoint, AuditFilter, AuditStore, BatchAudit, BatchResult, CatalogStore, ConsumerCursor, DatasetFilter,
     DepartmentStore, EntryChange, EntrySchemaBinding, ExchangeStore, GrantFilter, HubNode, NewBatch, NewChange,
-    NewSchema, OperationsStore, PgStore, Registration, ReportFilter, RequestFilter, SqliteStore, Store, StoredChange,
-    Upload,
+    NewSchema, OpenStream, OperationsStore, PgStore, Registration, ReportFilter, RequestFilter, SqliteStore, Store,
+    StoredChange, Upload,
 };
 
 const PG_URL_VAR: &str = "XINQIAO_TEST_DATABASE_URL";
@@ -283,6 +283,7 @@ conformance!(
     migrations_missing_are_pending_and_unknown_ones_refused,
     hub_nodes_are_announced_listed_and_retired,
     backups_are_online_copies_on_sqlite_and_pg_dump_on_postgres,
+    open_streams_are_noted_and_an_orphan_is_ended_once_with_its_event,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -4510,4 +4511,49 @@ async fn a_keyed_chain_names_every_tampering_even_recomputed_without_the_key(db:
     let (sequence, reason) = keyed_break(store, &keys).await.expect_err("not the keyed chain");
     assert_eq!(sequence, 1);
     assert!(reason.contains("not keyed"), "{reason}");
+}
+
+async fn open_streams_are_noted_and_an_orphan_is_ended_once_with_its_event(store: Arc<dyn Store>) {
+    let stream = |id: &str, at: i64| OpenStream {
+        request_id: id.into(),
+        node_id: "node-a".into(),
+        actor: dept_code(2),
+        action: "Subscribe".into(),
+        target: "102001/000001".into(),
+        about: dept_code(1),
+        consumer: Some("etl".into()),
+        opened_at: t(at),
+    };
+    assert!(store.list_open_streams().await.expect("list").is_empty());
+    store.record_open_stream(&stream("r1", 5)).await.expect("open r1");
+    store.record_open_stream(&stream("r2", 3)).await.expect("open r2");
+    let refused = store
+        .record_open_stream(&stream("r1", 9))
+        .await
+        .expect_err("one row per request");
+    assert!(matches!(refused, Error::AlreadyExists(_)), "{refused:?}");
+    assert_eq!(
+        store.list_open_streams().await.expect("list"),
+        vec![stream("r2", 3), stream("r1", 5)]
+    );
+    store.forget_open_stream("r2").await.expect("forget");
+    store
+        .forget_open_stream("r2")
+        .await
+        .expect("forgetting twice is no error");
+
+    let mut end = audit_event(20, &dept_code(2), "Subscribe", "102001/000001", &dept_code(1));
+    end.request_id = "r1".into();
+    let linker = ChainLinker::from(ChainHash::Sha256);
+    assert!(store.end_orphaned_stream("r1", &end, &linker).await.expect("end"));
+    // A second node doing the same finds nothing to end, and appends nothing.
+    assert!(!store.end_orphaned_stream("r1", &end, &linker).await.expect("end again"));
+    assert!(store.list_open_streams().await.expect("list").is_empty());
+    let rows = all_audit(&*store, &AuditFilter::default()).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].event.request_id.as_str(), rows[0].event.action.as_str()),
+        ("r1", "Subscribe")
+    );
+    assert_eq!(verify_stored(&*store).await, Ok(1));
 }

@@ -7,11 +7,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Row};
+use xinqiao_domain::audit::{AuditEvent, ChainLinker};
 use xinqiao_domain::{Error, Result};
 
 use super::{MIGRATOR, SqliteStore, get, stored_time};
 use crate::error::{db_error, migrate_error, translate};
-use crate::operations::{HubNode, OperationsStore, SchemaStatus};
+use crate::operations::{HubNode, OpenStream, OperationsStore, SchemaStatus};
 
 impl SqliteStore {
     async fn has_table(&self, name: &str) -> Result<bool> {
@@ -101,6 +102,74 @@ impl OperationsStore for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn record_open_stream(&self, stream: &OpenStream) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO open_streams (request_id, node_id, actor, action, target, about, consumer, opened_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&stream.request_id)
+        .bind(&stream.node_id)
+        .bind(&stream.actor)
+        .bind(&stream.action)
+        .bind(&stream.target)
+        .bind(&stream.about)
+        .bind(&stream.consumer)
+        .bind(stored_time(stream.opened_at))
+        .execute(&self.writer)
+        .await
+        .map_err(|e| translate(e, "open stream"))?;
+        Ok(())
+    }
+
+    async fn forget_open_stream(&self, request_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM open_streams WHERE request_id = ?")
+            .bind(request_id)
+            .execute(&self.writer)
+            .await
+            .map_err(|e| translate(e, "open stream"))?;
+        Ok(())
+    }
+
+    async fn list_open_streams(&self) -> Result<Vec<OpenStream>> {
+        let rows = sqlx::query(
+            "SELECT request_id, node_id, actor, action, target, about, consumer, opened_at FROM open_streams \
+             ORDER BY opened_at, request_id",
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(OpenStream {
+                    request_id: get(row, "request_id")?,
+                    node_id: get(row, "node_id")?,
+                    actor: get(row, "actor")?,
+                    action: get(row, "action")?,
+                    target: get(row, "target")?,
+                    about: get(row, "about")?,
+                    consumer: get(row, "consumer")?,
+                    opened_at: get(row, "opened_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn end_orphaned_stream(&self, request_id: &str, end: &AuditEvent, linker: &ChainLinker) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let forgotten = sqlx::query("DELETE FROM open_streams WHERE request_id = ?")
+            .bind(request_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| translate(e, "open stream"))?
+            .rows_affected();
+        if forgotten == 0 {
+            return Ok(false);
+        }
+        super::audit::append_in(&mut tx, std::slice::from_ref(end), linker).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(true)
     }
 
     async fn ping(&self) -> Result<()> {
