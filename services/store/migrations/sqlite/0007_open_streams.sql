@@ -2,7 +2,7 @@
 -- stream's "open" event; its "end" event, with what it delivered, comes when it ends. A node that
 -- crashes cannot write it: another node (or the same after its restart) finds the row here and
 -- ends the stream in the trail itself, so that no "open" stays without its "end".
-CREATE TABLE open_streams (
+CREATE TABLE IF NOT EXISTS open_streams (
     request_id TEXT NOT NULL PRIMARY KEY,
     node_id    TEXT NOT NULL,
     actor      TEXT NOT NULL,
