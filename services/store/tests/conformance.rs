@@ -2763,6 +2763,37 @@ async fn postgres_schema_names_are_plain_identifiers() {
     }
 }
 
+/// A production database may insist on TLS: the URL's `sslmode` (and `sslrootcert`) are honoured,
+/// and every connection of the store is then encrypted.
+#[tokio::test]
+async fn postgres_connections_use_tls_when_the_url_asks() {
+    let Some(url) = pg_url("postgres_connections_use_tls_when_the_url_asks") else {
+        return;
+    };
+    let schema = fresh_schema();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let tls_url = format!("{url}{separator}sslmode=require&application_name={schema}");
+    let store = PgStore::open_in_schema(&tls_url, &schema)
+        .await
+        .expect("a store over TLS");
+    store.ping().await.expect("ping");
+    register(&store, 1).await;
+    let mut observer = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let (all, encrypted): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+         WHERE a.application_name = $1",
+    )
+    .bind(&schema)
+    .fetch_one(&mut observer)
+    .await
+    .expect("the server's view of the store's connections");
+    let _ = observer.close().await;
+    assert!(all >= 1, "the store holds a connection");
+    assert_eq!(encrypted, all, "every connection of the store is encrypted");
+    store.close().await;
+    drop_schema(&url, &schema).await;
+}
+
 #[tokio::test]
 async fn sqlite_has_no_other_nodes_to_listen_to() {
     let backend = SqliteBackend::new().await;
