@@ -483,3 +483,161 @@ pub fn certs_init(dir: &Path) {
         .expect("run xinqiao certs init");
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
 }
+
+// Faults (issue #15, item 5): shared by faults_kill, faults_postgres and faults_disk.
+
+pub type AccessClient = xinqiao_proto::v1::access_service_client::AccessServiceClient<Channel>;
+pub type AuditClient = xinqiao_proto::v1::audit_service_client::AuditServiceClient<Channel>;
+
+/// `serve --dev --data DIR`, on SQLite in DIR or on `database_url` (the development PKI in DIR/pki
+/// either way), logging to `log`.
+pub async fn dev_hub_on(data: &Path, port: u16, database_url: Option<&str>, log: &Path) -> HubProcess {
+    let mut args = vec![
+        OsString::from("--dev"),
+        OsString::from("--data"),
+        data.as_os_str().to_owned(),
+    ];
+    if let Some(url) = database_url {
+        args.extend([OsString::from("--database-url"), OsString::from(url)]);
+    }
+    HubProcess::start(port, &args, log).await
+}
+
+/// A request carrying `x-request-id: id`, which the hub writes into the call's audit event.
+pub fn with_request_id<T>(message: T, id: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-request-id", id.parse().expect("a request id is ASCII"));
+    request
+}
+
+/// The admin's AuditService client, retrying until the hub answers the connection.
+pub async fn audit_admin_when_up(port: u16, pki_dir: &Path) -> AuditClient {
+    let deadline = tokio::time::Instant::now() + START_GUARD;
+    loop {
+        match channel(port, pki_dir, pki::admin_files(pki_dir)).await {
+            Ok(channel) => return AuditClient::new(channel),
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "cannot connect as the admin: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// VerifyChain as the admin; panics unless the chain is intact and every link is keyed (the
+/// development PKI's `audit.keys` exists before the first event).
+pub async fn assert_audit_chain_intact(audit: &mut AuditClient, when: &str) -> pb::VerifyChainResponse {
+    let verdict = ok(audit.verify_chain(pb::VerifyChainRequest { anchor: None }).await);
+    assert!(
+        verdict.intact,
+        "{when}: the audit chain is broken at event {}: {}",
+        verdict.broken_sequence, verdict.broken_reason
+    );
+    assert!(
+        verdict.verified > 0 && verdict.unkeyed == 0,
+        "{when}: every link is keyed: {verdict:?}"
+    );
+    verdict
+}
+
+/// Every audit event after sequence `after`, as the admin reads them, in pages of 1,000.
+pub async fn audit_events_after(audit: &mut AuditClient, after: u64) -> Vec<pb::AuditEvent> {
+    let mut events: Vec<pb::AuditEvent> = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = ok(audit
+            .list_events(pb::ListEventsRequest {
+                page_size: 1000,
+                page_token,
+                ..Default::default()
+            })
+            .await);
+        events.extend(page.events.into_iter().filter(|e| e.sequence > after));
+        if page.next_page_token.is_empty() {
+            return events;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// A well-mixed 64-bit value of `seed` (SplitMix64), for varied but repeatable test timings.
+pub fn splitmix(seed: u64) -> u64 {
+    let mut x = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// The entry `open_dataset` uses, shared as `share` through `kind`: a condition and legal basis
+/// where the share type needs them, and the 电子文件 format for a file (文件) entry.
+pub fn entry_shared_as(name: &str, share: pb::ShareType, kind: pb::ExchangeKind) -> pb::EntryContent {
+    let mut content = entry(name);
+    let restricted = share != pb::ShareType::Unconditional;
+    content.share = Some(pb::ShareAttributes {
+        share_type: share as i32,
+        condition: if restricted {
+            "限于法定职责范围内使用".into()
+        } else {
+            String::new()
+        },
+        channel: pb::ShareChannel::Platform as i32,
+        exchange_kind: kind as i32,
+        legal_basis: if restricted {
+            "《政务信息资源共享管理暂行办法》".into()
+        } else {
+            String::new()
+        },
+    });
+    if kind == pb::ExchangeKind::File {
+        content.format = pb::ResourceFormat::ElectronicFile as i32;
+    }
+    content
+}
+
+/// Like `open_dataset`, for any entry content of SAMR's: the admin publishes it and SAMR opens its
+/// dataset (a table on legal-entity keyed by uscc, or a file dataset for a 文件 entry).
+pub async fn open_dataset_with(port: u16, pki_dir: &Path, content: pb::EntryContent) -> String {
+    let files = content.share.as_ref().map(|s| s.exchange_kind) == Some(pb::ExchangeKind::File as i32);
+    let samr_channel = channel(port, pki_dir, pki::department_files(pki_dir, SAMR))
+        .await
+        .expect("connect as SAMR");
+    let admin_channel = channel(port, pki_dir, pki::admin_files(pki_dir))
+        .await
+        .expect("connect as the admin");
+    let mut samr = Directory::new(samr_channel.clone());
+    let code = ok(samr
+        .create_entry(pb::CreateEntryRequest { content: Some(content) })
+        .await)
+    .resource_code;
+    ok(samr
+        .submit_entry(pb::SubmitEntryRequest {
+            resource_code: code.clone(),
+            expected_version: 0,
+        })
+        .await);
+    ok(Directory::new(admin_channel)
+        .publish_entry(pb::PublishEntryRequest {
+            resource_code: code.clone(),
+            expected_version: 0,
+        })
+        .await);
+    let request = if files {
+        pb::CreateDatasetRequest {
+            dataset: code,
+            ..Default::default()
+        }
+    } else {
+        pb::CreateDatasetRequest {
+            dataset: code,
+            schema_subject: "legal-entity".into(),
+            schema_version: 0,
+            key: vec!["uscc".into()],
+        }
+    };
+    ok(Exchange::new(samr_channel).create_dataset(request).await).dataset
+}
