@@ -13,6 +13,18 @@ const PG_CONFLICTS: [&str; 2] = ["40001", "40P01"];
 /// out, or from another process writing the same file.
 const SQLITE_BUSY: i64 = 5;
 const SQLITE_LOCKED: i64 = 6;
+/// SQLite's "database or disk is full" (SQLITE_FULL), and its I/O error class (SQLITE_IOERR).
+const SQLITE_FULL: i64 = 13;
+const SQLITE_IOERR: i64 = 10;
+
+/// PostgreSQL's SQLSTATEs for "the server went away": the connection exception class (08…),
+/// and admin_shutdown, crash_shutdown, cannot_connect_now (the server restarting).
+const PG_GONE_CLASS: &str = "08";
+const PG_GONE: [&str; 3] = ["57P01", "57P02", "57P03"];
+/// PostgreSQL's disk_full; the rest of class 53 (insufficient resources: memory, connections)
+/// passes with time, like an unreachable server.
+const PG_DISK_FULL: &str = "53100";
+const PG_RESOURCES_CLASS: &str = "53";
 
 /// Translates an error from a write; `subject` names what was written (for example
 /// "department 11100000000013127D") and becomes the ALREADY_EXISTS message on a unique violation
@@ -29,6 +41,21 @@ pub(crate) fn translate(err: sqlx::Error, subject: &str) -> Error {
         }
         if is_sqlite_busy(db.as_ref(), code) {
             tracing::error!(error = %err, "database busy");
+            return unavailable();
+        }
+        if sqlite_code(db.as_ref(), code) == Some(SQLITE_FULL) || code == PG_DISK_FULL {
+            tracing::error!(error = %err, "database storage full");
+            return Error::ResourceExhausted(
+                "the hub's database storage is full; nothing was written. Try again once the operators have made room"
+                    .into(),
+            );
+        }
+        if sqlite_code(db.as_ref(), code) == Some(SQLITE_IOERR)
+            || code.starts_with(PG_GONE_CLASS)
+            || code.starts_with(PG_RESOURCES_CLASS)
+            || PG_GONE.contains(&code)
+        {
+            tracing::error!(error = %err, "database unavailable");
             return unavailable();
         }
     }
@@ -91,8 +118,11 @@ fn unavailable() -> Error {
 }
 
 fn is_sqlite_busy(db: &dyn sqlx::error::DatabaseError, code: &str) -> bool {
-    db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
-        && code
-            .parse::<i64>()
-            .is_ok_and(|c| matches!(c & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
+    sqlite_code(db, code).is_some_and(|c| matches!(c, SQLITE_BUSY | SQLITE_LOCKED))
+}
+
+/// The primary result code of a SQLite error (the low byte of its extended code).
+fn sqlite_code(db: &dyn sqlx::error::DatabaseError, code: &str) -> Option<i64> {
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>()?;
+    code.parse::<i64>().ok().map(|c| c & 0xff)
 }

@@ -35,8 +35,11 @@ mod audit;
 mod operations;
 
 const MAX_CONNECTIONS: u32 = 16;
-/// How long a request waits for a pooled connection before UNAVAILABLE.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request waits for a pooled connection before UNAVAILABLE. It is also how long a call
+/// waits for a database that went away (the pool keeps trying to connect), and a failed call's
+/// audit event may wait as long again: short enough that a caller hears UNAVAILABLE well before
+/// its own deadline, long enough for a fast restart of PostgreSQL to go unnoticed.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The current version of an entry, with its provider's name.
 const SELECT_ENTRY: &str = "SELECT e.resource_code, e.provider_code, d.name AS provider_name, e.content, e.state, \

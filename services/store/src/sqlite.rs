@@ -110,12 +110,14 @@ impl SqliteStore {
             let writer = SqlitePoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
+                .before_acquire(|conn, _| Box::pin(async move { Ok(usable(conn)) }))
                 .connect_with(writer_options)
                 .await
                 .map_err(db_error)?;
             let readers = SqlitePoolOptions::new()
                 .max_connections(READERS)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
+                .before_acquire(|conn, _| Box::pin(async move { Ok(usable(conn)) }))
                 .connect_lazy_with(options);
             SqliteStore { writer, readers }
         };
@@ -133,6 +135,19 @@ impl SqliteStore {
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>> {
         self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)
     }
+}
+
+/// A pooled connection still inside a transaction is not handed out again but closed (the pool
+/// opens a fresh one): after SQLite rolls a transaction back by itself — on a full disk, say —
+/// the driver's own rollback fails and leaves it thinking a transaction is open, and every
+/// later write on it would fail, long after the disk has room again.
+fn usable(conn: &mut SqliteConnection) -> bool {
+    use sqlx::Connection as _;
+    let fresh = !conn.is_in_transaction();
+    if !fresh {
+        tracing::warn!("a database connection was left inside a transaction; it is replaced");
+    }
+    fresh
 }
 
 fn in_memory(url: &str) -> bool {
