@@ -102,7 +102,7 @@ impl RefusalLimiter {
             .into_iter()
             .filter_map(|peer| {
                 let w = windows.remove(&peer)?;
-                (w.counted > 0).then(|| Summary {
+                (w.counted > 0).then_some(Summary {
                     peer,
                     from: w.started,
                     to: now,
