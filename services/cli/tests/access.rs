@@ -316,6 +316,30 @@ async fn access_is_requested_granted_masked_and_revoked_and_the_trail_verifies()
     // The trail is intact and shows the refusals.
     let verified = x.ok("admin", &["audit", "verify"]);
     assert!(verified.contains("audit chain intact"), "{verified}");
+    // Every link keyed with the development PKI's audit key.
+    assert!(verified.contains("0 plain hashes"), "{verified}");
+    // An anchor kept in a file vouches for the chain later; a department may not make one, and
+    // an anchor file that was altered is refused.
+    let anchor = x.dir.join("anchor.json");
+    let anchored = x.ok("admin", &["audit", "anchor", "-o", anchor.to_str().expect("UTF-8")]);
+    assert!(anchored.contains("anchored event"), "{anchored}");
+    let denied = x.fails(HRSS, &["audit", "anchor"]);
+    assert!(denied.contains("PermissionDenied"), "{denied}");
+    let holds = x.ok(
+        "admin",
+        &["audit", "verify", "--anchor", anchor.to_str().expect("UTF-8")],
+    );
+    assert!(holds.contains("anchor holds"), "{holds}");
+    let text = std::fs::read_to_string(&anchor).expect("the anchor file");
+    let mut altered: Value = serde_json::from_str(&text).expect("JSON");
+    altered["sequence"] = Value::from(altered["sequence"].as_u64().expect("a sequence") - 1);
+    let forged = x.dir.join("forged.json");
+    std::fs::write(&forged, altered.to_string()).expect("write");
+    let refused = x.fails(
+        "admin",
+        &["audit", "verify", "--anchor", forged.to_str().expect("UTF-8")],
+    );
+    assert!(refused.contains("the anchor does not hold"), "{refused}");
     let events = x.json("admin", &["audit", "list", "--target", &code, "--limit", "1000"]);
     let events = events.as_array().expect("a list of events");
     assert!(
