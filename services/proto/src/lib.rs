@@ -2,8 +2,11 @@
 
 #![allow(clippy::all, missing_docs)]
 
+pub mod codec;
+
 pub mod v1 {
     tonic::include_proto!("xinqiao.v1");
+    include!(concat!(env!("OUT_DIR"), "/xinqiao.v1.text_fields.rs"));
 }
 
 /// The encoded file descriptor set of every xinqiao.v1 file and its imports, for server reflection.
