@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use xinqiao_domain::catalogue::CatalogEntry;
 use xinqiao_domain::identity::Caller;
 use xinqiao_domain::lifecycle::EntryAction;
-use xinqiao_domain::{Error, Result, paging, policy, text};
+use xinqiao_domain::{Error, Result, identifiers, paging, policy, text};
 use xinqiao_proto::v1 as pb;
 use xinqiao_proto::v1::directory_service_server::DirectoryService;
 use xinqiao_store::{EntryChange, Store};
@@ -86,7 +86,7 @@ impl DirectoryApi {
         let entry = match self.entries.get(&resource_code.to_string()) {
             Some(entry) => entry,
             None => {
-                let not_found = || Error::NotFound(format!("catalogue entry {resource_code}"));
+                let not_found = || entry_not_found(resource_code);
                 let entry = self.store.get_entry(resource_code).await?.ok_or_else(not_found)?;
                 self.entries.put(resource_code.to_string(), entry.clone());
                 entry
@@ -99,10 +99,22 @@ impl DirectoryApi {
 
 /// The current entry, if the caller may see it; an entry it may not see is not found.
 pub(crate) async fn visible_entry(store: &dyn Store, caller: &Caller, resource_code: &str) -> Result<CatalogEntry> {
-    let not_found = || Error::NotFound(format!("catalogue entry {resource_code}"));
+    let not_found = || entry_not_found(resource_code);
     let entry = store.get_entry(resource_code).await?.ok_or_else(not_found)?;
     policy::read_entry(caller, &entry)?;
     Ok(entry)
+}
+
+/// NOT_FOUND for a resource code, echoing at most its first 64 characters: a status message
+/// travels in a response header, which a caller's megabyte of "code" must not overflow.
+fn entry_not_found(resource_code: &str) -> Error {
+    Error::NotFound(format!("catalogue entry {}", text::shorten(resource_code, 64)))
+}
+
+/// A department code that names no department unless it is a well-formed 统一社会信用代码,
+/// refused before any lookup (the store's NOT_FOUND would echo all of it).
+fn check_code(code: &str) -> Result<()> {
+    identifiers::validate_uscc(code).map_err(|e| Error::invalid("code", e))
 }
 
 fn check_version(entry: &CatalogEntry, expected: u64) -> Result<()> {
@@ -185,6 +197,7 @@ impl DirectoryService for DirectoryApi {
             note.about(&r.code, &r.code);
             note.detail("reason", r.reason.clone());
             policy::manage_departments(&self.auth.caller(&request).await?)?;
+            check_code(&r.code)?;
             check_reason(&r.reason, false)?;
             let deactivated = self
                 .store
@@ -205,6 +218,7 @@ impl DirectoryService for DirectoryApi {
             note.about(&request.get_ref().code, &request.get_ref().code);
             policy::manage_departments(&self.auth.caller(&request).await?)?;
             let code = &request.get_ref().code;
+            check_code(code)?;
             let reactivated = self.store.set_department_active(code, true, crate::clock::now()).await;
             self.auth.forget_department(code);
             Ok(convert::department(reactivated?))
@@ -220,9 +234,9 @@ impl DirectoryService for DirectoryApi {
             self.auth.caller(&request).await?;
             let code = &request.get_ref().code;
             let dept = self.store.get_department(code).await?;
-            Ok(convert::department(
-                dept.ok_or_else(|| Error::NotFound(format!("department {code}")))?,
-            ))
+            Ok(convert::department(dept.ok_or_else(|| {
+                Error::NotFound(format!("department {}", text::shorten(code, 64)))
+            })?))
         })
         .await
     }

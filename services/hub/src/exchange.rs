@@ -351,6 +351,8 @@ impl ExchangeApi {
         rules::publish(caller, &entry)?;
         let dataset = self.dataset(&request.dataset).await?;
         text::check(&request.idempotency_key, true, 200, false).map_err(|e| Error::invalid("idempotency_key", e))?;
+        let policy = pb::BatchPolicy::try_from(request.policy)
+            .map_err(|_| Error::invalid("policy", format!("{} is not a known batch policy", request.policy)))?;
         if request.changes.len() > self.limits.max_batch_records {
             return Err(Error::ResourceExhausted(format!(
                 "{} changes in one batch; at most {}",
@@ -444,7 +446,7 @@ impl ExchangeApi {
         if !rejected.is_empty() {
             self.metrics.validation_failures(&dataset.id, rejected.len() as u64);
         }
-        let reject_all = request.policy != pb::BatchPolicy::AcceptValid as i32;
+        let reject_all = policy == pb::BatchPolicy::RejectAll;
         if reject_all && !rejected.is_empty() {
             // Nothing is stored: a retry re-validates to the same answer.
             return Ok(Prepared::Refused {
@@ -876,7 +878,7 @@ impl ExchangeService for ExchangeApi {
             while let Some(next) = incoming.next().await {
                 let prepared = match next {
                     Ok(batch) => api.prepare(&caller, batch, &preparing).await.map_err(to_status),
-                    Err(status) => Err(size_limit_status(status)),
+                    Err(status) => Err(callers_fault(status)),
                 };
                 let failed = prepared.is_err();
                 if prepared_tx.send(prepared).await.is_err() || failed {
@@ -1370,11 +1372,26 @@ impl Rights {
     }
 }
 
-/// Why a stream of file chunks stopped before its end: a chunk that is not a valid message or is
-/// too large is the caller's fault, told as such; anything else broke the stream, and the caller
-/// resumes from the bytes received.
-fn broken_upload(status: Status) -> Error {
+/// How tonic says that a request stream ended in the middle of a message (an INTERNAL status).
+const ENDED_MID_MESSAGE: &str = "Unexpected EOF decoding stream.";
+
+/// A client stream that failed on the caller's side, as the caller's fault: a message that does
+/// not decode (the codec's INVALID_ARGUMENT), one over the size limit (RESOURCE_EXHAUSTED), or a
+/// request that ended in the middle of a message, which tonic calls INTERNAL and which is no fault
+/// of the hub's (INVALID_ARGUMENT). Other failures (a broken connection) are returned as they are.
+fn callers_fault(status: Status) -> Status {
     let status = size_limit_status(status);
+    if status.code() == tonic::Code::Internal && status.message() == ENDED_MID_MESSAGE {
+        return Status::invalid_argument("the request ended in the middle of a message");
+    }
+    status
+}
+
+/// Why a stream of file chunks stopped before its end: a chunk that is not a valid message, is
+/// too large or is cut short is the caller's fault, told as such; anything else broke the stream,
+/// and the caller resumes from the bytes received.
+fn broken_upload(status: Status) -> Error {
+    let status = callers_fault(status);
     match status.code() {
         tonic::Code::InvalidArgument => Error::invalid("chunk", status.message()),
         tonic::Code::ResourceExhausted => Error::ResourceExhausted(status.message().to_string()),
@@ -1488,6 +1505,19 @@ mod tests {
             record: Some("x".repeat(bytes)),
             published_at: crate::clock::now(),
         }
+    }
+
+    #[test]
+    fn a_client_stream_that_fails_on_the_callers_side_is_the_callers_fault() {
+        let cut = callers_fault(Status::internal(ENDED_MID_MESSAGE));
+        assert_eq!(cut.code(), tonic::Code::InvalidArgument);
+        let big = callers_fault(Status::out_of_range(
+            "Error, decoded message length too large: found 9 bytes, the limit is: 8 bytes",
+        ));
+        assert_eq!(big.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(callers_fault(Status::unknown("h2 error")).code(), tonic::Code::Unknown);
+        let broken = broken_upload(Status::internal(ENDED_MID_MESSAGE));
+        assert!(matches!(broken, Error::InvalidArgument(_)), "{broken:?}");
     }
 
     #[test]

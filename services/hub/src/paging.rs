@@ -18,7 +18,9 @@ pub fn decode(listing: &str, token: &str) -> Result<Option<String>> {
     let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     match text.split_once('\n') {
-        Some((l, key)) if l == listing => Ok(Some(key.to_string())),
+        // No key the hub writes holds a control character; a forged one with NUL would reach
+        // PostgreSQL, which cannot compare it.
+        Some((l, key)) if l == listing && !key.chars().any(char::is_control) => Ok(Some(key.to_string())),
         _ => Err(invalid()),
     }
 }
@@ -45,6 +47,16 @@ mod tests {
         assert!(decode("departments", &t).is_err());
         assert!(decode("entries", "not base64!").is_err());
         assert_eq!(decode("entries", ""), Ok(None));
+    }
+
+    #[test]
+    fn forged_keys_with_control_characters_are_refused() {
+        assert!(decode("entries", &encode("entries", "102/\u{0}")).is_err());
+        assert!(decode("entries", &encode("entries", "a\nb")).is_err());
+        assert_eq!(
+            decode("entries", &encode("entries", "' OR 1=1 --")),
+            Ok(Some("' OR 1=1 --".into()))
+        );
     }
 
     #[test]

@@ -58,6 +58,12 @@ fn version(s: RegisteredSchema) -> pb::SchemaVersion {
     }
 }
 
+/// A subject named in a request: a name that breaks the naming rule names no subject, and is
+/// refused before a lookup whose NOT_FOUND would echo all of it.
+fn check_subject(subject: &str) -> Result<()> {
+    rules::validate_subject(subject).map_err(|e| Error::invalid("subject", e))
+}
+
 fn binding(b: EntrySchemaBinding) -> pb::EntrySchemaBinding {
     pb::EntrySchemaBinding {
         resource_code: b.resource_code,
@@ -140,6 +146,7 @@ impl SchemaService for SchemaApi {
         answer(async {
             self.auth.caller(&request).await?;
             let r = request.get_ref();
+            check_subject(&r.subject)?;
             Ok(version(
                 self.registry.resolve(&r.subject, r.version, r.include_deleted).await?,
             ))
@@ -187,7 +194,7 @@ impl SchemaService for SchemaApi {
         answer(async {
             self.auth.caller(&request).await?;
             let r = request.get_ref();
-            rules::validate_subject(&r.subject).map_err(|e| Error::invalid("subject", e))?;
+            check_subject(&r.subject)?;
             if self.store.get_subject(&r.subject).await?.is_none() {
                 return Err(Error::NotFound(format!("schema subject '{}'", r.subject)));
             }
@@ -210,6 +217,7 @@ impl SchemaService for SchemaApi {
             note.about(&r.subject, "");
             note.detail("version", r.version);
             note.detail("permanent", r.permanent);
+            check_subject(&r.subject)?;
             let subject = self.store.get_subject(&r.subject).await?;
             let subject = subject.ok_or_else(|| Error::NotFound(format!("schema subject '{}'", r.subject)))?;
             rules::change_subject(&caller, Some(&subject))?;
@@ -238,6 +246,7 @@ impl SchemaService for SchemaApi {
                     inherited: false,
                 });
             }
+            check_subject(&subject)?;
             if self.store.get_subject(&subject).await?.is_none() {
                 return Err(Error::NotFound(format!("schema subject '{subject}'")));
             }
@@ -272,6 +281,7 @@ impl SchemaService for SchemaApi {
                     inherited: false,
                 });
             }
+            check_subject(&r.subject)?;
             let subject = self.store.get_subject(&r.subject).await?;
             let subject = subject.ok_or_else(|| Error::NotFound(format!("schema subject '{}'", r.subject)))?;
             rules::change_subject(&caller, Some(&subject))?;
@@ -300,6 +310,7 @@ impl SchemaService for SchemaApi {
                 )));
             }
             // A pinned version stays usable after a soft delete; "latest" means a live one.
+            check_subject(&r.subject)?;
             let schema = self.registry.resolve(&r.subject, r.version, r.version != 0).await?;
             let mode = if r.lenient {
                 FormatMode::Lenient
@@ -360,6 +371,7 @@ impl SchemaService for SchemaApi {
             note.about(&entry.resource_code, &entry.provider_code);
             note.detail("schema", format!("{}/{}", r.subject, r.version));
             policy::bind_schema(&caller, &entry)?;
+            check_subject(&r.subject)?;
             let schema = self.registry.resolve(&r.subject, r.version, false).await?;
             let document: serde_json::Value =
                 serde_json::from_str(&schema.content).map_err(|e| Error::Internal(e.to_string()))?;
