@@ -231,6 +231,26 @@ fn clock_ticks() -> f64 {
     })
 }
 
+/// CPU seconds the whole machine has been busy (all cores: user, nice, system, irq, softirq,
+/// steal), from /proc/stat.
+pub fn machine_busy_seconds() -> f64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal
+    (at(0) + at(1) + at(2) + at(5) + at(6) + at(7)) as f64 / clock_ticks()
+}
+
+/// The 1, 5 and 15 minute load averages.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 /// Bytes free for an unprivileged user on the file system holding `path` (`df`), if known.
 pub fn free_bytes(path: &Path) -> Option<u64> {
     let out = Command::new("df").arg("-Pk").arg(path).output().ok()?;
@@ -257,5 +277,7 @@ mod tests {
         assert!(memory_of(std::process::id()).rss > 0);
         assert!(alive(std::process::id()));
         assert!(cpu_seconds("/proc/self/stat") >= 0.0);
+        assert!(machine_busy_seconds() > 0.0);
+        assert_eq!(load_average().split(' ').count(), 3);
     }
 }

@@ -613,6 +613,16 @@ fn print_summary(r: &PhaseReport) {
         m.slope_per_minute
             .map_or("-".into(), |s| format!("{:+.2} MiB/min", s / 1048576.0))
     );
+    if !r.rows.is_empty() {
+        let mean = |f: fn(&run::Row) -> f64| r.rows.iter().map(f).sum::<f64>() / r.rows.len() as f64;
+        println!(
+            "cpu        hub {:.0}%, load generator {:.0}%, whole machine {:.0}% of {}% (mean of the rows; 100% is one core)",
+            mean(|row| row.hub_cpu),
+            mean(|row| row.load_cpu),
+            mean(|row| row.machine_cpu),
+            std::thread::available_parallelism().map_or(1, |n| n.get()) * 100
+        );
+    }
     if let (Some(a), Some(b)) = (r.db_bytes_at_start, r.db_bytes_at_end) {
         println!(
             "database   {} at the start, {} at the end ({:.0} bytes per record published)",
@@ -794,7 +804,8 @@ async fn start(args: Args) -> ExitCode {
     println!("xinqiao-load {}  ({build} build)", date.format("%Y-%m-%d %H:%M:%S %z"));
     println!("hub:      {} (built {})", binary.display(), modified(&binary));
     println!("backend:  {} — {database}", backend.name());
-    println!("machine:  {}", machine.describe());
+    let load_before = hubproc::load_average();
+    println!("machine:  {}; load average {load_before}", machine.describe());
     println!("settings: {settings_text}");
     println!("data:     {}", tmp.path().display());
 
@@ -851,6 +862,8 @@ async fn start(args: Args) -> ExitCode {
             "backend": load.backend.name(),
             "database": database,
             "machine": machine.json(),
+            "load_average_at_start": load_before,
+            "load_average_at_end": hubproc::load_average(),
             "settings": settings_text,
             "peak_sustainable_per_s": load.peak.map(|p| round(p, 1)),
             "phases": load.phases.iter().map(PhaseReport::json).collect::<Vec<_>>(),

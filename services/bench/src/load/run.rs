@@ -324,13 +324,16 @@ pub struct Row {
     pub hub: Memory,
     pub hub_cpu: f64,
     pub load_cpu: f64,
+    /// The whole machine's busy CPU (100 % per core): the rest is the database server and
+    /// whatever else runs on the machine.
+    pub machine_cpu: f64,
     pub db_bytes: Option<u64>,
 }
 
 impl Row {
     pub fn header() -> String {
         format!(
-            "{:>7} {:>9} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6} {:>9}  {}",
+            "{:>7} {:>9} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6} {:>6} {:>9}  {}",
             "elapsed",
             "publ/s",
             "deliv/s",
@@ -342,6 +345,7 @@ impl Row {
             "hub HWM",
             "hubCPU",
             "ldCPU",
+            "allCPU",
             "db",
             "errors"
         )
@@ -359,7 +363,7 @@ impl Row {
                 .join(" ")
         };
         format!(
-            "{:>6.0}s {:>9.0} {:>10.0} {:>9.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5.0}% {:>5.0}% {:>9}  {}",
+            "{:>6.0}s {:>9.0} {:>10.0} {:>9.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5.0}% {:>5.0}% {:>5.0}% {:>9}  {}",
             self.elapsed,
             self.published_rate,
             self.delivered_rate,
@@ -371,6 +375,7 @@ impl Row {
             mib(self.hub.hwm),
             self.hub_cpu,
             self.load_cpu,
+            self.machine_cpu,
             self.db_bytes.map_or("-".into(), mib),
             errors
         )
@@ -393,6 +398,7 @@ impl Row {
             "hub_hwm_bytes": self.hub.hwm,
             "hub_cpu_percent_of_one_core": round(self.hub_cpu, 1),
             "load_cpu_percent_of_one_core": round(self.load_cpu, 1),
+            "machine_cpu_percent_of_one_core": round(self.machine_cpu, 1),
             "db_bytes": self.db_bytes,
         })
     }
@@ -743,6 +749,7 @@ pub async fn run_phase(
         let mut last_batches = 0u64;
         let mut last_hub_cpu = hubproc::cpu_seconds(&format!("/proc/{hub_pid}/stat"));
         let mut last_load_cpu = hubproc::cpu_seconds("/proc/self/stat");
+        let mut last_machine_cpu = hubproc::machine_busy_seconds();
         let mut next_row = start + config.interval;
         let mut next_sample = start;
         loop {
@@ -777,6 +784,7 @@ pub async fn run_phase(
                 lat.sort_unstable();
                 let hub_cpu = hubproc::cpu_seconds(&format!("/proc/{hub_pid}/stat"));
                 let load_cpu = hubproc::cpu_seconds("/proc/self/stat");
+                let machine_cpu = hubproc::machine_busy_seconds();
                 let row = Row {
                     elapsed,
                     published_total: published,
@@ -792,6 +800,7 @@ pub async fn run_phase(
                     hub: hubproc::memory_of(hub_pid),
                     hub_cpu: (hub_cpu - last_hub_cpu).max(0.0) / dt * 100.0,
                     load_cpu: (load_cpu - last_load_cpu).max(0.0) / dt * 100.0,
+                    machine_cpu: (machine_cpu - last_machine_cpu).max(0.0) / dt * 100.0,
                     db_bytes: db.bytes().await,
                 };
                 println!("{}", row.line());
@@ -808,6 +817,7 @@ pub async fn run_phase(
                 last_batches = batches;
                 last_hub_cpu = hub_cpu;
                 last_load_cpu = load_cpu;
+                last_machine_cpu = machine_cpu;
                 while next_row <= now {
                     next_row += config.interval;
                 }
