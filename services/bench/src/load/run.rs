@@ -922,6 +922,8 @@ pub async fn run_phase(
     all.sort_unstable();
     let published = shared.published.load(Ordering::Relaxed);
     let errors = shared.errors();
+    let error_samples = shared.error_samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let db_bytes_at_end = db.bytes().await;
     let mut report = PhaseReport {
         dataset,
         rows,
@@ -939,11 +941,11 @@ pub async fn run_phase(
         lag_at_end,
         drain_seconds,
         errors: errors.clone(),
-        error_samples: shared.error_samples.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        error_samples,
         followers: reports,
         hub_end: hubproc::memory_of(hub_pid),
         db_bytes_at_start,
-        db_bytes_at_end: db.bytes().await,
+        db_bytes_at_end,
         interrupted,
         hub_died,
         disk_full,
