@@ -57,7 +57,9 @@ impl MaskRule {
         };
         let chars: Vec<char> = value.chars().collect();
         let n = chars.len();
-        if first + last >= n {
+        // Saturating: a grant's `keep:FIRST:LAST` may name counts near usize::MAX; their sum
+        // overflowed (a panic in debug builds, a slice out of range in release builds).
+        if first.saturating_add(last) >= n {
             return MASK.to_string().repeat(n.max(1));
         }
         let mut out: String = chars[..first].iter().collect();
@@ -111,6 +113,20 @@ mod tests {
         assert_eq!(MaskRule::Mobile.apply("12345"), "*****");
         assert_eq!(MaskRule::PersonalName.apply("张"), "*");
         assert_eq!(MaskRule::ResidentId.apply(""), "*");
+    }
+
+    #[test]
+    fn huge_keep_counts_mask_everything() {
+        let rule = MaskRule::parse("keep:18446744073709551615:1").expect("parses");
+        assert_eq!(rule.apply("13812345678"), "***********");
+        assert_eq!(
+            MaskRule::Keep {
+                first: 1,
+                last: usize::MAX
+            }
+            .apply("张三"),
+            "**"
+        );
     }
 
     #[test]
