@@ -4,6 +4,7 @@
 //! number of records. A record that cannot be read (a line that is not JSON, a CSV row with the
 //! wrong number of cells) is yielded as an `Err` with its line number, and reading goes on.
 
+use std::collections::VecDeque;
 use std::io::{self, BufRead, Read};
 
 use serde_json::{Map, Number, Value};
@@ -112,7 +113,9 @@ fn read_line<R: BufRead>(reader: &mut R, buffer: &mut Vec<u8>, limit: usize) -> 
 /// `properties` (following local `#/…` references): see [`coerce`]. An empty cell leaves the
 /// property out. Fails when the header row is missing, unreadable, or names a column twice.
 pub fn csv<R: Read>(reader: R, schema: &Value) -> Result<CsvRecords<R>, String> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(reader);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(LineStarts::new(reader));
     let headers = reader.headers().map_err(|e| csv_error(&e))?.clone();
     if headers.is_empty() || (headers.len() == 1 && headers[0].trim().is_empty()) {
         return Err("the CSV has no header row naming the columns".into());
@@ -143,7 +146,7 @@ pub fn csv<R: Read>(reader: R, schema: &Value) -> Result<CsvRecords<R>, String> 
 /// The iterator returned by [`csv`].
 #[derive(Debug)]
 pub struct CsvRecords<R> {
-    reader: csv::Reader<R>,
+    reader: csv::Reader<LineStarts<R>>,
     columns: Vec<Column>,
     row: csv::StringRecord,
     last_line: u64,
@@ -161,6 +164,80 @@ impl<R: Read> CsvRecords<R> {
     pub fn columns(&self) -> impl Iterator<Item = &str> {
         self.columns.iter().map(|c| c.name.as_str())
     }
+
+    /// The line a record starts on, from the byte where the parser began reading it.
+    fn line_at(&mut self, start: Option<u64>) -> u64 {
+        start
+            .and_then(|byte| self.reader.get_mut().line_from(byte))
+            .unwrap_or(self.last_line + 1)
+    }
+}
+
+/// Notes where each non-empty line starts as the CSV parser reads, so that a record's line is
+/// right whatever the line endings. The csv crate's own line count is not: it puts the rows of a
+/// CRLF file (what Excel writes) one line early, those of a CR file all on line 1, and rows after
+/// blank lines too early. Its byte position, where it began reading a record, is exact; the record
+/// starts at the first non-empty line from there. Only the lines the parser has read ahead are
+/// kept.
+#[derive(Debug)]
+struct LineStarts<R> {
+    inner: R,
+    /// The offset of the next byte read.
+    offset: u64,
+    /// The number of the line that byte is on.
+    line: u64,
+    /// The next byte starts a line.
+    at_start: bool,
+    /// The last byte was a CR, so an LF now ends no further line.
+    after_cr: bool,
+    /// (offset, line) of each non-empty line read and not yet passed.
+    starts: VecDeque<(u64, u64)>,
+}
+
+impl<R> LineStarts<R> {
+    fn new(inner: R) -> Self {
+        LineStarts {
+            inner,
+            offset: 0,
+            line: 1,
+            at_start: true,
+            after_cr: false,
+            starts: VecDeque::new(),
+        }
+    }
+
+    /// The line of the first non-empty line at or after `byte`; lines before it are forgotten.
+    fn line_from(&mut self, byte: u64) -> Option<u64> {
+        while self.starts.front().is_some_and(|&(offset, _)| offset < byte) {
+            self.starts.pop_front();
+        }
+        self.starts.front().map(|&(_, line)| line)
+    }
+}
+
+impl<R: Read> Read for LineStarts<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &b in &buf[..n] {
+            match b {
+                b'\n' if self.after_cr => self.after_cr = false,
+                b'\r' | b'\n' => {
+                    self.line += 1;
+                    self.at_start = true;
+                    self.after_cr = b == b'\r';
+                }
+                _ => {
+                    if self.at_start {
+                        self.starts.push_back((self.offset, self.line));
+                        self.at_start = false;
+                    }
+                    self.after_cr = false;
+                }
+            }
+            self.offset += 1;
+        }
+        Ok(n)
+    }
 }
 
 impl<R: Read> Iterator for CsvRecords<R> {
@@ -176,7 +253,8 @@ impl<R: Read> Iterator for CsvRecords<R> {
                 None
             }
             Ok(true) => {
-                self.last_line = self.row.position().map_or(self.last_line + 1, |p| p.line());
+                let start = self.row.position().map(csv::Position::byte);
+                self.last_line = self.line_at(start);
                 let mut record = Map::new();
                 for (column, cell) in self.columns.iter().zip(self.row.iter()) {
                     if let Some(value) = coerce(cell, &column.types) {
@@ -186,7 +264,7 @@ impl<R: Read> Iterator for CsvRecords<R> {
                 Some((self.last_line, Ok(Value::Object(record))))
             }
             Err(e) => {
-                self.last_line = e.position().map_or(self.last_line + 1, |p| p.line());
+                self.last_line = self.line_at(e.position().map(csv::Position::byte));
                 self.done = matches!(e.kind(), csv::ErrorKind::Io(_));
                 Some((self.last_line, Err(csv_error(&e))))
             }
@@ -470,6 +548,22 @@ mod tests {
         assert!(rows[0].1.is_err());
         assert_eq!(rows[1], (3, Ok(json!({"a": "multi\nline", "b": "x", "c": "y"}))));
         assert_eq!(rows[2], (5, Ok(json!({"a": "4", "b": "5", "c": "6"}))));
+    }
+
+    #[test]
+    fn csv_lines_are_counted_whatever_the_line_endings() {
+        let lines = |input: &str| -> Vec<u64> {
+            csv(input.as_bytes(), &json!({}))
+                .expect("header")
+                .map(|(line, _)| line)
+                .collect()
+        };
+        assert_eq!(lines("a,b\r\n1,2\r\n3,4\r\n"), [2, 3]);
+        assert_eq!(lines("a,b\r1,2\r3,4\r"), [2, 3]);
+        assert_eq!(lines("a\n1\n\n\n2\n"), [2, 5]);
+        assert_eq!(lines("\n\na\r\n\r\n1\r\n"), [5]);
+        assert_eq!(lines("a,b\r\n1,\"x\r\ny\"\r\n3,4\r\n"), [2, 4]);
+        assert_eq!(lines("\u{feff}a,b\r\n1,2,3\r\n4,5\r\n"), [2, 3]);
     }
 
     #[test]
