@@ -264,6 +264,7 @@ impl Settings {
             drain_timeout: self.drain_timeout,
             follow_page: args.follow_page,
             ack_every: args.ack_every.max(1),
+            require_complete: name != "peak",
         }
     }
 }
@@ -556,36 +557,56 @@ fn print_summary(r: &PhaseReport) {
     );
     let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1} ms"));
     println!(
-        "latency    per batch of {}: p50 {}, p99 {}, max {}",
+        "latency    Publish per batch of {}: p50 {}, p99 {}, max {}; Acknowledge ({} calls): p50 {}, p99 {}",
         c.batch,
         ms(r.p50_ms),
         ms(r.p99_ms),
-        ms(r.max_ms)
+        ms(r.max_ms),
+        r.acks,
+        ms(r.ack_p50_ms),
+        ms(r.ack_p99_ms)
     );
     let faults: u64 = r.followers.iter().map(|f| f.gaps + f.duplicates).sum();
-    let complete = r
-        .followers
-        .iter()
-        .filter(|f| f.position == r.last_sequence && f.delivered == r.last_sequence)
-        .count();
-    println!(
-        "followers  {} of {} received sequences 1..={} exactly once each in order{}; slowest after the first row {:.0}/s; \
+    if !c.require_complete {
+        let reached: Vec<String> = r.followers.iter().map(|f| f.position.to_string()).collect();
+        println!(
+            "followers  stopped with the publishers at sequences {} of {}, {}; slowest after the first row {:.0}/s; lag \
+             max {}",
+            reached.join(", "),
+            r.last_sequence,
+            if faults > 0 {
+                format!("{faults} gaps or duplicates")
+            } else {
+                "each gap-free and without duplicates".into()
+            },
+            steady.slowest,
+            r.max_lag
+        );
+    } else {
+        let complete = r
+            .followers
+            .iter()
+            .filter(|f| f.position == r.last_sequence && f.delivered == r.last_sequence)
+            .count();
+        println!(
+            "followers  {} of {} received sequences 1..={} exactly once each in order{}; slowest after the first row {:.0}/s; \
          lag max {}, {} when publishing stopped; {}",
-        complete,
-        r.followers.len(),
-        r.last_sequence,
-        if faults > 0 {
-            format!(" ({faults} gaps or duplicates)")
-        } else {
-            String::new()
-        },
-        steady.slowest,
-        r.max_lag,
-        r.lag_at_end,
-        r.drain_seconds.map_or("not all caught up in time".into(), |d| format!(
-            "caught up {d:.1}s later"
-        ))
-    );
+            complete,
+            r.followers.len(),
+            r.last_sequence,
+            if faults > 0 {
+                format!(" ({faults} gaps or duplicates)")
+            } else {
+                String::new()
+            },
+            steady.slowest,
+            r.max_lag,
+            r.lag_at_end,
+            r.drain_seconds.map_or("not all caught up in time".into(), |d| format!(
+                "caught up {d:.1}s later"
+            ))
+        );
+    }
     let errors: u64 = r.errors.values().sum();
     if errors == 0 {
         println!("errors     none");
