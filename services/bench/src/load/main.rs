@@ -10,9 +10,11 @@
 //! follower received every sequence number of the dataset once, in order. The exit code is 0 only
 //! when there was no error of any kind and delivery was gap-free and complete.
 //!
-//! `--peak` runs unthrottled for a short time and reports the sustainable rate (the lower of the
-//! publish rate and the slowest follower's rate, after the first interval); `--rate 70%` measures
-//! that first, restarts the hub, and runs at 70 % of it; `--rate 20000` runs at an absolute rate.
+//! `--peak` runs the publishers unthrottled for a short time, except that they wait while the
+//! slowest follower is more than `--peak-lag` changes behind, and reports the sustainable rate
+//! (the lower of the publish rate and the slowest follower's rate, after the first interval): the
+//! rate at which publishers and followers keep up together. `--rate 70%` measures that first,
+//! restarts the hub, and runs at 70 % of it; `--rate 20000` runs at an absolute rate.
 
 #[allow(dead_code)]
 #[path = "../records.rs"]
@@ -49,7 +51,8 @@ struct Args {
     /// of it; fails on any error or delivery fault. Explicit flags override these sizes.
     #[arg(long)]
     quick: bool,
-    /// Only measure the peak: unthrottled for --peak-duration, then report the sustainable rate.
+    /// Only measure the peak: publishers unthrottled (but within --peak-lag of the slowest
+    /// follower) for --peak-duration, then report the sustainable rate.
     #[arg(long, conflicts_with = "rate")]
     peak: bool,
     /// Publishing connections (each as the provider department) [default: 4; quick: 2].
@@ -69,6 +72,11 @@ struct Args {
     /// How long the peak is measured, with --peak or --rate N% [default: 60s; quick: 2s].
     #[arg(long, value_parser = parse_duration)]
     peak_duration: Option<Duration>,
+    /// In the peak phase, publishers wait while the slowest follower is more than this many
+    /// changes behind, so that the peak is a rate the followers keep up with; 0: publishers never
+    /// wait (the publish-only peak, followers fall behind).
+    #[arg(long, default_value_t = 100_000, value_name = "CHANGES")]
+    peak_lag: u64,
     /// Records (of about 1 KiB, `legal-entity`) per published batch [default: 500; quick: 50].
     #[arg(long)]
     batch: Option<usize>,
@@ -265,6 +273,7 @@ impl Settings {
             follow_page: args.follow_page,
             ack_every: args.ack_every.max(1),
             require_complete: name != "peak",
+            max_lag: (name == "peak" && args.peak_lag > 0).then_some(args.peak_lag),
         }
     }
 }
@@ -407,9 +416,13 @@ impl Load {
             pki: hub.pki.clone(),
         };
         let dataset = run::open_dataset(&target, &config.name).await?;
-        let rate = config
-            .rate
-            .map_or("unthrottled".to_string(), |r| format!("at {r:.0} records/s"));
+        let rate = match (config.rate, config.max_lag) {
+            (Some(r), _) => format!("at {r:.0} records/s"),
+            (None, Some(lag)) if config.followers > 0 => {
+                format!("unthrottled but never more than {lag} changes ahead of the slowest follower")
+            }
+            (None, _) => "unthrottled".to_string(),
+        };
         println!();
         println!(
             "== {}: {} publishers ({} in flight each, batches of {}), {} followers, {rate}, for {} (dataset {dataset}) ==",
@@ -802,7 +815,11 @@ async fn start(args: Args) -> ExitCode {
         None if args.peak => "peak only".to_string(),
         None => "unthrottled".into(),
         Some(Rate::PerSecond(r)) => format!("{r:.0} records/s"),
-        Some(Rate::PercentOfPeak(p)) => format!("{p}% of the peak measured for {}", seconds(s.peak_duration)),
+        Some(Rate::PercentOfPeak(p)) => format!(
+            "{p}% of the peak measured for {} (lag bound {})",
+            seconds(s.peak_duration),
+            args.peak_lag
+        ),
     };
     let settings_text = format!(
         "{}{} publishers x {} in flight, batches of {} records of {} bytes, {} followers (pages of {}, ack every {} \
@@ -816,7 +833,7 @@ async fn start(args: Args) -> ExitCode {
         args.follow_page,
         args.ack_every.max(1),
         if args.peak {
-            format!("peak for {}", seconds(s.peak_duration))
+            format!("peak for {} (lag bound {})", seconds(s.peak_duration), args.peak_lag)
         } else {
             format!("for {}", seconds(s.duration))
         },

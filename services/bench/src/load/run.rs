@@ -170,6 +170,9 @@ pub struct PhaseConfig {
     /// publishing stops). Without it (the peak) they stop with the publishers, and only the order
     /// of what they received is checked.
     pub require_complete: bool,
+    /// Publishers wait while the slowest follower is more than this many changes behind (the
+    /// peak: the rate at which followers keep up); None: they never wait for followers.
+    pub max_lag: Option<u64>,
 }
 
 /// What the hub's database takes on disk.
@@ -582,6 +585,7 @@ impl PhaseReport {
                 "interval_s": self.config.interval.as_secs_f64(),
                 "follow_page": self.config.follow_page,
                 "ack_every_messages": self.config.ack_every,
+                "publishers_wait_while_lag_above": self.config.max_lag,
                 "record_bytes": records::TARGET_BYTES,
             },
             "rows": self.rows.iter().map(Row::json).collect::<Vec<_>>(),
@@ -1112,6 +1116,17 @@ async fn publish(
     loop {
         if Instant::now() >= deadline || *cancel.borrow() {
             return;
+        }
+        if let Some(max) = config.max_lag
+            && !shared.followers.is_empty()
+        {
+            while shared.head.load(Ordering::Relaxed).saturating_sub(shared.slowest()) > max {
+                if Instant::now() >= deadline
+                    || !pause_until(Instant::now() + Duration::from_millis(2), &mut cancel).await
+                {
+                    return;
+                }
+            }
         }
         if let Some(bucket) = &bucket {
             let at = bucket
