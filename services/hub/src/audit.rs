@@ -147,9 +147,44 @@ async fn write_groups(store: Arc<dyn Store>, linker: ChainLinker, mut rx: mpsc::
             .await
             .map(|_| ())
             .map_err(|e| e.to_string());
+        if result.is_err() && group.len() > 1 {
+            // One event the store refuses must not fail the calls it was grouped with: each is
+            // tried alone, and only what still fails is answered as failed.
+            for pending in group {
+                let alone = store
+                    .append_audit(&pending.events, &linker)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                let _ = pending.done.send(alone);
+            }
+            continue;
+        }
         for pending in group {
             let _ = pending.done.send(result.clone());
         }
+    }
+}
+
+/// The longest target, department or detail text an event keeps of what a caller sent.
+const NOTED_CHARS: usize = 200;
+/// The longest detail value (as JSON) an event keeps.
+const DETAIL_CHARS: usize = 2_000;
+
+/// A detail value of bounded size: long text shortened, a large list or object kept as the start
+/// of its JSON text.
+fn bounded(value: Value) -> Value {
+    match value {
+        Value::String(text) => Value::String(xinqiao_domain::text::shorten(&text, DETAIL_CHARS)),
+        Value::Array(_) | Value::Object(_) => {
+            let text = value.to_string();
+            if text.chars().count() > DETAIL_CHARS {
+                Value::String(xinqiao_domain::text::shorten(&text, DETAIL_CHARS))
+            } else {
+                value
+            }
+        }
+        small => small,
     }
 }
 
@@ -197,16 +232,18 @@ impl CallNote {
 
     /// What the call is about: a dataset, entry, department, request, grant or subject; and the
     /// department whose data or resource that is (empty when none).
+    /// Often noted from the caller's request before it is checked: kept to a bounded length, so
+    /// that a refused call cannot write megabytes into the trail.
     pub fn about(&self, target: &str, department: &str) {
         self.with(|n| {
-            n.target = target.to_string();
-            n.about = department.to_string();
+            n.target = xinqiao_domain::text::shorten(target, NOTED_CHARS);
+            n.about = xinqiao_domain::text::shorten(department, NOTED_CHARS);
         });
     }
 
     pub fn detail(&self, key: &str, value: impl Into<Value>) {
         self.with(|n| {
-            n.detail.insert(key.to_string(), value.into());
+            n.detail.insert(key.to_string(), bounded(value.into()));
         });
     }
 

@@ -250,10 +250,14 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
 
     let (stop, stopped) = oneshot::channel::<()>();
     let router = Server::builder()
+        // HTTP/2 streams one connection may hold open at once (hyper's default is unlimited): a
+        // client that opens requests and never finishes them holds no more than this.
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         // Outermost, so that it counts the status the client gets.
         .layer(MetricsLayer::new(metrics.clone()))
-        .layer(tower::util::MapResponseLayer::new(size_limit_is_resource_exhausted))
         .layer(AuditLayer::new(audit))
+        // Inside the audit layer, so that the trail records the status the caller gets.
+        .layer(tower::util::MapResponseLayer::new(callers_fault_statuses))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -316,6 +320,10 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     })
 }
 
+/// Streams at once on one connection: far above what a department's client needs (one per
+/// dataset it follows, a few calls in flight).
+const MAX_STREAMS_PER_CONNECTION: u32 = 200;
+
 /// The names the gRPC health service answers for: the whole server ("") and each service.
 fn served_services() -> [&'static str; 7] {
     [
@@ -356,15 +364,37 @@ async fn forget_departments_changed_elsewhere(
 
 /// tonic answers a request larger than the decoding limit with OUT_OF_RANGE; gRPC's own status
 /// table says RESOURCE_EXHAUSTED, which is what clients retry on and what the hub documents.
-fn size_limit_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+/// The framework's own answers to a caller's malformed request, as the statuses they are: a
+/// message above the size limit (tonic: OUT_OF_RANGE) is RESOURCE_EXHAUSTED; a request body cut
+/// mid-message, without its message or with an unknown compression flag (tonic: INTERNAL) is
+/// INVALID_ARGUMENT — the caller's fault, not the hub's.
+fn callers_fault_statuses<B>(mut response: http::Response<B>) -> http::Response<B> {
     let headers = response.headers_mut();
-    let out_of_range = headers.get("grpc-status").is_some_and(|v| v == "11");
-    let too_large = headers
+    let status = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let message = headers
         .get("grpc-message")
         .and_then(|m| m.to_str().ok())
-        .is_some_and(|m| m.contains("too%20large") || m.contains("too large"));
-    if out_of_range && too_large {
-        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        .map(|m| m.replace("%20", " "))
+        .unwrap_or_default();
+    let corrected = match status {
+        "11" if message.contains("too large") => Some("8"),
+        "13" if [
+            "Unexpected EOF decoding stream",
+            "Missing request message",
+            "invalid compression flag",
+        ]
+        .iter()
+        .any(|m| message.contains(m)) =>
+        {
+            Some("3")
+        }
+        _ => None,
+    };
+    if let Some(code) = corrected {
+        headers.insert("grpc-status", http::HeaderValue::from_static(code));
     }
     response
 }

@@ -4,9 +4,36 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use xinqiao_domain::Error;
 
+/// The longest message a status carries. A status travels in response headers, which clients
+/// refuse beyond 16 KiB: message and details together must stay well inside that, whatever a
+/// caller's input that they echo (non-ASCII text grows threefold when percent-encoded, binary
+/// details by a third in base64).
+const MAX_MESSAGE_CHARS: usize = 300;
+/// The most violations or reasons listed in a status's details (the rest are counted), and the
+/// longest field name and description of each.
+const MAX_DETAILS: usize = 6;
+const MAX_FIELD_CHARS: usize = 80;
+const MAX_DESCRIPTION_CHARS: usize = 120;
+
 /// Maps a domain error to the status a caller sees. Internal details (SQL, paths) are logged
-/// here and never sent.
+/// here and never sent. Messages and details are bounded in size.
 pub fn to_status(error: Error) -> Status {
+    let status = unbounded_status(error);
+    if status.message().chars().count() > MAX_MESSAGE_CHARS {
+        return Status::with_details(
+            status.code(),
+            bounded(status.message()),
+            status.details().to_vec().into(),
+        );
+    }
+    status
+}
+
+fn bounded(message: &str) -> String {
+    xinqiao_domain::text::shorten(message, MAX_MESSAGE_CHARS)
+}
+
+fn unbounded_status(error: Error) -> Status {
     match error {
         Error::NotFound(what) => Status::not_found(format!("{what} not found")),
         Error::AlreadyExists(what) => Status::already_exists(format!("{what} already exists")),
@@ -17,10 +44,17 @@ pub fn to_status(error: Error) -> Status {
                 .collect::<Vec<_>>()
                 .join("; ");
             let mut details = ErrorDetails::new();
-            for v in &violations {
-                details.add_bad_request_violation(v.field.clone(), v.description.clone());
+            for v in violations.iter().take(MAX_DETAILS) {
+                details.add_bad_request_violation(
+                    xinqiao_domain::text::shorten(&v.field, MAX_FIELD_CHARS),
+                    xinqiao_domain::text::shorten(&v.description, MAX_DESCRIPTION_CHARS),
+                );
             }
-            Status::with_error_details(Code::InvalidArgument, message, details)
+            if violations.len() > MAX_DETAILS {
+                details.add_bad_request_violation("…", format!("and {} more", violations.len() - MAX_DETAILS));
+            }
+            // The details carry the message too (google.rpc.Status), so it is bounded first.
+            Status::with_error_details(Code::InvalidArgument, bounded(&message), details)
         }
         Error::FailedPrecondition(why) => Status::failed_precondition(why),
         Error::Incompatible(reasons) => {
@@ -29,10 +63,21 @@ pub fn to_status(error: Error) -> Status {
                 reasons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
             );
             let mut details = ErrorDetails::new();
-            for r in &reasons {
-                details.add_precondition_failure_violation("COMPATIBILITY", r.pointer.clone(), r.reason.clone());
+            for r in reasons.iter().take(MAX_DETAILS) {
+                details.add_precondition_failure_violation(
+                    "COMPATIBILITY",
+                    xinqiao_domain::text::shorten(&r.pointer, MAX_FIELD_CHARS),
+                    xinqiao_domain::text::shorten(&r.reason, MAX_DESCRIPTION_CHARS),
+                );
             }
-            Status::with_error_details(Code::FailedPrecondition, message, details)
+            if reasons.len() > MAX_DETAILS {
+                details.add_precondition_failure_violation(
+                    "COMPATIBILITY",
+                    "",
+                    format!("and {} more", reasons.len() - MAX_DETAILS),
+                );
+            }
+            Status::with_error_details(Code::FailedPrecondition, bounded(&message), details)
         }
         Error::PermissionDenied(why) => Status::permission_denied(why),
         Error::Unauthenticated(why) => Status::unauthenticated(why),
@@ -65,6 +110,44 @@ mod tests {
         assert_eq!(status.code(), Code::InvalidArgument);
         let bad = status.get_details_bad_request().expect("BadRequest details");
         assert_eq!(bad.field_violations[0].field, "code");
+    }
+
+    #[test]
+    fn long_messages_and_many_violations_are_bounded() {
+        let long = to_status(Error::NotFound("x".repeat(100_000)));
+        assert_eq!(long.code(), Code::NotFound);
+        assert!(
+            long.message().chars().count() <= MAX_MESSAGE_CHARS + 1,
+            "{}",
+            long.message().len()
+        );
+        let many = to_status(Error::InvalidArgument(
+            (0..100_000)
+                .map(|i| FieldViolation::new(format!("fields[{i}]"), "unknown"))
+                .collect(),
+        ));
+        assert_eq!(many.code(), Code::InvalidArgument);
+        assert!(many.message().chars().count() <= MAX_MESSAGE_CHARS + 1);
+        let bad = many.get_details_bad_request().expect("BadRequest details");
+        assert_eq!(bad.field_violations.len(), MAX_DETAILS + 1);
+        assert_eq!(
+            bad.field_violations[MAX_DETAILS].description,
+            format!("and {} more", 100_000 - MAX_DETAILS)
+        );
+        // What goes into the headers stays far below the 16 KiB clients accept, even in Chinese.
+        let wide = to_status(Error::InvalidArgument(
+            (0..100)
+                .map(|_| FieldViolation::new("名".repeat(1000), "错".repeat(1000)))
+                .collect(),
+        ));
+        let response = wide.into_http::<()>();
+        let size: usize = response.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+        let sizes: Vec<(String, usize)> = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.len()))
+            .collect();
+        assert!(size < 12 * 1024, "{size} bytes of headers: {sizes:?}");
     }
 
     #[test]
