@@ -21,6 +21,7 @@
 //! checker does not reason about (`oneOf`, `not`, `if`/`then`/`else`, `patternProperties`, …) are
 //! accepted only when reader and writer carry them unchanged.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
@@ -190,6 +191,13 @@ const NEW_NAME: &str = "the new schema";
 const MAX_DEPTH: usize = 64;
 /// Comparisons per check, so that a pathological schema cannot keep the hub busy.
 const MAX_STEPS: usize = 20_000;
+/// Schemas entered per check while validating a finite writer's values (`enum`, `const`): a few
+/// per value for a record schema's enum, so ample for long code lists, yet well under a second.
+const MAX_VALIDATION_STEPS: usize = 100_000;
+/// Findings listed per check (one direction, one version); past that, one finding counts the rest.
+const MAX_FINDINGS: usize = 100;
+/// The reason given when a limit above is reached.
+const TOO_COMPLEX: &str = "the schemas are too deeply nested or too large to compare; cannot prove compatibility";
 
 static TRUE: Value = Value::Bool(true);
 
@@ -251,6 +259,38 @@ const UNPROVABLE: &[&str] = &[
     "$recursiveRef",
 ];
 
+/// Keywords whose subschemas apply to the value itself, so that what they evaluate counts for an
+/// `unevaluatedItems` or `unevaluatedProperties` beside them.
+const IN_PLACE_APPLICATORS: &[&str] = &[
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
+    "if",
+    "then",
+    "else",
+    "dependentSchemas",
+    "dependencies",
+    "$ref",
+    "$dynamicRef",
+    "$recursiveRef",
+];
+/// Keywords that evaluate array items, besides the in-place applicators.
+const ITEM_EVALUATORS: &[&str] = &["prefixItems", "items", "additionalItems", "contains"];
+/// Keywords that evaluate object properties, besides the in-place applicators.
+const PROPERTY_EVALUATORS: &[&str] = &["properties", "patternProperties", "additionalProperties"];
+
+/// Keywords whose meanings depend on one another: one holds for the records of a schema that
+/// repeats it only if that schema repeats the others too.
+const ENTANGLED: [&[&str]; 6] = [
+    &["properties", "patternProperties", "additionalProperties"],
+    &["prefixItems", "items", "additionalItems"],
+    &["if", "then", "else"],
+    &["contains", "minContains", "maxContains"],
+    &["minimum", "exclusiveMinimum"],
+    &["maximum", "exclusiveMaximum"],
+];
+
 /// Whether a keyword can make a value invalid; everything else is an annotation.
 fn is_assertion(keyword: &str) -> bool {
     matches!(keyword, "$ref" | "allOf" | "anyOf" | "then" | "else")
@@ -289,10 +329,17 @@ struct Checker<'a> {
     reader: &'a str,
     writer: &'a str,
     reader_is_new: bool,
+    /// Whether both documents are the same, so that a local `$ref` means the same on both sides.
+    same_roots: bool,
     /// Pairs of reference targets being compared; meeting one again closes a cycle, which holds.
     in_progress: HashSet<(String, String)>,
     depth: usize,
     steps: usize,
+    /// Shared by every value validated in this check (see [`MAX_VALIDATION_STEPS`]).
+    validation_steps: Cell<usize>,
+    /// The finding of the first limit reached; every later one repeats it, so that a schema that
+    /// branches out exponentially yields one finding, not one per path.
+    too_complex: Option<Incompatibility>,
 }
 
 impl<'a> Checker<'a> {
@@ -309,9 +356,12 @@ impl<'a> Checker<'a> {
             reader: reader_name,
             writer: writer_name,
             reader_is_new,
+            same_roots: reader == writer,
             in_progress: HashSet::new(),
             depth: 0,
             steps: 0,
+            validation_steps: Cell::new(0),
+            too_complex: None,
         }
     }
 
@@ -320,7 +370,83 @@ impl<'a> Checker<'a> {
             reader: String::new(),
             writer: String::new(),
         };
-        self.accepts_all_of(self.reader_root, self.writer_root, &root)
+        // Deduplicated once, here: at every level, for a writer that branches out, it would hash
+        // each finding once per level above it.
+        let mut found = dedupe(self.accepts_all_of(self.reader_root, self.writer_root, &root));
+        if found.len() > MAX_FINDINGS {
+            let more = found.len() - MAX_FINDINGS;
+            found.truncate(MAX_FINDINGS);
+            found.push(Incompatibility {
+                pointer: String::new(),
+                reason: format!(
+                    "and {more} more reasons, not listed, why {} may reject records written under {}",
+                    self.reader, self.writer
+                ),
+            });
+        }
+        found
+    }
+
+    /// The finding for a limit reached at `loc`: the first one's, whichever limit it was.
+    fn too_complex(&mut self, loc: &Loc) -> Incompatibility {
+        if let Some(found) = &self.too_complex {
+            return found.clone();
+        }
+        let found = self.at(loc, "", TOO_COMPLEX.into());
+        self.too_complex = Some(found.clone());
+        found
+    }
+
+    /// Whether a keyword the writer carries word for word proves the reader's: only if a local
+    /// `$ref` inside it resolves to the same schema on both sides.
+    fn same(&self, reader_side: Option<&Value>, writer_side: Option<&Value>) -> bool {
+        reader_side == writer_side && (self.same_roots || !reader_side.is_some_and(refers_locally))
+    }
+
+    /// The reader's keywords that the writer repeats word for word, together with the keywords
+    /// their meaning depends on, so that they hold for every record of the writer.
+    /// (`unevaluated*` depend on too much; see [`Checker::without_settled_unevaluated`].)
+    fn repeated<'k>(&self, r: &'k Map<String, Value>, writer: &Map<String, Value>) -> Vec<&'k str> {
+        r.keys()
+            .map(String::as_str)
+            .filter(|keyword| !keyword.starts_with("unevaluated"))
+            .filter(|keyword| {
+                let together = ENTANGLED.iter().find(|group| group.contains(keyword));
+                together
+                    .map_or(&[*keyword][..], |group| group)
+                    .iter()
+                    .all(|k| self.same(r.get(*k), writer.get(*k)))
+            })
+            .collect()
+    }
+
+    /// The reader without the `unevaluatedItems`/`unevaluatedProperties` that hold for every writer
+    /// record, or `None` if none does. Which items or properties such a keyword sees depends on
+    /// the keywords beside it (and in its subschemas) that evaluate them; when the writer repeats
+    /// all of those and the keyword itself word for word, a writer record's unevaluated items or
+    /// properties are the reader's too, and the writer's keyword already holds for them. The
+    /// structural rules below cannot tell this: they merge the writer's branches, not the reader's.
+    fn without_settled_unevaluated(
+        &self,
+        r: &Map<String, Value>,
+        w: &Map<String, Value>,
+    ) -> Option<Map<String, Value>> {
+        let mut rest: Option<Map<String, Value>> = None;
+        for (keyword, evaluators) in [
+            ("unevaluatedItems", ITEM_EVALUATORS),
+            ("unevaluatedProperties", PROPERTY_EVALUATORS),
+        ] {
+            let settled = r.contains_key(keyword)
+                && self.same(r.get(keyword), w.get(keyword))
+                && evaluators
+                    .iter()
+                    .chain(IN_PLACE_APPLICATORS)
+                    .all(|k| self.same(r.get(*k), w.get(*k)));
+            if settled {
+                rest.get_or_insert_with(|| r.clone()).remove(keyword);
+            }
+        }
+        rest
     }
 
     /// A finding at `loc` (on the new schema's side) plus a keyword suffix such as `/type`.
@@ -353,16 +479,12 @@ impl<'a> Checker<'a> {
     fn accepts_all_of(&mut self, reader: &Value, writer: &Value, loc: &Loc) -> Vec<Incompatibility> {
         self.steps += 1;
         if self.depth >= MAX_DEPTH || self.steps > MAX_STEPS {
-            return vec![self.at(
-                loc,
-                "",
-                "the schemas are too deeply nested or too large to compare; cannot prove compatibility".into(),
-            )];
+            return vec![self.too_complex(loc)];
         }
         self.depth += 1;
         let found = self.compare(reader, writer, loc);
         self.depth -= 1;
-        dedupe(found)
+        found
     }
 
     fn compare(&mut self, reader: &Value, writer: &Value, loc: &Loc) -> Vec<Incompatibility> {
@@ -389,39 +511,48 @@ impl<'a> Checker<'a> {
             Value::Object(r) => r,
             _ => return self.not_schemas(reader, writer, loc),
         };
+        let settled;
+        let r = match self.without_settled_unevaluated(r, w) {
+            Some(rest) => {
+                settled = rest;
+                &settled
+            }
+            None => r,
+        };
         if !r.keys().any(|k| is_assertion(k)) {
             return Vec::new();
         }
         if r.contains_key("$ref") || w.contains_key("$ref") {
             return self.compare_refs(r, w, loc);
         }
+        // A reader that is one of the writer's allOf branches word for word reads all its records
+        // (merging would lose this where the branch's keywords depend on one another).
+        if let Some(Value::Array(branches)) = w.get("allOf")
+            && branches.iter().any(|branch| self.same(Some(reader), Some(branch)))
+        {
+            return Vec::new();
+        }
         let w_flat = self.flatten_all_of(w, 0);
         if let Some((values, source)) = self.finite_values(&w_flat) {
-            // Keywords the writer repeats already hold for its values; dropping them spares
-            // evaluating patterns and formats, which this module cannot run.
+            // Keywords the writer repeats (in itself or merged from its allOf branches) already
+            // hold for its values; dropping them spares evaluating patterns, formats and the
+            // keywords this module cannot evaluate.
             let mut reduced = r.clone();
-            for keyword in ["pattern", "format", "allOf", "anyOf", "oneOf", "not", "propertyNames"] {
-                if r.get(keyword).is_some() && r.get(keyword) == w_flat.get(keyword) {
-                    reduced.remove(keyword);
-                }
-            }
-            if ["if", "then", "else"].iter().all(|k| r.get(*k) == w_flat.get(*k)) {
-                for keyword in ["if", "then", "else"] {
-                    reduced.remove(keyword);
-                }
+            for keyword in [self.repeated(r, w), self.repeated(r, &w_flat)].concat() {
+                reduced.remove(keyword);
             }
             return self.check_values(&Value::Object(reduced), &values, source, loc);
         }
 
-        // A self-contained combinator the writer repeats word for word holds for every writer
-        // record, so the reader need not check it again.
+        // A combinator the writer repeats word for word holds for every writer record, so the
+        // reader need not check it again.
         let mut r_eff = r.clone();
         for keyword in ["allOf", "anyOf", "oneOf", "not"] {
-            if r.get(keyword).is_some() && r.get(keyword) == w.get(keyword) {
+            if r.get(keyword).is_some() && self.same(r.get(keyword), w.get(keyword)) {
                 r_eff.remove(keyword);
             }
         }
-        if r.contains_key("if") && ["if", "then", "else"].iter().all(|k| r.get(*k) == w.get(*k)) {
+        if r.contains_key("if") && ["if", "then", "else"].iter().all(|k| self.same(r.get(*k), w.get(*k))) {
             for keyword in ["if", "then", "else"] {
                 r_eff.remove(keyword);
             }
@@ -495,13 +626,16 @@ impl<'a> Checker<'a> {
                         ));
                     }
                 }
-                "if" if ["if", "then", "else"].iter().any(|k| r.get(*k) != w_flat.get(*k)) => {
+                "if" if ["if", "then", "else"]
+                    .iter()
+                    .any(|k| !self.same(r.get(*k), w_flat.get(*k))) =>
+                {
                     found.push(self.unprovable(loc, "if", "if/then/else", w_flat.get("if")));
                 }
-                "items" if rv.is_array() && w_flat.get("items") != Some(rv) => {
+                "items" if rv.is_array() && !self.same(Some(rv), w_flat.get("items")) => {
                     found.push(self.unprovable(loc, "items", "items", w_flat.get("items")));
                 }
-                k if UNPROVABLE.contains(&k) && w_flat.get(k) != Some(rv) => {
+                k if UNPROVABLE.contains(&k) && !self.same(Some(rv), w_flat.get(k)) => {
                     found.push(self.unprovable(loc, k, k, w_flat.get(k)));
                 }
                 _ => {}
@@ -714,19 +848,31 @@ impl<'a> Checker<'a> {
             }
             (values, "type")
         };
-        let schema = Value::Object(w.clone());
+        // The values satisfy the keyword they come from; checking each against a long enum again
+        // would take time quadratic in its length.
+        let mut schema = w.clone();
+        schema.remove(source);
+        let schema = Value::Object(schema);
+        let writer = Validation::new(self.writer_root, &self.validation_steps);
+        // A value the validation cannot decide is kept: the writer may produce it.
         let values = candidates
             .into_iter()
-            .filter(|v| !matches!(validate(&schema, self.writer_root, v, "", 0), Verdict::Invalid { .. }))
+            .filter(|v| !matches!(writer.validate(&schema, v, "", 0), Verdict::Invalid { .. }))
             .collect();
         Some((values, source))
     }
 
-    fn check_values(&self, reader: &Value, values: &[Value], source: &str, loc: &Loc) -> Vec<Incompatibility> {
+    fn check_values(&mut self, reader: &Value, values: &[Value], source: &str, loc: &Loc) -> Vec<Incompatibility> {
         let mut found = Vec::new();
         for value in values {
             let shown = show(value);
-            let (pointer, reason) = match validate(reader, self.reader_root, value, &loc.reader, 0) {
+            let validation = Validation::new(self.reader_root, &self.validation_steps);
+            let verdict = validation.validate(reader, value, &loc.reader, 0);
+            if validation.gave_up.get() && matches!(verdict, Verdict::Unknown { .. }) {
+                found.push(self.too_complex(loc));
+                continue;
+            }
+            let (pointer, reason) = match verdict {
                 Verdict::Valid => continue,
                 Verdict::Invalid { pointer, why } => {
                     let reason = if source == "enum" && pointer == push(&loc.reader, "enum") {
@@ -1048,23 +1194,40 @@ impl<'a> Checker<'a> {
             }
         }
 
-        // Names the writer declares by pattern, which a closed reader may not accept.
+        // Names the writer declares by pattern, which a closed reader may not accept. A reader
+        // without patterns of its own holds them to its extra schema, like any name it does not
+        // declare; with other patterns, which this module cannot match, nothing is proved.
         let writer_patterns = w
             .get("patternProperties")
             .and_then(Value::as_object)
             .filter(|m| !m.is_empty());
-        if writer_patterns.is_some()
+        let reader_has_patterns = r
+            .get("patternProperties")
+            .and_then(Value::as_object)
+            .is_some_and(|m| !m.is_empty());
+        if let Some(patterns) = writer_patterns
             && !matches!(reader_extra, None | Some(Value::Bool(true)))
-            && r.get("patternProperties") != w.get("patternProperties")
+            && !self.same(r.get("patternProperties"), w.get("patternProperties"))
         {
-            found.push(self.at(
-                loc,
-                "/patternProperties",
-                format!(
-                    "{} allows properties by patternProperties that {} may not accept; cannot prove compatibility",
-                    self.writer, self.reader
-                ),
-            ));
+            match reader_extra {
+                Some(extra) if !reader_has_patterns && *extra != Value::Bool(false) => {
+                    for (pattern, writer_schema) in patterns {
+                        let pattern_loc = Loc {
+                            reader: push(&loc.reader, extra_keyword),
+                            writer: push(&push(&loc.writer, "patternProperties"), pattern),
+                        };
+                        found.extend(self.accepts_all_of(extra, writer_schema, &pattern_loc));
+                    }
+                }
+                _ => found.push(self.at(
+                    loc,
+                    "/patternProperties",
+                    format!(
+                        "{} allows properties by patternProperties that {} may not accept; cannot prove compatibility",
+                        self.writer, self.reader
+                    ),
+                )),
+            }
         }
 
         found.extend(self.count_floor(r, w, "minProperties", loc, "objects with fewer properties than"));
@@ -1116,7 +1279,7 @@ impl<'a> Checker<'a> {
                 None => writer_items.push((&TRUE, push(&loc.writer, "items"))),
             }
             // With equal prefixItems, `items` covers the same positions on both sides.
-            let same_prefix = r.get("prefixItems").is_some() && r.get("prefixItems") == w.get("prefixItems");
+            let same_prefix = r.get("prefixItems").is_some() && self.same(r.get("prefixItems"), w.get("prefixItems"));
             if !same_prefix {
                 for (i, item) in w
                     .get("prefixItems")
@@ -1218,33 +1381,93 @@ fn disjunction(w: &Map<String, Value>) -> Option<(&'static str, Vec<Value>)> {
     })
 }
 
-/// Adds a branch's keywords to an accumulated writer schema (a conjunction). Properties declared
-/// on both sides are kept as an `allOf` of the two; `required` lists are united; any other
-/// keyword both constrain differently keeps the first, which only widens.
+/// Adds a branch's keywords to an accumulated writer schema (a conjunction), so that the result
+/// admits every record both admit, and perhaps more, never fewer. Properties declared on both
+/// sides are kept as an `allOf` of the two; `required` lists are united; any other keyword both
+/// constrain differently keeps the first, which only widens.
+///
+/// A merge must not change what the accumulated schema's own keywords mean, yet several keywords
+/// mean something only beside others: `additionalProperties` applies to the names `properties`
+/// and `patternProperties` do not declare, `items` to the positions after `prefixItems`,
+/// `then`/`else` follow `if`, `minContains` counts what `contains` matches, a draft-4 boolean
+/// `exclusiveMinimum` qualifies `minimum`, and `unevaluated*` sees what everything beside it
+/// evaluates. So:
+/// - a property only the branch declares is an additional one for the accumulated schema, and
+///   is held to its `additionalProperties` too (left out if that is false: no record has it),
+///   unless `patternProperties`, which this module cannot match, might claim the name;
+/// - likewise the branch's `patternProperties`, taken only where the accumulated schema has none
+///   (a closed one takes none): for the names the accumulated schema does not declare, which
+///   are the only ones this module reads patterns for, that is exact;
+/// - the item keywords, `if`/`then`/`else`, `contains` with its counts and a draft-4 bound come
+///   in only together, and only where the accumulated schema has none of them;
+/// - the branch's `unevaluatedItems` and `unevaluatedProperties` are left out.
 fn merge_into(acc: &mut Map<String, Value>, branch: &Map<String, Value>) {
+    const TOGETHER: [&[&str]; 3] = [
+        &["prefixItems", "items", "additionalItems"],
+        &["if", "then", "else"],
+        &["contains", "minContains", "maxContains"],
+    ];
+    let has_any = |keywords: &[&str]| keywords.iter().any(|k| acc.contains_key(*k));
+    let mut held_back: Vec<&str> = vec!["$ref", "unevaluatedItems", "unevaluatedProperties"];
+    for group in TOGETHER {
+        if has_any(group) {
+            held_back.extend(group);
+        }
+    }
+    for bound in [["minimum", "exclusiveMinimum"], ["maximum", "exclusiveMaximum"]] {
+        let draft4 = [&*acc, branch]
+            .iter()
+            .any(|m| m.get(bound[1]).is_some_and(Value::is_boolean));
+        if draft4 && has_any(&bound) {
+            held_back.extend(bound);
+        }
+    }
+    let extra = acc.get("additionalProperties").cloned();
+    if extra == Some(Value::Bool(false)) {
+        held_back.push("patternProperties");
+    }
+    let has_patterns = acc
+        .get("patternProperties")
+        .and_then(Value::as_object)
+        .is_some_and(|p| !p.is_empty());
+
     for (keyword, value) in branch {
-        match keyword.as_str() {
-            // An unresolved reference is dropped: that too only widens.
-            "$ref" => {}
-            "properties" => {
-                let (Some(Value::Object(into)), Value::Object(from)) = (acc.get_mut("properties"), value) else {
-                    acc.entry(keyword.clone()).or_insert_with(|| value.clone());
-                    continue;
+        if held_back.contains(&keyword.as_str()) {
+            continue;
+        }
+        match (keyword.as_str(), value) {
+            ("patternProperties", Value::Object(from)) if !has_patterns => {
+                let held = |schema: &Value| match &extra {
+                    None | Some(Value::Bool(true)) => schema.clone(),
+                    Some(extra) => all_of_schema(extra.clone(), schema.clone()),
                 };
+                let from = from.iter().map(|(pattern, schema)| (pattern.clone(), held(schema)));
+                acc.insert(keyword.clone(), Value::Object(from.collect()));
+            }
+            ("properties", Value::Object(from)) => {
                 for (name, schema) in from {
+                    let declared = acc
+                        .get("properties")
+                        .and_then(Value::as_object)
+                        .is_some_and(|d| d.contains_key(name));
+                    let schema = match &extra {
+                        _ if declared || has_patterns => schema.clone(),
+                        None | Some(Value::Bool(true)) => schema.clone(),
+                        Some(Value::Bool(false)) => continue,
+                        Some(extra) => all_of_schema(extra.clone(), schema.clone()),
+                    };
+                    let into = acc.entry("properties").or_insert_with(|| Value::Object(Map::new()));
+                    let Value::Object(into) = into else { break };
                     match into.get_mut(name) {
-                        Some(existing) if existing != schema => {
-                            let both = Value::Array(vec![existing.take(), schema.clone()]);
-                            *existing = Value::Object(Map::from_iter([("allOf".to_string(), both)]));
-                        }
+                        Some(existing) if *existing != schema => *existing = all_of_schema(existing.take(), schema),
                         Some(_) => {}
                         None => {
-                            into.insert(name.clone(), schema.clone());
+                            into.insert(name.clone(), schema);
                         }
                     }
                 }
             }
-            "required" => {
+            ("required", _) => {
                 let mut names: Vec<Value> = acc
                     .get("required")
                     .and_then(Value::as_array)
@@ -1262,6 +1485,35 @@ fn merge_into(acc: &mut Map<String, Value>, branch: &Map<String, Value>) {
             }
         }
     }
+}
+
+/// `{"allOf": [a, b]}`.
+fn all_of_schema(a: Value, b: Value) -> Value {
+    Value::Object(Map::from_iter([("allOf".to_string(), Value::Array(vec![a, b]))]))
+}
+
+/// Whether a schema holds a reference resolved within its own document (a fragment such as
+/// `#/$defs/a`, a relative address, a dynamic reference), which may mean another schema in
+/// another document.
+fn refers_locally(schema: &Value) -> bool {
+    match schema {
+        Value::Object(m) => m.iter().any(|(k, v)| match k.as_str() {
+            "$ref" => !v.as_str().is_some_and(is_absolute_uri),
+            "$dynamicRef" | "$recursiveRef" => true,
+            _ => refers_locally(v),
+        }),
+        Value::Array(items) => items.iter().any(refers_locally),
+        _ => false,
+    }
+}
+
+/// `scheme:…` with no fragment: an address that means the same whatever document holds it.
+fn is_absolute_uri(reference: &str) -> bool {
+    let scheme = reference.split(':').next().unwrap_or_default();
+    reference.len() > scheme.len()
+        && !reference.contains('#')
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
 }
 
 /// Follows a local reference (`#`, `#/$defs/name`) within its document. Anchors and other
@@ -1469,34 +1721,73 @@ fn all_of(verdicts: impl IntoIterator<Item = Verdict>) -> Verdict {
     unknown.unwrap_or(Verdict::Valid)
 }
 
-/// Validates one value against a schema, as far as this module can without regular expressions
-/// or format checkers. `at` is the schema's pointer within `root`, for the verdict's pointer.
-fn validate(schema: &Value, root: &Value, value: &Value, at: &str, depth: usize) -> Verdict {
-    if depth > MAX_DEPTH {
-        return Verdict::Unknown {
-            pointer: at.to_string(),
-            keyword: "$ref".into(),
-        };
+/// Validates values against the schemas of one document, as far as this module can without
+/// regular expressions or format checkers, in bounded time: the schemas it enters are counted
+/// against the check's budget, and past it (or past [`MAX_DEPTH`]) it gives up, saying so.
+struct Validation<'v> {
+    root: &'v Value,
+    /// Schemas entered so far in the whole check.
+    steps: &'v Cell<usize>,
+    /// Set when a limit stopped the validation (the verdict is then `Unknown`).
+    gave_up: Cell<bool>,
+    /// The `$ref` targets being entered, each with the value it is applied to (by address: the
+    /// same node of the value being checked). Entering one again means the reference leads back
+    /// to itself without moving into the value, which would never end.
+    entered: RefCell<HashSet<(String, *const Value)>>,
+}
+
+impl<'v> Validation<'v> {
+    fn new(root: &'v Value, steps: &'v Cell<usize>) -> Self {
+        Validation {
+            root,
+            steps,
+            gave_up: Cell::new(false),
+            entered: RefCell::new(HashSet::new()),
+        }
     }
-    match schema {
-        Value::Bool(true) => Verdict::Valid,
-        Value::Bool(false) => Verdict::Invalid {
-            pointer: at.to_string(),
-            why: "no value is allowed here".into(),
-        },
-        Value::Object(m) => all_of(m.iter().map(|(k, kv)| keyword(m, k, kv, root, value, at, depth))),
-        _ => Verdict::Unknown {
-            pointer: at.to_string(),
-            keyword: "schema".into(),
-        },
+
+    /// Validates one value against a schema. `at` is the schema's pointer within the root, for
+    /// the verdict's pointer.
+    fn validate(&self, schema: &Value, value: &Value, at: &str, depth: usize) -> Verdict {
+        self.steps.set(self.steps.get() + 1);
+        if depth > MAX_DEPTH || self.steps.get() > MAX_VALIDATION_STEPS {
+            self.gave_up.set(true);
+            return Verdict::Unknown {
+                pointer: at.to_string(),
+                keyword: "schema".into(),
+            };
+        }
+        match schema {
+            Value::Bool(true) => Verdict::Valid,
+            Value::Bool(false) => Verdict::Invalid {
+                pointer: at.to_string(),
+                why: "no value is allowed here".into(),
+            },
+            Value::Object(m) => all_of(m.iter().map(|(k, kv)| keyword(self, m, k, kv, value, at, depth))),
+            _ => Verdict::Unknown {
+                pointer: at.to_string(),
+                keyword: "schema".into(),
+            },
+        }
+    }
+
+    /// Follows a local `$ref` from `value`, unless that would go round in a circle.
+    fn reference(&self, target: &Value, pointer: String, value: &Value, depth: usize) -> Option<Verdict> {
+        let key = (pointer, std::ptr::from_ref(value));
+        if !self.entered.borrow_mut().insert(key.clone()) {
+            return None;
+        }
+        let verdict = self.validate(target, value, &key.0, depth + 1);
+        self.entered.borrow_mut().remove(&key);
+        Some(verdict)
     }
 }
 
 fn keyword(
+    validation: &Validation,
     m: &Map<String, Value>,
     k: &str,
     kv: &Value,
-    root: &Value,
     value: &Value,
     at: &str,
     depth: usize,
@@ -1510,12 +1801,14 @@ fn keyword(
         pointer: here.clone(),
         keyword: k.to_string(),
     };
-    let sub = |schema: &Value, v: &Value, pointer: &str| validate(schema, root, v, pointer, depth + 1);
+    let sub = |schema: &Value, v: &Value, pointer: &str| validation.validate(schema, v, pointer, depth + 1);
     let number = value.as_f64().filter(|_| value.is_number());
     let limit = kv.as_f64();
     match k {
-        "$ref" => match kv.as_str().and_then(|s| resolve(root, s)) {
-            Some((target, pointer)) => sub(target, value, &pointer),
+        "$ref" => match kv.as_str().and_then(|s| resolve(validation.root, s)) {
+            Some((target, pointer)) => validation
+                .reference(target, pointer, value, depth)
+                .unwrap_or_else(unknown),
             None => unknown(),
         },
         "type" => {
@@ -2373,5 +2666,152 @@ mod tests {
             reason: "type changed".into(),
         };
         assert_eq!(finding.to_string(), "(root): type changed");
+    }
+
+    /// `#/$defs/a0` → two references to `a1` → … → `a{n}`: 2^n paths, with no cycle to detect.
+    fn reference_graph(n: usize, keyword: &str, leaf: Value) -> Value {
+        let mut defs = serde_json::Map::new();
+        for i in 0..n {
+            let next = format!("#/$defs/a{}", i + 1);
+            defs.insert(format!("a{i}"), json!({ keyword: [{"$ref": next}, {"$ref": next}] }));
+        }
+        defs.insert(format!("a{n}"), leaf);
+        json!({"$defs": defs, "$ref": "#/$defs/a0"})
+    }
+
+    #[test]
+    fn exponentially_branching_schemas_end_as_too_complex_to_compare() {
+        let object = json!({"type": "object", "properties": {"a": {"type": "string"}}});
+        let cases = [
+            (json!({"const": 1}), json!({"anyOf": [{"$ref": "#"}, {"$ref": "#"}]})),
+            (
+                json!({"enum": [1, 2, "a"]}),
+                reference_graph(40, "anyOf", json!({"type": "string"})),
+            ),
+            (
+                json!({"enum": [1, 2, "a"]}),
+                reference_graph(40, "allOf", json!({"type": "integer"})),
+            ),
+            (object.clone(), reference_graph(40, "anyOf", json!({"type": "string"}))),
+            (object, json!({"anyOf": [{"$ref": "#"}, {"$ref": "#"}]})),
+        ];
+        for (old, new) in cases {
+            // (BACKWARD, the reader that refers back to itself, is read as holding: see `follow`.)
+            assert!(!forward(&old, &new).is_empty(), "{old} -> {new}");
+            for mode in [Backward, Forward] {
+                let found = check(mode, &[&old], &new);
+                assert!(found.len() <= 101, "{mode}: {} findings", found.len());
+            }
+        }
+        // A reference that leads back to itself without moving into the value cannot be decided.
+        let found = backward(&json!({"const": 1}), &json!({"anyOf": [{"$ref": "#"}, {"$ref": "#"}]}));
+        assert_eq!(pointers(&found), ["/anyOf"]);
+        // Past the budget the finding says so, once.
+        let found = backward(
+            &json!({"enum": [1, 2, "a"]}),
+            &reference_graph(40, "allOf", json!({"type": "integer"})),
+        );
+        let too_complex: Vec<_> = found
+            .iter()
+            .filter(|f| f.reason.contains("too large to compare"))
+            .collect();
+        assert_eq!(too_complex.len(), 1, "{found:#?}");
+        let found = forward(
+            &json!({"type": "object", "properties": {"a": {"type": "string"}}}),
+            &json!({"anyOf": [{"$ref": "#"}, {"$ref": "#"}]}),
+        );
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].reason.contains("too large to compare"), "{}", found[0]);
+        // Unchanged, such schemas are still compatible with themselves.
+        let graph = reference_graph(40, "anyOf", json!({"type": "string"}));
+        assert!(check(Full, &[&graph], &graph).is_empty());
+    }
+
+    #[test]
+    fn findings_are_listed_up_to_a_bound_then_counted() {
+        let names = 0..250;
+        let old = json!({"type": "object", "properties": names.clone().map(|i| (format!("p{i}"), json!({"type": "string"}))).collect::<serde_json::Map<_, _>>()});
+        let new = json!({"type": "object", "properties": names.map(|i| (format!("p{i}"), json!({"type": "integer"}))).collect::<serde_json::Map<_, _>>()});
+        let found = backward(&old, &new);
+        assert_eq!(found.len(), 101);
+        assert!(found[..100].iter().all(|f| f.pointer.ends_with("/type")));
+        assert_eq!(found[100].pointer, "");
+        assert_eq!(
+            found[100].reason,
+            "and 150 more reasons, not listed, why the new schema may reject records written under version 1"
+        );
+        // The bound is per version and direction, so FULL still lists both directions.
+        assert_eq!(check(Full, &[&old], &new).len(), 202);
+    }
+
+    #[test]
+    fn repeated_combinators_prove_nothing_when_their_references_mean_other_schemas() {
+        let old = json!({"$defs": {"a": {"type": "string"}}, "allOf": [{"$ref": "#/$defs/a"}]});
+        let new = json!({"$defs": {"a": {"type": "integer"}}, "allOf": [{"$ref": "#/$defs/a"}]});
+        assert_eq!(pointers(&backward(&old, &new)), ["/$defs/a/type"]);
+        let found = forward(&old, &new);
+        assert!(
+            found.len() == 1
+                && found[0]
+                    .reason
+                    .starts_with(r#"type changed from "string" to "integer""#),
+            "{found:#?}"
+        );
+        let guarded = |target: Value| json!({"$defs": {"a": target}, "not": {"$ref": "#/$defs/a"}});
+        let (old, new) = (guarded(json!({"const": 1})), guarded(json!({"const": 2})));
+        assert_eq!(pointers(&backward(&old, &new)), ["/not"]);
+        assert!(check(Full, &[&old], &old.clone()).is_empty());
+        // A registry address means the same schema in every document.
+        let remote = |defs: Value| json!({"$defs": defs, "not": {"$ref": "xinqiao://schemas/a/1"}});
+        assert!(check(Full, &[&remote(json!({}))], &remote(json!({"b": {}}))).is_empty());
+    }
+
+    /// Found by the fuzz run: merged into the writer, a branch's properties and patterns escaped
+    /// its own additionalProperties, and a finite writer's repeated keywords other than a few
+    /// named ones were evaluated again (patternProperties cannot be).
+    #[test]
+    fn unchanged_schemas_with_branches_or_finite_values_are_compatible_with_themselves() {
+        for schema in [
+            json!({"additionalProperties": {"anyOf": []}, "allOf": [{"minimum": 0, "properties": {"a": {}}}], "properties": {}}),
+            json!({"const": {"a": 1}, "dependentSchemas": {"a": {"minimum": 0}}, "patternProperties": {"^x": true}}),
+            json!({"additionalProperties": {}, "allOf": [{"dependentSchemas": {"a": true}, "patternProperties": {"^x": true}}], "properties": {}}),
+            json!({"additionalProperties": {"type": "string"}, "allOf": [{"patternProperties": {"^x": {"minLength": 1}}}]}),
+            json!({"type": "array", "items": {"type": "string"}, "allOf": [{"prefixItems": [{"maxLength": 2}]}]}),
+            json!({"type": "object", "properties": {"a": {"type": "array", "unevaluatedItems": false}}, "allOf": [{"properties": {"a": {"prefixItems": [true]}}}]}),
+        ] {
+            assert!(check(Full, &[&schema], &schema.clone()).is_empty(), "{schema}");
+        }
+    }
+
+    /// Keywords that mean something only beside others are merged from a writer's branches only
+    /// with them: else the merged writer would be narrower than the writer.
+    #[test]
+    fn merged_branches_do_not_narrow_the_writer() {
+        // minContains without contains does nothing: one string is enough for this writer.
+        let old = json!({"type": "array", "minContains": 2, "allOf": [{"contains": {"type": "string"}}]});
+        let new = json!({"type": "array", "contains": {"type": "string"}, "minContains": 2});
+        assert!(!backward(&old, &new).is_empty());
+        // A draft-4 exclusiveMinimum without minimum does nothing: this writer produces 0.
+        let old = json!({"type": "number", "exclusiveMinimum": true, "allOf": [{"minimum": 0}]});
+        let new = json!({"type": "number", "exclusiveMinimum": 0});
+        assert_eq!(pointers(&backward(&old, &new)), ["/exclusiveMinimum"]);
+    }
+
+    #[test]
+    fn a_closed_writer_produces_no_property_its_branches_add() {
+        let closed = json!({
+            "type": "object",
+            "properties": {"a": {"type": "string"}},
+            "additionalProperties": false,
+            "allOf": [{"properties": {"b": {"type": "integer"}}, "patternProperties": {"^x": true}}]
+        });
+        assert!(check(Full, &[&closed], &closed.clone()).is_empty());
+        // Its records hold only `a`, so a reader closed to `a` reads them all.
+        let reader = json!({"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": false});
+        assert!(forward(&reader, &closed).is_empty());
+        // Open, the same branches do declare `b` and the names matching ^x.
+        let open = edit(&closed, "/additionalProperties", None);
+        let found = forward(&reader, &open);
+        assert_eq!(pointers(&found), ["/properties/b", "/patternProperties"], "{found:#?}");
     }
 }
