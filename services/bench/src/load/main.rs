@@ -95,8 +95,8 @@ struct Args {
     /// Followers acknowledge their position after every N messages.
     #[arg(long, default_value_t = 1)]
     ack_every: u32,
-    /// postgres://… to run the hub on PostgreSQL, in a fresh schema xq_load_<pid> dropped at the
-    /// end [default: SQLite in a temporary directory].
+    /// postgres://… to run the hub on PostgreSQL, each phase in a fresh schema xq_load_<pid>_<phase>
+    /// dropped when the phase is over [default: a SQLite file per phase in a temporary directory].
     #[arg(long)]
     database_url: Option<String>,
     /// The `xinqiao` binary to start [default: the one next to this program].
@@ -115,7 +115,7 @@ struct Args {
     /// Start even when the database is expected to outgrow the free disk space.
     #[arg(long)]
     no_disk_check: bool,
-    /// Keep the temporary directory (hub log, SQLite database) and the PostgreSQL schema.
+    /// Keep the temporary directory (hub log, SQLite databases) and the PostgreSQL schemas.
     #[arg(long)]
     keep: bool,
     /// Write the rows and summaries as JSON to this file.
@@ -278,17 +278,25 @@ impl Settings {
     }
 }
 
-/// Where the hub keeps its data.
+/// Where the hub keeps its data: each phase in a database of its own (a SQLite file, or a
+/// PostgreSQL schema), removed when the phase is over.
 enum Backend {
     Sqlite {
-        url: String,
-        file: PathBuf,
+        dir: PathBuf,
     },
     Pg {
         url: String,
-        schema: String,
+        prefix: String,
         pool: sqlx::PgPool,
     },
+}
+
+/// The database of one phase.
+struct PhaseDb {
+    hub_url: String,
+    size: DbSize,
+    /// The SQLite file, or the PostgreSQL schema.
+    name: String,
 }
 
 impl Backend {
@@ -299,27 +307,55 @@ impl Backend {
         }
     }
 
-    fn hub_url(&self) -> String {
+    /// A fresh database for `phase`: a new SQLite file, or a new schema (made and migrated here;
+    /// the hub finds it through the search_path its URL sets).
+    async fn open(&self, phase: &str) -> Res<PhaseDb> {
         match self {
-            Backend::Sqlite { url, .. } => url.clone(),
-            Backend::Pg { url, schema, .. } => {
+            Backend::Sqlite { dir } => {
+                let file = dir.join(format!("hub-{phase}.db"));
+                Ok(PhaseDb {
+                    hub_url: format!("sqlite://{}", file.display()),
+                    size: DbSize::Sqlite(file.clone()),
+                    name: file.display().to_string(),
+                })
+            }
+            Backend::Pg { url, prefix, pool } => {
+                let schema = format!("{prefix}_{phase}");
+                let store = xinqiao_store::PgStore::open_in_schema(url, &schema)
+                    .await
+                    .map_err(|e| format!("making PostgreSQL schema {schema}: {e}"))?;
+                store.close().await;
                 let separator = if url.contains('?') { '&' } else { '?' };
-                format!("{url}{separator}options=-c%20search_path%3D{schema}")
+                Ok(PhaseDb {
+                    hub_url: format!("{url}{separator}options=-c%20search_path%3D{schema}"),
+                    size: DbSize::Pg(pool.clone(), schema.clone()),
+                    name: schema,
+                })
             }
         }
     }
 
-    fn size(&self) -> DbSize {
+    /// Removes a phase's database (its SQLite files, or its schema).
+    async fn discard(&self, db: &PhaseDb) {
         match self {
-            Backend::Sqlite { file, .. } => DbSize::Sqlite(file.clone()),
-            Backend::Pg { pool, schema, .. } => DbSize::Pg(pool.clone(), schema.clone()),
+            Backend::Sqlite { .. } => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let path = format!("{}{suffix}", db.name);
+                    if let Err(e) = std::fs::remove_file(&path)
+                        && e.kind() != std::io::ErrorKind::NotFound
+                    {
+                        eprintln!("warning: could not remove {path}: {e}");
+                    }
+                }
+            }
+            Backend::Pg { url, .. } => drop_schema_with(url, &db.name).await,
         }
     }
 
     /// A directory on the file system that holds the database, for the free-space check.
     async fn disk(&self) -> Option<PathBuf> {
         match self {
-            Backend::Sqlite { file, .. } => file.parent().map(Path::to_path_buf),
+            Backend::Sqlite { dir } => Some(dir.clone()),
             Backend::Pg { pool, .. } => sqlx::query_scalar::<_, String>("SHOW data_directory")
                 .fetch_one(pool)
                 .await
@@ -398,12 +434,24 @@ impl Load {
     /// Starts a hub process, opens a dataset and runs one phase; the hub is stopped afterwards
     /// (or killed, if anything goes wrong, when the guard drops).
     async fn phase(&mut self, config: PhaseConfig) -> Res<()> {
+        let db = self.backend.open(&config.name).await?;
+        let result = self.phase_on(config, &db).await;
+        if self.args.keep {
+            println!("kept the database {}", db.name);
+        } else {
+            self.backend.discard(&db).await;
+        }
+        result
+    }
+
+    async fn phase_on(&mut self, config: PhaseConfig, db: &PhaseDb) -> Res<()> {
         progress(&format!(
-            "{}: starting {} serve --dev",
+            "{}: starting {} serve --dev on {}",
             config.name,
-            self.binary.display()
+            self.binary.display(),
+            db.name
         ));
-        let mut hub = HubProcess::start(&self.binary, &self.data, &self.backend.hub_url(), &self.args.hub_log)?;
+        let mut hub = HubProcess::start(&self.binary, &self.data, &db.hub_url, &self.args.hub_log)?;
         progress(&format!(
             "{}: hub pid {} on {}, VmRSS {}",
             config.name,
@@ -436,7 +484,7 @@ impl Load {
         println!("{}", run::Row::header());
         let probe = run::Probe {
             hub_pid: hub.pid,
-            db: self.backend.size(),
+            db: db.size.clone(),
             disk: self.backend.disk().await,
             min_free: (self.args.min_free_gib * 1073741824.0) as u64,
         };
@@ -721,23 +769,10 @@ async fn start(args: Args) -> ExitCode {
     };
     let pid = std::process::id();
     let backend = match &args.database_url {
-        None => {
-            let file = tmp.path().join("hub.db");
-            Backend::Sqlite {
-                url: format!("sqlite://{}", file.display()),
-                file,
-            }
-        }
+        None => Backend::Sqlite {
+            dir: tmp.path().to_path_buf(),
+        },
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            let schema = format!("xq_load_{pid}");
-            // The schema is made and migrated here; the hub finds it through its search_path.
-            match xinqiao_store::PgStore::open_in_schema(url, &schema).await {
-                Ok(store) => store.close().await,
-                Err(e) => {
-                    eprintln!("error: opening PostgreSQL schema {schema}: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
             let pool = match sqlx::postgres::PgPoolOptions::new()
                 .max_connections(1)
                 .connect(url)
@@ -746,13 +781,12 @@ async fn start(args: Args) -> ExitCode {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("error: connecting to PostgreSQL: {e}");
-                    drop_schema_with(url, &schema).await;
                     return ExitCode::FAILURE;
                 }
             };
             Backend::Pg {
                 url: url.clone(),
-                schema,
+                prefix: format!("xq_load_{pid}"),
                 pool,
             }
         }
@@ -789,8 +823,8 @@ async fn start(args: Args) -> ExitCode {
     let machine = sys::Machine::read();
     let build = if cfg!(debug_assertions) { "debug" } else { "release" };
     let database = match &backend {
-        Backend::Sqlite { file, .. } => format!("SQLite {}", file.display()),
-        Backend::Pg { url, schema, .. } => {
+        Backend::Sqlite { dir } => format!("SQLite files hub-<phase>.db in {}", dir.display()),
+        Backend::Pg { url, prefix, .. } => {
             let version: String = match &backend {
                 Backend::Pg { pool, .. } => sqlx::query_scalar("SHOW server_version")
                     .fetch_one(pool)
@@ -806,7 +840,7 @@ async fn start(args: Args) -> ExitCode {
                 Backend::Sqlite { .. } => String::new(),
             };
             format!(
-                "PostgreSQL {version} {} schema {schema} (synchronous_commit = {sync})",
+                "PostgreSQL {version} {} schemas {prefix}_<phase> (synchronous_commit = {sync})",
                 redact(url)
             )
         }
@@ -941,13 +975,8 @@ async fn start(args: Args) -> ExitCode {
     }
 
     // Clean up: the hub processes are stopped already (and killed on drop whatever happened).
-    if let Backend::Pg { url, schema, pool } = &load.backend {
+    if let Backend::Pg { pool, .. } = &load.backend {
         pool.close().await;
-        if load.args.keep {
-            println!("kept PostgreSQL schema {schema}");
-        } else {
-            drop_schema_with(url, schema).await;
-        }
     }
     if load.args.keep {
         let kept = tmp.keep();

@@ -176,6 +176,7 @@ pub struct PhaseConfig {
 }
 
 /// What the hub's database takes on disk.
+#[derive(Clone)]
 pub enum DbSize {
     Sqlite(PathBuf),
     Pg(sqlx::PgPool, String),
@@ -720,8 +721,7 @@ pub async fn run_phase(
     let deadline = start + config.duration;
 
     let mut followers = Vec::new();
-    for (f, (client, department, consumer)) in follower_clients.into_iter().enumerate() {
-        let _ = department;
+    for (f, (client, _department, consumer)) in follower_clients.into_iter().enumerate() {
         followers.push(tokio::spawn(follow(
             f,
             client,

@@ -170,11 +170,13 @@ pub fn render(title: &str, phases: &[&PhaseReport]) -> String {
             }
             points
         };
-        let target = phase
-            .config
-            .rate
-            .map(|r| format!(", target {r:.0}/s"))
-            .unwrap_or_else(|| ", unthrottled".into());
+        let target = match (phase.config.rate, phase.config.max_lag) {
+            (Some(r), _) => format!(", target {r:.0}/s"),
+            (None, Some(lag)) if phase.config.followers > 0 => {
+                format!(", unthrottled within {lag} changes of the slowest follower")
+            }
+            (None, _) => ", unthrottled".into(),
+        };
         let mut series = vec![
             Series {
                 name: "published records/s",
