@@ -9,9 +9,12 @@ use xinqiao_domain::Error;
 /// caller's input that they echo (non-ASCII text grows threefold when percent-encoded, binary
 /// details by a third in base64).
 const MAX_MESSAGE_CHARS: usize = 300;
-/// The most violations or reasons listed in a status's details (the rest are counted), and the
-/// longest field name and description of each.
-const MAX_DETAILS: usize = 6;
+/// How much of a status's details its violations or reasons may fill (bytes of field names and
+/// descriptions; the rest are counted), at most how many, and the longest field name and
+/// description of each. Every ordinary problem of a request fits: a caller hears of them all at
+/// once.
+const MAX_DETAIL_BYTES: usize = 4096;
+const MAX_DETAILS: usize = 100;
 const MAX_FIELD_CHARS: usize = 80;
 const MAX_DESCRIPTION_CHARS: usize = 120;
 
@@ -29,6 +32,22 @@ pub fn to_status(error: Error) -> Status {
     status
 }
 
+/// The (field, description) pairs that fit the details' budget, each shortened, in order.
+fn within_budget<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<(String, String)> {
+    let mut used = 0;
+    let mut listed = Vec::new();
+    for (field, description) in pairs.take(MAX_DETAILS) {
+        let field = xinqiao_domain::text::shorten(field, MAX_FIELD_CHARS);
+        let description = xinqiao_domain::text::shorten(description, MAX_DESCRIPTION_CHARS);
+        used += field.len() + description.len();
+        if used > MAX_DETAIL_BYTES {
+            break;
+        }
+        listed.push((field, description));
+    }
+    listed
+}
+
 fn bounded(message: &str) -> String {
     xinqiao_domain::text::shorten(message, MAX_MESSAGE_CHARS)
 }
@@ -44,14 +63,12 @@ fn unbounded_status(error: Error) -> Status {
                 .collect::<Vec<_>>()
                 .join("; ");
             let mut details = ErrorDetails::new();
-            for v in violations.iter().take(MAX_DETAILS) {
-                details.add_bad_request_violation(
-                    xinqiao_domain::text::shorten(&v.field, MAX_FIELD_CHARS),
-                    xinqiao_domain::text::shorten(&v.description, MAX_DESCRIPTION_CHARS),
-                );
+            let listed = within_budget(violations.iter().map(|v| (v.field.as_str(), v.description.as_str())));
+            for (field, description) in &listed {
+                details.add_bad_request_violation(field.clone(), description.clone());
             }
-            if violations.len() > MAX_DETAILS {
-                details.add_bad_request_violation("…", format!("and {} more", violations.len() - MAX_DETAILS));
+            if violations.len() > listed.len() {
+                details.add_bad_request_violation("…", format!("and {} more", violations.len() - listed.len()));
             }
             // The details carry the message too (google.rpc.Status), so it is bounded first.
             Status::with_error_details(Code::InvalidArgument, bounded(&message), details)
@@ -63,18 +80,15 @@ fn unbounded_status(error: Error) -> Status {
                 reasons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
             );
             let mut details = ErrorDetails::new();
-            for r in reasons.iter().take(MAX_DETAILS) {
-                details.add_precondition_failure_violation(
-                    "COMPATIBILITY",
-                    xinqiao_domain::text::shorten(&r.pointer, MAX_FIELD_CHARS),
-                    xinqiao_domain::text::shorten(&r.reason, MAX_DESCRIPTION_CHARS),
-                );
+            let listed = within_budget(reasons.iter().map(|r| (r.pointer.as_str(), r.reason.as_str())));
+            for (pointer, reason) in &listed {
+                details.add_precondition_failure_violation("COMPATIBILITY", pointer.clone(), reason.clone());
             }
-            if reasons.len() > MAX_DETAILS {
+            if reasons.len() > listed.len() {
                 details.add_precondition_failure_violation(
                     "COMPATIBILITY",
                     "",
-                    format!("and {} more", reasons.len() - MAX_DETAILS),
+                    format!("and {} more", reasons.len() - listed.len()),
                 );
             }
             Status::with_error_details(Code::FailedPrecondition, bounded(&message), details)
