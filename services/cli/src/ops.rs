@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use xinqiao_domain::audit::Keyring;
 use xinqiao_hub::nodes::{self, Migration};
 use xinqiao_hub::{Config, tls, trail};
-use xinqiao_store::Store;
+use xinqiao_store::{OperationsStore as _, Store};
 
 use crate::CliResult;
 use crate::serve::ConfigArgs;
@@ -363,11 +363,14 @@ pub async fn restore(args: RestoreArgs) -> CliResult {
         return Err(format!("no backup file at {}", args.backup.display()));
     }
     if target.exists() {
-        let current = connect(&config).await?;
-        let running = current
-            .list_nodes(Utc::now() - nodes::SEEN_WITHIN)
+        // Opened on its own and closed before the files move: a connection left open would
+        // hold the write-ahead log of a file that is about to be renamed.
+        let current = xinqiao_store::SqliteStore::connect(&url)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("storage: {e}"))?;
+        let running = current.list_nodes(Utc::now() - nodes::SEEN_WITHIN).await;
+        current.close().await;
+        let running = running.map_err(|e| e.to_string())?;
         if !running.is_empty() {
             let names: Vec<String> = running.iter().map(nodes::describe).collect();
             return Err(format!(
@@ -446,7 +449,6 @@ async fn inspect(path: &Path, keys: &Keyring) -> CliResult<String> {
 }
 
 async fn summarise(store: &xinqiao_store::SqliteStore, keys: &Keyring) -> CliResult<String> {
-    use xinqiao_store::OperationsStore as _;
     let status = store.schema_status().await.map_err(|e| e.to_string())?;
     if !status.unknown().is_empty() {
         return Err(format!(

@@ -252,6 +252,13 @@ pub fn load_average() -> String {
 }
 
 /// Bytes free for an unprivileged user on the file system holding `path` (`df`), if known.
+/// The soft limit on open files of this process (and of the hub it starts).
+pub fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
 pub fn free_bytes(path: &Path) -> Option<u64> {
     let out = Command::new("df").arg("-Pk").arg(path).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -279,5 +286,6 @@ mod tests {
         assert!(cpu_seconds("/proc/self/stat") >= 0.0);
         assert!(machine_busy_seconds() > 0.0);
         assert_eq!(load_average().split(' ').count(), 3);
+        assert!(open_file_limit().is_some_and(|n| n > 0));
     }
 }

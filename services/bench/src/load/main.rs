@@ -83,6 +83,11 @@ struct Args {
     /// Batches each publisher has in flight at once [default: 2; quick: 1].
     #[arg(long)]
     in_flight: Option<usize>,
+    /// Further mutual-TLS connections held open through the load phase (the sample departments
+    /// in turn), each making a call when opened and another at the end; every one must be
+    /// answered. Needs two file descriptors per connection across this program and the hub.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    held_connections: usize,
     /// Time between rows [default: 10s; quick: 1s].
     #[arg(long, value_parser = parse_duration)]
     interval: Option<Duration>,
@@ -253,6 +258,17 @@ impl Settings {
         if s.in_flight == 0 || s.in_flight > 64 {
             return Err("--in-flight must be 1 to 64".into());
         }
+        // Each held connection costs one descriptor here and one in the hub, which inherits
+        // this limit; a run that would hit it fails at the start instead of halfway.
+        let needed = a.held_connections as u64 + 1000;
+        let limit = hubproc::open_file_limit();
+        if a.held_connections > 0 && limit.is_some_and(|limit| needed > limit) {
+            return Err(format!(
+                "--held-connections {} needs about {needed} open files; the limit is {} (ulimit -n)",
+                a.held_connections,
+                limit.unwrap_or(0)
+            ));
+        }
         if s.interval < Duration::from_millis(100) {
             return Err("--interval must be at least 100ms".into());
         }
@@ -274,6 +290,7 @@ impl Settings {
             ack_every: args.ack_every.max(1),
             require_complete: name != "peak",
             max_lag: (name == "peak" && args.peak_lag > 0).then_some(args.peak_lag),
+            held_connections: if name == "peak" { 0 } else { args.held_connections },
         }
     }
 }
@@ -711,6 +728,16 @@ fn print_summary(r: &PhaseReport) {
             mib(a),
             mib(b),
             b.saturating_sub(a) as f64 / (r.published as f64).max(1.0)
+        );
+    }
+    if r.held.connections > 0 {
+        println!(
+            "held       {} connections open through the phase: opened and answered in {:.1}s (hub VmRSS {} with all \
+             open); answered at the end: {}",
+            r.held.connections,
+            r.held.opened_seconds,
+            mib(r.held.hub_rss_opened),
+            r.held.answered_at_end
         );
     }
     for n in &r.notes {

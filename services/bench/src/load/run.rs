@@ -173,6 +173,80 @@ pub struct PhaseConfig {
     /// Publishers wait while the slowest follower is more than this many changes behind (the
     /// peak: the rate at which followers keep up); None: they never wait for followers.
     pub max_lag: Option<u64>,
+    /// Further mutual-TLS connections, of the sample departments in turn, opened before the clock
+    /// starts and held through the phase; each makes a call when opened and another at the end.
+    pub held_connections: usize,
+}
+
+/// The connections held through a phase and what became of their calls.
+#[derive(Debug, Clone, Default)]
+pub struct HeldReport {
+    pub connections: usize,
+    /// Seconds from the first handshake to the last connection's first answer.
+    pub opened_seconds: f64,
+    /// Calls answered when the connections were opened, and at the end of the phase.
+    pub answered_at_start: usize,
+    pub answered_at_end: usize,
+    /// The hub's resident memory with every connection open, before the load began.
+    pub hub_rss_opened: u64,
+}
+
+/// Handshakes at most this many at a time; more only wait in the listen backlog.
+const HANDSHAKES_AT_ONCE: usize = 200;
+/// Calls on held connections at most this many at a time: more only queue for the database pool.
+const HELD_CALLS_AT_ONCE: usize = 250;
+
+/// Opens `n` connections (the sample departments in turn) and makes one call on each.
+async fn open_held(target: &Target, n: usize, shared: &Shared) -> Res<(Vec<Channel>, usize)> {
+    let departments: Vec<&str> = pki::SAMPLE_DEPARTMENTS.iter().map(|d| d.code).collect();
+    let mut channels = Vec::with_capacity(n);
+    let mut handshakes = tokio::task::JoinSet::new();
+    for i in 0..n {
+        if handshakes.len() >= HANDSHAKES_AT_ONCE
+            && let Some(done) = handshakes.join_next().await
+        {
+            channels.push(done.map_err(|e| format!("a handshake task: {e}"))??);
+        }
+        let (target, files) = (
+            target.clone(),
+            pki::department_files(&target.pki, departments[i % departments.len()]),
+        );
+        handshakes.spawn(async move { target.channel(files).await });
+    }
+    while let Some(done) = handshakes.join_next().await {
+        channels.push(done.map_err(|e| format!("a handshake task: {e}"))??);
+    }
+    let answered = call_held(&channels, shared).await;
+    Ok((channels, answered))
+}
+
+/// One WhoAmI on every held connection; a refusal counts as an error of the phase.
+async fn call_held(channels: &[Channel], shared: &Shared) -> usize {
+    let mut calls = tokio::task::JoinSet::new();
+    let mut answered = 0;
+    let mut settle = |result: Result<Result<(), tonic::Status>, tokio::task::JoinError>| match result {
+        Ok(Ok(())) => answered += 1,
+        Ok(Err(status)) => shared.status("WhoAmI (held connection)", &status),
+        Err(e) => shared.error("held connection", "TaskFailed", &e.to_string()),
+    };
+    for channel in channels {
+        if calls.len() >= HELD_CALLS_AT_ONCE
+            && let Some(done) = calls.join_next().await
+        {
+            settle(done);
+        }
+        let mut directory = DirectoryServiceClient::new(channel.clone());
+        calls.spawn(async move {
+            tokio::time::timeout(CALL_TIMEOUT, directory.who_am_i(pb::WhoAmIRequest {}))
+                .await
+                .map_err(|_| tonic::Status::deadline_exceeded("no answer within the call timeout"))?
+                .map(drop)
+        });
+    }
+    while let Some(done) = calls.join_next().await {
+        settle(done);
+    }
+    answered
 }
 
 /// What the hub's database takes on disk.
@@ -489,6 +563,7 @@ pub struct PhaseReport {
     pub notes: Vec<String>,
     /// Why the phase failed (errors, gaps, duplicates, misses…); empty when it passed.
     pub problems: Vec<String>,
+    pub held: HeldReport,
 }
 
 /// A rate over the part of the phase after its first row (the warm-up).
@@ -639,6 +714,13 @@ impl PhaseReport {
                 "bad_records": f.bad_records,
                 "problems": f.problems,
             })).collect::<Vec<_>>(),
+            "held_connections": (self.held.connections > 0).then(|| json!({
+                "connections": self.held.connections,
+                "opened_and_answered_seconds": round(self.held.opened_seconds, 2),
+                "answered_at_start": self.held.answered_at_start,
+                "answered_at_end": self.held.answered_at_end,
+                "hub_rss_with_all_open_bytes": self.held.hub_rss_opened,
+            })),
             "notes": self.notes,
             "passed": self.problems.is_empty(),
             "problems": self.problems,
@@ -701,6 +783,27 @@ pub async fn run_phase(
         let consumer = format!("load-{}-f{f}", config.name);
         follower_clients.push((target.exchange(&department).await?, department, consumer));
     }
+    let mut held = HeldReport {
+        connections: config.held_connections,
+        ..HeldReport::default()
+    };
+    let held_channels = if config.held_connections > 0 {
+        let opening = Instant::now();
+        let (channels, answered) = open_held(target, config.held_connections, &shared).await?;
+        held.opened_seconds = opening.elapsed().as_secs_f64();
+        held.answered_at_start = answered;
+        held.hub_rss_opened = hubproc::memory_of(hub_pid).rss;
+        println!(
+            "held {} connections open, {} answered, in {:.1}s; hub VmRSS {}",
+            channels.len(),
+            answered,
+            held.opened_seconds,
+            mib(held.hub_rss_opened)
+        );
+        channels
+    } else {
+        Vec::new()
+    };
     let db_bytes_at_start = db.bytes().await;
     let (target_tx, target_rx) = watch::channel(None::<u64>);
     // The tasks stop when the run is interrupted, or here when the hub is gone.
@@ -864,6 +967,9 @@ pub async fn run_phase(
     }
     let publish_seconds = start.elapsed().as_secs_f64();
     let lag_at_end = shared.head.load(Ordering::Relaxed).saturating_sub(shared.slowest());
+    if !held_channels.is_empty() && !hub_died {
+        held.answered_at_end = call_held(&held_channels, &shared).await;
+    }
 
     // The dataset's last sequence is what every follower must reach.
     let mut provider = target.exchange(PROVIDER).await;
@@ -986,8 +1092,10 @@ pub async fn run_phase(
         disk_full,
         notes: Vec::new(),
         problems: Vec::new(),
+        held,
         config,
     };
+    drop(held_channels);
     report.max_lag = report.rows.iter().map(|r| r.lag).max().unwrap_or(0);
     report.problems = judge(&report, last_sequence);
     Ok(report)
@@ -1021,6 +1129,16 @@ fn judge(r: &PhaseReport, last_sequence: Option<u64>) -> Vec<String> {
     }
     if r.rejected > 0 {
         problems.push(format!("{} records rejected by the hub", r.rejected));
+    }
+    let held = &r.held;
+    if held.connections > 0
+        && !r.hub_died
+        && (held.answered_at_start < held.connections || held.answered_at_end < held.connections)
+    {
+        problems.push(format!(
+            "of {} held connections, {} answered when opened and {} at the end",
+            held.connections, held.answered_at_start, held.answered_at_end
+        ));
     }
     if let Some(last) = last_sequence
         && last != r.published
