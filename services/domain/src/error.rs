@@ -51,6 +51,15 @@ pub enum Error {
     Aborted(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Something the hub waits on (an upstream service) did not answer in time.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// A limit of calls per time: the caller may try again after `retry_after`.
+    #[error("{why}")]
+    Throttled {
+        why: String,
+        retry_after: std::time::Duration,
+    },
     /// Something failed inside the hub. The text is for the log, never for the caller.
     #[error("internal error: {0}")]
     Internal(String),

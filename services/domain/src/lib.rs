@@ -13,6 +13,7 @@ pub mod exchange;
 pub mod fingerprint;
 pub mod identifiers;
 pub mod identity;
+pub mod interface;
 pub mod lifecycle;
 pub mod masking;
 pub mod paging;

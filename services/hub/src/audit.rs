@@ -339,7 +339,9 @@ fn kind(method: &str) -> Kind {
         | "GetReport"
         | "ListReports"
         | "GetScorecard"
-        | "GetRanking" => Kind::Lookup,
+        | "GetRanking"
+        | "GetInterface"
+        | "ListInterfaces" => Kind::Lookup,
         "Publish" | "PublishStream" | "Snapshot" | "Subscribe" | "DownloadFile" => Kind::SelfAudited,
         _ => Kind::Recorded,
     }

@@ -108,10 +108,28 @@ pub(crate) async fn authorise_read(
     read: &ReadRequest<'_>,
     note: Option<&CallNote>,
 ) -> Result<(CatalogEntry, Dataset, ReadBasis)> {
+    let (entry, basis) = authorise_use(store, caller, read, "dataset", note).await?;
+    let dataset = store
+        .get_dataset(&entry.resource_code)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("dataset {}", entry.resource_code)))?;
+    Ok((entry, dataset, basis))
+}
+
+/// The entry part of the gate, shared by every resource an entry shares (a dataset's records, an
+/// interface's answers): the entry as the caller may see it, and the basis of the read. `kind`
+/// names the resource in a NOT_FOUND.
+pub(crate) async fn authorise_use(
+    store: &dyn Store,
+    caller: &Caller,
+    read: &ReadRequest<'_>,
+    kind: &str,
+    note: Option<&CallNote>,
+) -> Result<(CatalogEntry, ReadBasis)> {
     let entry = crate::directory::visible_entry(store, caller, read.dataset)
         .await
         .map_err(|e| match e {
-            Error::NotFound(_) => Error::NotFound(format!("dataset {}", text::shorten(read.dataset, 64))),
+            Error::NotFound(_) => Error::NotFound(format!("{kind} {}", text::shorten(read.dataset, 64))),
             other => other,
         })?;
     if let Some(note) = note {
@@ -125,15 +143,11 @@ pub(crate) async fn authorise_read(
     };
     let purpose = read.moves_records.then_some(read.purpose);
     let basis = access_rules::read(caller, &entry, &grants, read.grant_id, purpose, crate::clock::now())?;
-    let dataset = store
-        .get_dataset(&entry.resource_code)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("dataset {}", entry.resource_code)))?;
-    Ok((entry, dataset, basis))
+    Ok((entry, basis))
 }
 
 /// What the trail keeps of a read's basis.
-fn note_basis(note: &CallNote, basis: &ReadBasis) {
+pub(crate) fn note_basis(note: &CallNote, basis: &ReadBasis) {
     match basis {
         ReadBasis::Owner => note.detail("basis", "owner"),
         ReadBasis::Open { purpose } => {

@@ -72,6 +72,8 @@ struct Inner {
     rpcs: Mutex<BTreeMap<&'static str, RpcStats>>,
     datasets: Mutex<BTreeMap<String, DatasetStats>>,
     scorecard: Mutex<BTreeMap<(String, String), f64>>,
+    /// Interface calls, by interface and operation: outcomes and the time the upstream took.
+    interfaces: Mutex<BTreeMap<(String, String), RpcStats>>,
     audit_chain: AtomicU64,
     /// Where the audit chain's length is read at scrape time.
     audit_source: OnceLock<Arc<dyn Store>>,
@@ -187,6 +189,21 @@ impl Metrics {
         }
     }
 
+    /// One Invoke of an interface's operation answered with `code`; `upstream` is how long the
+    /// upstream took (None when the call never reached it).
+    pub fn interface_call(&self, interface: &str, operation: &str, code: Code, upstream: Option<Duration>) {
+        let mut interfaces = lock(&self.inner.interfaces);
+        let stats = interfaces
+            .entry((interface.to_string(), operation.to_string()))
+            .or_default();
+        if let Some(count) = stats.codes.get_mut(code as usize) {
+            *count += 1;
+        }
+        if let Some(elapsed) = upstream {
+            stats.duration.observe(elapsed.as_secs_f64());
+        }
+    }
+
     /// `n` records of `dataset` were committed (accepted upserts and deletes).
     pub fn records_published(&self, dataset: &str, n: u64) {
         self.dataset(dataset, |d| d.published += n);
@@ -278,7 +295,12 @@ impl Metrics {
                 "Time to answer a gRPC call (for a stream: until it started), by method.",
             )?;
             for (method, stats) in rpcs.iter() {
-                histogram(out, "xinqiao_rpc_duration_seconds", "method", method, &stats.duration)?;
+                histogram(
+                    out,
+                    "xinqiao_rpc_duration_seconds",
+                    &[("method", method)],
+                    &stats.duration,
+                )?;
             }
         }
         {
@@ -288,6 +310,40 @@ impl Metrics {
                 for (dataset, stats) in datasets.iter() {
                     sample(out, f.name, &[("dataset", dataset)], (f.value)(stats))?;
                 }
+            }
+        }
+        {
+            let interfaces = lock(&self.inner.interfaces);
+            family(
+                out,
+                "xinqiao_interface_calls_total",
+                "counter",
+                "Interface calls (Invoke) answered, by interface, operation and status code.",
+            )?;
+            for ((interface, operation), stats) in interfaces.iter() {
+                for (code, count) in stats.codes.iter().enumerate().filter(|(_, count)| **count > 0) {
+                    let code = code_name(Code::from_i32(code as i32));
+                    sample(
+                        out,
+                        "xinqiao_interface_calls_total",
+                        &[("interface", interface), ("operation", operation), ("code", code)],
+                        *count,
+                    )?;
+                }
+            }
+            family(
+                out,
+                "xinqiao_interface_upstream_seconds",
+                "histogram",
+                "Time an interface's upstream took to answer, by interface and operation.",
+            )?;
+            for ((interface, operation), stats) in interfaces.iter() {
+                histogram(
+                    out,
+                    "xinqiao_interface_upstream_seconds",
+                    &[("interface", interface), ("operation", operation)],
+                    &stats.duration,
+                )?;
             }
         }
         family(
@@ -368,7 +424,7 @@ fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl std
     writeln!(out, " {value}")
 }
 
-fn histogram(out: &mut String, name: &str, label: &str, value: &str, h: &Histogram) -> std::fmt::Result {
+fn histogram(out: &mut String, name: &str, labels: &[(&str, &str)], h: &Histogram) -> std::fmt::Result {
     let bucket = format!("{name}_bucket");
     let mut cumulative = 0;
     for (i, count) in h.counts.iter().enumerate() {
@@ -376,10 +432,12 @@ fn histogram(out: &mut String, name: &str, label: &str, value: &str, h: &Histogr
         let le = BUCKETS
             .get(i)
             .map_or_else(|| "+Inf".to_string(), |bound| number(*bound));
-        sample(out, &bucket, &[(label, value), ("le", &le)], cumulative)?;
+        let mut with_le = labels.to_vec();
+        with_le.push(("le", &le));
+        sample(out, &bucket, &with_le, cumulative)?;
     }
-    sample(out, &format!("{name}_sum"), &[(label, value)], number(h.sum))?;
-    sample(out, &format!("{name}_count"), &[(label, value)], cumulative)
+    sample(out, &format!("{name}_sum"), labels, number(h.sum))?;
+    sample(out, &format!("{name}_count"), labels, cumulative)
 }
 
 /// A label value as the format writes it: backslash, double quote and line feed escaped.

@@ -253,7 +253,7 @@ pub fn issue(dir: &Path, principal: &Principal) -> Result<CertFiles, PkiError> {
     Ok(files)
 }
 
-/// Issues the hub's server certificate for the given DNS names and IP addresses.
+/// Issues the hub's certificate for the given DNS names and IP addresses.
 pub fn issue_server(dir: &Path, hosts: &[String]) -> Result<CertFiles, PkiError> {
     let files = server_files(dir);
     refuse_overwrite(&files)?;
@@ -271,7 +271,9 @@ pub fn issue_server(dir: &Path, hosts: &[String]) -> Result<CertFiles, PkiError>
         params.subject_alt_names.push(san);
     }
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    // Also a client certificate: the hub presents it when it calls a provider's upstream
+    // service that asks who is calling (接口共享).
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     set_validity(&mut params, 2);
     sign(dir, params, &files)?;
     Ok(files)

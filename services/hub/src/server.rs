@@ -17,6 +17,7 @@ use xinqiao_proto::v1::audit_service_server::AuditServiceServer;
 use xinqiao_proto::v1::directory_service_server::DirectoryServiceServer;
 use xinqiao_proto::v1::evaluation_service_server::EvaluationServiceServer;
 use xinqiao_proto::v1::exchange_service_server::ExchangeServiceServer;
+use xinqiao_proto::v1::interface_service_server::InterfaceServiceServer;
 use xinqiao_proto::v1::schema_service_server::SchemaServiceServer;
 use xinqiao_store::Store;
 
@@ -28,6 +29,7 @@ use crate::directory::DirectoryApi;
 use crate::evaluation::{EvaluationApi, Evaluator};
 use crate::exchange::ExchangeApi;
 use crate::feed::ChangeFeed;
+use crate::interface::InterfaceApi;
 use crate::metrics::{self, Metrics, MetricsLayer};
 use crate::nodes::{self, Readiness};
 use crate::refusals::{self, RefusalLimiter, Verdict};
@@ -35,6 +37,7 @@ use crate::registry::Registry;
 use crate::schemas::SchemaApi;
 use crate::tls;
 use crate::trail::{self, AuditApi};
+use crate::upstream::HubCertificate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -227,6 +230,18 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     let audit_service = AuditServiceServer::new(AuditApi::new(store.clone(), auth.clone(), keys, anchor_files))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
+    let interfaces = InterfaceServiceServer::new(InterfaceApi::new(
+        store.clone(),
+        auth.clone(),
+        registry.clone(),
+        HubCertificate {
+            cert: config.cert(),
+            key: config.key(),
+        },
+        metrics.clone(),
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max.max(4 * 1024 * 1024));
     let schemas = SchemaServiceServer::new(SchemaApi::new(store.clone(), auth, registry))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
@@ -266,7 +281,8 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         .add_service(exchange)
         .add_service(access)
         .add_service(audit_service)
-        .add_service(evaluation);
+        .add_service(evaluation)
+        .add_service(interfaces);
     let stopped = async {
         let _ = stopped.await;
     };
@@ -325,9 +341,10 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
 const MAX_STREAMS_PER_CONNECTION: u32 = 200;
 
 /// The names the gRPC health service answers for: the whole server ("") and each service.
-fn served_services() -> [&'static str; 7] {
+fn served_services() -> [&'static str; 8] {
     [
         "",
+        InterfaceServiceServer::<InterfaceApi>::NAME,
         DirectoryServiceServer::<DirectoryApi>::NAME,
         SchemaServiceServer::<SchemaApi>::NAME,
         ExchangeServiceServer::<ExchangeApi>::NAME,

@@ -98,6 +98,11 @@ fn unbounded_status(error: Error) -> Status {
         Error::ResourceExhausted(why) => Status::resource_exhausted(why),
         Error::Aborted(why) => Status::aborted(why),
         Error::Unavailable(why) => Status::unavailable(why),
+        Error::DeadlineExceeded(why) => Status::deadline_exceeded(why),
+        Error::Throttled { why, retry_after } => {
+            let details = ErrorDetails::with_retry_info(Some(retry_after));
+            Status::with_error_details(Code::ResourceExhausted, bounded(&why), details)
+        }
         Error::Internal(detail) => {
             tracing::error!(%detail, "internal error");
             Status::internal("internal error; the hub's log has the details")

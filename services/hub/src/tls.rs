@@ -101,6 +101,55 @@ pub fn validity(path: &Path) -> Result<Vec<Validity>, TlsError> {
         .collect()
 }
 
+/// The TLS a hub speaks to a provider's upstream service: the upstream's certificate verified
+/// against the CA(s) registered with its interface (never the system's roots: an upstream answers
+/// for a department and is trusted as registered), and the hub's own certificate presented when
+/// the upstream asks for one.
+pub fn upstream_client_config(ca_pem: &str, hub_cert: &Path, hub_key: &Path) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let cert = cert.map_err(|e| TlsError::Config(format!("the upstream's CA is not PEM: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::Config(format!("the upstream's CA certificate is not usable: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::Config("no certificate in the upstream's CA".into()));
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certificates(hub_cert)?, private_key(hub_key)?)
+        .map_err(|e| TlsError::Config(format!("the hub's certificate and key: {e}")))
+}
+
+/// The TLS of a provider's upstream as the sample upstream speaks it (the demo, the benchmark
+/// and the tests): its certificate, and when `client_ca` is given, a client certificate of that
+/// CA required (an upstream that lets only the hub in).
+pub fn upstream_server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certificates(ca)? {
+                roots.add(cert).map_err(|e| TlsError::Config(e.to_string()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| TlsError::Config(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    builder
+        .with_single_cert(certificates(cert)?, private_key(key)?)
+        .map_err(|e| TlsError::Config(e.to_string()))
+}
+
 fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read(path)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| file_error(path, format!("not a PEM private key: {e}")))

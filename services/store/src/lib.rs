@@ -13,6 +13,7 @@ use xinqiao_domain::catalogue::{CatalogEntry, EntryContent, EntryFilter, ShareTy
 use xinqiao_domain::compatibility::CompatibilityMode;
 use xinqiao_domain::department::{Department, DepartmentProfile};
 use xinqiao_domain::exchange::{ChangeOp, Dataset, DatasetKind};
+use xinqiao_domain::interface::{Interface, InterfaceSpec};
 use xinqiao_domain::lifecycle::{EntryAction, EntryState};
 use xinqiao_domain::policy::EntryVisibility;
 use xinqiao_domain::schema::{RegisteredSchema, SchemaRef, Subject};
@@ -21,6 +22,7 @@ mod access;
 mod audit;
 mod error;
 mod exchange;
+mod interface;
 mod operations;
 pub mod postgres;
 pub mod sqlite;
@@ -449,14 +451,47 @@ pub trait AuditStore: Send + Sync {
     async fn prune_audit(&self, before: DateTime<Utc>, at: DateTime<Utc>) -> Result<u64>;
 }
 
+/// The interfaces (接口) providers share through the hub.
+#[async_trait]
+pub trait InterfaceStore: Send + Sync {
+    /// Registers the interface of entry `code`, or replaces its specification: enabled, with
+    /// `at` as its update time (and registration time, the first time).
+    async fn put_interface(
+        &self,
+        code: &str,
+        provider_code: &str,
+        spec: &InterfaceSpec,
+        at: DateTime<Utc>,
+    ) -> Result<Interface>;
+    async fn get_interface(&self, code: &str) -> Result<Option<Interface>>;
+    /// Interfaces ordered by code, of one provider or all, starting after `after`, at most `limit`.
+    async fn list_interfaces(&self, provider: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<Interface>>;
+    /// Takes an interface out of service with the reason. NOT_FOUND if there is none.
+    async fn disable_interface(&self, code: &str, reason: &str, at: DateTime<Utc>) -> Result<Interface>;
+}
+
 /// Everything the hub stores.
 pub trait Store:
-    DepartmentStore + CatalogStore + SchemaStore + ExchangeStore + AccessStore + AuditStore + OperationsStore
+    DepartmentStore
+    + CatalogStore
+    + SchemaStore
+    + ExchangeStore
+    + AccessStore
+    + AuditStore
+    + InterfaceStore
+    + OperationsStore
 {
 }
 
 impl<T> Store for T where
-    T: DepartmentStore + CatalogStore + SchemaStore + ExchangeStore + AccessStore + AuditStore + OperationsStore
+    T: DepartmentStore
+        + CatalogStore
+        + SchemaStore
+        + ExchangeStore
+        + AccessStore
+        + AuditStore
+        + InterfaceStore
+        + OperationsStore
 {
 }
 

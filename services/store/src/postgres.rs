@@ -2013,6 +2013,8 @@ impl ExchangeStore for PgStore {
     }
 }
 
+crate::interface::interface_store!(PgStore, sqlx::Postgres, pool, pool);
+
 #[cfg(test)]
 mod tests {
     use super::*;

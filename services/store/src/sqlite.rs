@@ -1817,6 +1817,8 @@ impl ExchangeStore for SqliteStore {
     }
 }
 
+crate::interface::interface_store!(SqliteStore, sqlx::Sqlite, readers, writer);
+
 #[cfg(test)]
 mod tests {
     use super::*;

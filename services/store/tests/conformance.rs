@@ -22,6 +22,7 @@ use xinqiao_domain::compatibility::CompatibilityMode;
 use xinqiao_domain::department::DepartmentProfile;
 use xinqiao_domain::exchange::{ChangeOp, Dataset, DatasetKind};
 use xinqiao_domain::identifiers::uscc_check_char;
+use xinqiao_domain::interface::{Interface, InterfaceSpec, Method, Operation};
 use xinqiao_domain::lifecycle::{EntryAction, EntryState};
 use xinqiao_domain::masking::MaskRule;
 use xinqiao_domain::policy::EntryVisibility;
@@ -284,6 +285,7 @@ conformance!(
     hub_nodes_are_announced_listed_and_retired,
     backups_are_online_copies_on_sqlite_and_pg_dump_on_postgres,
     open_streams_are_noted_and_an_orphan_is_ended_once_with_its_event,
+    interfaces_are_registered_replaced_listed_and_disabled,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -4587,4 +4589,91 @@ async fn open_streams_are_noted_and_an_orphan_is_ended_once_with_its_event(store
         ("r1", "Subscribe")
     );
     assert_eq!(verify_stored(&*store).await, Ok(1));
+}
+
+fn interface_spec(upstream: &str, operations: &[&str]) -> InterfaceSpec {
+    InterfaceSpec {
+        upstream: upstream.into(),
+        upstream_ca_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
+        operations: operations
+            .iter()
+            .map(|name| Operation {
+                name: (*name).into(),
+                method: Method::Post,
+                path: format!("/{name}"),
+                request_schema: SchemaRef {
+                    subject: "req".into(),
+                    version: 1,
+                },
+                response_schema: SchemaRef {
+                    subject: "resp".into(),
+                    version: 2,
+                },
+                idempotent: *name == "verify",
+            })
+            .collect(),
+        timeout_ms: 1500,
+        rate_per_minute: 120,
+        max_concurrency: 8,
+    }
+}
+
+async fn interfaces_are_registered_replaced_listed_and_disabled(store: Arc<dyn Store>) {
+    assert_eq!(store.get_interface("102/000001").await.expect("get"), None);
+    let first = interface_spec("https://a.example:8443/api", &["verify"]);
+    let a = store
+        .put_interface("102/000001", &dept_code(1), &first, t(10))
+        .await
+        .expect("register");
+    assert_eq!((a.enabled, a.registered_at, a.updated_at), (true, t(10), t(10)));
+    assert_eq!(a.spec, first);
+    assert_eq!(store.get_interface("102/000001").await.expect("get"), Some(a.clone()));
+
+    // Disabled with its reason, then registered again: enabled, the reason gone, the first
+    // registration time kept.
+    let disabled = store
+        .disable_interface("102/000001", "上游系统迁移 upstream moving", t(20))
+        .await
+        .expect("disable");
+    assert!(!disabled.enabled);
+    assert_eq!(disabled.disabled_reason, "上游系统迁移 upstream moving");
+    assert_eq!(disabled.spec, first);
+    let second = interface_spec("https://b.example/v2", &["verify", "lookup"]);
+    let b = store
+        .put_interface("102/000001", &dept_code(1), &second, t(30))
+        .await
+        .expect("replace");
+    assert_eq!((b.enabled, b.disabled_reason.as_str()), (true, ""));
+    assert_eq!((b.registered_at, b.updated_at), (t(10), t(30)));
+    assert_eq!(b.spec, second);
+
+    let c = store
+        .put_interface("101/000002", &dept_code(2), &first, t(40))
+        .await
+        .expect("another provider's");
+    let codes = |list: Vec<Interface>| list.into_iter().map(|i| i.code).collect::<Vec<_>>();
+    assert_eq!(
+        codes(store.list_interfaces(None, None, 10).await.expect("list")),
+        ["101/000002", "102/000001"]
+    );
+    assert_eq!(
+        codes(store.list_interfaces(None, Some("101/000002"), 10).await.expect("page")),
+        ["102/000001"]
+    );
+    assert_eq!(
+        codes(store.list_interfaces(None, None, 1).await.expect("limit")),
+        ["101/000002"]
+    );
+    assert_eq!(
+        store
+            .list_interfaces(Some(&dept_code(2)), None, 10)
+            .await
+            .expect("one provider's"),
+        vec![c]
+    );
+    let missing = store
+        .disable_interface("999/000001", "x", t(50))
+        .await
+        .expect_err("unknown");
+    assert!(matches!(missing, Error::NotFound(_)), "{missing:?}");
 }
