@@ -26,6 +26,7 @@ on_each_backend!(
     registrations_are_checked_and_interfaces_disabled,
     bad_upstreams_get_precise_statuses_naming_the_interface,
     limits_guard_the_upstream,
+    the_http_form_is_the_same_call,
 );
 
 /// The provider: the public security bureau, which keeps the population register.
@@ -630,5 +631,158 @@ async fn limits_guard_the_upstream(backend: Backend) {
         "an open circuit does not call the upstream"
     );
     let _ = &mut third;
+    hub.finish().await;
+}
+
+/// An HTTP/1.1 request over mutual TLS as `department` (or the admin): status, headers, body.
+async fn http_call(
+    hub: &TestHub,
+    files: pki::CertFiles,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, hyper::HeaderMap, String) {
+    use http_body_util::BodyExt;
+    let ca = std::fs::read_to_string(pki::ca_cert_path(&hub.pki_dir())).expect("CA");
+    let tls = xinqiao_hub::tls::upstream_client_config(&ca, &files.cert, &files.key).expect("client TLS");
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let tcp = tokio::net::TcpStream::connect(hub.addr).await.expect("connect");
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let stream = connector.connect(name, tcp).await.expect("mutual TLS");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .expect("HTTP/1.1");
+    tokio::spawn(connection);
+    let mut request = hyper::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(
+            *name,
+            hyper::header::HeaderValue::from_bytes(value.as_bytes()).expect("header"),
+        );
+    }
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+        .expect("request");
+    let response = tokio::time::timeout(GUARD, sender.send_request(request))
+        .await
+        .expect("the hub answers")
+        .expect("an HTTP answer");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    (status, headers, String::from_utf8(body.to_vec()).expect("UTF-8"))
+}
+
+async fn the_http_form_is_the_same_call(backend: Backend) {
+    let hub = TestHub::start_on(backend).await;
+    register_schemas(&hub).await;
+    let upstream = upstream_for(&hub).await;
+    let code = registered(&hub, &upstream, pb::ShareType::Unconditional, |s| s.rate_per_minute = 3).await;
+    let dir = hub.pki_dir();
+    let path = format!("/interfaces/{code}/verify");
+    let id = resident_id(11);
+    let body = serde_json::json!({"id_number": id, "name": "周八"}).to_string();
+
+    // The same identity (the connection's certificate), the same rules, the same answer.
+    let (status, headers, answer) = http_call(
+        &hub,
+        pki::department_files(&dir, USER),
+        &path,
+        &[("x-xinqiao-purpose", PURPOSE)],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(json(&answer)["mobile"], xinqiao_hub::sample_upstream::mobile_of(&id));
+    assert!(headers.contains_key("x-request-id"));
+    assert_eq!(upstream.server.last_client(), USER);
+
+    // Refusals are the gRPC statuses as HTTP statuses with a JSON body.
+    let (status, _, answer) = http_call(&hub, pki::department_files(&dir, USER), &path, &[], &body).await;
+    assert_eq!(
+        (status, json(&answer)["code"].as_str()),
+        (400, Some("INVALID_ARGUMENT")),
+        "{answer}"
+    );
+    assert!(
+        json(&answer)["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("purpose")
+    );
+    let (status, _, answer) = http_call(
+        &hub,
+        pki::admin_files(&dir),
+        &path,
+        &[("x-xinqiao-purpose", PURPOSE)],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 403, "{answer}");
+    let (status, _, _) = http_call(
+        &hub,
+        pki::department_files(&dir, USER),
+        &format!("/interfaces/{code}/verify?purpose=%E7%A4%BE%E4%BF%9D"),
+        &[],
+        r#"{"id_number": "not an id", "name": "周八"}"#,
+    )
+    .await;
+    assert_eq!(status, 400);
+    // The department's allowance (3 a minute) counts every call that named a callable
+    // operation, valid or not: the fourth waits.
+    let (status, headers, answer) = http_call(
+        &hub,
+        pki::department_files(&dir, USER),
+        &path,
+        &[("x-xinqiao-purpose", PURPOSE)],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, headers_429, _) = http_call(
+        &hub,
+        pki::department_files(&dir, USER),
+        &path,
+        &[("x-xinqiao-purpose", PURPOSE)],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 429);
+    assert!(headers_429.contains_key("retry-after"), "{headers_429:?}");
+    let _ = headers;
+    let (status, _, _) = http_call(
+        &hub,
+        pki::department_files(&dir, USER),
+        "/interfaces/nothing",
+        &[],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // In the trail as Invoke, marked as having come over HTTP.
+    let events = audit_events(
+        &mut hub.audit_admin().await,
+        pb::ListEventsRequest {
+            action: "Invoke".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let over_http: Vec<_> = events.iter().filter(|e| json(&e.detail)["via"] == "http").collect();
+    assert!(over_http.len() >= 6, "{} of {}", over_http.len(), events.len());
+    assert_eq!(
+        (over_http[0].actor.as_str(), over_http[0].outcome.as_str()),
+        (USER, "OK")
+    );
+    assert!(
+        over_http
+            .iter()
+            .any(|e| e.outcome == "PERMISSION_DENIED" && e.actor.starts_with("admin"))
+    );
     hub.finish().await;
 }

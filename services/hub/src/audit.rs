@@ -212,6 +212,12 @@ impl CallNote {
         })))
     }
 
+    /// The note of a call that comes through another edge than gRPC (the HTTP edge), which
+    /// records the event itself.
+    pub fn for_call(peer: Option<&PeerInfo>, action: &str, request_id: &str) -> CallNote {
+        CallNote::new(actor_of(peer), action.to_string(), request_id.to_string())
+    }
+
     /// The note of a call (a detached one when the call did not come through the layer).
     pub fn of<T>(request: &tonic::Request<T>) -> CallNote {
         request.extensions().get::<CallNote>().cloned().unwrap_or_else(|| {

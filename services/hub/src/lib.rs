@@ -26,6 +26,7 @@ pub mod status;
 pub mod tls;
 pub mod trail;
 pub mod upstream;
+pub mod web;
 
 pub use config::Config;
 pub use server::{RunningHub, ServeError, start, start_with_store};

@@ -230,7 +230,7 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     let audit_service = AuditServiceServer::new(AuditApi::new(store.clone(), auth.clone(), keys, anchor_files))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
-    let interfaces = InterfaceServiceServer::new(InterfaceApi::new(
+    let interface_api = Arc::new(InterfaceApi::new(
         store.clone(),
         auth.clone(),
         registry.clone(),
@@ -239,9 +239,14 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
             key: config.key(),
         },
         metrics.clone(),
-    ))
-    .max_decoding_message_size(max)
-    .max_encoding_message_size(max.max(4 * 1024 * 1024));
+    ));
+    let web = crate::web::routes(crate::web::Web {
+        interfaces: interface_api.clone(),
+        audit: audit.clone(),
+    });
+    let interfaces = InterfaceServiceServer::from_arc(interface_api)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max.max(4 * 1024 * 1024));
     let schemas = SchemaServiceServer::new(SchemaApi::new(store.clone(), auth, registry))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
@@ -273,6 +278,9 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         .layer(AuditLayer::new(audit))
         // Inside the audit layer, so that the trail records the status the caller gets.
         .layer(tower::util::MapResponseLayer::new(callers_fault_statuses))
+        // The HTTP edge shares the port and the connection's identity (see `web`).
+        .accept_http1(true)
+        .add_routes(tonic::service::Routes::from(web))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

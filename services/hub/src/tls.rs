@@ -300,7 +300,8 @@ impl ServerFiles {
             .with_client_cert_verifier(verifier.clone())
             .with_single_cert(certificates(&self.cert)?, private_key(&self.key)?)
             .map_err(|e| TlsError::Config(format!("server certificate and key: {e}")))?;
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        // HTTP/1.1 too: the HTTP edge (`web`) serves plain HTTP+JSON clients on the same port.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Active {
             config: Arc::new(config),
             verifier,
