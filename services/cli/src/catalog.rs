@@ -2,14 +2,14 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use xinqiao_domain::catalogue as d;
 use xinqiao_domain::lifecycle::EntryState;
 use xinqiao_hub::convert;
 use xinqiao_proto::v1 as pb;
 
 use crate::client::{ClientArgs, explain};
-use crate::{CliResult, entry_file, output};
+use crate::{CliResult, entry_file, out, output};
 
 #[derive(Args)]
 pub struct CatalogArgs {
@@ -79,6 +79,29 @@ enum CatalogCommand {
         #[arg(long, default_value_t = 200)]
         limit: usize,
     },
+    /// The published catalogue as one document for other catalogue tools (CKAN's DCAT
+    /// harvester, RDF libraries), to standard output or a file.
+    Export {
+        #[arg(long, value_enum, default_value_t = ExportFormat::Dcat)]
+        format: ExportFormat,
+        /// Write the document to this file instead of standard output.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    /// DCAT-AP as JSON-LD (application/ld+json).
+    Dcat,
+}
+
+impl ExportFormat {
+    fn api(self) -> pb::CatalogFormat {
+        match self {
+            ExportFormat::Dcat => pb::CatalogFormat::DcatJsonld,
+        }
+    }
 }
 
 fn filter<T: Copy>(
@@ -211,6 +234,24 @@ pub async fn run(args: CatalogArgs) -> CliResult {
             }
             found.truncate(limit);
             output::entries(json, &found);
+        }
+        CatalogCommand::Export { format, output: file } => {
+            let request = pb::ExportCatalogRequest {
+                format: format.api() as i32,
+            };
+            let export = client.export_catalog(request).await.map_err(explain)?.into_inner();
+            // The hub sends it compact; people read it indented.
+            let document = serde_json::from_str::<serde_json::Value>(&export.document)
+                .and_then(|d| serde_json::to_string_pretty(&d))
+                .unwrap_or(export.document);
+            match file {
+                None => out!("{document}"),
+                Some(path) => {
+                    std::fs::write(&path, format!("{document}\n"))
+                        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                    out!("wrote {} ({})", path.display(), export.media_type);
+                }
+            }
         }
     }
     Ok(())

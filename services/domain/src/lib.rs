@@ -7,6 +7,7 @@ pub mod access;
 pub mod audit;
 pub mod catalogue;
 pub mod compatibility;
+pub mod dcat;
 pub mod department;
 pub mod error;
 pub mod exchange;

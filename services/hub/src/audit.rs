@@ -326,6 +326,7 @@ fn kind(method: &str) -> Kind {
         | "GetEntry"
         | "ListEntryVersions"
         | "SearchEntries"
+        | "ExportCatalog"
         | "GetSchema"
         | "ListSubjects"
         | "ListSchemaVersions"

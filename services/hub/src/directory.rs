@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use xinqiao_domain::catalogue::CatalogEntry;
+use xinqiao_domain::dcat::{self, CatalogueSite};
 use xinqiao_domain::identity::Caller;
 use xinqiao_domain::lifecycle::EntryAction;
 use xinqiao_domain::{Error, Result, identifiers, paging, policy, text};
@@ -28,6 +29,8 @@ pub struct DirectoryApi {
     /// Current entries for GetEntry, the directory's most frequent call; forgotten by every
     /// change made here (see `cache` for other hub nodes).
     entries: Cache<String, CatalogEntry>,
+    /// What the catalogue export says of this hub.
+    catalogue: CatalogueSite,
 }
 
 impl DirectoryApi {
@@ -36,7 +39,14 @@ impl DirectoryApi {
             auth,
             store,
             entries: Cache::new(FRESH_FOR),
+            catalogue: CatalogueSite::default(),
         }
+    }
+
+    /// How the catalogue export names the platform and its address (the defaults otherwise).
+    pub fn with_catalogue(mut self, site: CatalogueSite) -> Self {
+        self.catalogue = site;
+        self
     }
 
     async fn visible_entry(&self, caller: &Caller, resource_code: &str) -> Result<CatalogEntry> {
@@ -483,6 +493,31 @@ impl DirectoryService for DirectoryApi {
             Ok(pb::SearchEntriesResponse {
                 entries: page.into_iter().map(convert::entry).collect(),
                 next_page_token,
+            })
+        })
+        .await
+    }
+
+    async fn export_catalog(
+        &self,
+        request: Request<pb::ExportCatalogRequest>,
+    ) -> Result<Response<pb::ExportCatalogResponse>, Status> {
+        answer(async {
+            // Whoever may search the catalogue may export it: it holds only what is published.
+            self.auth.caller(&request).await?;
+            match pb::CatalogFormat::try_from(request.get_ref().format) {
+                Ok(pb::CatalogFormat::DcatJsonld) => {}
+                _ => {
+                    return Err(Error::invalid(
+                        "format",
+                        "is required: CATALOG_FORMAT_DCAT_JSONLD (DCAT-AP JSON-LD) is the one format",
+                    ));
+                }
+            }
+            let document = crate::dcat::dcat_document(self.store.as_ref(), &self.catalogue).await?;
+            Ok(pb::ExportCatalogResponse {
+                document: crate::dcat::dcat_text(&document)?,
+                media_type: dcat::MEDIA_TYPE.into(),
             })
         })
         .await

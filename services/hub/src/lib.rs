@@ -8,6 +8,7 @@ pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod convert;
+pub mod dcat;
 pub mod directory;
 pub mod evaluation;
 pub mod exchange;
