@@ -11,6 +11,7 @@ use xinqiao_domain::access::china_day;
 use xinqiao_domain::identifiers::resident_id_check_char;
 use xinqiao_domain::identity::Principal;
 use xinqiao_hub::registry::SHARED_SCHEMAS;
+use xinqiao_hub::sample_upstream::{self, SampleUpstream, VERIFY_REQUEST_SCHEMA, VERIFY_RESPONSE_SCHEMA};
 use xinqiao_hub::tls::{ClientIdentity, connect};
 use xinqiao_hub::{Config, pki, server};
 use xinqiao_proto::v1 as pb;
@@ -19,6 +20,7 @@ use xinqiao_proto::v1::audit_service_client::AuditServiceClient;
 use xinqiao_proto::v1::directory_service_client::DirectoryServiceClient;
 use xinqiao_proto::v1::evaluation_service_client::EvaluationServiceClient;
 use xinqiao_proto::v1::exchange_service_client::ExchangeServiceClient;
+use xinqiao_proto::v1::interface_service_client::InterfaceServiceClient;
 use xinqiao_proto::v1::schema_service_client::SchemaServiceClient;
 
 use crate::client::explain;
@@ -330,6 +332,208 @@ async fn conditional_sharing(
         request_id: request.request_id,
         grant_id: grant.grant_id,
     })
+}
+
+/// 居民身份核验: a live service of 市公安局's, shared unconditionally (无条件共享) as an interface
+/// (接口), its data items those of the verify operation's request and answer.
+fn identity_check_entry() -> pb::EntryContent {
+    let item = |name: &str, data_type: &str, length, sensitive| pb::DataItem {
+        name: name.into(),
+        data_type: data_type.into(),
+        length,
+        sensitive,
+        description: String::new(),
+    };
+    pb::EntryContent {
+        name: "居民身份核验".into(),
+        classification: "101002".into(),
+        summary: "按公民身份号码和姓名核验居民身份，返回是否一致和登记的手机号码；实时接口，不提供批量数据。".into(),
+        format: pb::ResourceFormat::ServiceInterface as i32,
+        items: vec![
+            item("公民身份号码", "字符型", 18, true),
+            item("姓名", "字符型", 50, true),
+            item("核验结果", "布尔型", 1, false),
+            item("登记手机号码", "字符型", 11, true),
+        ],
+        share: Some(pb::ShareAttributes {
+            share_type: pb::ShareType::Unconditional as i32,
+            condition: String::new(),
+            channel: pb::ShareChannel::Platform as i32,
+            exchange_kind: pb::ExchangeKind::Interface as i32,
+            legal_basis: String::new(),
+        }),
+        open: Some(pb::OpenAttributes {
+            open_type: pb::OpenType::NotOpen as i32,
+            condition: String::new(),
+        }),
+        update_cycle: pb::UpdateCycle::Realtime as i32,
+        related_codes: vec![],
+        maintainer: String::new(),
+    }
+}
+
+/// 接口共享 end to end: 市公安局 publishes its 身份核验 service as an interface entry, runs the
+/// service (the sample upstream, behind its own certificate, letting in only the platform's) and
+/// registers it; 市人力资源和社会保障局 verifies a person through the hub; the call is in the trail.
+async fn service_interface(n: &mut u32, addr: SocketAddr, dir: &Path, work: &Path, admin: &mut Directory) -> CliResult {
+    let as_dept = |code: &str| pki::department_files(dir, code);
+    let mut police = client(addr, dir, as_dept(POLICE)).await?;
+    let mut police_schemas = SchemaServiceClient::new(channel(addr, dir, as_dept(POLICE)).await?);
+    let mut police_interfaces = InterfaceServiceClient::new(channel(addr, dir, as_dept(POLICE)).await?);
+    let mut hrss_interfaces = InterfaceServiceClient::new(channel(addr, dir, as_dept(HRSS)).await?);
+
+    step(
+        n,
+        "市公安局 shares a live service, 居民身份核验 (接口共享): it registers the schemas of the request and the answer, compiles an entry in the format 服务接口 exchanged as 接口, shared 无条件; the admin publishes it.",
+    );
+    let mut pinned = Vec::new();
+    for (subject, text) in [
+        ("id-check-request", VERIFY_REQUEST_SCHEMA),
+        ("id-check-response", VERIFY_RESPONSE_SCHEMA),
+    ] {
+        let r = ok(police_schemas
+            .register_schema(pb::RegisterSchemaRequest {
+                subject: subject.into(),
+                schema_json: text.into(),
+            })
+            .await)?;
+        let version = r.schema.map(|s| s.version).unwrap_or(0);
+        say(format!("{subject} version {version}"));
+        pinned.push(pb::SchemaReference {
+            subject: subject.into(),
+            version,
+        });
+    }
+    let entry = ok(police
+        .create_entry(pb::CreateEntryRequest {
+            content: Some(identity_check_entry()),
+        })
+        .await)?;
+    let code = entry.resource_code.clone();
+    ok(police
+        .submit_entry(pb::SubmitEntryRequest {
+            resource_code: code.clone(),
+            expected_version: 0,
+        })
+        .await)?;
+    ok(admin
+        .publish_entry(pb::PublishEntryRequest {
+            resource_code: code.clone(),
+            expected_version: 0,
+        })
+        .await)?;
+    say(format!("{code} 居民身份核验 published (服务接口, 接口, 无条件共享)"));
+
+    step(
+        n,
+        "市公安局's 身份核验 system runs on its own server under a certificate of its own CA, and lets in only clients of the platform CA, so the hub must show its certificate. 市公安局 registers it as the entry's interface: address, CA, the operation verify (POST /verify) with its schemas, a timeout and a rate.",
+    );
+    let upstream_pki = work.join("upstream-pki");
+    pki::init(&upstream_pki, &[]).map_err(|e| e.to_string())?;
+    let files = pki::server_files(&upstream_pki);
+    let upstream = SampleUpstream::start(&files.cert, &files.key, Some(&pki::ca_cert_path(dir)))
+        .await
+        .map_err(|e| format!("cannot start the sample 身份核验 service: {e}"))?;
+    let upstream_ca_pem = std::fs::read_to_string(pki::ca_cert_path(&upstream_pki)).map_err(|e| e.to_string())?;
+    let registered = ok(police_interfaces
+        .register_interface(pb::RegisterInterfaceRequest {
+            code: code.clone(),
+            spec: Some(pb::InterfaceSpec {
+                upstream: upstream.url(),
+                upstream_ca_pem,
+                operations: vec![pb::InterfaceOperation {
+                    name: "verify".into(),
+                    method: "POST".into(),
+                    path: "/verify".into(),
+                    request_schema: Some(pinned[0].clone()),
+                    response_schema: Some(pinned[1].clone()),
+                    idempotent: true,
+                }],
+                timeout_ms: 3_000,
+                rate_per_minute: 600,
+                max_concurrency: 16,
+            }),
+        })
+        .await)?;
+    crate::interface::print_interface(&registered);
+
+    step(
+        n,
+        "市人力资源和社会保障局 verifies an insured person's identity through the hub, stating its purpose (用途): the request is checked against its schema before it leaves the hub, the answer before it comes back.",
+    );
+    let id = resident("33010219900307001", "张伟", "男", "1990-03-07")["resident_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let verify = |id_number: &str| pb::InvokeRequest {
+        code: code.clone(),
+        operation: "verify".into(),
+        request_json: serde_json::json!({"id_number": id_number, "name": "张伟"}).to_string(),
+        purpose: "社保待遇资格认证时核验参保人身份".into(),
+        grant_id: String::new(),
+    };
+    let answer = ok(hrss_interfaces.invoke(verify(&id)).await)?;
+    let response: serde_json::Value = serde_json::from_str(&answer.response_json).map_err(|e| e.to_string())?;
+    say(format!("request:  {}", verify(&id).request_json));
+    say(format!(
+        "answer:   {} (the upstream answered HTTP {} in {} ms)",
+        answer.response_json, answer.upstream_status, answer.upstream_ms
+    ));
+    if response["match"] != true || response["mobile"] != sample_upstream::mobile_of(&id).as_str() {
+        return Err(format!("the 身份核验 answer is not the service's: {response}"));
+    }
+    say(
+        "An ID number with a wrong check character breaks the request schema: the hub refuses it, and the service never sees it:",
+    );
+    let reached = upstream.requests();
+    let mistyped = format!("{}{}", &id[..17], if id.ends_with('1') { '2' } else { '1' });
+    say(refused(
+        hrss_interfaces.invoke(verify(&mistyped)).await,
+        Code::InvalidArgument,
+    )?);
+    if upstream.requests() != reached {
+        return Err("a request outside its schema reached the upstream".into());
+    }
+
+    step(
+        n,
+        "The call is in the audit trail: who called which operation, on what basis and for what purpose, what the service answered and how long it took.",
+    );
+    let mut audit = AuditServiceClient::new(channel(addr, dir, pki::admin_files(dir)).await?);
+    let calls = ok(audit
+        .list_events(pb::ListEventsRequest {
+            target: code.clone(),
+            action: "Invoke".into(),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await)?
+    .events;
+    let mut recorded = false;
+    for e in &calls {
+        let detail: serde_json::Value = serde_json::from_str(&e.detail).unwrap_or_default();
+        let text = |field: &str| detail[field].as_str().unwrap_or_default().to_string();
+        let upstream = match detail["upstream_status"].as_u64() {
+            Some(status) => format!("the service answered HTTP {status} in {} ms", detail["upstream_ms"]),
+            None => "refused before the service".into(),
+        };
+        say(format!(
+            "#{} {} {} {} on {}: {}; basis {}, purpose {}; {upstream}",
+            e.sequence,
+            output::time(&e.at),
+            e.actor,
+            text("operation"),
+            e.target,
+            e.outcome,
+            text("basis"),
+            text("purpose")
+        ));
+        recorded |= e.actor == HRSS && e.outcome == "OK" && detail["operation"] == "verify";
+    }
+    if !recorded || !calls.iter().any(|e| e.outcome == "INVALID_ARGUMENT") {
+        return Err("the audit trail does not hold the interface calls, the refused one included".into());
+    }
+    Ok(())
 }
 
 /// The admin checks the audit chain and reads what it recorded about the conditional-sharing story.
@@ -923,6 +1127,7 @@ pub async fn run() -> CliResult {
     ));
 
     let shared = conditional_sharing(&mut n, addr, &dir, &mut admin, config.access.answer_within_workdays).await?;
+    service_interface(&mut n, addr, &dir, tmp.path(), &mut admin).await?;
 
     step(&mut n, "市公安局 tries to withdraw another department's entry.");
     say(refused(
@@ -1001,7 +1206,7 @@ pub async fn run() -> CliResult {
 
     hub.stop().await.map_err(|e| e.to_string())?;
     out!(
-        "\nDemo complete: departments registered, entries compiled, reviewed, published and found, schemas shared and enforced, records exchanged, access applied for, granted with masking and revoked, refusals explained, the audit chain verified, every department scored from what the hub recorded; the hub stopped gracefully."
+        "\nDemo complete: departments registered, entries compiled, reviewed, published and found, schemas shared and enforced, records exchanged, access applied for, granted with masking and revoked, a live 身份核验 service called through the hub, refusals explained, the audit chain verified, every department scored from what the hub recorded; the hub stopped gracefully."
     );
     Ok(())
 }

@@ -14,6 +14,7 @@ mod dept;
 mod entry_file;
 mod exchange;
 mod files;
+mod interface;
 mod ops;
 mod output;
 mod publish;
@@ -64,6 +65,10 @@ enum Command {
     File(files::FileArgs),
     /// Access to conditionally shared (有条件共享) datasets: requests, answers and grants.
     Access(access::AccessArgs),
+    /// Service interfaces (接口共享): register, list, show and disable the live services behind 接口 entries.
+    Interface(interface::InterfaceArgs),
+    /// Call an operation of a service interface through the hub and print its JSON answer.
+    Call(interface::CallArgs),
     /// Error reports (纠错): flag a record you believe wrong; the provider resolves the report.
     Report(report::ReportArgs),
     /// The audit trail: list events, verify the hash chain.
@@ -119,6 +124,8 @@ fn main() -> ExitCode {
             Command::Pull(args) => pull::run(args).await,
             Command::File(args) => files::run(args).await,
             Command::Access(args) => access::run(args).await,
+            Command::Interface(args) => interface::run(args).await,
+            Command::Call(args) => interface::call(args).await,
             Command::Report(args) => report::run(args).await,
             Command::Audit(args) => audit::run(args).await,
             Command::Scorecard(args) => scorecard::run(args).await,
