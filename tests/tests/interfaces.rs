@@ -27,6 +27,7 @@ on_each_backend!(
     bad_upstreams_get_precise_statuses_naming_the_interface,
     limits_guard_the_upstream,
     the_http_form_is_the_same_call,
+    a_conditional_interface_answers_under_a_grant_projected_and_masked,
 );
 
 /// The provider: the public security bureau, which keeps the population register.
@@ -784,5 +785,83 @@ async fn the_http_form_is_the_same_call(backend: Backend) {
             .iter()
             .any(|e| e.outcome == "PERMISSION_DENIED" && e.actor.starts_with("admin"))
     );
+    hub.finish().await;
+}
+
+async fn a_conditional_interface_answers_under_a_grant_projected_and_masked(backend: Backend) {
+    let hub = TestHub::start_on(backend).await;
+    register_schemas(&hub).await;
+    let upstream = upstream_for(&hub).await;
+    let code = registered(&hub, &upstream, pb::ShareType::Conditional, |_| {}).await;
+    let mut user = interfaces(&hub, USER).await;
+    let id = resident_id(21);
+
+    // Without a grant: refused, and the upstream never hears of it.
+    refused_with(
+        invoke(&mut user, verify(&code, &id, "吴九")).await,
+        Code::PermissionDenied,
+        "apply for access",
+    );
+    assert_eq!(upstream.server.requests(), 0);
+
+    // The same workflow as a dataset's: the fields are the answers' properties.
+    let mut access = hub.access(USER).await;
+    let status = refused(
+        access
+            .request_access(request_access(application(&code, &["match", "salary"])))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert!(status.message().contains("salary"), "{}", status.message());
+    let request = ok(access
+        .request_access(request_access(application(&code, &["id_number", "match", "mobile"])))
+        .await);
+    let approved = ok(hub
+        .access(PROVIDER)
+        .await
+        .approve_request(pb::ApproveRequestRequest {
+            request_id: request.request_id.clone(),
+            ..approval(&[], &[("mobile", "mobile"), ("id_number", "resident_id")])
+        })
+        .await);
+
+    // Under the grant: projected (no name) and masked, whatever the upstream answered.
+    let answer = invoke(&mut user, verify(&code, &id, "吴九")).await.expect("granted");
+    let body = json(&answer.response_json);
+    let fields: Vec<&String> = body.as_object().expect("an object").keys().collect();
+    assert_eq!(fields, ["id_number", "match", "mobile"], "{body}");
+    assert_eq!(body["match"], true);
+    let mobile = body["mobile"].as_str().expect("mobile");
+    assert!(
+        mobile.contains('*') && mobile != xinqiao_hub::sample_upstream::mobile_of(&id),
+        "{mobile}"
+    );
+    assert!(body["id_number"].as_str().expect("id").contains('*'), "{body}");
+    // The trail names the grant the call was made under.
+    let events = audit_events(
+        &mut hub.audit_admin().await,
+        pb::ListEventsRequest {
+            action: "Invoke".into(),
+            actor: USER.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let last = events.last().expect("recorded");
+    assert_eq!(last.outcome, "OK");
+    assert_eq!(json(&last.detail)["grant"], approved.grant_id.as_str());
+
+    // Revoked: refused at once, naming why.
+    ok(hub
+        .access(PROVIDER)
+        .await
+        .revoke_grant(revoke_grant(&approved.grant_id, "业务已办结"))
+        .await);
+    refused_with(
+        invoke(&mut user, verify(&code, &id, "吴九")).await,
+        Code::PermissionDenied,
+        "业务已办结",
+    );
+    assert_eq!(upstream.server.requests(), 1);
     hub.finish().await;
 }

@@ -230,10 +230,40 @@ impl AccessApi {
         }
     }
 
-    /// The fields and key of a dataset's records, for checking what is requested and granted.
-    async fn shape(&self, dataset: &str) -> Result<(xinqiao_domain::exchange::Dataset, RecordShape)> {
-        let found = self.store.get_dataset(dataset).await?;
-        let dataset = found.ok_or_else(|| Error::NotFound(format!("dataset {dataset}")))?;
+    /// The fields and key of what an entry shares, for checking what is requested and granted:
+    /// a dataset's records, or an interface's answers (the top-level properties of its
+    /// operations' response schemas; a grant's fields and masks shape every answer).
+    async fn shape(&self, dataset: &str) -> Result<RecordShape> {
+        let Some(dataset) = self.store.get_dataset(dataset).await? else {
+            let interface = self
+                .store
+                .get_interface(dataset)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("dataset {dataset}")))?;
+            let mut properties: Vec<String> = Vec::new();
+            for operation in &interface.spec.operations {
+                let schema = &operation.response_schema;
+                let registered = self.registry.resolve(&schema.subject, schema.version, true).await?;
+                let document: serde_json::Value = serde_json::from_str(&registered.content)
+                    .map_err(|e| Error::Internal(format!("stored schema {}: {e}", schema.subject)))?;
+                for name in document
+                    .get("properties")
+                    .and_then(serde_json::Value::as_object)
+                    .into_iter()
+                    .flat_map(|p| p.keys())
+                {
+                    if !properties.contains(name) {
+                        properties.push(name.clone());
+                    }
+                }
+            }
+            let shape = RecordShape {
+                kind: DatasetKind::Table,
+                properties,
+                key: Vec::new(),
+            };
+            return Ok(shape);
+        };
         let properties = match (&dataset.kind, &dataset.schema) {
             (DatasetKind::Table, Some(schema)) => {
                 let registered = self.registry.resolve(&schema.subject, schema.version, true).await?;
@@ -252,7 +282,7 @@ impl AccessApi {
             properties,
             key: dataset.key.clone(),
         };
-        Ok((dataset, shape))
+        Ok(shape)
     }
 
     async fn request(&self, caller: &Caller, id: &str) -> Result<AccessRequest> {
@@ -302,7 +332,7 @@ impl AccessService for AccessApi {
                     other => other,
                 })?;
             note.about(&entry.resource_code, &entry.provider_code);
-            let (_, shape) = self.shape(&entry.resource_code).await?;
+            let shape = self.shape(&entry.resource_code).await?;
             let application = AccessApplication {
                 dataset: entry.resource_code.clone(),
                 purpose: a.purpose.trim().to_string(),
@@ -349,7 +379,7 @@ impl AccessService for AccessApi {
             let r = request.into_inner();
             let mut pending = self.request(&caller, &r.request_id).await?;
             note.about(&pending.id, &pending.provider_code);
-            let (_, shape) = self.shape(&pending.application.dataset).await?;
+            let shape = self.shape(&pending.application.dataset).await?;
             let approval = Approval {
                 fields: r.fields,
                 masks: masks("masks", &r.masks)?,

@@ -286,6 +286,7 @@ conformance!(
     backups_are_online_copies_on_sqlite_and_pg_dump_on_postgres,
     open_streams_are_noted_and_an_orphan_is_ended_once_with_its_event,
     interfaces_are_registered_replaced_listed_and_disabled,
+    requests_and_grants_may_be_for_an_interface,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -3303,11 +3304,6 @@ async fn access_requests_are_stored_listed_and_paged(store: Arc<dyn Store>) {
 
     let err = store.create_request(&r1).await.expect_err("twice");
     assert!(matches!(err, Error::AlreadyExists(_)), "{err:?}");
-    let mut unknown = request_for("req-09", &p.table, &p.user, day(10));
-    unknown.application.dataset = "102/999999".into();
-    let err = store.create_request(&unknown).await.expect_err("no dataset");
-    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
-    assert_eq!(store.get_request("req-09").await.expect("get"), None);
 
     let all = ["req-01", "req-02", "req-03", "req-04", "req-05"];
     assert_eq!(request_ids(&*store, RequestFilter::default()).await, all);
@@ -4676,4 +4672,22 @@ async fn interfaces_are_registered_replaced_listed_and_disabled(store: Arc<dyn S
         .await
         .expect_err("unknown");
     assert!(matches!(missing, Error::NotFound(_)), "{missing:?}");
+}
+
+/// A request and its grant name what an entry shares by its resource code: a dataset, or an
+/// interface, which has no dataset behind it (migration 9). The hub checks the entry.
+async fn requests_and_grants_may_be_for_an_interface(store: Arc<dyn Store>) {
+    let p = parties(&*store).await;
+    let mut on_interface = request_for("req-09", &p.table, &p.user, day(10));
+    on_interface.application.dataset = "101/000009".into();
+    let stored = store
+        .create_request(&on_interface)
+        .await
+        .expect("a request on an interface's entry");
+    assert_eq!(store.get_request("req-09").await.expect("get"), Some(stored.clone()));
+    let by_code = RequestFilter {
+        dataset: Some("101/000009".into()),
+        ..RequestFilter::default()
+    };
+    assert_eq!(request_ids(&*store, by_code).await, ["req-09"]);
 }
