@@ -293,6 +293,23 @@ async fn an_open_interface_is_called_through_the_hub(backend: Backend) {
         events.iter().any(|e| e.outcome == "INVALID_ARGUMENT"),
         "refusals are recorded too"
     );
+
+    // The provider's scorecard counts the answered calls as use by another department.
+    let mut evaluation = xinqiao_proto::v1::evaluation_service_client::EvaluationServiceClient::new(
+        hub.channel(pki::department_files(&hub.pki_dir(), PROVIDER)).await,
+    );
+    let card = ok(evaluation
+        .get_scorecard(pb::GetScorecardRequest {
+            department: PROVIDER.into(),
+            ..Default::default()
+        })
+        .await);
+    let indicators = card.indicators.expect("indicators");
+    assert_eq!((indicators.interface_calls, indicators.using_departments), (2, 1));
+    assert!(
+        card.parts.expect("parts").r#use.is_some(),
+        "an interface is something to use"
+    );
     hub.finish().await;
 }
 

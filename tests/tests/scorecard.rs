@@ -297,6 +297,7 @@ fn expected_for_samr(s: &Scenario) -> (pb::Indicators, pb::ScoreParts, f64) {
         records_used: N + M - K,
         using_departments: 1,
         active_grants: 1,
+        interface_calls: 0,
     };
     let parts = pb::ScoreParts {
         catalogue: Some(catalogue),

@@ -200,11 +200,13 @@ fn parts(card: &pb::Scorecard) -> Vec<Part> {
             name: "use",
             chinese: "使用",
             value: p.r#use,
-            formula: "other departments that read its data / other registered departments",
+            formula: "other departments that read its data or called its interfaces / other registered departments",
             source: "reads of its data by other departments in the audit trail (Fetch, Snapshot, Subscribe, \
-                     DownloadFile); its grants active at the end of the period",
+                     DownloadFile) and answered calls of its interfaces (Invoke); its grants active at the end of \
+                     the period",
             lines: vec![vec![
                 ("records used by others", i.records_used.to_string()),
+                ("interface calls answered", i.interface_calls.to_string()),
                 ("using departments", i.using_departments.to_string()),
                 ("active grants", i.active_grants.to_string()),
             ]],
@@ -253,7 +255,7 @@ pub fn card_json(c: &pb::Scorecard) -> Value {
             "in_time_rate": i.in_time_rate, "median_answer_hours": i.median_answer_hours,
             "refusals": i.refusals, "refusals_with_reason": i.refusals_with_reason,
             "records_used": i.records_used, "using_departments": i.using_departments,
-            "active_grants": i.active_grants,
+            "active_grants": i.active_grants, "interface_calls": i.interface_calls,
         },
     })
 }

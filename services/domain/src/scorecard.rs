@@ -160,6 +160,10 @@ pub struct DepartmentFacts {
     pub using_departments: BTreeSet<String>,
     /// Grants it has given that were active at the end of the period.
     pub active_grants: u64,
+    /// Calls of its interfaces by other departments that were answered, and how many interfaces
+    /// it had registered at the end of the period.
+    pub interface_calls_by_others: u64,
+    pub interfaces: u64,
 }
 
 /// The weights of the five parts (any non-negative numbers; they are normalised).
@@ -233,6 +237,7 @@ pub struct Indicators {
     pub records_used: u64,
     pub using_departments: u64,
     pub active_grants: u64,
+    pub interface_calls: u64,
 }
 
 /// The five parts, each from 0 to 1 when there was something to measure.
@@ -437,8 +442,10 @@ pub fn evaluate(
     i.records_used = facts.records_read_by_others;
     i.using_departments = facts.using_departments.len() as u64;
     i.active_grants = facts.active_grants;
+    i.interface_calls = facts.interface_calls_by_others;
     let others = departments.saturating_sub(1);
-    let use_ = if facts.datasets.is_empty() {
+    // Use is measured where there is something to use: datasets or interfaces.
+    let use_ = if facts.datasets.is_empty() && facts.interfaces == 0 {
         None
     } else {
         rate(i.using_departments.min(others), others)
@@ -695,6 +702,8 @@ mod tests {
             records_read_by_others: 5000,
             using_departments: ["11330100MB0002002B".to_string(), "11330100MB0003003M".to_string()].into(),
             active_grants: 1,
+            interface_calls_by_others: 0,
+            interfaces: 0,
         };
         let card = evaluate(&facts, &period, 5, d(2026, 11, 28), &Weights::default());
         let i = &card.indicators;

@@ -12,6 +12,7 @@ use xinqiao_domain::access::{AccessGrant, AccessRequest, ErrorReport, RequestSta
 use xinqiao_domain::catalogue::{CatalogEntry, EntryFilter};
 use xinqiao_domain::department::Department;
 use xinqiao_domain::identity::Caller;
+use xinqiao_domain::interface::Interface;
 use xinqiao_domain::lifecycle::EntryState;
 use xinqiao_domain::policy::EntryVisibility;
 use xinqiao_domain::scorecard::{
@@ -50,6 +51,8 @@ struct Activity {
     /// Days on which each dataset received something.
     publish_days: HashMap<String, BTreeSet<NaiveDate>>,
     read_by_others: u64,
+    /// Answered calls of its interfaces by other departments.
+    interface_calls: u64,
     users: BTreeSet<String>,
 }
 
@@ -160,6 +163,12 @@ impl Evaluator {
                             a.read_by_others += records;
                             a.users.insert(e.actor.clone());
                         }
+                    }
+                    // An interface call is a use like a read: one answer.
+                    "Invoke" if e.outcome == "OK" && e.actor != e.about && is_department(&e.actor) => {
+                        let a = by_department.entry(e.about.clone()).or_default();
+                        a.interface_calls += 1;
+                        a.users.insert(e.actor.clone());
                     }
                     _ => {}
                 }
@@ -275,6 +284,12 @@ impl Evaluator {
         )
         .await?
         .len() as u64;
+        let interfaces = every_page(
+            |i: &Interface| i.code.clone(),
+            |after| async move { self.store.list_interfaces(Some(code), after.as_deref(), PAGE).await },
+        )
+        .await?
+        .len() as u64;
 
         Ok(DepartmentFacts {
             department: code.to_string(),
@@ -288,6 +303,8 @@ impl Evaluator {
             records_read_by_others: activity.map_or(0, |a| a.read_by_others),
             using_departments: activity.map(|a| a.users.clone()).unwrap_or_default(),
             active_grants,
+            interface_calls_by_others: activity.map_or(0, |a| a.interface_calls),
+            interfaces,
         })
     }
 
@@ -384,6 +401,7 @@ fn card_api(card: &Scorecard, previous_score: Option<f64>) -> pb::Scorecard {
             refusals: i.refusals,
             refusals_with_reason: i.refusals_with_reason,
             records_used: i.records_used,
+            interface_calls: i.interface_calls,
             using_departments: i.using_departments,
             active_grants: i.active_grants,
         }),
