@@ -7,6 +7,7 @@
 //! them over loopback with real mutual TLS.
 
 mod hub;
+mod native;
 mod nats;
 mod raw;
 mod records;
@@ -28,6 +29,7 @@ use xinqiao_proto::v1 as pb;
 use xinqiao_store::{PgStore, SqliteStore, Store};
 
 use crate::hub::{Catalog, Exchange, Hub, PROVIDER, Unary};
+use crate::native::Native;
 use crate::nats::Nats;
 use crate::raw::Raw;
 use crate::report::{Ctx, Goal, Res, Row, Unit, summary};
@@ -276,6 +278,18 @@ impl Bench {
         }
     }
 
+    /// The native-driver floor on the same file or schema as [`Bench::raw_for`].
+    async fn native_for(&self, store: usize) -> Res<Native> {
+        let o = &self.opened[store];
+        match &o.schema {
+            None => {
+                let path = o.url.strip_prefix("sqlite://").ok_or("not a SQLite file URL")?;
+                Native::sqlite(Path::new(path))
+            }
+            Some(schema) => Native::pg(&o.url, schema).await,
+        }
+    }
+
     async fn start_hub(&self, store: usize, switches: BenchmarkSwitches) -> Res<Hub> {
         Hub::start(self.dir(), self.opened[store].store.clone(), switches).await
     }
@@ -286,19 +300,35 @@ impl Bench {
         let hub = self.start_hub(main, BenchmarkSwitches::default()).await?;
         let mut catalog = Catalog::prepare(&hub, self.opened[main].store.as_ref()).await?;
         let raw = self.raw_for(main).await?;
+        let mut native = if (self.s.wants("B1") || self.s.wants("B3")) && !self.s.ours_only {
+            Some(self.native_for(main).await?)
+        } else {
+            None
+        };
+        let floor = if native.is_some() {
+            ", the raw baseline and the native floor"
+        } else {
+            " and the raw baseline"
+        };
         if let Raw::Pg { pool } = &raw {
             let sync: String = sqlx::query_scalar("SHOW synchronous_commit")
                 .fetch_one(pool)
                 .await
                 .ctx("SHOW synchronous_commit")?;
-            self.info.push(format!(
-                "PostgreSQL synchronous_commit = {sync} for the hub and the raw baseline alike"
-            ));
+            let native_sync = match &native {
+                Some(n) => n.synchronous_commit().await?,
+                None => None,
+            };
+            self.info.push(match native_sync {
+                Some(other) if other != sync => format!(
+                    "PostgreSQL synchronous_commit = {sync} for the hub and the raw baseline, {other} for the native floor"
+                ),
+                _ => format!("PostgreSQL synchronous_commit = {sync} for the hub{floor} alike"),
+            });
         } else {
-            self.info.push(
-                "SQLite: WAL, synchronous=NORMAL, for the hub and the raw baseline alike (same file, same table)"
-                    .into(),
-            );
+            self.info.push(format!(
+                "SQLite: WAL, synchronous=NORMAL, for the hub{floor} alike (same file, same table)"
+            ));
         }
         let plain_needed = self.s.wants("B6");
         let plain = if plain_needed {
@@ -312,16 +342,19 @@ impl Bench {
         };
 
         if ["B1", "B2", "B4", "B6"].iter().any(|id| self.s.wants(id)) {
-            self.publish_pairs(&hub, plain.as_ref(), main, &mut catalog, &raw)
+            self.publish_pairs(&hub, plain.as_ref(), main, &mut catalog, &raw, native.as_mut())
                 .await?;
         }
         if self.s.wants("B5") || self.s.wants("B6") {
             self.unary_pairs(&hub, plain.as_ref(), &mut catalog).await?;
         }
         if self.s.wants("B3") {
-            self.drain_pairs(&hub, &mut catalog, &raw).await?;
+            self.drain_pairs(&hub, &mut catalog, &raw, native.as_mut()).await?;
         }
         raw.close().await;
+        if let Some(native) = native {
+            native.close().await;
+        }
         if let Some(plain) = plain {
             plain.stop().await?;
         }
@@ -341,11 +374,13 @@ impl Bench {
         main: usize,
         catalog: &mut Catalog,
         raw: &Raw,
+        mut native: Option<&mut Native>,
     ) -> Res<()> {
         #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
         enum C {
             Hub,
             Raw,
+            Native,
             NoValidation,
             Plain,
             Nats,
@@ -354,6 +389,9 @@ impl Bench {
         let mut contenders = vec![C::Hub];
         if s.wants("B1") {
             contenders.push(C::Raw);
+            if native.is_some() {
+                contenders.push(C::Native);
+            }
         }
         let mut novalidation = None;
         let b2_note = "both over mTLS; the second hub (BenchmarkSwitches.skip_validation) parses and keys records \
@@ -392,6 +430,8 @@ impl Bench {
         let mut client = hub::exchange(hub.provider_channel().await?);
         let raw_dataset = format!("raw-b1-{}", self.pid);
         let mut raw_sequence = 0i64;
+        let native_dataset = format!("native-b1-{}", self.pid);
+        let mut native_sequence = 0i64;
         let mut samples: HashMap<C, Vec<f64>> = HashMap::new();
         let n = s.records;
         for round in 0..s.rounds {
@@ -432,6 +472,17 @@ impl Bench {
                         }
                         rate(n, started)
                     }
+                    C::Native => {
+                        let native = native.as_deref_mut().ok_or("no native floor")?;
+                        let rows: Vec<(&str, &str)> =
+                            keys.iter().zip(&texts).map(|(k, t)| (k.as_str(), t.as_str())).collect();
+                        let started = Instant::now();
+                        native
+                            .insert(&native_dataset, native_sequence + 1, &rows, s.batch)
+                            .await?;
+                        native_sequence += rows.len() as i64;
+                        rate(n, started)
+                    }
                     C::Nats => {
                         let nats = self.nats.as_ref().map_err(Clone::clone)?;
                         let payloads: Vec<Vec<u8>> = texts.iter().map(|t| t.clone().into_bytes()).collect();
@@ -445,6 +496,26 @@ impl Bench {
         }
         if let Some((h, _, _)) = novalidation {
             h.stop().await?;
+        }
+        // Both raw writers are read back through sqlx: every row, every record byte.
+        for (c, dataset, written) in [
+            (C::Raw, &raw_dataset, raw_sequence),
+            (C::Native, &native_dataset, native_sequence),
+        ] {
+            if !contenders.contains(&c) {
+                continue;
+            }
+            let expected = (
+                s.records * u64::from(s.rounds),
+                s.records * u64::from(s.rounds) * records::TARGET_BYTES as u64,
+            );
+            let stored = raw.stored(dataset).await?;
+            if written as u64 != expected.0 || stored != expected {
+                return Err(format!(
+                    "B1 {c:?} stored {} rows of {} record bytes in {dataset}, expected {} of {}",
+                    stored.0, stored.1, expected.0, expected.1
+                ));
+            }
         }
         let take = |c: C| samples.get(&c).cloned().unwrap_or_default();
         let size = format!("{} rec x {}", count(n), s.rounds);
@@ -468,6 +539,10 @@ impl Bench {
                     raw.method()
                 )),
             );
+            if let Some(native) = native.as_deref() {
+                let row = floor_row(native, false, &size, &take(C::Hub), take(C::Native), take(C::Raw));
+                self.rows.push(row);
+            }
         }
         if s.wants("B2") {
             let mut row = Row::new(
@@ -635,7 +710,13 @@ impl Bench {
 
     /// B3: draining a subscription of the whole dataset, against a plain SELECT of the same rows
     /// and a JetStream consumer of the same records.
-    async fn drain_pairs(&mut self, hub: &Hub, catalog: &mut Catalog, raw: &Raw) -> Res<()> {
+    async fn drain_pairs(
+        &mut self,
+        hub: &Hub,
+        catalog: &mut Catalog,
+        raw: &Raw,
+        mut native: Option<&mut Native>,
+    ) -> Res<()> {
         let s = self.s.clone();
         let m = s.b3_records;
         let dataset = catalog.dataset().await?;
@@ -671,9 +752,13 @@ impl Bench {
         enum C {
             Subscribe,
             Select,
+            Native,
             Nats,
         }
         let mut contenders = vec![C::Subscribe, C::Select];
+        if native.is_some() {
+            contenders.push(C::Native);
+        }
         if nats_ok {
             contenders.push(C::Nats);
         }
@@ -691,6 +776,7 @@ impl Bench {
                 let (n, bytes) = match c {
                     C::Subscribe => hub::drain(&mut client, &dataset, m).await?,
                     C::Select => raw.scan(&dataset).await?,
+                    C::Native => native.as_deref_mut().ok_or("no native floor")?.scan(&dataset).await?,
                     C::Nats => self.nats.as_ref().map_err(Clone::clone)?.consume("b3", m).await?,
                 };
                 let r = rate(n, started);
@@ -719,6 +805,17 @@ impl Bench {
                 raw.scan_method()
             )),
         );
+        if let Some(native) = native.as_deref() {
+            let row = floor_row(
+                native,
+                true,
+                &size,
+                &take(C::Subscribe),
+                take(C::Native),
+                take(C::Select),
+            );
+            self.rows.push(row);
+        }
         let row = Row::new(
             "B3",
             "subscribe drain, mTLS",
@@ -878,6 +975,40 @@ impl Bench {
             }
         }
     }
+}
+
+/// B1's raw insert (or, when `read`, B3's raw scan) through sqlx against the native driver's
+/// floor, measured in the same rounds: no goal, only the ratio; the note says how far the hub's
+/// own side of the pair is from the floor.
+fn floor_row(native: &Native, read: bool, size: &str, hub: &[f64], floor: Vec<f64>, sqlx: Vec<f64>) -> Row {
+    let (id, against, baseline, how, who) = if read {
+        (
+            "B3",
+            "raw SELECT scan, sqlx",
+            "B3's raw SELECT scan through sqlx, of the same rows (the hub's)",
+            native.scan_method(),
+            "The hub's drain",
+        )
+    } else {
+        (
+            "B1",
+            "raw insert, sqlx",
+            "B1's raw insert through sqlx into the same table, of the same rows and record bytes",
+            native.method(),
+            "The hub's publish",
+        )
+    };
+    let share = match (summary(hub), summary(&floor)) {
+        (Some(h), Some(f)) if f.median > 0.0 => format!(" {who} reaches {:.3} of this floor.", h.median / f.median),
+        _ => String::new(),
+    };
+    Row::new(id, native.what(read), against, Unit::RecordsPerSec, Goal::None)
+        .size(size)
+        .samples(floor, sqlx)
+        .note(format!(
+            "ours: {how}; baseline: {baseline}, alternating with it in the same rounds (a ratio above 1 is what sqlx \
+             costs).{share}"
+        ))
 }
 
 /// Publishes one record with a wrong check character to a hub that should skip validation:

@@ -134,6 +134,28 @@ impl Raw {
         Ok((rows, bytes))
     }
 
+    /// The rows of `dataset` and the bytes of their records, as stored: the check that a writer
+    /// wrote what it was given.
+    pub async fn stored(&self, dataset: &str) -> Res<(u64, u64)> {
+        let (rows, bytes): (i64, i64) = match self {
+            Raw::Sqlite { reader, .. } => sqlx::query_as(
+                "SELECT count(*), coalesce(sum(length(CAST(record AS BLOB))), 0) FROM changes WHERE dataset = ?",
+            )
+            .bind(dataset)
+            .fetch_one(reader)
+            .await
+            .ctx("counting rows")?,
+            Raw::Pg { pool } => sqlx::query_as(
+                "SELECT count(*), coalesce(sum(octet_length(record)), 0)::bigint FROM changes WHERE dataset = $1",
+            )
+            .bind(dataset)
+            .fetch_one(pool)
+            .await
+            .ctx("counting rows")?,
+        };
+        Ok((rows as u64, bytes as u64))
+    }
+
     pub async fn close(&self) {
         match self {
             Raw::Sqlite { writer, reader } => {

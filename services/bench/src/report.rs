@@ -70,11 +70,13 @@ fn si(v: f64) -> String {
     }
 }
 
-/// What the ratio ours / baseline must be.
+/// What the ratio ours / baseline must be; `None` for a row that only shows a ratio, such as a
+/// baseline measured against a faster floor.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Goal {
     AtLeast(f64),
     AtMost(f64),
+    None,
 }
 
 impl Goal {
@@ -82,13 +84,15 @@ impl Goal {
         match self {
             Goal::AtLeast(v) => format!(">= {v}"),
             Goal::AtMost(v) => format!("<= {v}"),
+            Goal::None => "-".into(),
         }
     }
 
-    fn met(self, ratio: f64) -> bool {
+    fn met(self, ratio: f64) -> Option<bool> {
         match self {
-            Goal::AtLeast(v) => ratio >= v,
-            Goal::AtMost(v) => ratio <= v,
+            Goal::AtLeast(v) => Some(ratio >= v),
+            Goal::AtMost(v) => Some(ratio <= v),
+            Goal::None => None,
         }
     }
 }
@@ -196,7 +200,7 @@ impl Row {
         if !self.valid || self.not_measured.is_some() {
             return None;
         }
-        self.ratio().map(|r| self.goal.met(r))
+        self.ratio().and_then(|r| self.goal.met(r))
     }
 
     fn cell(&self, samples: &[f64]) -> (String, String) {
@@ -214,9 +218,10 @@ impl Row {
             Some(s) => json!({ "median": s.median, "min": s.min, "max": s.max, "samples": samples }),
             None => Value::Null,
         };
-        let (op, value) = match self.goal {
-            Goal::AtLeast(v) => (">=", v),
-            Goal::AtMost(v) => ("<=", v),
+        let goal = match self.goal {
+            Goal::AtLeast(v) => json!({ "ratio": ">=", "value": v }),
+            Goal::AtMost(v) => json!({ "ratio": "<=", "value": v }),
+            Goal::None => Value::Null,
         };
         json!({
             "id": self.id,
@@ -227,7 +232,7 @@ impl Row {
             "ours": side(&self.ours),
             "baseline": side(&self.baseline),
             "ratio": self.ratio(),
-            "goal": { "ratio": op, "value": value },
+            "goal": goal,
             "met": self.met(),
             "note": self.note,
             "not_measured": self.not_measured,
