@@ -660,6 +660,17 @@ async fn http_call(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, hyper::HeaderMap, String) {
+    http_request(hub, files, "POST", path, headers, body).await
+}
+
+async fn http_request(
+    hub: &TestHub,
+    files: pki::CertFiles,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, hyper::HeaderMap, String) {
     use http_body_util::BodyExt;
     let ca = std::fs::read_to_string(pki::ca_cert_path(&hub.pki_dir())).expect("CA");
     let tls = xinqiao_hub::tls::upstream_client_config(&ca, &files.cert, &files.key).expect("client TLS");
@@ -672,7 +683,7 @@ async fn http_call(
         .expect("HTTP/1.1");
     tokio::spawn(connection);
     let mut request = hyper::Request::builder()
-        .method("POST")
+        .method(method)
         .uri(path)
         .header("host", "localhost")
         .header("content-type", "application/json");
@@ -781,6 +792,31 @@ async fn the_http_form_is_the_same_call(backend: Backend) {
     )
     .await;
     assert_eq!(status, 404);
+
+    // The catalogue, for DCAT harvesters, over the same edge: the published interface entry is
+    // a dataset with the interface as a data service.
+    let (status, headers_dcat, catalogue) = http_request(
+        &hub,
+        pki::department_files(&dir, USER),
+        "GET",
+        "/catalog.jsonld",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{catalogue}");
+    assert_eq!(
+        headers_dcat.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/ld+json")
+    );
+    assert!(
+        catalogue.contains(&code) && catalogue.contains("dcat:Catalog"),
+        "{catalogue}"
+    );
+    assert!(
+        !catalogue.contains(&upstream.server.url()),
+        "the upstream's address stays private"
+    );
 
     // In the trail as Invoke, marked as having come over HTTP.
     let events = audit_events(

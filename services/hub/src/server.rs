@@ -160,7 +160,8 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     let max = config.limits.max_message_bytes;
     // One authenticator for every service: the directory's changes to departments reach them all.
     let auth = Authenticator::new(store.clone());
-    let directory = DirectoryServiceServer::new(DirectoryApi::new(store.clone(), auth.clone()))
+    let directory_api = Arc::new(DirectoryApi::new(store.clone(), auth.clone()));
+    let directory = DirectoryServiceServer::from_arc(directory_api.clone())
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
     let registry = Registry::new(store.clone());
@@ -241,6 +242,7 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         metrics.clone(),
     ));
     let web = crate::web::routes(crate::web::Web {
+        directory: directory_api,
         interfaces: interface_api.clone(),
         audit: audit.clone(),
     });

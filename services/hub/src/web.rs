@@ -6,6 +6,8 @@
 //! - `POST /interfaces/<resource code>/<operation>`: InterfaceService.Invoke. The body is the
 //!   JSON request; the purpose (用途) comes in the `X-Xinqiao-Purpose` header (UTF-8) or the
 //!   `purpose` query parameter, a grant in `X-Xinqiao-Grant` or `grant_id`.
+//! - `GET /catalog.jsonld`: DirectoryService.ExportCatalog, the published catalogue as DCAT-AP
+//!   JSON-LD, for harvesters that speak HTTP.
 
 use std::sync::Arc;
 
@@ -15,9 +17,11 @@ use axum::response::Response;
 use http_body_util::{BodyExt, Limited};
 use tonic::Code;
 use xinqiao_proto::v1 as pb;
+use xinqiao_proto::v1::directory_service_server::DirectoryService;
 use xinqiao_proto::v1::interface_service_server::InterfaceService;
 
 use crate::audit::{AuditLog, CallNote, code_name};
+use crate::directory::DirectoryApi;
 use crate::interface::InterfaceApi;
 use crate::tls::PeerInfo;
 
@@ -26,6 +30,7 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 #[derive(Clone)]
 pub struct Web {
+    pub directory: Arc<DirectoryApi>,
     pub interfaces: Arc<InterfaceApi>,
     pub audit: AuditLog,
 }
@@ -34,6 +39,7 @@ pub struct Web {
 pub fn routes(web: Web) -> axum::Router {
     axum::Router::new()
         .route("/interfaces/{*path}", axum::routing::post(invoke))
+        .route("/catalog.jsonld", axum::routing::get(catalog))
         .with_state(web)
 }
 
@@ -127,6 +133,39 @@ fn percent_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The catalogue as DCAT-AP JSON-LD. A lookup, as on the gRPC edge: only a refusal is audited.
+async fn catalog(State(web): State<Web>, request: Request) -> Response {
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let peer = request.extensions().get::<PeerInfo>().cloned();
+    let note = CallNote::for_call(peer.as_ref(), "ExportCatalog", &request_id);
+    note.detail("via", "http");
+    let mut call = tonic::Request::new(pb::ExportCatalogRequest {
+        format: pb::CatalogFormat::DcatJsonld as i32,
+    });
+    if let Some(peer) = peer {
+        call.extensions_mut().insert(peer);
+    }
+    match web.directory.export_catalog(call).await {
+        Ok(answer) => {
+            let answer = answer.into_inner();
+            let mut response = json_response(200, answer.document, &request_id);
+            if let Ok(media) = http::HeaderValue::from_str(&answer.media_type) {
+                response.headers_mut().insert(http::header::CONTENT_TYPE, media);
+            }
+            response
+        }
+        Err(status) => {
+            if matches!(status.code(), Code::PermissionDenied | Code::Unauthenticated) {
+                note.detail("message", xinqiao_domain::text::shorten(status.message(), 300));
+                if let Err(e) = web.audit.record(note.event(code_name(status.code()))).await {
+                    return refusal(&crate::status::to_status(e), &request_id);
+                }
+            }
+            refusal(&status, &request_id)
+        }
+    }
 }
 
 async fn invoke(State(web): State<Web>, request: Request) -> Response {
