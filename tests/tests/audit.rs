@@ -525,7 +525,6 @@ async fn the_chain_verifies_and_a_changed_row_breaks_it(backend: Backend) {
 
 /// Every stored event, read from the store directly (a read over gRPC would be audited itself).
 async fn stored_chain(hub: &TestHub) -> Vec<xinqiao_domain::audit::ChainedEvent> {
-    use xinqiao_store::AuditStore as _;
     hub.store()
         .list_audit(&xinqiao_store::AuditFilter::default(), 0, 1000)
         .await
