@@ -1,12 +1,13 @@
 //! `xinqiao-bench`: the hub measured against its baselines, side by side in one run.
 //!
-//! Each pair (B1–B7 of issue #7) runs its contenders alternately for several rounds; the table
+//! Each pair (B1–B7 of issue #7, B8 of issue #12) runs its contenders alternately for several rounds; the table
 //! gives each side's median and spread (min–max over the rounds), the ratio of the medians and
 //! whether the goal is met. `--json FILE` writes the same. The hubs run in this process over a
 //! temporary SQLite file (or a fresh schema of `--database-url postgres://…`), and clients reach
 //! them over loopback with real mutual TLS.
 
 mod hub;
+mod interfaces;
 mod native;
 mod nats;
 mod raw;
@@ -351,6 +352,9 @@ impl Bench {
         if self.s.wants("B3") {
             self.drain_pairs(&hub, &mut catalog, &raw, native.as_mut()).await?;
         }
+        if self.s.wants("B8") {
+            self.b8(&hub).await?;
+        }
         raw.close().await;
         if let Some(native) = native {
             native.close().await;
@@ -362,6 +366,61 @@ impl Bench {
         if self.s.wants("B7") {
             self.b7().await?;
         }
+        Ok(())
+    }
+
+    /// B8: a service interface called through the hub against its upstream called directly, at 16
+    /// concurrent callers, the two in turn each round.
+    async fn b8(&mut self, hub: &Hub) -> Res<()> {
+        const CALLERS: usize = 16;
+        let s = self.s.clone();
+        progress("B8: starting the sample 身份核验 upstream and registering it");
+        let setup = interfaces::setup(hub, &self.dir().join("pki"), CALLERS as u32).await?;
+        let duration = Duration::from_secs_f64(s.b5_seconds);
+        let (mut ours, mut direct) = (Vec::new(), Vec::new());
+        for round in 0..s.rounds {
+            let mut pair = [("hub", &setup.hub), ("direct", &setup.direct)];
+            if round % 2 == 1 {
+                pair.reverse();
+            }
+            for (name, caller) in pair {
+                progress(&format!("B8: round {}/{}: {name}", round + 1, s.rounds));
+                let load = interfaces::load(caller, CALLERS, duration).await?;
+                if name == "hub" { &mut ours } else { &mut direct }.push(load);
+            }
+            if s.ours_only {
+                direct.clear();
+            }
+        }
+        let size = format!("{CALLERS} x {:.1}s x {}", s.b5_seconds, s.rounds);
+        let rates = |v: &[interfaces::Load]| v.iter().map(|l| l.rate).collect::<Vec<_>>();
+        let p99s = |v: &[interfaces::Load]| v.iter().map(|l| l.p99_ms).collect::<Vec<_>>();
+        let p50 = |v: &[interfaces::Load]| {
+            summary(&v.iter().map(|l| l.p50_ms).collect::<Vec<_>>())
+                .map(|x| format!("{:.2} ms", x.median))
+                .unwrap_or_default()
+        };
+        self.rows.push(
+            Row::new(
+                "B8",
+                "Invoke rate",
+                "the upstream called directly",
+                Unit::RequestsPerSec,
+                Goal::AtLeast(0.7),
+            )
+            .size(size.clone())
+            .samples(rates(&ours), rates(&direct))
+            .note(
+                "POST /verify of the sample 身份核验 upstream (HTTPS, client certificate required) in this process; \
+                     through the hub: mTLS gRPC, the read gate, request and answer schema checks, the audit trail",
+            ),
+        );
+        self.rows.push(
+            Row::new("B8", "Invoke p99", "direct p99", Unit::Millis, Goal::AtMost(2.0))
+                .size(size)
+                .samples(p99s(&ours), p99s(&direct))
+                .note(format!("p50: through the hub {}, direct {}", p50(&ours), p50(&direct))),
+        );
         Ok(())
     }
 
