@@ -30,7 +30,7 @@ const ID_NUMBER: &str = "11010519491231002X";
 #[derive(Clone)]
 pub enum Caller {
     /// InterfaceService.Invoke on the hub, as the provider itself (no rate of others' to mind).
-    Hub(InterfaceServiceClient<Channel>, pb::InvokeRequest),
+    Hub(Box<(InterfaceServiceClient<Channel>, pb::InvokeRequest)>),
     /// The upstream called directly through a pool of connections.
     Direct(Arc<Upstreams>, Arc<Interface>),
 }
@@ -38,7 +38,8 @@ pub enum Caller {
 impl Caller {
     async fn call(&mut self) -> Res<()> {
         match self {
-            Caller::Hub(client, request) => {
+            Caller::Hub(call) => {
+                let (client, request) = &mut **call;
                 let answer = client
                     .invoke(request.clone())
                     .await
@@ -184,7 +185,7 @@ pub async fn setup(hub: &Hub, pki_dir: &Path, concurrency: u32) -> Res<Setup> {
         grant_id: String::new(),
     };
     Ok(Setup {
-        hub: Caller::Hub(interfaces, request),
+        hub: Caller::Hub(Box::new((interfaces, request))),
         direct: Caller::Direct(Arc::new(direct), Arc::new(interface)),
         _upstream: upstream,
         _dir: dir,

@@ -90,38 +90,6 @@ pub(crate) fn interface_not_found(code: &str) -> Error {
     Error::NotFound(format!("interface {}", text::shorten(code, 64)))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_specification_reads_back_as_written() {
-        let spec = InterfaceSpec {
-            upstream: "https://h:1/x".into(),
-            upstream_ca_pem: "-----BEGIN CERTIFICATE-----\n".into(),
-            operations: vec![Operation {
-                name: "verify".into(),
-                method: Method::Get,
-                path: "/v".into(),
-                request_schema: SchemaRef {
-                    subject: "a".into(),
-                    version: 2,
-                },
-                response_schema: SchemaRef {
-                    subject: "b".into(),
-                    version: 3,
-                },
-                idempotent: true,
-            }],
-            timeout_ms: 100,
-            rate_per_minute: 60,
-            max_concurrency: 4,
-        };
-        assert_eq!(parse_spec(&spec_json(&spec).expect("encodes")).expect("parses"), spec);
-        assert!(parse_spec("{}").is_err());
-        assert!(parse_spec("not json").is_err());
-    }
-}
 
 pub(crate) const INTERFACE_COLUMNS: &str =
     "code, provider_code, spec, enabled, disabled_reason, registered_at, updated_at";
@@ -230,4 +198,37 @@ where
         registered_at: row.try_get("registered_at").map_err(get_err)?,
         updated_at: row.try_get("updated_at").map_err(get_err)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_specification_reads_back_as_written() {
+        let spec = InterfaceSpec {
+            upstream: "https://h:1/x".into(),
+            upstream_ca_pem: "-----BEGIN CERTIFICATE-----\n".into(),
+            operations: vec![Operation {
+                name: "verify".into(),
+                method: Method::Get,
+                path: "/v".into(),
+                request_schema: SchemaRef {
+                    subject: "a".into(),
+                    version: 2,
+                },
+                response_schema: SchemaRef {
+                    subject: "b".into(),
+                    version: 3,
+                },
+                idempotent: true,
+            }],
+            timeout_ms: 100,
+            rate_per_minute: 60,
+            max_concurrency: 4,
+        };
+        assert_eq!(parse_spec(&spec_json(&spec).expect("encodes")).expect("parses"), spec);
+        assert!(parse_spec("{}").is_err());
+        assert!(parse_spec("not json").is_err());
+    }
 }
