@@ -1068,6 +1068,7 @@ pub fn application(dataset: &str, fields: &[&str]) -> pb::AccessApplication {
         period_from: today.to_string(),
         period_until: (today + chrono::Duration::days(365)).to_string(),
         business_system: "社会救助信息系统".into(),
+        operations: vec![],
     }
 }
 
@@ -1086,6 +1087,7 @@ pub fn approval(fields: &[&str], masks: &[(&str, &str)]) -> pb::ApproveRequestRe
         masks: masks.iter().map(|(f, r)| mask(f, r)).collect(),
         expires_at: None,
         note: String::new(),
+        operations: vec![],
     }
 }
 

@@ -866,9 +866,24 @@ async fn a_conditional_interface_answers_under_a_grant_projected_and_masked(back
         Code::InvalidArgument,
     );
     assert!(status.message().contains("salary"), "{}", status.message());
+    // An interface is applied for by operation.
+    let status = refused(
+        access
+            .request_access(request_access(application(&code, &["id_number", "match", "mobile"])))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&status), ["operations"], "{}", status.message());
     let request = ok(access
-        .request_access(request_access(application(&code, &["id_number", "match", "mobile"])))
+        .request_access(request_access(pb::AccessApplication {
+            operations: vec!["verify".into()],
+            ..application(&code, &["id_number", "match", "mobile"])
+        }))
         .await);
+    assert_eq!(
+        request.application.as_ref().expect("application").operations,
+        ["verify"]
+    );
     let approved = ok(hub
         .access(PROVIDER)
         .await
@@ -903,6 +918,18 @@ async fn a_conditional_interface_answers_under_a_grant_projected_and_masked(back
     let last = events.last().expect("recorded");
     assert_eq!(last.outcome, "OK");
     assert_eq!(json(&last.detail)["grant"], approved.grant_id.as_str());
+    // The grant names the operations it covers: the others are refused before the upstream.
+    let r = invoke(
+        &mut user,
+        pb::InvokeRequest {
+            operation: "status".into(),
+            request_json: "{}".into(),
+            ..verify(&code, "", "")
+        },
+    )
+    .await;
+    refused_with(r, Code::PermissionDenied, "covers the operations verify");
+    assert_eq!(upstream.server.requests(), 1);
 
     // Revoked: refused at once, naming why.
     ok(hub

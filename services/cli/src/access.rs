@@ -74,6 +74,9 @@ enum AccessCommand {
         /// 应用系统: the business system that will use the data.
         #[arg(long, value_name = "NAME")]
         system: String,
+        /// The operations of an interface (接口) you need, comma-separated (none for a dataset).
+        #[arg(long, value_delimiter = ',', value_name = "OPERATION,…")]
+        operations: Vec<String>,
     },
     /// Approve a pending request (provider): possibly fewer fields, masking, an earlier expiry.
     Approve {
@@ -93,6 +96,10 @@ enum AccessCommand {
         /// A note to the applicant.
         #[arg(long, default_value = "")]
         note: String,
+        /// Grant only these of the requested operations of an interface, comma-separated
+        /// [default: as requested].
+        #[arg(long, value_delimiter = ',', value_name = "OPERATION,…")]
+        operations: Vec<String>,
     },
     /// Refuse a pending request (provider); the reason is mandatory.
     Reject {
@@ -247,7 +254,7 @@ pub fn request_json(r: &pb::AccessRequest) -> Value {
     let a = r.application.clone().unwrap_or_default();
     json!({
         "request_id": r.request_id, "state": request_state_code(r.state),
-        "dataset": a.dataset, "purpose": a.purpose, "scope": a.scope, "fields": a.fields,
+        "dataset": a.dataset, "purpose": a.purpose, "scope": a.scope, "fields": a.fields, "operations": a.operations,
         "period_from": a.period_from, "period_until": a.period_until, "business_system": a.business_system,
         "applicant_code": r.applicant_code, "provider_code": r.provider_code,
         "submitted_at": output::time(&r.submitted_at), "due_on": r.due_on, "overdue": r.overdue,
@@ -260,7 +267,7 @@ pub fn grant_json(g: &pb::AccessGrant) -> Value {
     json!({
         "grant_id": g.grant_id, "request_id": g.request_id, "dataset": g.dataset,
         "provider_code": g.provider_code, "grantee_code": g.grantee_code, "purpose": g.purpose,
-        "business_system": g.business_system, "fields": g.fields,
+        "business_system": g.business_system, "fields": g.fields, "operations": g.operations,
         "masks": g.masks.iter().map(|m| json!({"field": m.field, "rule": m.rule})).collect::<Vec<_>>(),
         "state": grant_state_code(g.state), "granted_at": output::time(&g.granted_at), "granted_by": g.granted_by,
         "expires_at": output::time(&g.expires_at), "revoked_at": output::time(&g.revoked_at),
@@ -278,6 +285,9 @@ pub fn print_request(r: &pb::AccessRequest) {
     out!("  purpose (用途):  {}", a.purpose);
     out!("  scope:           {}", a.scope);
     out!("  system:          {}", a.business_system);
+    if !a.operations.is_empty() {
+        out!("  operations:      {}", a.operations.join(", "));
+    }
     if !a.fields.is_empty() {
         out!("  fields:          {}", a.fields.join(", "));
     }
@@ -316,6 +326,9 @@ pub fn print_grant(g: &pb::AccessGrant) {
     out!("  provider:        {}", g.provider_code);
     out!("  purpose (用途):  {}", g.purpose);
     out!("  system:          {}", g.business_system);
+    if !g.operations.is_empty() {
+        out!("  operations:      {}", g.operations.join(", "));
+    }
     if !g.fields.is_empty() {
         out!("  fields:          {}", g.fields.join(", "));
     }
@@ -413,6 +426,7 @@ pub async fn run(args: AccessArgs) -> CliResult {
             from,
             until,
             system,
+            operations,
         } => {
             let from = from.unwrap_or_else(|| china_day(Utc::now()));
             let request = pb::RequestAccessRequest {
@@ -424,6 +438,7 @@ pub async fn run(args: AccessArgs) -> CliResult {
                     period_from: from.to_string(),
                     period_until: until.to_string(),
                     business_system: system,
+                    operations: operations.into_iter().map(|o| o.trim().to_string()).collect(),
                 }),
             };
             let r = client.request_access(request).await.map_err(explain)?.into_inner();
@@ -435,6 +450,7 @@ pub async fn run(args: AccessArgs) -> CliResult {
             masks,
             expires,
             note,
+            operations,
         } => {
             let request = pb::ApproveRequestRequest {
                 request_id: id,
@@ -442,6 +458,7 @@ pub async fn run(args: AccessArgs) -> CliResult {
                 masks,
                 expires_at: expires.map(convert::timestamp),
                 note,
+                operations: operations.into_iter().map(|o| o.trim().to_string()).collect(),
             };
             let r = client.approve_request(request).await.map_err(explain)?.into_inner();
             // The approval issued a grant: show what it allows.

@@ -230,6 +230,7 @@ async fn conditional_sharing(
         period_from: today.to_string(),
         period_until: until.to_string(),
         business_system: "社会保险经办系统".into(),
+        operations: vec![],
     };
     let request = ok(hrss_access
         .request_access(pb::RequestAccessRequest {
@@ -260,6 +261,7 @@ async fn conditional_sharing(
             masks: vec![mask("resident_id", "resident_id"), mask("name", "name")],
             expires_at: None,
             note: "户籍地址不在核验身份所需范围内，不予提供".into(),
+            operations: vec![],
         })
         .await)?;
     let grant = ok(police_access

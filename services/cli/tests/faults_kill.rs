@@ -447,6 +447,7 @@ fn application(dataset: &str) -> pb::AccessApplication {
         period_from: chrono::Utc::now().format("%Y-%m-%d").to_string(),
         period_until: until.to_string(),
         business_system: "社会保险经办系统".into(),
+        operations: vec![],
     }
 }
 

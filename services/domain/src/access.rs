@@ -80,6 +80,8 @@ pub struct AccessApplication {
     pub period_until: NaiveDate,
     /// 应用系统: the business system that will use the data.
     pub business_system: String,
+    /// The operations of an interface (接口共享) asked for; empty for a dataset.
+    pub operations: Vec<String>,
 }
 
 /// An access request (共享申请) and its answer.
@@ -133,6 +135,8 @@ pub struct AccessGrant {
     /// Only these fields are sent (table datasets; empty for file datasets, which are sent whole).
     pub fields: Vec<String>,
     pub masks: Vec<(String, MaskRule)>,
+    /// The operations of an interface it allows calling; empty for a dataset.
+    pub operations: Vec<String>,
     pub granted_at: DateTime<Utc>,
     pub granted_by: String,
     pub expires_at: DateTime<Utc>,
@@ -155,6 +159,20 @@ impl AccessGrant {
     pub fn is_active(&self, now: DateTime<Utc>) -> bool {
         self.state(now) == GrantState::Active
     }
+
+    /// Whether the grant lets its grantee call an interface's operation.
+    pub fn covers_operation(&self, operation: &str) -> Result<()> {
+        if self.operations.is_empty() || self.operations.iter().any(|o| o == operation) {
+            return Ok(());
+        }
+        Err(Error::PermissionDenied(format!(
+            "grant {} covers the operations {} of {}, not '{}'; apply for access to it",
+            self.id,
+            self.operations.join(", "),
+            self.dataset,
+            text::shorten(operation, 64)
+        )))
+    }
 }
 
 /// The provider's answer when it approves.
@@ -166,6 +184,8 @@ pub struct Approval {
     /// Unset: the end of the requested period.
     pub expires_at: Option<DateTime<Utc>>,
     pub note: String,
+    /// A subset of the requested operations of an interface; empty means as requested.
+    pub operations: Vec<String>,
 }
 
 /// What a dataset's records look like, as far as an application needs to know.
@@ -175,6 +195,8 @@ pub struct RecordShape {
     /// Top-level properties of the schema (table datasets).
     pub properties: Vec<String>,
     pub key: Vec<String>,
+    /// The operations of an interface (empty for a dataset): an application names those it needs.
+    pub operations: Vec<String>,
 }
 
 /// Required free text; reasons and descriptions may span lines.
@@ -253,6 +275,23 @@ pub fn apply(
         }
         DatasetKind::File => {}
     }
+    if shape.operations.is_empty() && !application.operations.is_empty() {
+        v.add("operations", "a dataset has no operations: request none");
+    } else if !shape.operations.is_empty() && application.operations.is_empty() {
+        v.add(
+            "operations",
+            format!(
+                "name the operations of the interface you need ({})",
+                shape.operations.join(", ")
+            ),
+        );
+    }
+    check_operations(
+        &mut v,
+        &application.operations,
+        &shape.operations,
+        "is not an operation of the interface",
+    );
     if application.period_until < application.period_from {
         v.add("period_until", "is before period_from");
     } else if application.period_until < today {
@@ -315,8 +354,30 @@ pub fn withdraw(caller: &Caller, request: &AccessRequest) -> Result<()> {
     pending(request)
 }
 
-/// What an approval grants: the fields, their masks and the expiry.
-pub type GrantTerms = (Vec<String>, Vec<(String, MaskRule)>, DateTime<Utc>);
+/// What an approval grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantTerms {
+    pub fields: Vec<String>,
+    pub masks: Vec<(String, MaskRule)>,
+    pub expires_at: DateTime<Utc>,
+    /// The operations of an interface (empty for a dataset).
+    pub operations: Vec<String>,
+}
+
+/// Each operation named once, and one of `allowed`.
+fn check_operations(v: &mut Violations, operations: &[String], allowed: &[String], not_allowed: &str) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, name) in operations.iter().enumerate() {
+        if !allowed.contains(name) {
+            v.add(
+                format!("operations[{i}]"),
+                format!("'{}' {not_allowed}", text::shorten(name, 64)),
+            );
+        } else if !seen.insert(name) {
+            v.add(format!("operations[{i}]"), format!("'{name}' appears twice"));
+        }
+    }
+}
 
 /// Checks an approval against the request and the records' shape, and returns the grant's fields,
 /// masks and expiry. Granted fields are a subset of the requested ones and keep the key properties;
@@ -341,8 +402,19 @@ pub fn approve(
             "a file dataset is granted whole: files are sent as they are, without fields or masking",
         ));
     }
+    let operations = if approval.operations.is_empty() {
+        request.application.operations.clone()
+    } else {
+        approval.operations.clone()
+    };
     let mut v = Violations::new();
     check_fields(&mut v, "fields", &fields, shape);
+    check_operations(
+        &mut v,
+        &operations,
+        &request.application.operations,
+        "was not requested; an approval may only narrow the operations",
+    );
     v.into_result()?;
     for (i, name) in fields.iter().enumerate() {
         if !request.application.fields.contains(name) {
@@ -389,7 +461,12 @@ pub fn approve(
             ),
         ));
     }
-    Ok((fields, approval.masks.clone(), expires_at))
+    Ok(GrantTerms {
+        fields,
+        masks: approval.masks.clone(),
+        expires_at,
+        operations,
+    })
 }
 
 /// Who may see a grant: its grantee, its provider and the admin.
@@ -839,6 +916,7 @@ mod tests {
             kind: DatasetKind::Table,
             properties: vec!["id".into(), "name".into(), "mobile".into(), "income".into()],
             key: vec!["id".into()],
+            operations: vec![],
         }
     }
 
@@ -851,6 +929,7 @@ mod tests {
             period_from: d(2026, 12, 1),
             period_until: d(2027, 11, 30),
             business_system: "低保审批系统".into(),
+            operations: vec![],
         }
     }
 
@@ -884,6 +963,7 @@ mod tests {
                 ("id".into(), MaskRule::ResidentId),
                 ("name".into(), MaskRule::PersonalName),
             ],
+            operations: vec![],
             granted_at: at("2026-11-28T00:00:00Z"),
             granted_by: PROVIDER.into(),
             expires_at: at(expires),
@@ -974,21 +1054,78 @@ mod tests {
     }
 
     #[test]
+    fn an_interface_is_applied_for_and_granted_by_operation() {
+        let user = Caller::Department(USER.into());
+        let owner = Caller::Department(PROVIDER.into());
+        let e = entry(ShareType::Conditional, EntryState::Published);
+        let today = d(2026, 11, 28);
+        let interface = RecordShape {
+            operations: vec!["verify".into(), "lookup".into()],
+            ..shape()
+        };
+        let mut a = application();
+        let Err(Error::InvalidArgument(v)) = apply(&user, &e, &interface, &a, today) else {
+            panic!("an interface needs its operations named");
+        };
+        assert_eq!(v[0].field, "operations");
+        a.operations = vec!["verify".into(), "delete".into(), "verify".into()];
+        let Err(Error::InvalidArgument(v)) = apply(&user, &e, &interface, &a, today) else {
+            panic!("only its operations, each once");
+        };
+        let fields: Vec<&str> = v.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["operations[1]", "operations[2]"]);
+        a.operations = vec!["verify".into(), "lookup".into()];
+        assert!(apply(&user, &e, &interface, &a, today).is_ok());
+        assert!(
+            apply(&user, &e, &shape(), &a, today).is_err(),
+            "a dataset has no operations"
+        );
+
+        let mut r = request(RequestState::Pending);
+        r.application = a;
+        let now = at("2026-11-28T02:00:00Z");
+        let all = approve(&owner, &r, &interface, &Approval::default(), now).expect("as requested");
+        assert_eq!(all.operations, ["verify", "lookup"]);
+        let narrowed = Approval {
+            operations: vec!["verify".into()],
+            ..Approval::default()
+        };
+        let terms = approve(&owner, &r, &interface, &narrowed, now).expect("narrowed");
+        assert_eq!(terms.operations, ["verify"]);
+        let wider = Approval {
+            operations: vec!["export".into()],
+            ..Approval::default()
+        };
+        assert!(approve(&owner, &r, &interface, &wider, now).is_err());
+
+        let mut g = grant("g1", "2027-01-01T00:00:00Z", false);
+        g.operations = terms.operations;
+        assert!(g.covers_operation("verify").is_ok());
+        assert!(matches!(g.covers_operation("lookup"), Err(Error::PermissionDenied(_))));
+        g.operations.clear();
+        assert!(
+            g.covers_operation("anything").is_ok(),
+            "a dataset's grant names no operation"
+        );
+    }
+
+    #[test]
     fn approvals_only_narrow_keep_the_key_and_end_within_the_period() {
         let owner = Caller::Department(PROVIDER.into());
         let user = Caller::Department(USER.into());
         let now = at("2026-11-28T02:00:00Z");
         let r = request(RequestState::Pending);
-        let (fields, masks, expires) = approve(&owner, &r, &shape(), &Approval::default(), now).expect("approved");
-        assert_eq!(fields, r.application.fields);
-        assert!(masks.is_empty());
-        assert_eq!(expires, at("2027-11-30T16:00:00Z"));
+        let terms = approve(&owner, &r, &shape(), &Approval::default(), now).expect("approved");
+        assert_eq!(terms.fields, r.application.fields);
+        assert!(terms.masks.is_empty() && terms.operations.is_empty());
+        assert_eq!(terms.expires_at, at("2027-11-30T16:00:00Z"));
 
         let narrowed = Approval {
             fields: vec!["id".into(), "name".into()],
             masks: vec![("id".into(), MaskRule::ResidentId)],
             expires_at: Some(at("2027-01-01T00:00:00Z")),
             note: "仅限核验".into(),
+            operations: vec![],
         };
         assert!(approve(&owner, &r, &shape(), &narrowed, now).is_ok());
         assert!(matches!(

@@ -107,6 +107,7 @@ fn request_api(r: AccessRequest) -> pb::AccessRequest {
             period_from: r.application.period_from.to_string(),
             period_until: r.application.period_until.to_string(),
             business_system: r.application.business_system,
+            operations: r.application.operations,
         }),
         provider_code: r.provider_code,
         applicant_code: r.applicant_code,
@@ -144,6 +145,7 @@ fn grant_api(g: AccessGrant) -> pb::AccessGrant {
         revoked_at: g.revoked_at.map(timestamp),
         revoked_by: g.revoked_by,
         revoke_reason: g.revoke_reason,
+        operations: g.operations,
     }
 }
 
@@ -261,6 +263,7 @@ impl AccessApi {
                 kind: DatasetKind::Table,
                 properties,
                 key: Vec::new(),
+                operations: interface.spec.operations.iter().map(|o| o.name.clone()).collect(),
             };
             return Ok(shape);
         };
@@ -281,6 +284,7 @@ impl AccessApi {
             kind: dataset.kind,
             properties,
             key: dataset.key.clone(),
+            operations: Vec::new(),
         };
         Ok(shape)
     }
@@ -341,6 +345,7 @@ impl AccessService for AccessApi {
                 period_from: date("period_from", &a.period_from)?,
                 period_until: date("period_until", &a.period_until)?,
                 business_system: a.business_system.trim().to_string(),
+                operations: a.operations,
             };
             let now = crate::clock::now();
             let today = china_day(now);
@@ -385,9 +390,10 @@ impl AccessService for AccessApi {
                 masks: masks("masks", &r.masks)?,
                 expires_at: convert::time("expires_at", r.expires_at)?,
                 note: r.note.trim().to_string(),
+                operations: r.operations,
             };
             let now = crate::clock::now();
-            let (fields, masks, expires_at) = rules::approve(&caller, &pending, &shape, &approval, now)?;
+            let terms = rules::approve(&caller, &pending, &shape, &approval, now)?;
             let grant = AccessGrant {
                 id: new_id(),
                 request_id: pending.id.clone(),
@@ -396,11 +402,12 @@ impl AccessService for AccessApi {
                 grantee_code: pending.applicant_code.clone(),
                 purpose: pending.application.purpose.clone(),
                 business_system: pending.application.business_system.clone(),
-                fields,
-                masks,
+                fields: terms.fields,
+                masks: terms.masks,
+                operations: terms.operations,
                 granted_at: now,
                 granted_by: caller.actor(),
-                expires_at,
+                expires_at: terms.expires_at,
                 revoked_at: None,
                 revoked_by: String::new(),
                 revoke_reason: String::new(),
@@ -414,6 +421,9 @@ impl AccessService for AccessApi {
             note.detail("grant", grant.id.clone());
             note.detail("grantee", grant.grantee_code.clone());
             note.detail("fields", grant.fields.clone());
+            if !grant.operations.is_empty() {
+                note.detail("operations", grant.operations.clone());
+            }
             note.detail(
                 "masks",
                 masks_api(&grant.masks)

@@ -149,6 +149,9 @@ impl InterfaceApi {
             .ok_or_else(|| not_registered(&entry.resource_code))?;
         let operation = rules::callable(&interface, &r.operation)?.clone();
         trace.called = Some((interface.code.clone(), operation.name.clone()));
+        if let Some(grant) = basis.grant() {
+            grant.covers_operation(&operation.name)?;
+        }
         if let Some(department) = caller.department() {
             self.take_rate(&interface, department)?;
         }

@@ -3177,6 +3177,7 @@ fn request_for(id: &str, dataset: &Dataset, applicant: &str, due_on: NaiveDate) 
             period_from: day(1),
             period_until: day(31),
             business_system: "行政审批系统".into(),
+            operations: vec![],
         },
         provider_code: dataset.provider_code.clone(),
         applicant_code: applicant.into(),
@@ -3225,6 +3226,7 @@ fn approval(request: &AccessRequest, grant_id: &str, expires_at: DateTime<Utc>) 
         business_system: request.application.business_system.clone(),
         fields: request.application.fields.clone(),
         masks,
+        operations: request.application.operations.clone(),
         granted_at: at,
         granted_by: request.provider_code.clone(),
         expires_at,
@@ -4680,6 +4682,7 @@ async fn requests_and_grants_may_be_for_an_interface(store: Arc<dyn Store>) {
     let p = parties(&*store).await;
     let mut on_interface = request_for("req-09", &p.table, &p.user, day(10));
     on_interface.application.dataset = "101/000009".into();
+    on_interface.application.operations = vec!["verify".into(), "lookup".into()];
     let stored = store
         .create_request(&on_interface)
         .await
@@ -4690,4 +4693,11 @@ async fn requests_and_grants_may_be_for_an_interface(store: Arc<dyn Store>) {
         ..RequestFilter::default()
     };
     assert_eq!(request_ids(&*store, by_code).await, ["req-09"]);
+
+    // Approved for one of the operations: the grant keeps which.
+    let (answered, mut grant) = approval(&stored, "grant-09", t(86_400 * 20));
+    grant.operations = vec!["verify".into()];
+    let settled = store.settle_request(&answered, Some(&grant)).await.expect("settle");
+    assert_eq!(settled.application.operations, ["verify", "lookup"]);
+    assert_eq!(store.get_grant("grant-09").await.expect("get"), Some(grant));
 }

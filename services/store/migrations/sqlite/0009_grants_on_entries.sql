@@ -1,10 +1,11 @@
 -- no-transaction
 -- Access requests and grants are for what a catalogue entry shares: a dataset's records, or an
 -- interface's answers (接口共享). Their `dataset` column names the entry's resource code of
--- either, without a foreign key to datasets. SQLite cannot drop a constraint, so the two tables
--- are rebuilt as its manual describes ("Making Other Kinds Of Table Schema Changes"): foreign
--- keys off on this connection, one transaction, the rows copied whole. Run again, it rebuilds
--- them again, the same.
+-- either, without a foreign key to datasets; for an interface, they name the operations asked
+-- for and granted (a JSON array of names, empty for a dataset). SQLite cannot drop a constraint,
+-- so the two tables are rebuilt as its manual describes ("Making Other Kinds Of Table Schema
+-- Changes"): foreign keys off on this connection, one transaction, the rows copied. It is meant
+-- to run once: run again, it rebuilds the tables again with every row's operations emptied.
 PRAGMA foreign_keys = OFF;
 
 BEGIN IMMEDIATE;
@@ -27,7 +28,8 @@ CREATE TABLE access_requests_rebuilt (
     answered_at     TEXT,
     answered_by     TEXT NOT NULL,
     reason          TEXT NOT NULL,
-    grant_id        TEXT
+    grant_id        TEXT,
+    operations      TEXT NOT NULL DEFAULT '[]'
 ) STRICT;
 INSERT INTO access_requests_rebuilt (id, dataset, provider_code, applicant_code, purpose, scope, fields,
     period_from, period_until, business_system, state, submitted_at, due_on, answered_at, answered_by, reason,
@@ -58,7 +60,8 @@ CREATE TABLE access_grants_rebuilt (
     expires_at      TEXT NOT NULL,
     revoked_at      TEXT,
     revoked_by      TEXT NOT NULL,
-    revoke_reason   TEXT NOT NULL
+    revoke_reason   TEXT NOT NULL,
+    operations      TEXT NOT NULL DEFAULT '[]'
 ) STRICT;
 INSERT INTO access_grants_rebuilt (id, request_id, dataset, provider_code, grantee_code, purpose,
     business_system, fields, masks, granted_at, granted_by, expires_at, revoked_at, revoked_by, revoke_reason)

@@ -20,16 +20,18 @@ use crate::exchange::to_db;
 use crate::{AccessStore, GrantFilter, ReportFilter, RequestFilter};
 
 const REQUEST_COLUMNS: &str = "id, dataset, provider_code, applicant_code, purpose, scope, fields, period_from, \
-     period_until, business_system, state, submitted_at, due_on, answered_at, answered_by, reason, grant_id";
+     period_until, business_system, state, submitted_at, due_on, answered_at, answered_by, reason, grant_id, \
+     operations";
 
 const GRANT_COLUMNS: &str = "id, request_id, dataset, provider_code, grantee_code, purpose, business_system, fields, \
-     masks, granted_at, granted_by, expires_at, revoked_at, revoked_by, revoke_reason";
+     masks, granted_at, granted_by, expires_at, revoked_at, revoked_by, revoke_reason, operations";
 
 const REPORT_COLUMNS: &str = "id, dataset, provider_code, reporter_code, sequence, key, description, state, \
      reported_at, resolved_at, resolved_by, resolution, corrected_sequence";
 
 fn request(row: &PgRow) -> Result<AccessRequest> {
     let fields: String = get(row, "fields")?;
+    let operations: String = get(row, "operations")?;
     let state: String = get(row, "state")?;
     Ok(AccessRequest {
         id: get(row, "id")?,
@@ -41,6 +43,7 @@ fn request(row: &PgRow) -> Result<AccessRequest> {
             period_from: get(row, "period_from")?,
             period_until: get(row, "period_until")?,
             business_system: get(row, "business_system")?,
+            operations: parse_fields(&operations, "access_requests.operations")?,
         },
         provider_code: get(row, "provider_code")?,
         applicant_code: get(row, "applicant_code")?,
@@ -57,6 +60,7 @@ fn request(row: &PgRow) -> Result<AccessRequest> {
 fn grant(row: &PgRow) -> Result<AccessGrant> {
     let fields: String = get(row, "fields")?;
     let masks: String = get(row, "masks")?;
+    let operations: String = get(row, "operations")?;
     Ok(AccessGrant {
         id: get(row, "id")?,
         request_id: get(row, "request_id")?,
@@ -67,6 +71,7 @@ fn grant(row: &PgRow) -> Result<AccessGrant> {
         business_system: get(row, "business_system")?,
         fields: parse_fields(&fields, "access_grants.fields")?,
         masks: parse_masks(&masks)?,
+        operations: parse_fields(&operations, "access_grants.operations")?,
         granted_at: get(row, "granted_at")?,
         granted_by: get(row, "granted_by")?,
         expires_at: get(row, "expires_at")?,
@@ -142,8 +147,8 @@ fn page(query: &mut QueryBuilder<Postgres>, after: Option<&str>, limit: u32) {
 async fn insert_grant(conn: &mut PgConnection, grant: &AccessGrant) -> Result<()> {
     sqlx::query(
         "INSERT INTO access_grants (id, request_id, dataset, provider_code, grantee_code, purpose, business_system, \
-         fields, masks, granted_at, granted_by, expires_at, revoked_at, revoked_by, revoke_reason) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         fields, masks, granted_at, granted_by, expires_at, revoked_at, revoked_by, revoke_reason, operations) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(&grant.id)
     .bind(&grant.request_id)
@@ -160,6 +165,7 @@ async fn insert_grant(conn: &mut PgConnection, grant: &AccessGrant) -> Result<()
     .bind(grant.revoked_at.map(stored_time))
     .bind(&grant.revoked_by)
     .bind(&grant.revoke_reason)
+    .bind(fields_json(&grant.operations)?)
     .execute(conn)
     .await
     .map_err(|e| dataset_write_error(e, &grant.dataset, &format!("grant {}", grant.id)))?;
@@ -191,6 +197,7 @@ impl AccessStore for PgStore {
         values.push_bind(&new.answered_by);
         values.push_bind(&new.reason);
         values.push_bind(new.grant_id.as_deref());
+        values.push_bind(fields_json(&application.operations)?);
         query.push(") RETURNING ").push(REQUEST_COLUMNS);
         let row = query
             .build()
