@@ -24,6 +24,7 @@ use xinqiao_store::Store;
 
 use crate::audit::CallNote;
 use crate::auth::Authenticator;
+use crate::cache::{Cache, FRESH_FOR};
 use crate::convert::timestamp;
 use crate::exchange::{ReadRequest, authorise_use, note_basis};
 use crate::metrics::Metrics;
@@ -47,7 +48,16 @@ pub struct InterfaceApi {
     metrics: Metrics,
     /// Each department's calls per interface.
     rates: Mutex<HashMap<(String, String), RateBucket>>,
+    /// Interfaces as last read, for a second (this node forgets one it changes at once; another
+    /// node's change is seen within the second, as with catalogue entries).
+    interfaces: Cache<String, Arc<Interface>>,
+    /// Compiled request and response schemas: a registered version never changes.
+    validators: Cache<(String, u32), Arc<xinqiao_schema::CompiledSchema>>,
 }
+
+/// How long a compiled schema version is kept (its content never changes; only so the map is
+/// renewed now and then).
+const VALIDATORS_FRESH_FOR: Duration = Duration::from_secs(600);
 
 impl InterfaceApi {
     pub fn new(
@@ -65,7 +75,21 @@ impl InterfaceApi {
             hub,
             metrics,
             rates: Mutex::new(HashMap::new()),
+            interfaces: Cache::new(FRESH_FOR),
+            validators: Cache::new(VALIDATORS_FRESH_FOR),
         }
+    }
+
+    /// The interface of an entry, from the cache when fresh.
+    async fn current(&self, code: &str) -> Result<Option<Arc<Interface>>> {
+        if let Some(found) = self.interfaces.get(&code.to_string()) {
+            return Ok(Some(found));
+        }
+        let found = self.store.get_interface(code).await?.map(Arc::new);
+        if let Some(interface) = &found {
+            self.interfaces.put(code.to_string(), interface.clone());
+        }
+        Ok(found)
     }
 
     /// The interface of an entry the caller may see.
@@ -124,8 +148,14 @@ impl InterfaceApi {
     }
 
     async fn validator(&self, schema: &SchemaRef) -> Result<Arc<xinqiao_schema::CompiledSchema>> {
+        let key = (schema.subject.clone(), schema.version);
+        if let Some(found) = self.validators.get(&key) {
+            return Ok(found);
+        }
         let registered = self.registry.resolve(&schema.subject, schema.version, true).await?;
-        self.registry.validator(&registered, FormatMode::Strict).await
+        let compiled = self.registry.validator(&registered, FormatMode::Strict).await?;
+        self.validators.put(key, compiled.clone());
+        Ok(compiled)
     }
 
     /// The body of Invoke. `trace` learns the interface and operation once they are known to
@@ -143,8 +173,7 @@ impl InterfaceApi {
         let (entry, basis) = authorise_use(self.store.as_ref(), caller, &read, "interface", Some(note)).await?;
         note_basis(note, &basis);
         let interface = self
-            .store
-            .get_interface(&entry.resource_code)
+            .current(&entry.resource_code)
             .await?
             .ok_or_else(|| not_registered(&entry.resource_code))?;
         let operation = rules::callable(&interface, &r.operation)?.clone();
@@ -479,6 +508,7 @@ impl InterfaceService for InterfaceApi {
                 .store
                 .put_interface(&entry.resource_code, &entry.provider_code, &spec, crate::clock::now())
                 .await?;
+            self.interfaces.forget(&stored.code);
             note.detail("upstream", stored.spec.upstream.clone());
             note.detail(
                 "operations",
@@ -554,6 +584,7 @@ impl InterfaceService for InterfaceApi {
                 .store
                 .disable_interface(&interface.code, r.reason.trim(), crate::clock::now())
                 .await?;
+            self.interfaces.forget(&disabled.code);
             Ok(interface_api(disabled))
         })
         .await
