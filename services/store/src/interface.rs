@@ -90,7 +90,6 @@ pub(crate) fn interface_not_found(code: &str) -> Error {
     Error::NotFound(format!("interface {}", text::shorten(code, 64)))
 }
 
-
 pub(crate) const INTERFACE_COLUMNS: &str =
     "code, provider_code, spec, enabled, disabled_reason, registered_at, updated_at";
 
