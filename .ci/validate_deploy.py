@@ -162,8 +162,8 @@ class Source:
         family_labels = set(re.findall(r'\(\s*"(\w+)"\s*,', m.group(1))) if m else set()
         for name, _ in dataset_families:
             labels[name] |= family_labels
-        for name, label in re.findall(r'histogram\(\s*out,\s*"(xinqiao_\w+)",\s*"(\w+)"', text):
-            labels[name].add(label)
+        for name, body in re.findall(r'histogram\(\s*out,\s*"(xinqiao_\w+)",\s*&\[(.*?)\]', text, re.S):
+            labels[name].update(re.findall(r'\(\s*"(\w+)"\s*,', body))
         series: dict[str, set[str]] = {}
         for name, kind in kinds.items():
             if kind == "histogram":
