@@ -168,7 +168,7 @@ impl Raw {
 }
 
 /// One batch in PostgreSQL's binary COPY format.
-fn copy_binary(dataset: &str, first: i64, rows: &[(&str, &str)], at: DateTime<Utc>) -> Vec<u8> {
+pub fn copy_binary(dataset: &str, first: i64, rows: &[(&str, &str)], at: DateTime<Utc>) -> Vec<u8> {
     let size: usize = rows.iter().map(|(k, r)| k.len() + r.len() + dataset.len() + 60).sum();
     let mut out = Vec::with_capacity(size + 32);
     out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
