@@ -189,7 +189,9 @@ async fn the_scorecard_counts_what_was_pulled_and_the_report_shows_the_same() {
     let score_text = format!("{score:.1}");
     assert!(table.contains("rank") && table.contains(&score_text), "{table}");
     assert!(
-        table.contains(&format!("records used by others {RECORDS}, using departments 1")),
+        table.contains(&format!(
+            "records used by others {RECORDS}, interface calls answered 0, using departments 1"
+        )),
         "{table}"
     );
     assert!(table.contains("responsiveness 响应       —"), "{table}");
