@@ -123,40 +123,7 @@ const KINDS: &[(&str, &str)] = &[
 
 fn entry_content(i: usize) -> pb::EntryContent {
     let (name, summary) = KINDS[i % KINDS.len()];
-    let item = |name: &str, data_type: &str, length: u32| pb::DataItem {
-        name: name.into(),
-        data_type: data_type.into(),
-        length,
-        sensitive: false,
-        description: String::new(),
-    };
-    pb::EntryContent {
-        name: format!("{name}（基准测试 {i}）"),
-        classification: "102001".into(),
-        summary: summary.into(),
-        format: pb::ResourceFormat::Database as i32,
-        items: vec![
-            item("统一社会信用代码", "字符型", 18),
-            item("名称", "字符型", 200),
-            item("法定代表人", "字符型", 50),
-            item("成立日期", "日期型", 8),
-            item("经营状态", "字符型", 20),
-        ],
-        share: Some(pb::ShareAttributes {
-            share_type: pb::ShareType::Unconditional as i32,
-            condition: String::new(),
-            channel: pb::ShareChannel::Platform as i32,
-            exchange_kind: pb::ExchangeKind::Table as i32,
-            legal_basis: String::new(),
-        }),
-        open: Some(pb::OpenAttributes {
-            open_type: pb::OpenType::NotOpen as i32,
-            condition: String::new(),
-        }),
-        update_cycle: pb::UpdateCycle::Daily as i32,
-        related_codes: vec![],
-        maintainer: String::new(),
-    }
+    records::legal_entity_entry(format!("{name}（基准测试 {i}）"), summary)
 }
 
 impl Catalog {

@@ -2,6 +2,7 @@
 //! GB 32100 check characters. Record `i` is the same in every run and for every contender.
 
 use xinqiao_domain::identifiers::uscc_check_char;
+use xinqiao_proto::v1 as pb;
 
 /// The size a record is padded to, in bytes of JSON text.
 pub const TARGET_BYTES: usize = 1024;
@@ -109,5 +110,44 @@ mod tests {
             assert_eq!(record(i), text, "deterministic");
         }
         assert_ne!(uscc(1), uscc(2));
+    }
+}
+
+/// The catalogue entry the benchmark's and the load program's `legal-entity` table datasets are
+/// opened on: the register's five items, shared unconditionally, updated daily.
+pub fn legal_entity_entry(name: String, summary: &str) -> pb::EntryContent {
+    let item = |name: &str, data_type: &str, length: u32| pb::DataItem {
+        name: name.into(),
+        data_type: data_type.into(),
+        length,
+        sensitive: false,
+        description: String::new(),
+    };
+    pb::EntryContent {
+        name,
+        classification: "102001".into(),
+        summary: summary.into(),
+        format: pb::ResourceFormat::Database as i32,
+        items: vec![
+            item("统一社会信用代码", "字符型", 18),
+            item("名称", "字符型", 200),
+            item("法定代表人", "字符型", 50),
+            item("成立日期", "日期型", 8),
+            item("经营状态", "字符型", 20),
+        ],
+        share: Some(pb::ShareAttributes {
+            share_type: pb::ShareType::Unconditional as i32,
+            condition: String::new(),
+            channel: pb::ShareChannel::Platform as i32,
+            exchange_kind: pb::ExchangeKind::Table as i32,
+            legal_basis: String::new(),
+        }),
+        open: Some(pb::OpenAttributes {
+            open_type: pb::OpenType::NotOpen as i32,
+            condition: String::new(),
+        }),
+        update_cycle: pb::UpdateCycle::Daily as i32,
+        related_codes: vec![],
+        maintainer: String::new(),
     }
 }

@@ -74,40 +74,10 @@ pub async fn open_dataset(target: &Target, tag: &str) -> Res<String> {
     let admin = DirectoryServiceClient::new(target.channel(pki::admin_files(&target.pki)).await?);
     let provider_channel = target.channel(pki::department_files(&target.pki, PROVIDER)).await?;
     let mut provider = DirectoryServiceClient::new(provider_channel.clone());
-    let item = |name: &str, data_type: &str, length: u32| pb::DataItem {
-        name: name.into(),
-        data_type: data_type.into(),
-        length,
-        sensitive: false,
-        description: String::new(),
-    };
-    let content = pb::EntryContent {
-        name: format!("企业登记信息（负载测试 {tag}）"),
-        classification: "102001".into(),
-        summary: "本市登记注册企业的营业执照信息，包括统一社会信用代码、名称、法定代表人和经营状态。".into(),
-        format: pb::ResourceFormat::Database as i32,
-        items: vec![
-            item("统一社会信用代码", "字符型", 18),
-            item("名称", "字符型", 200),
-            item("法定代表人", "字符型", 50),
-            item("成立日期", "日期型", 8),
-            item("经营状态", "字符型", 20),
-        ],
-        share: Some(pb::ShareAttributes {
-            share_type: pb::ShareType::Unconditional as i32,
-            condition: String::new(),
-            channel: pb::ShareChannel::Platform as i32,
-            exchange_kind: pb::ExchangeKind::Table as i32,
-            legal_basis: String::new(),
-        }),
-        open: Some(pb::OpenAttributes {
-            open_type: pb::OpenType::NotOpen as i32,
-            condition: String::new(),
-        }),
-        update_cycle: pb::UpdateCycle::Daily as i32,
-        related_codes: vec![],
-        maintainer: String::new(),
-    };
+    let content = records::legal_entity_entry(
+        format!("企业登记信息（负载测试 {tag}）"),
+        "本市登记注册企业的营业执照信息，包括统一社会信用代码、名称、法定代表人和经营状态。",
+    );
     let code = ok(
         provider
             .create_entry(pb::CreateEntryRequest { content: Some(content) })
