@@ -94,25 +94,6 @@ pub fn record(i: u64) -> String {
     text
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn records_are_valid_json_of_the_target_size_with_valid_codes() {
-        for i in [0, 1, 2, 499, 100_000, 9_999_999, 123_456_789] {
-            let text = record(i);
-            let value: serde_json::Value = serde_json::from_str(&text).expect("JSON");
-            assert_eq!(text.len(), TARGET_BYTES, "{text}");
-            let code = value["uscc"].as_str().expect("uscc");
-            assert_eq!(xinqiao_domain::identifiers::validate_uscc(code), Ok(()));
-            assert_eq!(key(i), serde_json::to_string(&[code]).expect("key"));
-            assert_eq!(record(i), text, "deterministic");
-        }
-        assert_ne!(uscc(1), uscc(2));
-    }
-}
-
 /// The catalogue entry the benchmark's and the load program's `legal-entity` table datasets are
 /// opened on: the register's five items, shared unconditionally, updated daily.
 pub fn legal_entity_entry(name: String, summary: &str) -> pb::EntryContent {
@@ -149,5 +130,24 @@ pub fn legal_entity_entry(name: String, summary: &str) -> pb::EntryContent {
         update_cycle: pb::UpdateCycle::Daily as i32,
         related_codes: vec![],
         maintainer: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_valid_json_of_the_target_size_with_valid_codes() {
+        for i in [0, 1, 2, 499, 100_000, 9_999_999, 123_456_789] {
+            let text = record(i);
+            let value: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+            assert_eq!(text.len(), TARGET_BYTES, "{text}");
+            let code = value["uscc"].as_str().expect("uscc");
+            assert_eq!(xinqiao_domain::identifiers::validate_uscc(code), Ok(()));
+            assert_eq!(key(i), serde_json::to_string(&[code]).expect("key"));
+            assert_eq!(record(i), text, "deterministic");
+        }
+        assert_ne!(uscc(1), uscc(2));
     }
 }
