@@ -20,6 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "xinqiao/v1/audit.proto",
         "xinqiao/v1/evaluation.proto",
         "xinqiao/v1/interface.proto",
+        "xinqiao/v1/federation.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());

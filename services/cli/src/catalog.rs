@@ -218,6 +218,7 @@ pub async fn run(args: CatalogArgs) -> CliResult {
                 state: filter("state", state, EntryState::parse, convert::entry_state_api)?,
                 page_size: limit.clamp(1, 1000) as u32,
                 page_token: String::new(),
+                local_only: false,
             };
             let mut found = Vec::new();
             loop {

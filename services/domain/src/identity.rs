@@ -5,6 +5,7 @@ use std::fmt;
 pub const DEPARTMENT_URI_PREFIX: &str = "urn:xinqiao:dept:";
 pub const ADMIN_URI_PREFIX: &str = "urn:xinqiao:admin:";
 pub const EVALUATOR_URI_PREFIX: &str = "urn:xinqiao:evaluator:";
+pub const HUB_URI_PREFIX: &str = "urn:xinqiao:hub:";
 
 /// The identity a client certificate names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -15,6 +16,9 @@ pub enum Principal {
     Admin(String),
     /// An evaluator (评价方): reads the sharing scorecard of every department, nothing else.
     Evaluator(String),
+    /// Another Xinqiao hub (平台级联), by its 行政区划代码: only the federation service lets one
+    /// in, and only when it is registered as a peer.
+    Hub(String),
 }
 
 impl Principal {
@@ -26,6 +30,10 @@ impl Principal {
             (!name.is_empty()).then(|| Principal::Admin(name.to_string()))
         } else if let Some(name) = uri.strip_prefix(EVALUATOR_URI_PREFIX) {
             (!name.is_empty()).then(|| Principal::Evaluator(name.to_string()))
+        } else if let Some(code) = uri.strip_prefix(HUB_URI_PREFIX) {
+            crate::federation::validate_division_code(code)
+                .is_ok()
+                .then(|| Principal::Hub(code.to_string()))
         } else {
             None
         }
@@ -44,6 +52,7 @@ impl Principal {
             Principal::Department(code) => format!("{DEPARTMENT_URI_PREFIX}{code}"),
             Principal::Admin(name) => format!("{ADMIN_URI_PREFIX}{name}"),
             Principal::Evaluator(name) => format!("{EVALUATOR_URI_PREFIX}{name}"),
+            Principal::Hub(code) => format!("{HUB_URI_PREFIX}{code}"),
         }
     }
 }
@@ -55,6 +64,7 @@ impl fmt::Display for Principal {
             Principal::Department(code) => write!(f, "{code}"),
             Principal::Admin(name) => write!(f, "admin:{name}"),
             Principal::Evaluator(name) => write!(f, "evaluator:{name}"),
+            Principal::Hub(code) => write!(f, "hub:{code}"),
         }
     }
 }
@@ -115,6 +125,13 @@ mod tests {
         );
         assert_eq!(Principal::from_uri("urn:xinqiao:evaluator:"), None);
         assert_eq!(Principal::from_uri("https://example.org"), None);
+        assert_eq!(
+            Principal::from_uri("urn:xinqiao:hub:330100"),
+            Some(Principal::Hub("330100".into()))
+        );
+        assert_eq!(Principal::from_uri("urn:xinqiao:hub:3301"), None);
+        assert_eq!(Principal::from_uri("urn:xinqiao:hub:000000"), None);
+        assert_eq!(Principal::Hub("330100".into()).to_string(), "hub:330100");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod dcat;
 pub mod department;
 pub mod error;
 pub mod exchange;
+pub mod federation;
 pub mod fingerprint;
 pub mod identifiers;
 pub mod identity;

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use xinqiao_domain::federation::PeerHub;
 use xinqiao_domain::identity::{Caller, Principal};
 use xinqiao_domain::{Error, Result};
 use xinqiao_store::Store;
@@ -67,11 +68,38 @@ impl Authenticator {
             )),
             Some(Principal::Admin(name)) => Ok(Caller::Admin(name.clone())),
             Some(Principal::Evaluator(name)) => Ok(Caller::Evaluator(name.clone())),
+            // 平台级联: a peer hub calls the federation service only (see `peer_hub`).
+            Some(Principal::Hub(code)) => Err(Error::PermissionDenied(format!(
+                "hub {code} is a peer hub: it calls the federation service only"
+            ))),
             Some(Principal::Department(code)) => {
                 let caller = Caller::Department(code.clone());
                 self.still_active(&caller).await?;
                 Ok(caller)
             }
+        }
+    }
+
+    /// The peer hub calling, for the federation service: the certificate must name a hub
+    /// (`urn:xinqiao:hub:<division code>`) registered here as a peer. What it may do there is
+    /// the federation rules' to decide. Every other identity is refused.
+    pub async fn peer_hub<T>(&self, request: &tonic::Request<T>) -> Result<PeerHub> {
+        let peer = request
+            .extensions()
+            .get::<PeerInfo>()
+            .ok_or_else(|| Error::Unauthenticated("no verified client certificate on this connection".into()))?;
+        match &peer.principal {
+            Some(Principal::Hub(code)) => {
+                self.store.get_peer(code).await?.ok_or_else(|| {
+                    Error::PermissionDenied(format!("hub {code} is not registered as a peer of this hub"))
+                })
+            }
+            Some(_) => Err(Error::PermissionDenied(
+                "only a peer hub (urn:xinqiao:hub:<division code>) calls this".into(),
+            )),
+            None => Err(Error::Unauthenticated(
+                "the client certificate names no xinqiao identity".into(),
+            )),
         }
     }
 

@@ -189,6 +189,17 @@ pub fn entry(e: d::CatalogEntry) -> pb::CatalogEntry {
         published_at: e.published_at.map(timestamp),
         updated_at: Some(timestamp(e.updated_at)),
         created_at: Some(timestamp(e.created_at)),
+        origin_hub: String::new(),
+        via_hub: String::new(),
+    }
+}
+
+/// An entry aggregated from a child hub (目录汇聚), marked with the hub that holds it.
+pub fn federated_entry(e: xinqiao_domain::federation::FederatedEntry) -> pb::CatalogEntry {
+    pb::CatalogEntry {
+        origin_hub: e.origin_hub,
+        via_hub: e.via_hub,
+        ..entry(e.entry)
     }
 }
 

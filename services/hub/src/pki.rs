@@ -143,6 +143,15 @@ pub fn evaluator_files(dir: &Path) -> CertFiles {
     }
 }
 
+/// Where `certs issue --hub` puts a hub's identity certificate (平台级联: the certificate this
+/// hub presents to its peer hubs, `urn:xinqiao:hub:<division code>`).
+pub fn hub_files(dir: &Path, division_code: &str) -> CertFiles {
+    CertFiles {
+        cert: dir.join(format!("hub-{division_code}.crt")),
+        key: dir.join(format!("hub-{division_code}.key")),
+    }
+}
+
 pub fn admin_files(dir: &Path) -> CertFiles {
     CertFiles {
         cert: dir.join("admin.crt"),
@@ -208,6 +217,11 @@ pub fn issue(dir: &Path, principal: &Principal) -> Result<CertFiles, PkiError> {
         Principal::Department(code) => {
             validate_uscc(code).map_err(|e| PkiError::Invalid(format!("department code {code}: {e}")))?;
             department_files(dir, code)
+        }
+        Principal::Hub(code) => {
+            xinqiao_domain::federation::validate_division_code(code)
+                .map_err(|e| PkiError::Invalid(format!("hub division code {code}: {e}")))?;
+            hub_files(dir, code)
         }
         Principal::Admin(admin) if admin == DEV_ADMIN => admin_files(dir),
         Principal::Admin(admin) => {

@@ -23,6 +23,7 @@ mod audit;
 mod error;
 mod exchange;
 mod interface;
+mod federation;
 mod operations;
 pub mod postgres;
 pub mod sqlite;
@@ -472,9 +473,55 @@ pub trait InterfaceStore: Send + Sync {
 
 /// Everything the hub stores.
 pub trait Store:
+/// Federation (平台级联): the peer hubs registered here, this hub's catalogue feed — each of its
+/// own entries as last published or withdrawn (written with the entry's version, in its
+/// transaction) and each entry aggregated from a child — and the search of aggregated entries.
+#[async_trait]
+pub trait FederationStore: Send + Sync {
+    /// Registers a peer hub. ALREADY_EXISTS if its division code is registered.
+    async fn add_peer(&self, peer: &xinqiao_domain::federation::PeerHub) -> Result<xinqiao_domain::federation::PeerHub>;
+    async fn get_peer(&self, division_code: &str) -> Result<Option<xinqiao_domain::federation::PeerHub>>;
+    /// Every peer, ordered by division code.
+    async fn list_peers(&self) -> Result<Vec<xinqiao_domain::federation::PeerHub>>;
+    /// Forgets a peer and, in the same transaction, withdraws every published entry aggregated
+    /// through it (each a new change of the feed, so that this hub's parent withdraws it too).
+    /// Returns how many were withdrawn. NOT_FOUND if the peer is not registered.
+    async fn remove_peer(&self, division_code: &str, at: DateTime<Utc>) -> Result<u64>;
+    /// The feed's changes after position `after`, in order, at most `limit`; and the feed's head
+    /// (the last position given), read first: every change up to it is committed.
+    async fn catalogue_changes(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<(Vec<xinqiao_domain::federation::CatalogueChange>, u64)>;
+    /// Applies changes read from a child's feed (its positions, checked by the caller) as changes
+    /// of this hub's own feed via that child, and moves the child's cursor from `from` to
+    /// `cursor`, in one transaction. ABORTED if the cursor is no longer at `from` (another hub node
+    /// applied them, or the peer was removed): nothing is applied twice. A withdrawal of an
+    /// entry never aggregated here is passed over. Returns how many changes were applied.
+    async fn apply_catalogue_changes(
+        &self,
+        child: &str,
+        from: u64,
+        changes: &[xinqiao_domain::federation::CatalogueChange],
+        cursor: u64,
+    ) -> Result<u64>;
+    /// Entries aggregated from children that match the filter (as `search_entries` matches), ordered
+    /// by origin hub and resource code, after the pair `after`, at most `limit`. Withdrawn ones only
+    /// with `EntryVisibility::All`.
+    async fn search_federated_entries(
+        &self,
+        visibility: &EntryVisibility,
+        filter: &EntryFilter,
+        after: Option<(&str, &str)>,
+        limit: u32,
+    ) -> Result<Vec<xinqiao_domain::federation::FederatedEntry>>;
+}
+
     DepartmentStore
     + CatalogStore
     + SchemaStore
+    + FederationStore
     + ExchangeStore
     + AccessStore
     + AuditStore
@@ -488,6 +535,7 @@ impl<T> Store for T where
         + CatalogStore
         + SchemaStore
         + ExchangeStore
+        + FederationStore
         + AccessStore
         + AuditStore
         + InterfaceStore

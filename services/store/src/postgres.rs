@@ -2014,6 +2014,7 @@ impl ExchangeStore for PgStore {
 }
 
 crate::interface::interface_store!(PgStore, sqlx::Postgres, pool, pool);
+crate::federation::federation_store!(PgStore, sqlx::Postgres, pool, pool, "strpos");
 
 #[cfg(test)]
 mod tests {

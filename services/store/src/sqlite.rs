@@ -1818,6 +1818,7 @@ impl ExchangeStore for SqliteStore {
 }
 
 crate::interface::interface_store!(SqliteStore, sqlx::Sqlite, readers, writer);
+crate::federation::federation_store!(SqliteStore, sqlx::Sqlite, readers, writer, "instr");
 
 #[cfg(test)]
 mod tests {

@@ -21,6 +21,7 @@ use xinqiao_domain::catalogue::{
 use xinqiao_domain::compatibility::CompatibilityMode;
 use xinqiao_domain::department::DepartmentProfile;
 use xinqiao_domain::exchange::{ChangeOp, Dataset, DatasetKind};
+use xinqiao_domain::federation::{CatalogueChange, Exposure, FederatedEntry, PeerHub, Relation};
 use xinqiao_domain::identifiers::uscc_check_char;
 use xinqiao_domain::interface::{Interface, InterfaceSpec, Method, Operation};
 use xinqiao_domain::lifecycle::{EntryAction, EntryState};
@@ -234,6 +235,9 @@ macro_rules! conformance {
 }
 
 conformance!(
+    peers_are_registered_listed_and_removed,
+    the_catalogue_feed_follows_publications_and_withdrawals,
+    aggregated_changes_apply_once_and_are_searchable,
     a_version_a_dataset_uses_is_not_deleted_for_good,
     departments_are_registered_listed_and_paged,
     a_department_code_is_registered_once,
@@ -4700,4 +4704,249 @@ async fn requests_and_grants_may_be_for_an_interface(store: Arc<dyn Store>) {
     let settled = store.settle_request(&answered, Some(&grant)).await.expect("settle");
     assert_eq!(settled.application.operations, ["verify", "lookup"]);
     assert_eq!(store.get_grant("grant-09").await.expect("get"), Some(grant));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Federation
+
+fn peer_hub(code: &str, relation: Relation) -> PeerHub {
+    PeerHub {
+        division_code: code.into(),
+        name: format!("平台 {code}"),
+        address: format!("https://hub-{code}.example:7443"),
+        ca_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
+        relation,
+        exposure: Exposure {
+            catalogue: relation == Relation::Parent,
+            classifications: vec![],
+        },
+        catalogue_cursor: 0,
+        added_by: "admin:ops".into(),
+        added_at: t(5),
+    }
+}
+
+/// A change as a child's feed would send it: an entry of `origin`, at `position`.
+fn child_change(position: u64, origin: &str, code: &str, name: &str, state: EntryState) -> CatalogueChange {
+    CatalogueChange {
+        position,
+        entry: FederatedEntry {
+            origin_hub: origin.into(),
+            via_hub: String::new(),
+            entry: CatalogEntry {
+                resource_code: code.into(),
+                provider_code: "11330110MB0001001X".into(),
+                provider_name: "区市场监督管理局".into(),
+                content: content("102", name),
+                state,
+                version: position,
+                state_reason: String::new(),
+                published_at: Some(t(10)),
+                created_at: t(1),
+                updated_at: t(10 + i64::try_from(position).unwrap_or(0)),
+            },
+        },
+    }
+}
+
+async fn feed(store: &dyn Store, after: u64) -> Vec<(u64, String, String, EntryState)> {
+    let (changes, _) = store.catalogue_changes(after, 1000).await.expect("catalogue changes");
+    changes
+        .into_iter()
+        .map(|c| {
+            (
+                c.position,
+                c.entry.origin_hub,
+                c.entry.entry.resource_code,
+                c.entry.entry.state,
+            )
+        })
+        .collect()
+}
+
+async fn federated_codes(store: &dyn Store, visibility: &EntryVisibility, keyword: &str) -> Vec<String> {
+    let filter = EntryFilter {
+        keyword: keyword.into(),
+        ..EntryFilter::default()
+    };
+    store
+        .search_federated_entries(visibility, &filter, None, 100)
+        .await
+        .expect("search aggregated entries")
+        .into_iter()
+        .map(|e| format!("{}:{}", e.origin_hub, e.entry.resource_code))
+        .collect()
+}
+
+async fn peers_are_registered_listed_and_removed(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    assert_eq!(store.list_peers().await.expect("list"), vec![]);
+    let county = store
+        .add_peer(&peer_hub("330110", Relation::Child))
+        .await
+        .expect("add the county");
+    assert_eq!(county, peer_hub("330110", Relation::Child));
+    store
+        .add_peer(&peer_hub("330000", Relation::Parent))
+        .await
+        .expect("add the province");
+    assert!(matches!(
+        store.add_peer(&peer_hub("330110", Relation::Peer)).await,
+        Err(Error::AlreadyExists(_))
+    ));
+    let listed: Vec<_> = store
+        .list_peers()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|p| (p.division_code, p.relation))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("330000".to_string(), Relation::Parent),
+            ("330110".to_string(), Relation::Child)
+        ]
+    );
+    assert_eq!(
+        store.get_peer("330000").await.expect("get").map(|p| p.exposure.catalogue),
+        Some(true)
+    );
+    assert_eq!(store.remove_peer("330110", t(6)).await, Ok(0));
+    assert!(matches!(store.remove_peer("330110", t(6)).await, Err(Error::NotFound(_))));
+    assert_eq!(store.get_peer("330110").await.expect("get"), None);
+}
+
+async fn the_catalogue_feed_follows_publications_and_withdrawals(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let provider = register(store, 1).await;
+    let a = create(store, &provider, &content("102", "企业登记信息")).await;
+    let b = create(store, &provider, &content("102", "个体工商户信息")).await;
+    assert_eq!(feed(store, 0).await, vec![], "drafts are not offered");
+    let pending = save_as(store, &a, EntryState::PendingReview, EntryAction::Submit).await;
+    assert_eq!(feed(store, 0).await, vec![]);
+    let published = publish(store, &pending).await;
+    publish(store, &b).await;
+    assert_eq!(
+        feed(store, 0).await,
+        vec![
+            (1, String::new(), a.resource_code.clone(), EntryState::Published),
+            (2, String::new(), b.resource_code.clone(), EntryState::Published),
+        ]
+    );
+    let (changes, head) = store.catalogue_changes(0, 1).await.expect("a page");
+    assert_eq!((changes.len(), head), (1, 2));
+    let offered = &changes[0].entry.entry;
+    assert_eq!(offered.content, published.content);
+    assert_eq!(offered.version, published.version);
+    assert_eq!(offered.provider_name, profile(1).name);
+
+    // A withdrawal moves the entry to the end of the feed; nothing is offered twice.
+    save_as(store, &published, EntryState::Withdrawn, EntryAction::Withdraw).await;
+    assert_eq!(
+        feed(store, 1).await,
+        vec![
+            (2, String::new(), b.resource_code.clone(), EntryState::Published),
+            (3, String::new(), a.resource_code.clone(), EntryState::Withdrawn),
+        ]
+    );
+    assert_eq!(feed(store, 3).await, vec![]);
+    // Withdrawing an entry never published offers nothing.
+    let c = create(store, &provider, &content("201", "从未发布")).await;
+    save_as(store, &c, EntryState::Withdrawn, EntryAction::Withdraw).await;
+    assert_eq!(feed(store, 3).await, vec![]);
+}
+
+async fn aggregated_changes_apply_once_and_are_searchable(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    store
+        .add_peer(&peer_hub("330110", Relation::Child))
+        .await
+        .expect("add the county");
+    let batch = [
+        child_change(4, "330110", "102/000001", "企业登记信息", EntryState::Published),
+        child_change(7, "330110", "102/000002", "个体工商户信息", EntryState::Published),
+        child_change(8, "330110", "102/000009", "从未见过", EntryState::Withdrawn),
+    ];
+    assert_eq!(store.apply_catalogue_changes("330110", 0, &batch, 9).await, Ok(2));
+    assert_eq!(
+        store.get_peer("330110").await.expect("get").map(|p| p.catalogue_cursor),
+        Some(9)
+    );
+    // Applied again from the old cursor (another node got there first): nothing changes.
+    assert!(matches!(
+        store.apply_catalogue_changes("330110", 0, &batch, 9).await,
+        Err(Error::Aborted(_))
+    ));
+    let everyone = EntryVisibility::PublishedOrOwnedBy(String::new());
+    assert_eq!(
+        federated_codes(store, &everyone, "").await,
+        ["330110:102/000001", "330110:102/000002"]
+    );
+    assert_eq!(
+        federated_codes(store, &everyone, "企业登记").await,
+        ["330110:102/000001"]
+    );
+    // They are this hub's feed's changes too, via the county: its parent gets them in turn.
+    let offered: Vec<_> = store
+        .catalogue_changes(0, 100)
+        .await
+        .expect("feed")
+        .0
+        .into_iter()
+        .map(|c| (c.position, c.entry.origin_hub, c.entry.via_hub))
+        .collect();
+    assert_eq!(
+        offered,
+        [
+            (1, "330110".to_string(), "330110".to_string()),
+            (2, "330110".to_string(), "330110".to_string())
+        ]
+    );
+
+    // A withdrawal and an update.
+    let next = [
+        child_change(10, "330110", "102/000001", "企业登记信息", EntryState::Withdrawn),
+        child_change(11, "330110", "102/000002", "个体工商户登记信息", EntryState::Published),
+    ];
+    assert_eq!(store.apply_catalogue_changes("330110", 9, &next, 11).await, Ok(2));
+    assert_eq!(
+        federated_codes(store, &everyone, "").await,
+        ["330110:102/000002"]
+    );
+    assert_eq!(
+        federated_codes(store, &everyone, "个体工商户登记").await,
+        ["330110:102/000002"]
+    );
+    assert_eq!(
+        federated_codes(store, &EntryVisibility::All, "").await,
+        ["330110:102/000001", "330110:102/000002"],
+        "the admin sees the withdrawn one too"
+    );
+    let filter = EntryFilter {
+        state: Some(EntryState::Withdrawn),
+        ..EntryFilter::default()
+    };
+    let withdrawn = store
+        .search_federated_entries(&EntryVisibility::All, &filter, None, 10)
+        .await
+        .expect("search");
+    assert_eq!(withdrawn.len(), 1);
+    assert_eq!(withdrawn[0].via_hub, "330110");
+    // Paged by origin and resource code.
+    let after = store
+        .search_federated_entries(&EntryVisibility::All, &EntryFilter::default(), Some(("330110", "102/000001")), 10)
+        .await
+        .expect("search");
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].entry.resource_code, "102/000002");
+
+    // Removing the county withdraws what came through it, as new changes of the feed.
+    assert_eq!(store.remove_peer("330110", t(20)).await, Ok(1));
+    assert_eq!(federated_codes(store, &everyone, "").await, Vec::<String>::new());
+    let (tail, head) = store.catalogue_changes(4, 100).await.expect("feed");
+    assert_eq!(head, 5);
+    assert_eq!(tail.len(), 1);
+    assert_eq!(tail[0].entry.entry.state, EntryState::Withdrawn);
+    assert_eq!(tail[0].entry.entry.resource_code, "102/000002");
 }
