@@ -21,17 +21,20 @@ pub enum CertsCommand {
         hosts: Vec<String>,
     },
     /// Issue a certificate from an existing CA for a department (--dept USCC), an admin (--admin
-    /// NAME) or an evaluator (--evaluator NAME, 评价方: reads the scorecard only).
+    /// NAME), an evaluator (--evaluator NAME, 评价方: reads the scorecard only) or a hub's own
+    /// identity for federation (--hub DIVISION, 行政区划代码: presented to its peer hubs).
     Issue {
         /// The directory holding ca.crt and ca.key; the new files are written there.
         #[arg(long)]
         dir: PathBuf,
-        #[arg(long, group = "who", required_unless_present_any = ["admin", "evaluator"])]
+        #[arg(long, group = "who", required_unless_present_any = ["admin", "evaluator", "hub"])]
         dept: Option<String>,
         #[arg(long, group = "who")]
         admin: Option<String>,
         #[arg(long, group = "who")]
         evaluator: Option<String>,
+        #[arg(long, group = "who")]
+        hub: Option<String>,
     },
     /// Revoke a certificate: add it to the CA's revocation list DIR/crl.pem. A hub serving this
     /// PKI (or configured with tls.crl pointing at the list) refuses it within seconds.
@@ -107,12 +110,16 @@ pub fn run(command: CertsCommand) -> CliResult {
             dept,
             admin,
             evaluator,
+            hub,
         } => {
-            let principal = match (dept, admin, evaluator) {
-                (Some(code), _, _) => Principal::Department(code),
-                (None, Some(name), _) => Principal::Admin(name),
-                (None, None, Some(name)) => Principal::Evaluator(name),
-                (None, None, None) => return Err("give --dept USCC, --admin NAME or --evaluator NAME".into()),
+            let principal = match (dept, admin, evaluator, hub) {
+                (Some(code), ..) => Principal::Department(code),
+                (None, Some(name), ..) => Principal::Admin(name),
+                (None, None, Some(name), _) => Principal::Evaluator(name),
+                (None, None, None, Some(division)) => Principal::Hub(division),
+                (None, None, None, None) => {
+                    return Err("give --dept USCC, --admin NAME, --evaluator NAME or --hub DIVISION".into());
+                }
             };
             let files = pki::issue(&dir, &principal).map_err(|e| e.to_string())?;
             out!("issued {} for {}", files.cert.display(), principal.uri());

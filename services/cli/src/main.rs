@@ -18,6 +18,7 @@ mod interface;
 mod ops;
 mod output;
 mod publish;
+mod peer;
 mod pull;
 mod report;
 mod schema;
@@ -55,6 +56,8 @@ enum Command {
     Schema(schema::SchemaArgs),
     /// Check a file of records (NDJSON or CSV) against a schema file, offline.
     Validate(validate::ValidateArgs),
+    /// Peer hubs of other levels (平台级联, admin): add, list, show, remove, sync.
+    Peer(peer::PeerArgs),
     /// The exchange catalogue: open, show, list and upgrade datasets.
     Dataset(exchange::DatasetArgs),
     /// Publish a file of records (NDJSON or CSV) to a table dataset, in idempotent batches.
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
             Command::Dataset(args) => exchange::run(args).await,
             Command::Publish(args) => publish::run(args).await,
             Command::Pull(args) => pull::run(args).await,
+            Command::Peer(args) => peer::run(args).await,
             Command::File(args) => files::run(args).await,
             Command::Access(args) => access::run(args).await,
             Command::Interface(args) => interface::run(args).await,

@@ -33,6 +33,8 @@ pub struct Config {
     #[serde(default)]
     pub audit: AuditSettings,
     #[serde(default)]
+    pub federation: FederationSettings,
+    #[serde(default)]
     pub evaluation: EvaluationSettings,
     #[serde(default)]
     pub metrics: MetricsSettings,
@@ -100,6 +102,34 @@ impl AccessRules {
 pub struct MetricsSettings {
     /// Address of the plain-HTTP `/metrics` endpoint; none: no endpoint.
     pub listen: Option<SocketAddr>,
+}
+
+/// Federation (平台级联): this hub among the hubs of other levels.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationSettings {
+    /// This hub's 行政区划代码 (its certificate's `urn:xinqiao:hub:<division>`). Unset: the hub
+    /// neither pulls from children nor is read by a parent.
+    pub division: Option<String>,
+    /// This hub's identity certificate and key, presented to peer hubs; by default
+    /// `DATA_DIR/pki/hub-<division>.crt|key` (`xinqiao certs issue --hub <division>`).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// How long a pull waits at a child for a change before it asks again (default 20 s): a
+    /// change reaches the parent as it happens, and at the latest after this.
+    pub wait_secs: Option<u64>,
+    /// After a failed pull, how long before the next (default 5 s).
+    pub retry_secs: Option<u64>,
+}
+
+impl FederationSettings {
+    pub fn wait(&self) -> Duration {
+        Duration::from_secs(self.wait_secs.unwrap_or(20).clamp(1, 30))
+    }
+
+    pub fn retry(&self) -> Duration {
+        Duration::from_secs(self.retry_secs.unwrap_or(5).max(1))
+    }
 }
 
 /// The audit trail.
@@ -305,6 +335,20 @@ impl Config {
             .key
             .clone()
             .unwrap_or_else(|| crate::pki::server_files(&self.pki_dir()).key)
+    }
+
+    /// This hub's federation identity: its division code and certificate files, when
+    /// `[federation] division` is set.
+    pub fn hub_identity(&self) -> Option<(String, crate::pki::CertFiles)> {
+        let division = self.federation.division.clone()?;
+        let default = crate::pki::hub_files(&self.pki_dir(), &division);
+        Some((
+            division,
+            crate::pki::CertFiles {
+                cert: self.federation.cert.clone().unwrap_or(default.cert),
+                key: self.federation.key.clone().unwrap_or(default.key),
+            },
+        ))
     }
 
     /// The certificate revocation list: `tls.crl`, or else the development PKI's `crl.pem` when

@@ -21,7 +21,6 @@ use crate::paging::{decode, next_token};
 use crate::status::answer;
 
 const DEPARTMENTS: &str = "departments";
-const ENTRIES: &str = "entries";
 
 pub struct DirectoryApi {
     store: Arc<dyn Store>,
@@ -483,15 +482,19 @@ impl DirectoryService for DirectoryApi {
             let filter = convert::filter(r)?;
             filter.validate()?;
             let limit = paging::page_size(r.page_size)?;
-            let after = decode(ENTRIES, &r.page_token)?;
             let visibility = policy::entry_visibility(&caller);
-            let mut page = self
-                .store
-                .search_entries(&visibility, &filter, after.as_deref(), limit + 1)
-                .await?;
-            let next_page_token = next_token(ENTRIES, &mut page, limit, |e| &e.resource_code);
+            // With the entries aggregated from child hubs (目录汇聚), marked with their origin.
+            let (entries, next_page_token) = crate::federation::search_entries(
+                self.store.as_ref(),
+                &visibility,
+                &filter,
+                &r.page_token,
+                limit,
+                r.local_only,
+            )
+            .await?;
             Ok(pb::SearchEntriesResponse {
-                entries: page.into_iter().map(convert::entry).collect(),
+                entries,
                 next_page_token,
             })
         })

@@ -13,6 +13,7 @@ pub mod directory;
 pub mod evaluation;
 pub mod exchange;
 pub mod feed;
+pub mod federation;
 pub mod interface;
 pub mod metrics;
 pub mod nodes;

@@ -18,6 +18,7 @@ use xinqiao_proto::v1::directory_service_server::DirectoryServiceServer;
 use xinqiao_proto::v1::evaluation_service_server::EvaluationServiceServer;
 use xinqiao_proto::v1::exchange_service_server::ExchangeServiceServer;
 use xinqiao_proto::v1::interface_service_server::InterfaceServiceServer;
+use xinqiao_proto::v1::federation_service_server::FederationServiceServer;
 use xinqiao_proto::v1::schema_service_server::SchemaServiceServer;
 use xinqiao_store::Store;
 
@@ -31,6 +32,7 @@ use crate::exchange::ExchangeApi;
 use crate::feed::ChangeFeed;
 use crate::interface::InterfaceApi;
 use crate::metrics::{self, Metrics, MetricsLayer};
+use crate::federation::FederationApi;
 use crate::nodes::{self, Readiness};
 use crate::refusals::{self, RefusalLimiter, Verdict};
 use crate::registry::Registry;
@@ -210,6 +212,17 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     .max_decoding_message_size(max)
     .max_encoding_message_size(max.max(4 * 1024 * 1024));
     let access = AccessServiceServer::new(AccessApi::new(
+    // 平台级联: the registered peer hubs' CAs trusted (each for its own identity), and a pull
+    // loop per child hub.
+    let federation = crate::federation::start(
+        config,
+        store.clone(),
+        auth.clone(),
+        audit.clone(),
+        &server_tls,
+        stopping.clone(),
+    )
+    .await?;
         store.clone(),
         auth.clone(),
         registry.clone(),
@@ -329,6 +342,7 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     let announcer = nodes::keep_announced(store.clone(), node, stopping_tx.subscribe());
     let _ = serving.send(true);
     tracing::info!(%addr, "xinqiao hub serving (mTLS)");
+        .add_service(federation)
     Ok(RunningHub {
         addr,
         store,
@@ -351,7 +365,7 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
 const MAX_STREAMS_PER_CONNECTION: u32 = 200;
 
 /// The names the gRPC health service answers for: the whole server ("") and each service.
-fn served_services() -> [&'static str; 8] {
+fn served_services() -> [&'static str; 9] {
     [
         "",
         InterfaceServiceServer::<InterfaceApi>::NAME,
@@ -441,3 +455,4 @@ pub async fn register_sample_departments(store: &dyn Store) -> Result<(), xinqia
     }
     Ok(())
 }
+        FederationServiceServer::<FederationApi>::NAME,

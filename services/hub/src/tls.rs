@@ -34,6 +34,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 use xinqiao_domain::identity::Principal;
 
+use crate::federation::trust::PeerTrust;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("{path}: {reason}")]
@@ -274,6 +276,11 @@ impl ServerFiles {
         install_crypto_provider();
         // Taken before reading: a change made while building shows as a change afterwards.
         let seen = self.fingerprints();
+        self.build_with(&PeerTrust::default())
+    }
+
+    /// Like `build`, with the registered peer hubs' CAs trusted for their hub identities.
+    fn build_with(&self, peers: &PeerTrust) -> Result<Active, TlsError> {
         let cas = certificates(&self.ca)?;
         let mut roots = RootCertStore::empty();
         for ca_cert in &cas {
@@ -300,6 +307,7 @@ impl ServerFiles {
             .with_client_cert_verifier(verifier.clone())
             .with_single_cert(certificates(&self.cert)?, private_key(&self.key)?)
             .map_err(|e| TlsError::Config(format!("server certificate and key: {e}")))?;
+        let verifier = peers.wrap(verifier);
         // HTTP/1.1 too: the HTTP edge (`web`) serves plain HTTP+JSON clients on the same port.
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Active {
@@ -330,7 +338,8 @@ pub struct ServerTls {
     /// that a new configuration arrived.
     active: Arc<watch::Sender<Active>>,
     /// One reload at a time, so that a slower reload of older files cannot replace a newer one.
-    reloading: Arc<std::sync::Mutex<()>>,
+    /// It also holds the peer hubs' CAs in force (平台级联), which every reload keeps.
+    reloading: Arc<std::sync::Mutex<PeerTrust>>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -374,8 +383,18 @@ impl ServerTls {
     /// previous configuration stays: a broken CRL update must never let revoked certificates in.
     pub fn reload(&self) -> Result<(), TlsError> {
         // The guard protects no data, so a panic while it was held leaves nothing inconsistent.
-        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let active = self.files.build()?;
+        let peers = self.reloading.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let active = self.files.build_with(&peers)?;
+        self.active.send_replace(active);
+        Ok(())
+    }
+
+    /// Puts the registered peer hubs' CAs in force (each for its hub's identity only), for new
+    /// handshakes and, as on any reload, for open connections: a removed peer's are closed.
+    pub fn trust_peers(&self, trust: PeerTrust) -> Result<(), TlsError> {
+        let mut peers = self.reloading.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let active = self.files.build_with(&trust)?;
+        *peers = trust;
         self.active.send_replace(active);
         Ok(())
     }
