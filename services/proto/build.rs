@@ -21,6 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "xinqiao/v1/evaluation.proto",
         "xinqiao/v1/interface.proto",
         "xinqiao/v1/federation.proto",
+        "xinqiao/v1/console.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());
@@ -39,6 +40,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // A request that is not valid protobuf is INVALID_ARGUMENT, not tonic-prost's INTERNAL.
         .codec_path("crate::codec::StrictCodec")
         .compile_fds(descriptors)?;
+
+    // The sample upstream's service, apart: it is not the hub's API (reflection does not list
+    // it); the hub meets it only as a registered interface's descriptors.
+    let sample = "xinqiao/sample/v1/identity_check.proto";
+    println!("cargo:rerun-if-changed={}", root.join(sample).display());
+    let sample = protox::Compiler::new([&root])?
+        .include_imports(true)
+        .open_files([sample])?
+        .file_descriptor_set();
+    std::fs::write(out.join("xinqiao_sample_descriptor.bin"), sample.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        .compile_fds(sample)?;
     Ok(())
 }
 

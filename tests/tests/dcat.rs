@@ -178,6 +178,7 @@ async fn register_interface(hub: &TestHub, code: &str) {
                 timeout_ms: 0,
                 rate_per_minute: 0,
                 max_concurrency: 0,
+                descriptor_set: Vec::new(),
             }),
         })
         .await);

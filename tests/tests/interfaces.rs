@@ -28,6 +28,7 @@ on_each_backend!(
     limits_guard_the_upstream,
     the_http_form_is_the_same_call,
     a_conditional_interface_answers_under_a_grant_projected_and_masked,
+    a_grpc_upstream_is_called_with_json_through_the_hub,
 );
 
 /// The provider: the public security bureau, which keeps the population register.
@@ -54,12 +55,20 @@ async fn upstream_for(hub: &TestHub) -> Upstream {
 }
 
 async fn upstream_trusting(client_ca: &Path) -> Upstream {
+    upstream_speaking(client_ca, false).await
+}
+
+/// The sample upstream over HTTPS, or over gRPC when `grpc`.
+async fn upstream_speaking(client_ca: &Path, grpc: bool) -> Upstream {
     let dir = tempfile::tempdir().expect("a directory");
     pki::init(dir.path(), &[]).expect("the upstream's own PKI");
     let files = pki::server_files(dir.path());
-    let server = SampleUpstream::start(&files.cert, &files.key, Some(client_ca))
-        .await
-        .expect("the sample upstream");
+    let server = if grpc {
+        SampleUpstream::start_grpc(&files.cert, &files.key, Some(client_ca)).await
+    } else {
+        SampleUpstream::start(&files.cert, &files.key, Some(client_ca)).await
+    }
+    .expect("the sample upstream");
     let ca_pem = std::fs::read_to_string(pki::ca_cert_path(dir.path())).expect("its CA");
     Upstream {
         server,
@@ -104,6 +113,7 @@ fn spec(upstream: &Upstream) -> pb::InterfaceSpec {
         timeout_ms: 2_000,
         rate_per_minute: 0,
         max_concurrency: 0,
+        descriptor_set: Vec::new(),
     }
 }
 
@@ -943,5 +953,191 @@ async fn a_conditional_interface_answers_under_a_grant_projected_and_masked(back
         "业务已办结",
     );
     assert_eq!(upstream.server.requests(), 1);
+    hub.finish().await;
+}
+
+/// The sample 身份核验 service's gRPC method.
+const GRPC_VERIFY: &str = "/xinqiao.sample.v1.IdentityCheck/Verify";
+
+/// The registration of the gRPC sample: one operation, `verify`, on `method`.
+fn grpc_spec(upstream: &Upstream, method: &str) -> pb::InterfaceSpec {
+    pb::InterfaceSpec {
+        operations: vec![pb::InterfaceOperation {
+            name: "verify".into(),
+            method: "GRPC".into(),
+            path: method.into(),
+            request_schema: schema("id-check-request", 1),
+            response_schema: schema("id-check-response", 1),
+            idempotent: true,
+        }],
+        descriptor_set: xinqiao_proto::sample::DESCRIPTOR_SET.to_vec(),
+        timeout_ms: 1_500,
+        ..spec(upstream)
+    }
+}
+
+async fn a_grpc_upstream_is_called_with_json_through_the_hub(backend: Backend) {
+    let hub = TestHub::start_on(backend).await;
+    register_schemas(&hub).await;
+    let upstream = upstream_speaking(&pki::ca_cert_path(&hub.pki_dir()), true).await;
+    assert!(upstream.server.url().starts_with("grpcs://"));
+
+    // Registration reads the descriptors: the method must be there, and unary.
+    let mut content = content("居民身份核验（gRPC）", "101", "按公民身份号码和姓名核验身份。");
+    content.format = pb::ResourceFormat::ServiceInterface as i32;
+    let code = hub
+        .published_entry(
+            PROVIDER,
+            shared_as(content, pb::ShareType::Unconditional, pb::ExchangeKind::Interface),
+        )
+        .await;
+    let mut provider = interfaces(&hub, PROVIDER).await;
+    let register = |spec: pb::InterfaceSpec| pb::RegisterInterfaceRequest {
+        code: code.clone(),
+        spec: Some(spec),
+    };
+    for (spec, field, words) in [
+        (
+            grpc_spec(&upstream, "/xinqiao.sample.v1.IdentityCheck/Watch"),
+            "spec.operations[0].path",
+            "streams",
+        ),
+        (
+            grpc_spec(&upstream, "/xinqiao.sample.v1.Nothing/Verify"),
+            "spec.operations[0].path",
+            "no service",
+        ),
+        (
+            pb::InterfaceSpec {
+                descriptor_set: Vec::new(),
+                ..grpc_spec(&upstream, GRPC_VERIFY)
+            },
+            "spec.descriptor_set",
+            "is required",
+        ),
+        (
+            pb::InterfaceSpec {
+                descriptor_set: vec![0xff; 64],
+                ..grpc_spec(&upstream, GRPC_VERIFY)
+            },
+            "spec.descriptor_set",
+            "FileDescriptorSet",
+        ),
+        (
+            pb::InterfaceSpec {
+                operations: operations(),
+                ..grpc_spec(&upstream, GRPC_VERIFY)
+            },
+            "spec.operations[0].method",
+            "must be GRPC",
+        ),
+    ] {
+        let status = provider.register_interface(register(spec)).await.expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        let violations = status
+            .get_details_bad_request()
+            .expect("field violations")
+            .field_violations;
+        assert!(
+            violations
+                .iter()
+                .any(|v| v.field == field && v.description.contains(words)),
+            "{field}: '{words}' not in {violations:?}"
+        );
+    }
+    assert_eq!(upstream.server.requests(), 0);
+    let shown = ok(provider
+        .register_interface(register(grpc_spec(&upstream, GRPC_VERIFY)))
+        .await);
+    assert_eq!(
+        shown.spec.as_ref().expect("spec").descriptor_set,
+        xinqiao_proto::sample::DESCRIPTOR_SET,
+        "the descriptors are kept as registered"
+    );
+
+    // The caller sends and gets JSON; the hub speaks gRPC to the upstream, as itself.
+    let mut user = interfaces(&hub, USER).await;
+    let id = resident_id(11);
+    let answer = invoke(&mut user, verify(&code, &id, "钱十")).await.expect("answered");
+    let json: serde_json::Value = serde_json::from_str(&answer.response_json).expect("JSON");
+    assert_eq!(json["match"], true);
+    assert_eq!(json["mobile"], xinqiao_hub::sample_upstream::mobile_of(&id).as_str());
+    assert_eq!(json["id_number"], id.as_str());
+    assert_eq!(answer.upstream_status, 200);
+    assert_eq!(upstream.server.last_client(), USER);
+    // A false is an answer too: every field of the message is in the JSON.
+    let answer = invoke(&mut user, verify(&code, &id, "nobody")).await.expect("answered");
+    let json: serde_json::Value = serde_json::from_str(&answer.response_json).expect("JSON");
+    assert_eq!(json["match"], false);
+
+    // What breaks the request schema never leaves the hub.
+    let before = upstream.server.requests();
+    let r = invoke(
+        &mut user,
+        pb::InvokeRequest {
+            request_json: r#"{"id_number": "x"}"#.into(),
+            ..verify(&code, "", "")
+        },
+    )
+    .await;
+    refused_with(r, Code::InvalidArgument, "request_json");
+    assert_eq!(upstream.server.requests(), before);
+
+    // A bad upstream gets the same precise statuses as over HTTPS, with the gRPC status named.
+    let call = || verify(&code, &id, "钱十");
+    for (behaviour, expected, words) in [
+        (
+            Behaviour::Status(404, "查无此人".into()),
+            Code::NotFound,
+            "gRPC NOT_FOUND",
+        ),
+        (
+            Behaviour::Status(503, "维护中".into()),
+            Code::Unavailable,
+            "gRPC UNAVAILABLE",
+        ),
+        (
+            Behaviour::Status(403, "no".into()),
+            Code::FailedPrecondition,
+            "refused the hub",
+        ),
+        (Behaviour::Garbled, Code::Unavailable, "nothing was passed on"),
+        (Behaviour::OffSchema, Code::Unavailable, "outside the response schema"),
+        (Behaviour::Huge(5 * 1024 * 1024), Code::Unavailable, "more than"),
+        (
+            Behaviour::Slow(Duration::from_secs(5)),
+            Code::DeadlineExceeded,
+            "within 1500 ms",
+        ),
+        (Behaviour::Hang, Code::Unavailable, "cannot be reached"),
+    ] {
+        upstream.server.behave(behaviour.clone());
+        let started = Instant::now();
+        let status = refused_with(invoke(&mut user, call()).await, expected, words);
+        assert!(
+            status.message().contains(&code),
+            "the interface is named: {}",
+            status.message()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{behaviour:?} took {:?}",
+            started.elapsed()
+        );
+        upstream.server.behave(Behaviour::Serve);
+        assert!(
+            invoke(&mut user, call()).await.is_ok(),
+            "served again after {behaviour:?}"
+        );
+    }
+    // The upstream's words reach the caller, decoded.
+    upstream.server.behave(Behaviour::Status(404, "查无此人".into()));
+    refused_with(invoke(&mut user, call()).await, Code::NotFound, "查无此人");
+    upstream.server.behave(Behaviour::Serve);
+
+    // Gone: UNAVAILABLE naming the interface, at once.
+    drop(upstream);
+    let status = refused_with(invoke(&mut user, call()).await, Code::Unavailable, "cannot be reached");
+    assert!(status.message().contains(&code));
     hub.finish().await;
 }

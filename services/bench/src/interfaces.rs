@@ -53,7 +53,7 @@ impl Caller {
                 let out = Outgoing {
                     method: Method::Post,
                     path_and_query: "/verify".into(),
-                    body: request_json().into_bytes(),
+                    body: request_json().into(),
                     idempotent: true,
                     timeout: Duration::from_secs(10),
                     client: PROVIDER.into(),
@@ -130,6 +130,7 @@ pub async fn setup(hub: &Hub, pki_dir: &Path, concurrency: u32) -> Res<Setup> {
         timeout_ms: 10_000,
         rate_per_minute: xinqiao_domain::interface::MAX_RATE_PER_MINUTE,
         max_concurrency: concurrency,
+        descriptor_set: Vec::new(),
     };
     let mut interfaces = InterfaceServiceClient::new(provider);
     let schema = |s: &SchemaRef| {
@@ -156,6 +157,7 @@ pub async fn setup(hub: &Hub, pki_dir: &Path, concurrency: u32) -> Res<Setup> {
                 timeout_ms: spec.timeout_ms,
                 rate_per_minute: spec.rate_per_minute,
                 max_concurrency: spec.max_concurrency,
+                descriptor_set: Vec::new(),
             }),
         })
         .await

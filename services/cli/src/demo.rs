@@ -454,6 +454,7 @@ async fn service_interface(n: &mut u32, addr: SocketAddr, dir: &Path, work: &Pat
                 timeout_ms: 3_000,
                 rate_per_minute: 600,
                 max_concurrency: 16,
+                descriptor_set: Vec::new(),
             }),
         })
         .await)?;

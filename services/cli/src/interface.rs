@@ -58,22 +58,27 @@ struct RegisterArgs {
     /// The resource code of the catalogue entry (exchange kind 接口) the interface serves.
     code: String,
     /// A specification file, TOML (or JSON when it ends in .json), with the keys upstream,
-    /// upstream_ca (a path, relative to the file), timeout, rate, concurrency and [[operations]]
-    /// (name, method, path, request_schema, response_schema, idempotent). Flags given beside it
-    /// override its values; --operation replaces its operations.
+    /// upstream_ca and descriptors (paths, relative to the file), timeout, rate, concurrency and
+    /// [[operations]] (name, method, path, request_schema, response_schema, idempotent). Flags
+    /// given beside it override its values; --operation replaces its operations.
     #[arg(long, short = 'f', value_name = "FILE")]
     file: Option<PathBuf>,
-    /// The provider's service: https://host[:port][/base].
+    /// The provider's service: https://host[:port][/base] (JSON), or grpcs://host[:port] (gRPC).
     #[arg(long, value_name = "URL")]
     upstream: Option<String>,
+    /// For a grpcs:// upstream: its service's descriptors, a .proto file (compiled here, its
+    /// imports looked up beside it) or a FileDescriptorSet (`protoc --include_imports -o FILE`).
+    #[arg(long, value_name = "FILE")]
+    descriptors: Option<PathBuf>,
     /// PEM certificate(s) of the CA that issued the upstream's certificate; the hub verifies the
     /// upstream against it.
     #[arg(long, value_name = "FILE")]
     upstream_ca: Option<PathBuf>,
     /// An operation, NAME=METHOD:PATH:REQUEST_SCHEMA:RESPONSE_SCHEMA[:idempotent], e.g.
     /// verify=POST:/verify:id-check-request@1:id-check-response@1:idempotent. METHOD is POST (the
-    /// request is the body) or GET (its values become the query); a schema is SUBJECT@VERSION, or
-    /// SUBJECT for its latest version, pinned now. Repeat for several operations.
+    /// request is the body) or GET (its values become the query), or GRPC with the path
+    /// /package.Service/Method; a schema is SUBJECT@VERSION, or SUBJECT for its latest version,
+    /// pinned now. Repeat for several operations.
     #[arg(long = "operation", value_name = "SPEC", value_parser = parse_operation)]
     operations: Vec<OperationSpec>,
     /// How long the hub waits for the upstream, per attempt: 5s, 1500ms [default: 5s; at most 60s].
@@ -153,8 +158,8 @@ fn parse_schema(text: &str) -> Result<SchemaArg, String> {
 
 fn parse_method(text: &str) -> Result<String, String> {
     match text.trim().to_ascii_uppercase().as_str() {
-        m @ ("POST" | "GET") => Ok(m.to_string()),
-        _ => Err(format!("method '{}' is not POST or GET", text.trim())),
+        m @ ("POST" | "GET" | "GRPC") => Ok(m.to_string()),
+        _ => Err(format!("method '{}' is not POST, GET or GRPC", text.trim())),
     }
 }
 
@@ -208,6 +213,7 @@ fn parse_timeout(text: &str) -> Result<u32, String> {
 struct SpecFile {
     upstream: Option<String>,
     upstream_ca: Option<PathBuf>,
+    descriptors: Option<PathBuf>,
     timeout: Option<String>,
     rate: Option<u32>,
     concurrency: Option<u32>,
@@ -255,11 +261,13 @@ fn read_spec_file(path: &Path) -> CliResult<SpecFile> {
         toml::from_str(&text).map_err(|e| e.to_string())
     };
     let mut file = parsed.map_err(|e| format!("{}: {e}", path.display()))?;
-    if let Some(ca) = &file.upstream_ca
-        && ca.is_relative()
-    {
-        file.upstream_ca = Some(path.parent().unwrap_or(Path::new(".")).join(ca));
-    }
+    let beside = |p: &mut Option<PathBuf>| {
+        if let Some(relative) = p.as_ref().filter(|p| p.is_relative()) {
+            *p = Some(path.parent().unwrap_or(Path::new(".")).join(relative));
+        }
+    };
+    beside(&mut file.upstream_ca);
+    beside(&mut file.descriptors);
     Ok(file)
 }
 
@@ -267,6 +275,7 @@ fn read_spec_file(path: &Path) -> CliResult<SpecFile> {
 struct Registration {
     upstream: String,
     upstream_ca: PathBuf,
+    descriptors: Option<PathBuf>,
     operations: Vec<OperationSpec>,
     timeout_ms: u32,
     rate_per_minute: u32,
@@ -307,6 +316,7 @@ fn registration(args: RegisterArgs) -> CliResult<Registration> {
             .upstream_ca
             .or(file.upstream_ca)
             .ok_or("say which CA issued the upstream's certificate: --upstream-ca FILE (or upstream_ca in --file)")?,
+        descriptors: args.descriptors.or(file.descriptors),
         operations,
         timeout_ms: args.timeout.or(file_timeout).unwrap_or(0),
         rate_per_minute: args.rate.or(file.rate).unwrap_or(0),
@@ -343,6 +353,10 @@ async fn pinned(
 async fn spec_of(channel: Channel, r: Registration) -> CliResult<pb::InterfaceSpec> {
     let upstream_ca_pem =
         std::fs::read_to_string(&r.upstream_ca).map_err(|e| format!("cannot read {}: {e}", r.upstream_ca.display()))?;
+    let descriptor_set = match &r.descriptors {
+        Some(path) => descriptor_set(path)?,
+        None => Vec::new(),
+    };
     let mut schemas = SchemaServiceClient::new(channel);
     let mut operations = Vec::with_capacity(r.operations.len());
     for op in r.operations {
@@ -362,7 +376,31 @@ async fn spec_of(channel: Channel, r: Registration) -> CliResult<pb::InterfaceSp
         timeout_ms: r.timeout_ms,
         rate_per_minute: r.rate_per_minute,
         max_concurrency: r.max_concurrency,
+        descriptor_set,
     })
+}
+
+/// A gRPC upstream's descriptors as the hub takes them: a FileDescriptorSet, read as it is, or
+/// compiled from a .proto file with its imports (looked up beside it).
+fn descriptor_set(path: &Path) -> CliResult<Vec<u8>> {
+    if path.extension().is_none_or(|e| e != "proto") {
+        return Ok(std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?);
+    }
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file = path
+        .file_name()
+        .ok_or_else(|| format!("{} names no file", path.display()))?;
+    let compiled = protox::Compiler::new([folder])
+        .and_then(|mut c| {
+            c.include_imports(true);
+            c.open_file(file)?;
+            Ok(c.encode_file_descriptor_set())
+        })
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(compiled)
 }
 
 fn schema_text(s: &Option<pb::SchemaReference>) -> String {
@@ -632,6 +670,7 @@ response_schema = "status-response@1"
             code: "000000/000000".into(),
             file: Some(file.to_path_buf()),
             upstream: None,
+            descriptors: None,
             upstream_ca: None,
             operations: Vec::new(),
             timeout,
@@ -666,5 +705,30 @@ response_schema = "status-response@1"
             .err()
             .expect("an unknown key is refused");
         assert!(err.contains("retries"), "{err}");
+    }
+
+    #[test]
+    fn descriptors_are_a_set_as_read_or_a_proto_file_compiled() {
+        use prost::Message as _;
+        let proto = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto/xinqiao/sample/v1/identity_check.proto");
+        let compiled = descriptor_set(&proto).expect("compiles");
+        let set = prost_types::FileDescriptorSet::decode(compiled.as_slice()).expect("a FileDescriptorSet");
+        let file = set
+            .file
+            .iter()
+            .find(|f| f.package() == "xinqiao.sample.v1")
+            .expect("the file");
+        assert_eq!(file.service[0].name(), "IdentityCheck");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("svc.pb");
+        std::fs::write(&bin, &compiled).expect("write");
+        assert_eq!(descriptor_set(&bin).expect("reads"), compiled, "a set is sent as it is");
+
+        let broken = dir.path().join("broken.proto");
+        std::fs::write(&broken, "syntax = \"proto3\"; message {").expect("write");
+        let err = descriptor_set(&broken).expect_err("does not compile");
+        assert!(err.to_string().contains("broken.proto"), "{err}");
+        assert!(descriptor_set(&dir.path().join("missing.pb")).is_err());
     }
 }

@@ -678,6 +678,7 @@ mod tests {
                 timeout_ms: 2_000,
                 rate_per_minute: 600,
                 max_concurrency: 16,
+                descriptor_set: Vec::new(),
             },
             enabled,
             disabled_reason: String::new(),

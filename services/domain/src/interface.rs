@@ -29,6 +29,8 @@ pub const MAX_CONCURRENCY: u32 = 1_024;
 pub const MAX_OPERATIONS: usize = 64;
 /// A CA bundle larger than this is not a CA bundle.
 pub const MAX_CA_PEM_BYTES: usize = 64 * 1024;
+/// The protobuf descriptors of a gRPC upstream's service (a serialized FileDescriptorSet).
+pub const MAX_DESCRIPTOR_SET_BYTES: usize = 1024 * 1024;
 
 /// How an operation's request reaches the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +39,9 @@ pub enum Method {
     Post,
     /// No body: the request's top-level scalar values become query parameters.
     Get,
+    /// A unary gRPC method of a `grpcs://` upstream: the JSON request becomes the method's
+    /// protobuf message, and its answer becomes JSON again, by the registered descriptors.
+    Grpc,
 }
 
 impl Method {
@@ -44,6 +49,7 @@ impl Method {
         match self {
             Method::Post => "POST",
             Method::Get => "GET",
+            Method::Grpc => "GRPC",
         }
     }
 
@@ -51,6 +57,7 @@ impl Method {
         match text.trim().to_ascii_uppercase().as_str() {
             "POST" | "" => Some(Method::Post),
             "GET" => Some(Method::Get),
+            "GRPC" => Some(Method::Grpc),
             _ => None,
         }
     }
@@ -60,7 +67,8 @@ impl Method {
 pub struct Operation {
     pub name: String,
     pub method: Method,
-    /// Under the upstream's address, beginning with '/'.
+    /// Under the upstream's address, beginning with '/'; for gRPC, the method's full name
+    /// `/package.Service/Method`.
     pub path: String,
     pub request_schema: SchemaRef,
     pub response_schema: SchemaRef,
@@ -70,9 +78,13 @@ pub struct Operation {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterfaceSpec {
-    /// https://host[:port][/base]
+    /// https://host[:port][/base], or grpcs://host[:port]
     pub upstream: String,
     pub upstream_ca_pem: String,
+    /// For a gRPC upstream: its service's descriptors (a serialized FileDescriptorSet, as
+    /// `protoc --include_imports -o` writes it), by which the hub turns JSON into the method's
+    /// messages and back. Empty for HTTPS.
+    pub descriptor_set: Vec<u8>,
     pub operations: Vec<Operation>,
     pub timeout_ms: u32,
     pub rate_per_minute: u32,
@@ -101,9 +113,19 @@ impl Interface {
     }
 }
 
+/// How the hub speaks to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 with JSON bodies, over TLS.
+    Https,
+    /// gRPC (HTTP/2), over TLS.
+    Grpcs,
+}
+
 /// Where an upstream is, as the hub dials it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
+    pub protocol: Protocol,
     pub host: String,
     pub port: u16,
     /// The path prefix every operation's path follows; empty or beginning with '/', without a
@@ -112,13 +134,17 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// `https://host[:port][/base]`. Only https: an upstream that answers for a department's
-    /// system is verified, and plain http would let anyone on the path read and change the
-    /// answers.
+    /// `https://host[:port][/base]` or `grpcs://host[:port]`. Only TLS: an upstream that
+    /// answers for a department's system is verified, and plain http would let anyone on the path
+    /// read and change the answers.
     pub fn parse(url: &str) -> std::result::Result<Upstream, String> {
-        let rest = url
-            .strip_prefix("https://")
-            .ok_or_else(|| "must begin with https:// (the hub reaches upstreams over TLS only)".to_string())?;
+        let (protocol, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (Protocol::Https, rest)
+        } else if let Some(rest) = url.strip_prefix("grpcs://") {
+            (Protocol::Grpcs, rest)
+        } else {
+            return Err("must begin with https:// or grpcs:// (the hub reaches upstreams over TLS only)".to_string());
+        };
         if rest.contains(['?', '#', '@', ' ', '\\']) {
             return Err("must be https://host[:port][/path], without query, fragment, user or spaces".into());
         }
@@ -126,6 +152,9 @@ impl Upstream {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
             None => (rest, ""),
         };
+        if protocol == Protocol::Grpcs && !base.is_empty() {
+            return Err("a grpcs:// upstream is host[:port] only: its methods name their own paths".into());
+        }
         let (host, port) = match authority.rsplit_once(':') {
             Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
                 let port: u16 = port
@@ -151,6 +180,7 @@ impl Upstream {
             ));
         }
         Ok(Upstream {
+            protocol,
             host: host.to_string(),
             port,
             base: base.to_string(),
@@ -238,8 +268,32 @@ pub fn register(caller: &Caller, entry: &CatalogEntry, spec: &mut InterfaceSpec)
         spec.max_concurrency = DEFAULT_MAX_CONCURRENCY;
     }
     let mut v = Violations::new();
-    if let Err(e) = Upstream::parse(&spec.upstream) {
-        v.add("spec.upstream", e);
+    let protocol = match Upstream::parse(&spec.upstream) {
+        Ok(upstream) => Some(upstream.protocol),
+        Err(e) => {
+            v.add("spec.upstream", e);
+            None
+        }
+    };
+    match protocol {
+        Some(Protocol::Grpcs) if spec.descriptor_set.is_empty() => v.add(
+            "spec.descriptor_set",
+            "is required for a grpcs:// upstream: its service's FileDescriptorSet (protoc --include_imports -o FILE)",
+        ),
+        Some(Protocol::Https) if !spec.descriptor_set.is_empty() => v.add(
+            "spec.descriptor_set",
+            "is for grpcs:// upstreams only; an https:// upstream speaks JSON",
+        ),
+        _ => {}
+    }
+    if spec.descriptor_set.len() > MAX_DESCRIPTOR_SET_BYTES {
+        v.add(
+            "spec.descriptor_set",
+            format!(
+                "is {} bytes; at most {MAX_DESCRIPTOR_SET_BYTES}",
+                spec.descriptor_set.len()
+            ),
+        );
     }
     if spec.upstream_ca_pem.len() > MAX_CA_PEM_BYTES {
         v.add(
@@ -283,6 +337,22 @@ pub fn register(caller: &Caller, entry: &CatalogEntry, spec: &mut InterfaceSpec)
     for (i, op) in spec.operations.iter().enumerate().take(MAX_OPERATIONS) {
         let at = format!("spec.operations[{i}]");
         check_operation(&mut v, &at, op);
+        match (protocol, op.method) {
+            (Some(Protocol::Grpcs), Method::Grpc) => {
+                if grpc_method_name(&op.path).is_none() {
+                    v.add(
+                        format!("{at}.path"),
+                        "must name a gRPC method as /package.Service/Method",
+                    );
+                }
+            }
+            (Some(Protocol::Grpcs), _) => v.add(format!("{at}.method"), "must be GRPC: the upstream is grpcs://"),
+            (Some(Protocol::Https), Method::Grpc) => v.add(
+                format!("{at}.method"),
+                "GRPC needs a grpcs:// upstream; an https:// upstream takes POST or GET",
+            ),
+            _ => {}
+        }
         if !seen.insert(op.name.as_str()) {
             v.add(
                 format!("{at}.name"),
@@ -291,6 +361,13 @@ pub fn register(caller: &Caller, entry: &CatalogEntry, spec: &mut InterfaceSpec)
         }
     }
     v.into_result()
+}
+
+/// The service and method a gRPC operation's path names: `/package.Service/Method`.
+pub fn grpc_method_name(path: &str) -> Option<(&str, &str)> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    let word = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    (service.split('.').all(word) && word(method)).then_some((service, method))
 }
 
 /// The provider takes its interface out of service, or the admin does.
@@ -450,6 +527,7 @@ mod tests {
         InterfaceSpec {
             upstream: "https://upstream.gov.example:8443/api/".into(),
             upstream_ca_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
+            descriptor_set: Vec::new(),
             operations: vec![op("verify")],
             timeout_ms: 0,
             rate_per_minute: 0,
@@ -565,6 +643,73 @@ mod tests {
                 "spec.operations[2].response_schema.version",
             ]
         );
+    }
+
+    #[test]
+    fn a_grpc_upstream_takes_grpc_methods_named_in_its_descriptors() {
+        let u = Upstream::parse("grpcs://ids.gov.example:9443").expect("parses");
+        assert_eq!(
+            (u.protocol, u.host.as_str(), u.port),
+            (Protocol::Grpcs, "ids.gov.example", 9443)
+        );
+        assert!(
+            Upstream::parse("grpcs://host/base").is_err(),
+            "gRPC methods name their own paths"
+        );
+        assert_eq!(Upstream::parse("https://h").expect("parses").protocol, Protocol::Https);
+
+        assert_eq!(
+            grpc_method_name("/gov.identity.v1.IdentityCheck/Verify"),
+            Some(("gov.identity.v1.IdentityCheck", "Verify"))
+        );
+        for bad in [
+            "/Verify",
+            "gov.X/Verify",
+            "/gov..X/Verify",
+            "/gov.X/",
+            "/gov.X/Verify/again",
+            "/a-b/C",
+        ] {
+            assert_eq!(grpc_method_name(bad), None, "{bad}");
+        }
+
+        let entry = interface_entry();
+        let provider = Caller::Department(entry.provider_code.clone());
+        let grpc_op = |path: &str| Operation {
+            method: Method::Grpc,
+            path: path.into(),
+            ..op("verify")
+        };
+        let mut s = spec();
+        s.upstream = "grpcs://ids.gov.example:9443".into();
+        s.descriptor_set = vec![1, 2, 3];
+        s.operations = vec![grpc_op("/gov.identity.v1.IdentityCheck/Verify")];
+        register(&provider, &entry, &mut s).expect("a gRPC interface registers");
+
+        s.descriptor_set.clear();
+        s.operations = vec![op("verify"), grpc_op("/verify")];
+        let Err(Error::InvalidArgument(violations)) = register(&provider, &entry, &mut s) else {
+            panic!("refused");
+        };
+        let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.descriptor_set",
+                "spec.operations[0].method",
+                "spec.operations[1].path",
+                "spec.operations[1].name",
+            ]
+        );
+
+        let mut s = spec();
+        s.descriptor_set = vec![1];
+        s.operations = vec![grpc_op("/a.B/C")];
+        let Err(Error::InvalidArgument(violations)) = register(&provider, &entry, &mut s) else {
+            panic!("refused");
+        };
+        let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["spec.descriptor_set", "spec.operations[0].method"]);
     }
 
     #[test]

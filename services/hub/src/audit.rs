@@ -386,17 +386,18 @@ fn sane_request_id(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// Percent-decodes a `grpc-message` header (the gRPC spec's encoding).
-fn grpc_message(value: &str) -> String {
+/// Percent-decodes a `grpc-message` header (the gRPC spec's encoding); a '%' that starts no
+/// escape stays as it is.
+pub(crate) fn grpc_message(value: &str) -> String {
     let bytes = value.as_bytes();
+    let hex = |at: usize| bytes.get(at).and_then(|b| (*b as char).to_digit(16));
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&value[i + 1..i + 3], 16)
+            && let (Some(hi), Some(lo)) = (hex(i + 1), hex(i + 2))
         {
-            out.push(b);
+            out.push((hi * 16 + lo) as u8);
             i += 3;
             continue;
         }
@@ -533,6 +534,7 @@ mod tests {
         assert_eq!(grpc_message("not%20shared%20(%E4%B8%8D)"), "not shared (不)");
         assert_eq!(grpc_message("100%"), "100%");
         assert_eq!(grpc_message("%zz"), "%zz");
+        assert_eq!(grpc_message("%é%4"), "%é%4");
     }
 
     #[test]

@@ -25,9 +25,9 @@ const DEPARTMENTS: &str = "departments";
 pub struct DirectoryApi {
     store: Arc<dyn Store>,
     auth: Authenticator,
-    /// Current entries for GetEntry, the directory's most frequent call; forgotten by every
-    /// change made here (see `cache` for other hub nodes).
-    entries: Cache<String, CatalogEntry>,
+    /// Current entries for GetEntry, the directory's most frequent call, and for interface
+    /// calls; forgotten by every change made here (see `cache` for other hub nodes).
+    entries: Arc<Cache<String, CatalogEntry>>,
     /// What the catalogue export says of this hub.
     catalogue: CatalogueSite,
 }
@@ -37,7 +37,7 @@ impl DirectoryApi {
         Self {
             auth,
             store,
-            entries: Cache::new(FRESH_FOR),
+            entries: Arc::new(Cache::new(FRESH_FOR)),
             catalogue: CatalogueSite::default(),
         }
     }
@@ -46,6 +46,12 @@ impl DirectoryApi {
     pub fn with_catalogue(mut self, site: CatalogueSite) -> Self {
         self.catalogue = site;
         self
+    }
+
+    /// The entries as cached, for the services that read an entry on every call (an interface
+    /// call); the directory forgets an entry here when it changes it.
+    pub fn entry_cache(&self) -> Arc<Cache<String, CatalogEntry>> {
+        self.entries.clone()
     }
 
     async fn visible_entry(&self, caller: &Caller, resource_code: &str) -> Result<CatalogEntry> {
@@ -92,18 +98,29 @@ impl DirectoryApi {
     /// The current entry for GetEntry, from the cache when fresh. Who may see it is decided on
     /// every call, from the entry as cached.
     async fn current_entry(&self, caller: &Caller, resource_code: &str) -> Result<CatalogEntry> {
-        let entry = match self.entries.get(&resource_code.to_string()) {
-            Some(entry) => entry,
-            None => {
-                let not_found = || entry_not_found(resource_code);
-                let entry = self.store.get_entry(resource_code).await?.ok_or_else(not_found)?;
-                self.entries.put(resource_code.to_string(), entry.clone());
-                entry
-            }
-        };
-        policy::read_entry(caller, &entry)?;
-        Ok(entry)
+        cached_visible_entry(self.store.as_ref(), &self.entries, caller, resource_code).await
     }
+}
+
+/// As [`visible_entry`], from `entries` when fresh. Who may see it is decided on every call, from
+/// the entry as cached.
+pub(crate) async fn cached_visible_entry(
+    store: &dyn Store,
+    entries: &Cache<String, CatalogEntry>,
+    caller: &Caller,
+    resource_code: &str,
+) -> Result<CatalogEntry> {
+    let entry = match entries.get(&resource_code.to_string()) {
+        Some(entry) => entry,
+        None => {
+            let not_found = || entry_not_found(resource_code);
+            let entry = store.get_entry(resource_code).await?.ok_or_else(not_found)?;
+            entries.put(resource_code.to_string(), entry.clone());
+            entry
+        }
+    };
+    policy::read_entry(caller, &entry)?;
+    Ok(entry)
 }
 
 /// The current entry, if the caller may see it; an entry it may not see is not found.

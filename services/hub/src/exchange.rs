@@ -126,12 +126,23 @@ pub(crate) async fn authorise_use(
     kind: &str,
     note: Option<&CallNote>,
 ) -> Result<(CatalogEntry, ReadBasis)> {
-    let entry = crate::directory::visible_entry(store, caller, read.dataset)
-        .await
-        .map_err(|e| match e {
-            Error::NotFound(_) => Error::NotFound(format!("{kind} {}", text::shorten(read.dataset, 64))),
-            other => other,
-        })?;
+    let entry = crate::directory::visible_entry(store, caller, read.dataset).await;
+    decide_use(store, caller, read, kind, entry, note).await
+}
+
+/// The rest of the gate, once the entry is read (`entry`: as the caller may see it).
+pub(crate) async fn decide_use(
+    store: &dyn Store,
+    caller: &Caller,
+    read: &ReadRequest<'_>,
+    kind: &str,
+    entry: Result<CatalogEntry>,
+    note: Option<&CallNote>,
+) -> Result<(CatalogEntry, ReadBasis)> {
+    let entry = entry.map_err(|e| match e {
+        Error::NotFound(_) => Error::NotFound(format!("{kind} {}", text::shorten(read.dataset, 64))),
+        other => other,
+    })?;
     if let Some(note) = note {
         note.about(&entry.resource_code, &entry.provider_code);
     }

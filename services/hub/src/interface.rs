@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tonic::{Request, Response, Status};
+use xinqiao_domain::catalogue::CatalogEntry;
 use xinqiao_domain::identity::Caller;
 use xinqiao_domain::interface::{self as rules, Interface, InterfaceSpec, Method, Operation, RateBucket};
 use xinqiao_domain::schema::SchemaRef;
@@ -26,12 +27,13 @@ use crate::audit::CallNote;
 use crate::auth::Authenticator;
 use crate::cache::{Cache, FRESH_FOR};
 use crate::convert::timestamp;
-use crate::exchange::{ReadRequest, authorise_use, note_basis};
+use crate::exchange::{ReadRequest, decide_use, note_basis};
 use crate::metrics::Metrics;
 use crate::paging::{decode, next_token};
 use crate::registry::Registry;
 use crate::status::{answer, to_status};
-use crate::upstream::{Failure, HubCertificate, Outgoing, Upstreams};
+use crate::transcode::{GrpcMethods, answer_json, request_frame};
+use crate::upstream::{Answer, Failure, HubCertificate, Outgoing, Upstreams};
 
 const INTERFACES: &str = "interfaces";
 /// A request larger than this is refused before it is parsed.
@@ -50,9 +52,17 @@ pub struct InterfaceApi {
     rates: Mutex<HashMap<(String, String), RateBucket>>,
     /// Interfaces as last read, for a second (this node forgets one it changes at once; another
     /// node's change is seen within the second, as with catalogue entries).
-    interfaces: Cache<String, Arc<Interface>>,
+    interfaces: Cache<String, Arc<Callable>>,
+    /// Catalogue entries as the directory caches them (it forgets one it changes).
+    entries: Arc<Cache<String, CatalogEntry>>,
     /// Compiled request and response schemas: a registered version never changes.
     validators: Cache<(String, u32), Arc<xinqiao_schema::CompiledSchema>>,
+}
+
+/// An interface as a call needs it: with its gRPC methods found in its descriptors.
+struct Callable {
+    interface: Interface,
+    grpc: GrpcMethods,
 }
 
 /// How long a compiled schema version is kept (its content never changes; only so the map is
@@ -66,6 +76,7 @@ impl InterfaceApi {
         registry: Registry,
         hub: HubCertificate,
         metrics: Metrics,
+        entries: Arc<Cache<String, CatalogEntry>>,
     ) -> Self {
         Self {
             store,
@@ -76,20 +87,26 @@ impl InterfaceApi {
             metrics,
             rates: Mutex::new(HashMap::new()),
             interfaces: Cache::new(FRESH_FOR),
+            entries,
             validators: Cache::new(VALIDATORS_FRESH_FOR),
         }
     }
 
     /// The interface of an entry, from the cache when fresh.
-    async fn current(&self, code: &str) -> Result<Option<Arc<Interface>>> {
+    async fn current(&self, code: &str) -> Result<Option<Arc<Callable>>> {
         if let Some(found) = self.interfaces.get(&code.to_string()) {
             return Ok(Some(found));
         }
-        let found = self.store.get_interface(code).await?.map(Arc::new);
-        if let Some(interface) = &found {
-            self.interfaces.put(code.to_string(), interface.clone());
-        }
-        Ok(found)
+        let Some(interface) = self.store.get_interface(code).await? else {
+            return Ok(None);
+        };
+        // Registration checked the descriptors; stored ones that no longer read are the store's
+        // fault, not the caller's.
+        let grpc = GrpcMethods::resolve(&interface.spec)
+            .map_err(|e| Error::Internal(format!("interface {code}: its stored descriptors do not resolve: {e}")))?;
+        let found = Arc::new(Callable { interface, grpc });
+        self.interfaces.put(code.to_string(), found.clone());
+        Ok(Some(found))
     }
 
     /// The interface of an entry the caller may see.
@@ -170,19 +187,21 @@ impl InterfaceApi {
     ) -> Result<pb::InvokeResponse> {
         note.detail("operation", text::shorten(&r.operation, 64));
         let read = ReadRequest::records(&r.code, &r.grant_id, &r.purpose);
-        let (entry, basis) = authorise_use(self.store.as_ref(), caller, &read, "interface", Some(note)).await?;
+        let entry = crate::directory::cached_visible_entry(self.store.as_ref(), &self.entries, caller, &r.code).await;
+        let (entry, basis) = decide_use(self.store.as_ref(), caller, &read, "interface", entry, Some(note)).await?;
         note_basis(note, &basis);
-        let interface = self
+        let callable = self
             .current(&entry.resource_code)
             .await?
             .ok_or_else(|| not_registered(&entry.resource_code))?;
-        let operation = rules::callable(&interface, &r.operation)?.clone();
+        let interface = &callable.interface;
+        let operation = rules::callable(interface, &r.operation)?.clone();
         trace.called = Some((interface.code.clone(), operation.name.clone()));
         if let Some(grant) = basis.grant() {
             grant.covers_operation(&operation.name)?;
         }
         if let Some(department) = caller.department() {
-            self.take_rate(&interface, department)?;
+            self.take_rate(interface, department)?;
         }
 
         // The request is checked here: nothing that breaks its schema reaches the upstream.
@@ -211,25 +230,42 @@ impl InterfaceApi {
         }
         note.detail("request_bytes", r.request_json.len());
 
-        let out = outgoing(&interface, &operation, &request, r, caller, note)?;
-        let answer = match self.upstreams.call(&interface, out).await {
+        let grpc_method = match operation.method {
+            Method::Grpc => Some(callable.grpc.method(&operation.name).ok_or_else(|| {
+                Error::Internal(format!(
+                    "interface {}: operation {} has no method",
+                    interface.code, operation.name
+                ))
+            })?),
+            _ => None,
+        };
+        let out = outgoing(interface, &operation, grpc_method, &request, r, caller, note)?;
+        let answer = match self.upstreams.call(interface, out).await {
             Ok(answer) => answer,
-            Err(failure) => return Err(failure_error(&interface, failure)),
+            Err(failure) => return Err(failure_error(interface, failure)),
         };
         trace.upstream = Some(answer.waited);
         note.detail("upstream_status", answer.status);
+        if let Some((code, _)) = &answer.grpc {
+            note.detail("upstream_grpc_status", crate::audit::code_name(*code));
+        }
         note.detail("upstream_ms", answer.waited.as_millis() as u64);
         note.detail("response_bytes", answer.body.len());
-        refused_by_upstream(&interface, answer.status, &answer.body)?;
+        refused_by_upstream(interface, &answer)?;
 
         // The answer is checked before it is passed on: an upstream outside its schema is failing.
-        let response: Value = match serde_json::from_slice(&answer.body) {
+        let read = match grpc_method {
+            Some(method) => answer_json(method, answer.body.clone()),
+            None => serde_json::from_slice::<Value>(&answer.body).map_err(|e| format!("not JSON ({e})")),
+        };
+        let response = match read {
             Ok(v) => v,
-            Err(e) => {
-                self.upstreams.count_failure(&interface);
+            Err(why) => {
+                self.upstreams.count_failure(interface);
                 return Err(Error::Unavailable(format!(
-                    "interface {}: its upstream answered with something that is not JSON ({e}); nothing was passed on",
-                    interface.code
+                    "interface {}: its upstream answered with something that is {}; nothing was passed on",
+                    interface.code,
+                    text::shorten(&why, 200)
                 )));
             }
         };
@@ -238,7 +274,7 @@ impl InterfaceApi {
             .await?
             .validate_bounded(&response, 3);
         if !checked.is_valid() {
-            self.upstreams.count_failure(&interface);
+            self.upstreams.count_failure(interface);
             let first = checked
                 .errors
                 .first()
@@ -279,13 +315,18 @@ fn not_registered(code: &str) -> Error {
 fn outgoing(
     interface: &Interface,
     operation: &Operation,
+    grpc_method: Option<&prost_reflect::MethodDescriptor>,
     request: &Value,
     r: &pb::InvokeRequest,
     caller: &Caller,
     note: &CallNote,
 ) -> Result<Outgoing> {
     let (path_and_query, body) = match operation.method {
-        Method::Post => (operation.path.clone(), r.request_json.clone().into_bytes()),
+        Method::Post => (operation.path.clone(), bytes::Bytes::from(r.request_json.clone())),
+        Method::Grpc => {
+            let method = grpc_method.ok_or_else(|| Error::Internal(format!("{}: no gRPC method", operation.name)))?;
+            (operation.path.clone(), request_frame(method, request)?)
+        }
         Method::Get => {
             let mut query = String::new();
             if let Value::Object(fields) = request {
@@ -308,7 +349,7 @@ fn outgoing(
                     query.push_str(&percent_encode(&value));
                 }
             }
-            (format!("{}{query}", operation.path), Vec::new())
+            (format!("{}{query}", operation.path), bytes::Bytes::new())
         }
     };
     Ok(Outgoing {
@@ -325,7 +366,7 @@ fn outgoing(
 }
 
 /// Everything but the unreserved characters of RFC 3986, as %XX of its UTF-8 bytes.
-fn percent_encode(text: &str) -> String {
+pub(crate) fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
@@ -372,28 +413,37 @@ fn failure_error(interface: &Interface, failure: Failure) -> Error {
     }
 }
 
-/// An upstream's refusal as the caller hears it. 2xx passes; the rest is named as the upstream's.
-fn refused_by_upstream(interface: &Interface, status: u16, body: &[u8]) -> Result<()> {
+/// An upstream's refusal as the caller hears it. 2xx (gRPC OK) passes; the rest is named as the
+/// upstream's, with the HTTP or gRPC status it gave.
+fn refused_by_upstream(interface: &Interface, answer: &Answer) -> Result<()> {
+    let status = answer.status;
     if (200..300).contains(&status) {
         return Ok(());
     }
-    let said = text::shorten(&String::from_utf8_lossy(body), 200);
+    let (gave, said) = match &answer.grpc {
+        Some((code, message)) => (format!("gRPC {}", crate::audit::code_name(*code)), message.clone()),
+        None => (
+            format!("HTTP {status}"),
+            String::from_utf8_lossy(&answer.body).into_owned(),
+        ),
+    };
+    let said = text::shorten(&said, 200);
     let code = &interface.code;
     Err(match status {
         400 | 422 => Error::invalid(
             "request_json",
-            format!("the upstream of {code} refused the request (HTTP {status}): {said}"),
+            format!("the upstream of {code} refused the request ({gave}): {said}"),
         ),
-        404 => Error::NotFound(format!("the upstream of {code} found nothing (HTTP 404): {said}")),
+        404 => Error::NotFound(format!("the upstream of {code} found nothing ({gave}): {said}")),
         429 => Error::Throttled {
-            why: format!("the upstream of {code} is busy (HTTP 429)"),
+            why: format!("the upstream of {code} is busy ({gave})"),
             retry_after: Duration::from_secs(1),
         },
         401 | 403 => Error::FailedPrecondition(format!(
-            "the upstream of {code} refused the hub (HTTP {status}): its provider must let the hub's certificate in"
+            "the upstream of {code} refused the hub ({gave}): its provider must let the hub's certificate in"
         )),
-        s if s >= 500 => Error::Unavailable(format!("the upstream of {code} failed (HTTP {status}): {said}")),
-        _ => Error::FailedPrecondition(format!("the upstream of {code} answered HTTP {status}: {said}")),
+        s if s >= 500 => Error::Unavailable(format!("the upstream of {code} failed ({gave}): {said}")),
+        _ => Error::FailedPrecondition(format!("the upstream of {code} answered {gave}: {said}")),
     })
 }
 
@@ -417,7 +467,7 @@ fn spec_from_api(spec: Option<pb::InterfaceSpec>) -> Result<(InterfaceSpec, Vec<
         let method = Method::parse(&op.method).unwrap_or_else(|| {
             v.push(FieldViolation::new(
                 format!("spec.operations[{i}].method"),
-                format!("'{}' is not POST or GET", text::shorten(&op.method, 16)),
+                format!("'{}' is not POST, GET or GRPC", text::shorten(&op.method, 16)),
             ));
             Method::Post
         });
@@ -437,6 +487,7 @@ fn spec_from_api(spec: Option<pb::InterfaceSpec>) -> Result<(InterfaceSpec, Vec<
         timeout_ms: spec.timeout_ms,
         rate_per_minute: spec.rate_per_minute,
         max_concurrency: spec.max_concurrency,
+        descriptor_set: spec.descriptor_set,
     };
     Ok((spec, v))
 }
@@ -470,6 +521,7 @@ fn interface_api(i: Interface) -> pb::Interface {
             timeout_ms: i.spec.timeout_ms,
             rate_per_minute: i.spec.rate_per_minute,
             max_concurrency: i.spec.max_concurrency,
+            descriptor_set: i.spec.descriptor_set,
         }),
         enabled: i.enabled,
         disabled_reason: i.disabled_reason,
@@ -500,6 +552,8 @@ impl InterfaceService for InterfaceApi {
             if !problems.is_empty() {
                 return Err(Error::InvalidArgument(problems));
             }
+            // A gRPC operation must name a unary method its descriptors hold.
+            GrpcMethods::resolve(&spec)?;
             self.check_schemas(&spec).await?;
             // The CA must be one the hub can verify the upstream with.
             crate::tls::upstream_client_config(&spec.upstream_ca_pem, &self.hub.cert, &self.hub.key)

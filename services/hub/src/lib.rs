@@ -28,6 +28,7 @@ pub mod status;
 pub mod tls;
 pub mod trail;
 pub mod upstream;
+pub mod transcode;
 pub mod web;
 
 pub use config::Config;

@@ -276,6 +276,7 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let reflection_v1 = reflection()
+        directory_api.entry_cache(),
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
     // Many clients in the field (Python grpcio among them) still speak only v1alpha.

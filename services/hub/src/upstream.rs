@@ -1,9 +1,10 @@
 //! The hub as a client of providers' upstream services (接口共享).
 //!
 //! Each interface has a gate in front of its upstream: the circuit (refuse at once while the
-//! upstream is known to be down), a bound on calls in flight across every caller, and a few idle
-//! HTTP/1.1 connections over TLS kept for the next call. Every call has a deadline: the caller
-//! hears UNAVAILABLE or DEADLINE_EXCEEDED naming the interface, never a hang.
+//! upstream is known to be down), a bound on calls in flight across every caller, and the
+//! connections kept for the next call: a few idle HTTP/1.1 connections over TLS for an https://
+//! upstream, one multiplexed HTTP/2 connection for a grpcs:// one. Every call has a deadline: the
+//! caller hears UNAVAILABLE or DEADLINE_EXCEEDED naming the interface, never a hang.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -14,12 +15,13 @@ use bytes::Bytes;
 use chrono::Utc;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsConnector;
-use xinqiao_domain::interface::{Circuit, Interface, Method, Passage, Upstream};
+use xinqiao_domain::interface::{Circuit, Interface, Method, Passage, Protocol, Upstream};
 
 use crate::tls;
 
@@ -29,9 +31,10 @@ pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 /// A call to an upstream.
 pub struct Outgoing {
     pub method: Method,
-    /// The path under the upstream's base, with its query.
+    /// The path under the upstream's base, with its query; for gRPC, `/package.Service/Method`.
     pub path_and_query: String,
-    pub body: Vec<u8>,
+    /// The JSON request, or for gRPC the framed message.
+    pub body: Bytes,
     pub idempotent: bool,
     pub timeout: Duration,
     /// Who the call is made for and the call's id, sent as headers so the upstream's own log can
@@ -42,7 +45,12 @@ pub struct Outgoing {
 
 #[derive(Debug)]
 pub struct Answer {
+    /// The HTTP status; for gRPC, the HTTP status that says what the gRPC status says (see
+    /// `web::http_status`), so that one rule reads both.
     pub status: u16,
+    /// For gRPC: the status code and message the upstream gave.
+    pub grpc: Option<(tonic::Code, String)>,
+    /// The JSON answer; for gRPC, the message's frame.
     pub body: Bytes,
     pub waited: Duration,
 }
@@ -100,8 +108,14 @@ struct Gate {
     tls: TlsConnector,
     in_flight: Arc<Semaphore>,
     circuit: Mutex<Circuit>,
+    /// https://: idle HTTP/1.1 connections.
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    /// grpcs://: the HTTP/2 connection every call shares; made again when it closes.
+    multiplexed: tokio::sync::Mutex<Option<http2::SendRequest<Full<Bytes>>>>,
 }
+
+/// What one attempt got: the status, and for gRPC the status the upstream gave, and the body.
+type Reply = (u16, Option<(tonic::Code, String)>, Bytes);
 
 impl Upstreams {
     pub fn new(hub: HubCertificate) -> Self {
@@ -127,8 +141,12 @@ impl Upstreams {
         let target = Upstream::parse(&key.upstream).map_err(Failure::Misconfigured)?;
         let server_name = ServerName::try_from(target.host.clone())
             .map_err(|e| Failure::Misconfigured(format!("upstream host {}: {e}", target.host)))?;
-        let config = tls::upstream_client_config(&key.ca_pem, &self.hub.cert, &self.hub.key)
+        let mut config = tls::upstream_client_config(&key.ca_pem, &self.hub.cert, &self.hub.key)
             .map_err(|e| Failure::Misconfigured(e.to_string()))?;
+        config.alpn_protocols = match target.protocol {
+            Protocol::Https => vec![b"http/1.1".to_vec()],
+            Protocol::Grpcs => vec![b"h2".to_vec()],
+        };
         // A new gate starts closed: a re-registered upstream deserves a fresh chance.
         let gate = Arc::new(Gate {
             in_flight: Arc::new(Semaphore::new(key.max_concurrency.max(1) as usize)),
@@ -138,6 +156,7 @@ impl Upstreams {
             tls: TlsConnector::from(Arc::new(config)),
             circuit: Mutex::new(Circuit::default()),
             idle: Mutex::new(Vec::new()),
+            multiplexed: tokio::sync::Mutex::new(None),
         });
         gates.insert(interface.code.clone(), gate.clone());
         Ok(gate)
@@ -159,7 +178,13 @@ impl Upstreams {
                 .map_err(|_| Failure::Busy)?
                 .map_err(|_| Failure::Busy)?;
             let attempt = || async {
-                match tokio::time::timeout(out.timeout, gate.send(&out)).await {
+                let sent = async {
+                    match gate.target.protocol {
+                        Protocol::Https => gate.send(&out).await,
+                        Protocol::Grpcs => gate.send_grpc(&out).await,
+                    }
+                };
+                match tokio::time::timeout(out.timeout, sent).await {
                     Err(_) => Err(Failure::TimedOut),
                     Ok(result) => result,
                 }
@@ -172,13 +197,14 @@ impl Upstreams {
             }
         }
         .await;
-        let succeeded = matches!(&outcome, Ok((status, _)) if *status < 500);
+        let succeeded = matches!(&outcome, Ok((status, _, _)) if *status < 500);
         // Busy is the hub's own back-pressure, not the upstream failing.
         if !matches!(outcome, Err(Failure::Busy)) {
             gate.circuit().record(succeeded, Utc::now());
         }
-        outcome.map(|(status, body)| Answer {
+        outcome.map(|(status, grpc, body)| Answer {
             status,
+            grpc,
             body,
             waited: started.elapsed(),
         })
@@ -212,19 +238,10 @@ impl Gate {
                 None => break,
             }
         }
-        let unreachable = |what: &str, e: &dyn std::fmt::Display| Failure::Unreachable(format!("{what}: {e}"));
-        let tcp = TcpStream::connect((self.target.host.as_str(), self.target.port))
-            .await
-            .map_err(|e| unreachable("connecting", &e))?;
-        let _ = tcp.set_nodelay(true);
-        let stream = self
-            .tls
-            .connect(self.server_name.clone(), tcp)
-            .await
-            .map_err(|e| unreachable("TLS handshake", &e))?;
+        let stream = self.dial().await?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| unreachable("HTTP handshake", &e))?;
+            .map_err(|e| cannot_reach("HTTP handshake", &e))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "an upstream connection ended");
@@ -233,18 +250,110 @@ impl Gate {
         Ok(sender)
     }
 
+    /// A TCP connection to the upstream, through the TLS handshake.
+    async fn dial(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
+        let tcp = TcpStream::connect((self.target.host.as_str(), self.target.port))
+            .await
+            .map_err(|e| cannot_reach("connecting", &e))?;
+        let _ = tcp.set_nodelay(true);
+        self.tls
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|e| cannot_reach("TLS handshake", &e))
+    }
+
+    /// The shared HTTP/2 connection, made if there is none or it closed. Callers that find it
+    /// closed together make one new connection, not one each.
+    async fn multiplexed(&self) -> Result<http2::SendRequest<Full<Bytes>>, Failure> {
+        let mut shared = self.multiplexed.lock().await;
+        if let Some(sender) = shared.as_ref()
+            && !sender.is_closed()
+        {
+            return Ok(sender.clone());
+        }
+        let stream = self.dial().await?;
+        let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .map_err(|e| cannot_reach("HTTP/2 handshake", &e))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "an upstream HTTP/2 connection ended");
+            }
+        });
+        *shared = Some(sender.clone());
+        Ok(sender)
+    }
+
+    fn authority(&self) -> String {
+        if self.target.port == 443 {
+            self.target.host.clone()
+        } else {
+            format!("{}:{}", self.target.host, self.target.port)
+        }
+    }
+
+    /// One unary gRPC call and its whole answer. The status is in the trailers, or in the
+    /// headers of an answer without a message.
+    async fn send_grpc(&self, out: &Outgoing) -> Result<Reply, Failure> {
+        let mut sender = self.multiplexed().await?;
+        sender
+            .ready()
+            .await
+            .map_err(|e| Failure::Unreachable(format!("connection: {e}")))?;
+        let request = hyper::Request::builder()
+            .method("POST")
+            .uri(format!("https://{}{}", self.authority(), out.path_and_query))
+            .header(hyper::header::CONTENT_TYPE, "application/grpc")
+            .header(hyper::header::TE, "trailers")
+            .header(
+                "grpc-timeout",
+                format!("{}m", out.timeout.as_millis().clamp(1, 99_999_999)),
+            )
+            .header("x-xinqiao-client", out.client.as_str())
+            .header("x-xinqiao-request-id", out.request_id.as_str())
+            .body(Full::new(out.body.clone()))
+            .map_err(|e| Failure::Misconfigured(format!("request: {e}")))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| Failure::Unreachable(format!("no answer: {e}")))?;
+        let http_status = response.status().as_u16();
+        let (parts, body) = response.into_parts();
+        let collected = Limited::new(body, MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| answer_failure(&*e))?;
+        let trailers = collected.trailers().cloned();
+        let body = collected.to_bytes();
+        let status_in = |headers: &http::HeaderMap| {
+            let code = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
+            let message = headers
+                .get("grpc-message")
+                .and_then(|m| m.to_str().ok())
+                .map(crate::audit::grpc_message)
+                .unwrap_or_default();
+            Some((tonic::Code::from_i32(code), message))
+        };
+        let grpc = trailers
+            .as_ref()
+            .and_then(status_in)
+            .or_else(|| status_in(&parts.headers));
+        match grpc {
+            Some((code, message)) => Ok((crate::web::http_status(code), Some((code, message)), body)),
+            // No gRPC status: not a gRPC server, or one that broke off; its HTTP status says which.
+            None if http_status != 200 => Ok((http_status, None, body)),
+            None => Err(Failure::Unreachable("the answer carried no grpc-status".into())),
+        }
+    }
+
     /// One request and its whole answer.
-    async fn send(&self, out: &Outgoing) -> Result<(u16, Bytes), Failure> {
+    async fn send(&self, out: &Outgoing) -> Result<Reply, Failure> {
         let mut sender = self.connection().await?;
         sender
             .ready()
             .await
             .map_err(|e| Failure::Unreachable(format!("connection: {e}")))?;
-        let authority = if self.target.port == 443 {
-            self.target.host.clone()
-        } else {
-            format!("{}:{}", self.target.host, self.target.port)
-        };
+        let authority = self.authority();
         let mut request = hyper::Request::builder()
             .method(out.method.as_str())
             .uri(format!("{}{}", self.target.base, out.path_and_query))
@@ -256,7 +365,7 @@ impl Gate {
             request = request.header(hyper::header::CONTENT_TYPE, "application/json");
         }
         let request = request
-            .body(Full::new(Bytes::from(out.body.clone())))
+            .body(Full::new(out.body.clone()))
             .map_err(|e| Failure::Misconfigured(format!("request: {e}")))?;
         let response = sender
             .send_request(request)
@@ -266,18 +375,25 @@ impl Gate {
         let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
-            .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                    Failure::TooLarge
-                } else {
-                    Failure::Unreachable(format!("the answer broke off: {e}"))
-                }
-            })?
+            .map_err(|e| answer_failure(&*e))?
             .to_bytes();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.key.max_concurrency as usize {
             idle.push(sender);
         }
-        Ok((status, body))
+        Ok((status, None, body))
+    }
+}
+
+fn cannot_reach(what: &str, e: &dyn std::fmt::Display) -> Failure {
+    Failure::Unreachable(format!("{what}: {e}"))
+}
+
+/// Why an answer's body could not be read whole.
+fn answer_failure(e: &(dyn std::error::Error + Send + Sync + 'static)) -> Failure {
+    if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+        Failure::TooLarge
+    } else {
+        Failure::Unreachable(format!("the answer broke off: {e}"))
     }
 }

@@ -1,6 +1,8 @@
 //! What both backends do the same way for interfaces: the JSON text of a specification, and the
 //! errors about a missing one.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 use xinqiao_domain::interface::{InterfaceSpec, Method, Operation};
 use xinqiao_domain::schema::SchemaRef;
@@ -34,6 +36,7 @@ pub(crate) fn spec_json(spec: &InterfaceSpec) -> Result<String> {
         "timeout_ms": spec.timeout_ms,
         "rate_per_minute": spec.rate_per_minute,
         "max_concurrency": spec.max_concurrency,
+        "descriptor_set": BASE64.encode(&spec.descriptor_set),
     }))
     .map_err(|e| Error::Internal(format!("encoding an interface: {e}")))
 }
@@ -83,6 +86,13 @@ pub(crate) fn parse_spec(stored: &str) -> Result<InterfaceSpec> {
         timeout_ms: number(&v, "timeout_ms")?,
         rate_per_minute: number(&v, "rate_per_minute")?,
         max_concurrency: number(&v, "max_concurrency")?,
+        // Absent from specifications stored before gRPC upstreams were taken.
+        descriptor_set: match v.get("descriptor_set").and_then(Value::as_str) {
+            None => Vec::new(),
+            Some(text) => BASE64
+                .decode(text)
+                .map_err(|e| corrupt(COLUMN, format!("descriptor_set: {e}")))?,
+        },
     })
 }
 
@@ -225,8 +235,18 @@ mod tests {
             timeout_ms: 100,
             rate_per_minute: 60,
             max_concurrency: 4,
+            descriptor_set: vec![0, 10, 255],
         };
         assert_eq!(parse_spec(&spec_json(&spec).expect("encodes")).expect("parses"), spec);
+        // Stored before gRPC upstreams: no descriptors.
+        let mut older: Value = serde_json::from_str(&spec_json(&spec).expect("encodes")).expect("json");
+        older.as_object_mut().expect("object").remove("descriptor_set");
+        assert!(
+            parse_spec(&older.to_string())
+                .expect("parses")
+                .descriptor_set
+                .is_empty()
+        );
         assert!(parse_spec("{}").is_err());
         assert!(parse_spec("not json").is_err());
     }
