@@ -1,0 +1,634 @@
+//! Federation (平台级联) across three hubs on loopback, each with its own CA and database:
+//! county (330110) → city (330100) → province (330000). The province's catalogue answers "who in
+//! the province has 企业登记信息?" with the county's entry, marked with its origin; updates and
+//! withdrawals follow; the city, stopped and restarted, catches up from its cursor; strangers,
+//! untrusted CAs and a child reading its parent are refused, and the trail shows it on both sides.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use xinqiao_domain::identity::Principal;
+use xinqiao_hub::pki::{self, CertFiles};
+use xinqiao_hub::tls::{ClientIdentity, connect};
+use xinqiao_hub::{Config, RunningHub, server};
+use xinqiao_proto::v1::directory_service_client::DirectoryServiceClient;
+use xinqiao_proto::v1::federation_service_client::FederationServiceClient;
+use xinqiao_store::{AuditFilter, PgStore, Store};
+use xinqiao_tests::*;
+
+type Federation = FederationServiceClient<Channel>;
+
+const COUNTY: &str = "330110";
+const CITY: &str = "330100";
+const PROVINCE: &str = "330000";
+
+/// How long a change may take to travel county → city → province.
+const PROPAGATION: Duration = Duration::from_secs(20);
+
+/// One level's hub: its own PKI and database in a directory of its own, restartable on its port.
+struct Level {
+    division: &'static str,
+    dir: TempDir,
+    backend: Backend,
+    pg_schema: Option<String>,
+    addr: SocketAddr,
+    hub: Option<RunningHub>,
+    /// The hub's store, kept after it stops (the data stays).
+    store: Option<Arc<dyn Store>>,
+}
+
+impl Level {
+    async fn start(division: &'static str, backend: &Backend) -> Level {
+        xinqiao_hub::tls::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let pki_dir = dir.path().join("pki");
+        pki::init(&pki_dir, &[]).expect("a development PKI of its own");
+        pki::issue(&pki_dir, &Principal::Hub(division.into())).expect("the hub's identity certificate");
+        let pg_schema = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres { .. } => Some(format!("xq_fed_{}", uuid::Uuid::new_v4().simple())),
+        };
+        let mut level = Level {
+            division,
+            dir,
+            backend: backend.clone(),
+            pg_schema,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            hub: None,
+            store: None,
+        };
+        level.run().await;
+        server::register_sample_departments(level.store())
+            .await
+            .expect("sample departments");
+        level
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.store.as_deref().expect("the hub has started")
+    }
+
+    fn config(&self) -> Config {
+        let mut config = Config {
+            listen: Some(self.addr),
+            data_dir: Some(self.dir.path().to_path_buf()),
+            ..Config::default()
+        };
+        config.limits.shutdown_grace_secs = 5;
+        config.federation.division = Some(self.division.into());
+        config.federation.wait_secs = Some(2);
+        config.federation.retry_secs = Some(1);
+        config
+    }
+
+    /// Starts (or starts again) the hub on its data and, after the first start, its port.
+    async fn run(&mut self) {
+        let config = self.config();
+        let hub = match (&self.backend, &self.pg_schema) {
+            (Backend::Postgres { url }, Some(schema)) => {
+                let store = PgStore::open_in_schema(url, schema)
+                    .await
+                    .unwrap_or_else(|e| panic!("{PG_URL_VAR} is set but the store does not open: {e}"));
+                server::start_with_store(&config, Arc::new(store))
+                    .await
+                    .expect("the hub starts on PostgreSQL")
+            }
+            _ => server::start(&config).await.expect("the hub starts on SQLite"),
+        };
+        self.addr = hub.addr;
+        self.store = Some(hub.store.clone());
+        self.hub = Some(hub);
+    }
+
+    async fn stop(&mut self) {
+        if let Some(hub) = self.hub.take() {
+            hub.stop().await.expect("the hub stops gracefully");
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.addr.port())
+    }
+
+    fn pki_dir(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+
+    fn ca_pem(&self) -> String {
+        std::fs::read_to_string(pki::ca_cert_path(&self.pki_dir())).expect("the CA certificate")
+    }
+
+    async fn channel(&self, files: CertFiles) -> Channel {
+        let identity = ClientIdentity {
+            ca: pki::ca_cert_path(&self.pki_dir()),
+            cert: files.cert,
+            key: files.key,
+        };
+        connect(&self.url(), &identity).await.expect("connect to the hub")
+    }
+
+    async fn admin(&self) -> Directory {
+        DirectoryServiceClient::new(self.channel(pki::admin_files(&self.pki_dir())).await)
+    }
+
+    async fn dept(&self, code: &str) -> Directory {
+        DirectoryServiceClient::new(self.channel(pki::department_files(&self.pki_dir(), code)).await)
+    }
+
+    async fn federation(&self) -> Federation {
+        FederationServiceClient::new(self.channel(pki::admin_files(&self.pki_dir())).await)
+    }
+
+    /// A channel to this hub presenting `files` (issued by whatever CA), trusting this hub's CA.
+    /// Lazy: a refused handshake shows as the first call's error.
+    fn channel_as(&self, files: &CertFiles) -> Channel {
+        let read = |p: &PathBuf| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(&pki::ca_cert_path(&self.pki_dir()))))
+            .identity(Identity::from_pem(read(&files.cert), read(&files.key)));
+        Endpoint::from_shared(self.url())
+            .expect("hub URL")
+            .connect_timeout(Duration::from_secs(5))
+            .tls_config(tls)
+            .expect("TLS config")
+            .connect_lazy()
+    }
+
+    /// Registers `other` as a peer of this hub.
+    async fn register(&self, other: &Level, relation: v1::PeerRelation) -> v1::Peer {
+        let parent = relation == v1::PeerRelation::Parent;
+        ok(self
+            .federation()
+            .await
+            .add_peer(v1::AddPeerRequest {
+                division_code: other.division.into(),
+                name: format!("{} 数据共享平台", other.division),
+                address: other.url(),
+                ca_pem: other.ca_pem(),
+                relation: relation.into(),
+                exposure: Some(v1::PeerExposure {
+                    catalogue: parent,
+                    classifications: vec![],
+                }),
+            })
+            .await)
+    }
+
+    /// Events of the trail with this action.
+    async fn events(&self, action: &str) -> Vec<xinqiao_domain::audit::ChainedEvent> {
+        let filter = AuditFilter {
+            action: Some(action.into()),
+            ..AuditFilter::default()
+        };
+        self.store()
+            .list_audit(&filter, 0, 10_000)
+            .await
+            .expect("list the trail")
+    }
+
+    async fn finish(mut self) {
+        self.stop().await;
+        if let (Backend::Postgres { url }, Some(schema)) = (&self.backend, &self.pg_schema) {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(url)
+                .await
+                .expect("connect to drop the schema");
+            // The name is one this test made up (a UUID), never outside input.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+            )))
+            .execute(&mut conn)
+            .await
+            .expect("drop the test schema");
+        }
+    }
+}
+
+/// County → city → province, each registered with the next as its parent (catalogue exposed)
+/// and the next registering it as its child.
+async fn chain(backend: &Backend) -> (Level, Level, Level) {
+    let county = Level::start(COUNTY, backend).await;
+    let city = Level::start(CITY, backend).await;
+    let province = Level::start(PROVINCE, backend).await;
+    county.register(&city, v1::PeerRelation::Parent).await;
+    city.register(&county, v1::PeerRelation::Child).await;
+    city.register(&province, v1::PeerRelation::Parent).await;
+    province.register(&city, v1::PeerRelation::Child).await;
+    (county, city, province)
+}
+
+/// Creates, submits and publishes an entry of SAMR on `level`: its resource code.
+async fn published(level: &Level, content: v1::EntryContent) -> String {
+    let mut dept = level.dept(SAMR).await;
+    let code = ok(dept.create_entry(create(content)).await).resource_code;
+    ok(dept.submit_entry(submit(&code)).await);
+    ok(level.admin().await.publish_entry(publish(&code)).await);
+    code
+}
+
+/// What a department of `level` finds for `keyword` among the entries aggregated from children.
+async fn aggregated(level: &Level, keyword_text: &str) -> Vec<v1::CatalogEntry> {
+    let mut dept = level.dept(POLICE).await;
+    search_all(&mut dept, keyword(keyword_text))
+        .await
+        .into_iter()
+        .filter(|e| !e.origin_hub.is_empty())
+        .collect()
+}
+
+/// Waits until `check` holds for what `level` finds for `keyword`, or fails with what it found.
+async fn until_found(
+    level: &Level,
+    keyword_text: &str,
+    what: &str,
+    check: impl Fn(&[v1::CatalogEntry]) -> bool,
+) -> Vec<v1::CatalogEntry> {
+    let started = Instant::now();
+    loop {
+        let found = aggregated(level, keyword_text).await;
+        if check(&found) {
+            return found;
+        }
+        assert!(
+            started.elapsed() < PROPAGATION,
+            "{what}: after {PROPAGATION:?} hub {} finds {:?}",
+            level.division,
+            found
+                .iter()
+                .map(|e| (&e.origin_hub, &e.resource_code, e.content.as_ref().map(|c| &c.name)))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+on_each_backend!(
+    the_province_finds_county_entries_and_follows_their_changes,
+    the_city_restarted_catches_up_from_its_cursor,
+    strangers_untrusted_cas_and_children_are_refused_and_audited,
+);
+
+async fn the_province_finds_county_entries_and_follows_their_changes(backend: Backend) {
+    let (county, city, province) = chain(&backend).await;
+    let code = published(&county, content("企业登记信息", "102", "余杭区企业的营业执照登记信息")).await;
+
+    // 省里谁有企业登记信息？The province answers with the county's entry, marked with its origin.
+    let found = until_found(
+        &province,
+        "企业登记信息",
+        "the county entry reaches the province",
+        |f| f.len() == 1,
+    )
+    .await;
+    let entry = &found[0];
+    assert_eq!(entry.origin_hub, COUNTY);
+    assert_eq!(entry.via_hub, CITY);
+    assert_eq!(entry.resource_code, code);
+    assert_eq!(entry.provider_code, SAMR);
+    assert_eq!(entry.provider_name, "市市场监督管理局");
+    assert_eq!(entry.state, v1::EntryState::Published as i32);
+    // The city shows it too, as having come straight from the county.
+    let at_city = aggregated(&city, "企业登记信息").await;
+    assert_eq!(
+        at_city
+            .iter()
+            .map(|e| (&*e.origin_hub, &*e.via_hub))
+            .collect::<Vec<_>>(),
+        [(COUNTY, COUNTY)]
+    );
+    // Searched like the province's own entries: by classification too, and after them.
+    let mut province_dept = province.dept(SAMR).await;
+    let own = published(&province, content("企业登记信息（省级汇总）", "101", "省市场监管局")).await;
+    let both = search_all(&mut province_dept, keyword("企业登记信息")).await;
+    assert_eq!(
+        both.iter()
+            .map(|e| (e.origin_hub.as_str(), e.resource_code.as_str()))
+            .collect::<Vec<_>>(),
+        [("", own.as_str()), (COUNTY, code.as_str())],
+        "own entries first, then aggregated ones"
+    );
+    let paged = search_all(
+        &mut province_dept,
+        v1::SearchEntriesRequest {
+            classification_prefix: "10".into(),
+            page_size: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(paged.len(), 2, "pages run on from own entries into aggregated ones");
+    let local = search_all(
+        &mut province_dept,
+        v1::SearchEntriesRequest {
+            keyword: "企业登记信息".into(),
+            local_only: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(local.len(), 1);
+    assert_eq!(local[0].resource_code, own);
+
+    // Never editable there: the province knows no entry of its own by that code.
+    let mut province_admin = province.admin().await;
+    refused(
+        province_admin.withdraw_entry(withdraw(&code, "不是本级的")).await,
+        Code::NotFound,
+    );
+
+    // An update (withdrawn, revised, published again) reaches the province.
+    let mut county_dept = county.dept(SAMR).await;
+    ok(county_dept.withdraw_entry(withdraw(&code, "修订")).await);
+    ok(county_dept
+        .update_entry(update(
+            &code,
+            content("企业登记信息（含变更记录）", "102", "余杭区企业的登记与变更信息"),
+        ))
+        .await);
+    ok(county_dept.submit_entry(submit(&code)).await);
+    ok(county.admin().await.publish_entry(publish(&code)).await);
+    until_found(&province, "含变更记录", "the update reaches the province", |f| {
+        f.len() == 1 && f[0].version >= 5
+    })
+    .await;
+
+    // A withdrawal does too: the entry is no longer found there.
+    let other = published(&county, content("个体工商户登记信息", "102", "余杭区个体工商户")).await;
+    until_found(
+        &province,
+        "个体工商户",
+        "a second entry reaches the province",
+        |f| f.len() == 1,
+    )
+    .await;
+    ok(county_dept.withdraw_entry(withdraw(&other, "停止共享")).await);
+    until_found(
+        &province,
+        "个体工商户",
+        "the withdrawal reaches the province",
+        |f| f.is_empty(),
+    )
+    .await;
+    // The admin still sees it there, withdrawn.
+    let withdrawn: Vec<_> = search_all(&mut province_admin, keyword("个体工商户"))
+        .await
+        .into_iter()
+        .filter(|e| e.origin_hub == COUNTY)
+        .collect();
+    assert_eq!(withdrawn.len(), 1);
+    assert_eq!(withdrawn[0].state, v1::EntryState::Withdrawn as i32);
+
+    // Audited on both sides: the county served the city's reads, the city recorded its pulls.
+    let served = county.events("CatalogueChanges").await;
+    assert!(
+        served
+            .iter()
+            .any(|e| e.event.actor == "hub:330100" && e.event.outcome == "OK"),
+        "the county's trail records the city's reads"
+    );
+    let pulled = city.events("PullCatalogueChanges").await;
+    assert!(
+        pulled
+            .iter()
+            .any(|e| e.event.actor == "hub:330100" && e.event.about == "hub:330110" && e.event.outcome == "OK"),
+        "the city's trail records its pulls from the county"
+    );
+
+    // Removing the child withdraws what came through it, here and upward.
+    let removed = ok(city
+        .federation()
+        .await
+        .remove_peer(v1::RemovePeerRequest {
+            division_code: COUNTY.into(),
+        })
+        .await);
+    assert_eq!(removed.withdrawn_entries, 1);
+    until_found(
+        &province,
+        "企业登记信息",
+        "the removal reaches the province",
+        |f| f.is_empty(),
+    )
+    .await;
+
+    county.finish().await;
+    city.finish().await;
+    province.finish().await;
+}
+
+async fn the_city_restarted_catches_up_from_its_cursor(backend: Backend) {
+    let (county, mut city, province) = chain(&backend).await;
+    let first = published(&county, content("企业登记信息", "102", "余杭区企业登记")).await;
+    let second = published(&county, content("社会组织登记信息", "102", "余杭区社会组织")).await;
+    until_found(&province, "登记信息", "both entries reach the province", |f| {
+        f.len() == 2
+    })
+    .await;
+    let cursor_before = city
+        .store()
+        .get_peer(COUNTY)
+        .await
+        .expect("read the county")
+        .expect("registered")
+        .catalogue_cursor;
+    assert!(cursor_before >= 2);
+
+    city.stop().await;
+    let stopped_at = chrono::Utc::now();
+    // While the city is down, the county publishes one entry and withdraws another.
+    let third = published(&county, content("个体工商户登记信息", "102", "余杭区个体工商户")).await;
+    ok(county
+        .dept(SAMR)
+        .await
+        .withdraw_entry(withdraw(&second, "停止共享"))
+        .await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The province still shows what it had: nothing was lost or changed without the city.
+    assert_eq!(aggregated(&province, "登记信息").await.len(), 2);
+
+    city.run().await;
+    let found = until_found(
+        &province,
+        "登记信息",
+        "the city catches up after its restart",
+        |f| {
+            let codes: Vec<_> = f.iter().map(|e| e.resource_code.as_str()).collect();
+            codes == [first.as_str(), third.as_str()]
+        },
+    )
+    .await;
+    assert!(found.iter().all(|e| e.origin_hub == COUNTY && e.via_hub == CITY));
+
+    // From its cursor: the first pull after the restart asked after the cursor it had, and
+    // nothing was applied twice (each change of the county's feed applied once).
+    let after_restart: Vec<serde_json::Value> = city
+        .events("PullCatalogueChanges")
+        .await
+        .into_iter()
+        .filter(|e| e.event.at > stopped_at && e.event.about == "hub:330110")
+        .map(|e| serde_json::from_str(&e.event.detail).expect("detail is JSON"))
+        .collect();
+    assert_eq!(
+        after_restart.first().and_then(|d| d["after"].as_u64()),
+        Some(cursor_before),
+        "the restarted city asked from its cursor: {after_restart:?}"
+    );
+    let applied: u64 = after_restart.iter().filter_map(|d| d["applied"].as_u64()).sum();
+    assert_eq!(
+        applied, 2,
+        "the two changes made meanwhile, each once: {after_restart:?}"
+    );
+    let (county_feed, county_head) = county.store().catalogue_changes(0, 1000).await.expect("county feed");
+    assert_eq!(county_feed.len(), 3);
+    let cursor_after = city
+        .store()
+        .get_peer(COUNTY)
+        .await
+        .expect("read the county")
+        .expect("registered")
+        .catalogue_cursor;
+    assert_eq!(cursor_after, county_head);
+
+    county.finish().await;
+    city.finish().await;
+    province.finish().await;
+}
+
+async fn strangers_untrusted_cas_and_children_are_refused_and_audited(backend: Backend) {
+    let (county, city, province) = chain(&backend).await;
+    let read_changes = |channel: Channel| async move {
+        FederationServiceClient::new(channel)
+            .catalogue_changes(v1::CatalogueChangesRequest {
+                after: 0,
+                limit: 10,
+                wait_ms: 0,
+            })
+            .await
+    };
+
+    // A hub the county's own CA vouches for, but not registered with the county.
+    let stranger = pki::issue(&county.pki_dir(), &Principal::Hub("330122".into())).expect("issue");
+    let status = refused(read_changes(county.channel_as(&stranger)).await, Code::PermissionDenied);
+    assert!(status.message().contains("not registered"), "{status:?}");
+
+    // The city's identity from a CA the county does not trust: the handshake fails.
+    let foreign = tempfile::tempdir().expect("temporary directory");
+    pki::init(foreign.path(), &[]).expect("a foreign PKI");
+    let impostor = pki::issue(foreign.path(), &Principal::Hub(CITY.into())).expect("issue");
+    let failed = read_changes(county.channel_as(&impostor))
+        .await
+        .expect_err("an untrusted CA is refused");
+    assert!(matches!(failed.code(), Code::Unavailable | Code::Unknown | Code::Cancelled), "{failed:?}");
+
+    // The county's CA is trusted by the city for the county's hub identity only: a county
+    // department's certificate is refused at the handshake.
+    let county_dept = pki::department_files(&county.pki_dir(), SAMR);
+    let failed = DirectoryServiceClient::new(city.channel_as(&county_dept))
+        .search_entries(keyword("企业"))
+        .await
+        .expect_err("a department of another platform is refused");
+    assert!(matches!(failed.code(), Code::Unavailable | Code::Unknown | Code::Cancelled), "{failed:?}");
+
+    // A child reading its parent's catalogue.
+    let county_identity = pki::hub_files(&county.pki_dir(), COUNTY);
+    let status = refused(
+        read_changes(city.channel_as(&county_identity)).await,
+        Code::PermissionDenied,
+    );
+    assert!(status.message().contains("not a parent"), "{status:?}");
+
+    // A hub identity on any other service, even of a registered peer.
+    let city_identity = pki::hub_files(&city.pki_dir(), CITY);
+    let status = refused(
+        DirectoryServiceClient::new(county.channel_as(&city_identity))
+            .search_entries(keyword("企业"))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert!(status.message().contains("federation service only"), "{status:?}");
+
+    // Peers are the admin's: a department may not list or add them.
+    let mut as_dept =
+        FederationServiceClient::new(county.channel(pki::department_files(&county.pki_dir(), SAMR)).await);
+    refused(
+        as_dept.list_peers(v1::ListPeersRequest {}).await,
+        Code::PermissionDenied,
+    );
+    // Bad input names every bad field and stores nothing.
+    let mut admin = county.federation().await;
+    invalid(
+        admin
+            .add_peer(v1::AddPeerRequest {
+                division_code: "33011".into(),
+                name: String::new(),
+                address: "http://city:1".into(),
+                ca_pem: "not a certificate".into(),
+                relation: 0,
+                exposure: None,
+            })
+            .await,
+        &["division_code", "name", "address", "ca_pem", "relation"],
+    );
+    refused(
+        admin
+            .add_peer(v1::AddPeerRequest {
+                division_code: CITY.into(),
+                name: "again".into(),
+                address: city.url(),
+                ca_pem: city.ca_pem(),
+                relation: v1::PeerRelation::Parent.into(),
+                exposure: None,
+            })
+            .await,
+        Code::AlreadyExists,
+    );
+    let listed = ok(admin.list_peers(v1::ListPeersRequest {}).await);
+    assert_eq!(
+        listed
+            .peers
+            .iter()
+            .map(|p| p.division_code.as_str())
+            .collect::<Vec<_>>(),
+        [CITY]
+    );
+
+    // Every refusal is in the trail of the hub that refused it.
+    let wait_for = |level: &Level, action: &'static str, actor: &'static str, outcome: &'static str| {
+        let store = level.store.clone().expect("the hub has started");
+        async move {
+            let started = Instant::now();
+            loop {
+                let filter = AuditFilter {
+                    action: Some(action.into()),
+                    ..AuditFilter::default()
+                };
+                let events = store.list_audit(&filter, 0, 10_000).await.expect("list the trail");
+                if events
+                    .iter()
+                    .any(|e| e.event.actor.starts_with(actor) && e.event.outcome == outcome)
+                {
+                    return;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "no {action} {outcome} event by {actor}: {events:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_for(&county, "CatalogueChanges", "hub:330122", "PERMISSION_DENIED").await;
+    wait_for(&county, "authenticate", "peer:", "UNAUTHENTICATED").await;
+    wait_for(&city, "authenticate", "peer:", "UNAUTHENTICATED").await;
+    wait_for(&city, "CatalogueChanges", "hub:330110", "PERMISSION_DENIED").await;
+    wait_for(&county, "SearchEntries", "hub:330100", "PERMISSION_DENIED").await;
+
+    county.finish().await;
+    city.finish().await;
+    province.finish().await;
+}
