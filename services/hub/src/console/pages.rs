@@ -402,8 +402,14 @@ async fn home(State(console): State<Console>, request: Request) -> Response {
         }
     }
     if !visitor.is_evaluator() {
+        // The admin is no party: it sees every department's.
+        let party = if visitor.is_admin() {
+            pb::Party::Unspecified
+        } else {
+            pb::Party::Provider
+        };
         let list = pb::ListRequestsRequest {
-            party: pb::Party::Provider as i32,
+            party: party as i32,
             state: pb::RequestState::Pending as i32,
             page_size: PAGE,
             ..Default::default()
@@ -1502,28 +1508,30 @@ async fn verify(State(console): State<Console>, request: Request) -> Response {
 }
 
 fn parts_chart(card: &pb::Scorecard, title: &str) -> String {
+    // Parts are fractions (0–1); the chart, like the score, reads 0–100.
     let p = card.parts.clone().unwrap_or_default();
+    let pct = |v: Option<f64>| v.map(|v| v * 100.0);
     views::bars_svg(
         &[
             Bar {
                 label: "目录".into(),
-                value: p.catalogue,
+                value: pct(p.catalogue),
             },
             Bar {
                 label: "及时".into(),
-                value: p.timeliness,
+                value: pct(p.timeliness),
             },
             Bar {
                 label: "质量".into(),
-                value: p.quality,
+                value: pct(p.quality),
             },
             Bar {
                 label: "响应".into(),
-                value: p.responsiveness,
+                value: pct(p.responsiveness),
             },
             Bar {
                 label: "使用".into(),
-                value: p.r#use,
+                value: pct(p.r#use),
             },
         ],
         title,
@@ -1556,7 +1564,7 @@ async fn scorecard(State(console): State<Console>, request: Request) -> Response
         &ranked
             .iter()
             .map(|d| Bar {
-                label: d.name.chars().take(6).collect(),
+                label: d.name.chars().take(9).collect(),
                 value: Some(d.score),
             })
             .collect::<Vec<_>>(),

@@ -219,7 +219,7 @@ pub(crate) struct Bar {
 /// Horizontal bars as inline SVG, values 0–100. No script, no external asset.
 pub(crate) fn bars_svg(bars: &[Bar], title: &str) -> String {
     const ROW: usize = 22;
-    const LABEL: usize = 90;
+    const LABEL: usize = 120;
     const WIDTH: usize = 300;
     let height = ROW * bars.len() + 4;
     let mut svg = format!(
