@@ -32,9 +32,10 @@ enum PeerCommand {
         /// Where it serves: https://host:port
         #[arg(long)]
         address: String,
-        /// The CA certificate(s) its certificates are issued by (PEM file).
+        /// The CA certificate(s) its certificates are issued by (PEM file); trusted for that
+        /// hub's identity only.
         #[arg(long)]
-        ca: PathBuf,
+        peer_ca: PathBuf,
         #[arg(long, value_enum)]
         relation: RelationArg,
         /// Expose this hub's published catalogue to it (a parent only; 目录汇聚).
@@ -141,12 +142,12 @@ pub async fn run(args: PeerArgs) -> CliResult {
             division,
             name,
             address,
-            ca,
+            peer_ca,
             relation,
             expose_catalogue,
             classifications,
         } => {
-            let ca_pem = std::fs::read_to_string(&ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+            let ca_pem = std::fs::read_to_string(&peer_ca).map_err(|e| format!("{}: {e}", peer_ca.display()))?;
             let request = pb::AddPeerRequest {
                 division_code: division,
                 name,

@@ -129,9 +129,9 @@ impl Puller {
                         same && !task.is_finished()
                     });
                     for (code, peer) in children {
-                        if !loops.contains_key(&code) {
-                            let task = tokio::spawn(self.clone().follow(code.clone(), stopping.clone()));
-                            loops.insert(code, (peer, task));
+                        if let std::collections::hash_map::Entry::Vacant(vacant) = loops.entry(code) {
+                            let task = tokio::spawn(self.clone().follow(vacant.key().clone(), stopping.clone()));
+                            vacant.insert((peer, task));
                         }
                     }
                 }
