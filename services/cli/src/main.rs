@@ -9,6 +9,7 @@ mod audit;
 mod catalog;
 mod certs;
 mod client;
+mod console;
 mod demo;
 mod dept;
 mod entry_file;
@@ -48,6 +49,9 @@ enum Command {
     Certs(certs::CertsCommand),
     /// Show who the hub takes this client's certificate to be.
     Whoami(client::ClientArgs),
+    /// Print a one-time link that signs a browser in to the hub's web console as this client's
+    /// identity (e.g. `xinqiao console --as admin`).
+    Console(client::ClientArgs),
     /// Departments (admin: register, update, deactivate, reactivate; anyone: list, show).
     Dept(dept::DeptArgs),
     /// The resource directory: compile, review and search catalogue entries.
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
             Command::Demo => demo::run().await,
             Command::Certs(cmd) => certs::run(cmd),
             Command::Whoami(args) => client::whoami(args).await,
+            Command::Console(args) => console::run(args).await,
             Command::Dept(args) => dept::run(args).await,
             Command::Catalog(args) => catalog::run(args).await,
             Command::Schema(args) => schema::run(args).await,

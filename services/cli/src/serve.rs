@@ -54,6 +54,11 @@ pub struct ServeArgs {
     /// [default: not served].
     #[arg(long, env = "XINQIAO_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Serve the web console on an HTTPS port of its own at ADDR, where browsers sign in with a
+    /// link from `xinqiao console` [default: the hub's port, for browsers with a client
+    /// certificate; with --dev: the hub's port + 1].
+    #[arg(long, env = "XINQIAO_CONSOLE_LISTEN", value_name = "ADDR")]
+    console_listen: Option<SocketAddr>,
     /// Do not migrate the database at start: it must already be at this hub's schema (run
     /// `xinqiao migrate` as a step of its own, as production deployments do).
     #[arg(long)]
@@ -74,6 +79,15 @@ pub async fn run(args: ServeArgs) -> CliResult {
     }
     if args.metrics_listen.is_some() {
         config.metrics.listen = args.metrics_listen;
+    }
+    if args.console_listen.is_some() {
+        config.console.listen = args.console_listen;
+    }
+    if args.dev && config.console.listen.is_none() {
+        // In development the console has its own port next to the hub's, so that a browser
+        // without a client certificate can sign in with a link.
+        let hub = config.listen();
+        config.console.listen = Some(SocketAddr::new(hub.ip(), hub.port().saturating_add(1)));
     }
     if args.migrate_on_start.is_some() {
         config.migrate_on_start = args.migrate_on_start;
@@ -124,6 +138,17 @@ pub async fn run(args: ServeArgs) -> CliResult {
     );
     if let Some(addr) = hub.metrics_addr {
         out!("metrics: http://{addr}/metrics  (probes: /healthz, /readyz)");
+    }
+    if hub.console_addr == hub.addr {
+        out!(
+            "web console: https://{}/console/  (browsers with a client certificate)",
+            hub.console_addr
+        );
+    } else {
+        out!(
+            "web console: https://{}/console/  (sign in with the link `xinqiao console --as admin` prints)",
+            hub.console_addr
+        );
     }
     if args.dev {
         let dir = config.pki_dir();

@@ -38,6 +38,8 @@ pub struct Config {
     pub evaluation: EvaluationSettings,
     #[serde(default)]
     pub metrics: MetricsSettings,
+    #[serde(default)]
+    pub console: ConsoleSettings,
     /// Switches for the benchmark program only: they cannot be set from a file or the command line.
     #[serde(skip)]
     pub benchmark: BenchmarkSwitches,
@@ -102,6 +104,24 @@ impl AccessRules {
 pub struct MetricsSettings {
     /// Address of the plain-HTTP `/metrics` endpoint; none: no endpoint.
     pub listen: Option<SocketAddr>,
+}
+
+/// The web console (控制台).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSettings {
+    /// An HTTPS address of its own for the console, where browsers need no client certificate
+    /// (they sign in with a link from `xinqiao console`; a certificate, when presented, is the
+    /// identity). None: the console is served on the hub's port only, to browsers that present
+    /// a client certificate.
+    pub listen: Option<SocketAddr>,
+    /// The console's address as people reach it (`https://console.example.gov.cn`), for the
+    /// sign-in links the hub mints; by default the listen address.
+    pub public_url: Option<String>,
+    /// How long a sign-in link stays usable, in seconds (default 600).
+    pub link_ttl_secs: Option<u64>,
+    /// How long a session lasts, in seconds (default 8 hours).
+    pub session_ttl_secs: Option<u64>,
 }
 
 /// Federation (平台级联): this hub among the hubs of other levels.

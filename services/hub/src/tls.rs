@@ -259,6 +259,9 @@ struct ServerFiles {
     cert: PathBuf,
     key: PathBuf,
     crl: Option<PathBuf>,
+    /// Client certificates optional (the web console's own port): a browser without one is let
+    /// in, with no identity; one that presents a certificate is verified as on the hub's port.
+    certificate_optional: bool,
 }
 
 /// One built configuration, and its client verifier, kept to check open connections again.
@@ -294,6 +297,9 @@ impl ServerFiles {
             // Defaults kept on purpose: every certificate of the chain below the CA is checked,
             // and one whose status no list gives is refused.
             verifier = verifier.with_crls(revocation_lists(crl, &cas, &self.ca)?);
+        }
+        if self.certificate_optional {
+            verifier = verifier.allow_unauthenticated();
         }
         let verifier = verifier.build().map_err(|e| match (&self.crl, e) {
             (Some(crl), rustls::server::VerifierBuilderError::InvalidCrl(e)) => {
@@ -355,12 +361,28 @@ impl ServerTls {
     /// certificate and key, and optionally the CA's certificate revocation list (PEM or DER).
     /// Any of them missing or invalid is an error: the hub does not start half-protected.
     pub fn load(ca: &Path, cert: &Path, key: &Path, crl: Option<&Path>) -> Result<ServerTls, TlsError> {
-        let files = ServerFiles {
+        Self::load_files(ServerFiles {
             ca: ca.to_path_buf(),
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
             crl: crl.map(Path::to_path_buf),
-        };
+            certificate_optional: false,
+        })
+    }
+
+    /// Like [`ServerTls::load`] for the web console's own port, where browsers come without a
+    /// client certificate (and sign in with a link); a certificate presented is still verified.
+    pub fn load_for_browsers(ca: &Path, cert: &Path, key: &Path, crl: Option<&Path>) -> Result<ServerTls, TlsError> {
+        Self::load_files(ServerFiles {
+            ca: ca.to_path_buf(),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            crl: crl.map(Path::to_path_buf),
+            certificate_optional: true,
+        })
+    }
+
+    fn load_files(files: ServerFiles) -> Result<ServerTls, TlsError> {
         let active = files.build()?;
         Ok(ServerTls {
             files: Arc::new(files),

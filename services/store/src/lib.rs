@@ -20,6 +20,7 @@ use xinqiao_domain::schema::{RegisteredSchema, SchemaRef, Subject};
 
 mod access;
 mod audit;
+mod console;
 mod error;
 mod exchange;
 mod interface;
@@ -28,6 +29,7 @@ mod operations;
 pub mod postgres;
 pub mod sqlite;
 
+pub use console::{ConsoleSession, ConsoleStore, SignInToken};
 pub use operations::{HubNode, OpenStream, OperationsStore, SchemaStatus};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -527,6 +529,7 @@ pub trait FederationStore: Send + Sync {
     + AuditStore
     + InterfaceStore
     + OperationsStore
+    + ConsoleStore
 {
 }
 
@@ -540,6 +543,7 @@ impl<T> Store for T where
         + AuditStore
         + InterfaceStore
         + OperationsStore
+        + ConsoleStore
 {
 }
 

@@ -2015,6 +2015,7 @@ impl ExchangeStore for PgStore {
 
 crate::interface::interface_store!(PgStore, sqlx::Postgres, pool, pool);
 crate::federation::federation_store!(PgStore, sqlx::Postgres, pool, pool, "strpos");
+crate::console::console_store!(PgStore, sqlx::Postgres, pool, pool);
 
 #[cfg(test)]
 mod tests {

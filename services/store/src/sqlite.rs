@@ -1819,6 +1819,7 @@ impl ExchangeStore for SqliteStore {
 
 crate::interface::interface_store!(SqliteStore, sqlx::Sqlite, readers, writer);
 crate::federation::federation_store!(SqliteStore, sqlx::Sqlite, readers, writer, "instr");
+crate::console::console_store!(SqliteStore, sqlx::Sqlite, readers, writer);
 
 #[cfg(test)]
 mod tests {

@@ -29,10 +29,10 @@ use xinqiao_domain::masking::MaskRule;
 use xinqiao_domain::policy::EntryVisibility;
 use xinqiao_domain::schema::{RegisteredSchema, SchemaRef, Subject};
 use xinqiao_store::{
-    AuditCheckpoint, AuditFilter, AuditStore, BatchAudit, BatchResult, CatalogStore, ConsumerCursor, DatasetFilter,
-    DepartmentStore, EntryChange, EntrySchemaBinding, ExchangeStore, GrantFilter, HubNode, NewBatch, NewChange,
-    NewSchema, OpenStream, OperationsStore, PgStore, Registration, ReportFilter, RequestFilter, SqliteStore, Store,
-    StoredChange, Upload,
+    AuditCheckpoint, AuditFilter, AuditStore, BatchAudit, BatchResult, CatalogStore, ConsoleSession, ConsumerCursor,
+    DatasetFilter, DepartmentStore, EntryChange, EntrySchemaBinding, ExchangeStore, GrantFilter, HubNode, NewBatch,
+    NewChange, NewSchema, OpenStream, OperationsStore, PgStore, Registration, ReportFilter, RequestFilter, SignInToken,
+    SqliteStore, Store, StoredChange, Upload,
 };
 
 const PG_URL_VAR: &str = "XINQIAO_TEST_DATABASE_URL";
@@ -291,6 +291,8 @@ conformance!(
     open_streams_are_noted_and_an_orphan_is_ended_once_with_its_event,
     interfaces_are_registered_replaced_listed_and_disabled,
     requests_and_grants_may_be_for_an_interface,
+    console_sign_in_tokens_are_used_once_before_they_expire,
+    console_sessions_expire_end_and_are_purged,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -4705,6 +4707,107 @@ async fn requests_and_grants_may_be_for_an_interface(store: Arc<dyn Store>) {
     let settled = store.settle_request(&answered, Some(&grant)).await.expect("settle");
     assert_eq!(settled.application.operations, ["verify", "lookup"]);
     assert_eq!(store.get_grant("grant-09").await.expect("get"), Some(grant));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The web console's sign-ins
+
+async fn console_sign_in_tokens_are_used_once_before_they_expire(store: Arc<dyn Store>) {
+    let token = |hash: &str, expires: i64| SignInToken {
+        token_hash: hash.into(),
+        principal: "urn:xinqiao:admin:ops".into(),
+        created_at: t(0),
+        expires_at: t(expires),
+    };
+    store
+        .create_sign_in_token(&token("a", 600))
+        .await
+        .expect("store a token");
+    store
+        .create_sign_in_token(&token("b", 600))
+        .await
+        .expect("store a token");
+    store
+        .create_sign_in_token(&token("late", 60))
+        .await
+        .expect("store a token");
+    assert!(
+        store.create_sign_in_token(&token("a", 600)).await.is_err(),
+        "a token hash is stored once"
+    );
+    assert_eq!(store.redeem_sign_in_token("unknown", t(1)).await.expect("redeem"), None);
+    assert_eq!(
+        store.redeem_sign_in_token("a", t(1)).await.expect("redeem"),
+        Some("urn:xinqiao:admin:ops".into())
+    );
+    assert_eq!(
+        store.redeem_sign_in_token("a", t(2)).await.expect("redeem"),
+        None,
+        "a token signs in once"
+    );
+    assert_eq!(
+        store.redeem_sign_in_token("late", t(60)).await.expect("redeem"),
+        None,
+        "an expired token signs nobody in"
+    );
+    assert_eq!(
+        store.redeem_sign_in_token("late", t(1)).await.expect("redeem"),
+        None,
+        "nor is it usable after a try"
+    );
+
+    // Two hub nodes racing for one token: exactly one wins.
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.redeem_sign_in_token("b", t(3)).await.expect("redeem") })
+        })
+        .collect();
+    let mut winners = 0;
+    for racer in racers {
+        winners += usize::from(racer.await.expect("racer").is_some());
+    }
+    assert_eq!(winners, 1);
+
+    assert_eq!(store.purge_console(t(601)).await.expect("purge"), 3);
+    assert_eq!(store.purge_console(t(601)).await.expect("purge"), 0);
+}
+
+async fn console_sessions_expire_end_and_are_purged(store: Arc<dyn Store>) {
+    let session = |hash: &str, expires: i64| ConsoleSession {
+        session_hash: hash.into(),
+        principal: format!("urn:xinqiao:dept:{}", dept_code(1)),
+        created_at: t(0) + Duration::nanoseconds(123_456_789),
+        expires_at: t(expires),
+    };
+    store
+        .create_console_session(&session("s1", 3600))
+        .await
+        .expect("session");
+    store
+        .create_console_session(&session("s2", 100))
+        .await
+        .expect("session");
+    let mut stored = session("s1", 3600);
+    stored.created_at = t(0) + Duration::nanoseconds(123_456_000);
+    assert_eq!(
+        store.get_console_session("s1", t(10)).await.expect("get"),
+        Some(stored),
+        "times are kept to the microsecond"
+    );
+    assert_eq!(store.get_console_session("nope", t(10)).await.expect("get"), None);
+    assert_eq!(
+        store.get_console_session("s2", t(100)).await.expect("get"),
+        None,
+        "an expired session is gone"
+    );
+    store.end_console_session("s1").await.expect("sign out");
+    store
+        .end_console_session("s1")
+        .await
+        .expect("signing out twice is fine");
+    assert_eq!(store.get_console_session("s1", t(10)).await.expect("get"), None);
+    assert_eq!(store.purge_console(t(101)).await.expect("purge"), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
