@@ -93,16 +93,20 @@ DROP TRIGGER IF EXISTS catalogue_feed_on_entry_change ON catalog_entries;
 CREATE TRIGGER catalogue_feed_on_entry_change AFTER UPDATE ON catalog_entries
     FOR EACH ROW EXECUTE FUNCTION catalogue_feed_on_entry_change();
 
--- Entries published before federation existed are in the feed from the start.
+-- Entries published before federation existed are in the feed from the start (statements that
+-- may run again: only entries not yet in the feed, after the head).
 INSERT INTO catalogue_feed (origin_hub, resource_code, position, via_hub, provider_code, provider_name,
     classification, search_text, share_type, open_type, update_cycle, format, state, version, state_reason,
     content, published_at, created_at, updated_at)
-SELECT '', e.resource_code, ROW_NUMBER() OVER (ORDER BY e.resource_code), '', e.provider_code,
-    COALESCE(d.name, ''), e.classification, e.search_text, e.share_type, e.open_type, e.update_cycle, e.format,
-    e.state, e.version, e.state_reason, e.content::text, e.published_at, e.created_at, e.updated_at
+SELECT '', e.resource_code,
+    (SELECT last_position FROM catalogue_feed_head WHERE id = 1) + ROW_NUMBER() OVER (ORDER BY e.resource_code),
+    '', e.provider_code, COALESCE(d.name, ''), e.classification, e.search_text, e.share_type, e.open_type,
+    e.update_cycle, e.format, e.state, e.version, e.state_reason, e.content::text, e.published_at, e.created_at,
+    e.updated_at
 FROM catalog_entries e LEFT JOIN departments d ON d.code = e.provider_code
 WHERE e.state = 'published'
-ON CONFLICT (origin_hub, resource_code) DO NOTHING;
+    AND NOT EXISTS (SELECT 1 FROM catalogue_feed f WHERE f.origin_hub = '' AND f.resource_code = e.resource_code);
 
-UPDATE catalogue_feed_head SET last_position = GREATEST(last_position, (SELECT COUNT(*) FROM catalogue_feed))
+UPDATE catalogue_feed_head
+SET last_position = GREATEST(last_position, COALESCE((SELECT MAX(position) FROM catalogue_feed), 0))
 WHERE id = 1;
