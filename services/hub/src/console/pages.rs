@@ -579,6 +579,7 @@ fn compare(a: &pb::CatalogEntry, b: &pb::CatalogEntry) -> Vec<Compared> {
         .collect()
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn entry_page(
     console: &Console,
     visitor: &Visitor,
@@ -1509,7 +1510,7 @@ async fn verify(State(console): State<Console>, request: Request) -> Response {
 
 fn parts_chart(card: &pb::Scorecard, title: &str) -> String {
     // Parts are fractions (0–1); the chart, like the score, reads 0–100.
-    let p = card.parts.clone().unwrap_or_default();
+    let p = card.parts.unwrap_or_default();
     let pct = |v: Option<f64>| v.map(|v| v * 100.0);
     views::bars_svg(
         &[

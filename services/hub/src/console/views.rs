@@ -76,7 +76,7 @@ pub(crate) fn refusal(status: &tonic::Status) -> Refusal {
             fields
                 .entry(v.field)
                 .and_modify(|m: &mut String| {
-                    m.push_str("；");
+                    m.push('；');
                     m.push_str(&v.description);
                 })
                 .or_insert(v.description);
