@@ -154,7 +154,7 @@ pub fn entry_json(e: &pb::CatalogEntry) -> Value {
     let c = e.content.clone().unwrap_or_default();
     let share = c.share.clone().unwrap_or_default();
     let open = c.open.clone().unwrap_or_default();
-    json!({
+    let mut entry = json!({
         "resource_code": e.resource_code,
         "provider_code": e.provider_code,
         "provider_name": e.provider_name,
@@ -188,7 +188,13 @@ pub fn entry_json(e: &pb::CatalogEntry) -> Value {
                 "sensitive": i.sensitive, "description": i.description,
             })).collect::<Vec<_>>(),
         },
-    })
+    });
+    if !e.origin_hub.is_empty() {
+        // 目录汇聚: aggregated from a child hub.
+        entry["origin_hub"] = e.origin_hub.clone().into();
+        entry["via_hub"] = e.via_hub.clone().into();
+    }
+    entry
 }
 
 pub fn entries(as_json: bool, list: &[pb::CatalogEntry]) {
@@ -198,10 +204,16 @@ pub fn entries(as_json: bool, list: &[pb::CatalogEntry]) {
             .map(|e| {
                 let c = e.content.clone().unwrap_or_default();
                 let share = c.share.unwrap_or_default();
+                // 目录汇聚: an entry aggregated from a child hub names the hub that holds it.
+                let provider = if e.origin_hub.is_empty() {
+                    e.provider_name.clone()
+                } else {
+                    format!("{} @hub {}", e.provider_name, e.origin_hub)
+                };
                 vec![
                     e.resource_code.clone(),
                     c.name,
-                    e.provider_name.clone(),
+                    provider,
                     code_of(share.share_type, convert::share_type, d::ShareType::label).into(),
                     code_of(c.update_cycle, convert::update_cycle, d::UpdateCycle::label).into(),
                     state_label(e.state),
