@@ -945,3 +945,47 @@ async fn a_department_cannot_open_or_post_anothers_pages() {
     assert_eq!(evaluator.get("/console/audit").await.status, 403);
     hub.finish().await;
 }
+
+#[tokio::test]
+async fn bad_input_gets_a_precise_page() {
+    let hub = hub_with_console(Backend::Sqlite).await;
+    let mut admin = signed_in_admin(&hub).await;
+    let csrf = admin.get("/console/").await.csrf();
+    let big = "字".repeat(30_000);
+    let page = admin
+        .post("/console/review/return", &[("csrf", &csrf), ("reason", &big)])
+        .await;
+    assert_eq!(page.status, 413, "a form above 64 KiB is refused unread");
+    for path in [
+        "/console/entry?code=%FF%FE",
+        "/console/entry?code=101/999999",
+        "/console/entry",
+        "/console/request?id=",
+        "/console/request?id=%00",
+        "/console/catalog?share_type=99&state=-1&page=%E4%B8%8D",
+        "/console/scorecard?from=yesterday",
+        "/console/audit?actor=%3Cscript%3E",
+    ] {
+        let page = admin.get(path).await;
+        assert!(
+            (200..500).contains(&page.status),
+            "{path}: {} {}",
+            page.status,
+            page.body
+        );
+        assert!(!page.has("<script>"), "{path} escapes what it shows");
+    }
+    let page = admin
+        .post(
+            "/console/request/approve",
+            &[("csrf", &csrf), ("request_id", "nope"), ("expires_on", "2026-02-30")],
+        )
+        .await;
+    assert_eq!(page.status, 404, "an unknown request is not found: {}", page.body);
+    let page = admin
+        .post("/console/departments/register", &[("csrf", &csrf), ("code", "<b>")])
+        .await;
+    assert_eq!(page.status, 400);
+    assert!(page.has("&#60;b&#62;") && !page.has("<b>"), "{}", page.body);
+    hub.finish().await;
+}

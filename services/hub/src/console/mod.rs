@@ -28,7 +28,7 @@ use xinqiao_store::Store;
 use crate::config::ConsoleSettings;
 
 pub use api::{InProcess, InProcessService};
-pub use session::{ConsoleApi, LinkSettings};
+pub use session::{ConsoleApi, LinkSettings, keep_purging};
 
 /// What the console's handlers share.
 #[derive(Clone)]

@@ -101,6 +101,27 @@ pub(crate) async fn session_principal(
         .and_then(|s| Principal::from_uri(&s.principal)))
 }
 
+/// How often expired links and sessions are forgotten.
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Forgets expired links and sessions now and then (each hub node does; the deletes are
+/// idempotent), until the hub stops.
+pub fn keep_purging(store: Arc<dyn Store>, mut stopping: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PURGE_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => match store.purge_console(crate::clock::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(forgotten = n, "expired console links and sessions"),
+                    Err(error) => tracing::warn!(%error, "expired console sessions could not be forgotten"),
+                },
+                _ = stopping.changed() => return,
+            }
+        }
+    });
+}
+
 /// Where the links the hub mints point.
 #[derive(Debug, Clone)]
 pub struct LinkSettings {
