@@ -380,6 +380,10 @@ async fn every_page_renders_for_the_admin() {
         ("/console/", "当前身份"),
         ("/console/catalog", "资源目录"),
         ("/console/catalog?q=%E5%B1%85%E6%B0%91&share_type=2", "居民联系信息"),
+        (
+            "/console/catalog?open_type=3&update_cycle=2&format=3",
+            "value=\"3\" selected>不予开放",
+        ),
         (&format!("/console/entry?code={}", dataset.dataset) as &str, "版本对照"),
         ("/console/review", "审核队列"),
         ("/console/departments", "登记部门"),
@@ -987,5 +991,88 @@ async fn bad_input_gets_a_precise_page() {
         .await;
     assert_eq!(page.status, 400);
     assert!(page.has("&#60;b&#62;") && !page.has("<b>"), "{}", page.body);
+    hub.finish().await;
+}
+
+#[tokio::test]
+async fn a_provider_resolves_an_error_report_in_the_console() {
+    let hub = hub_with_console(Backend::Sqlite).await;
+    hub.import_resident_schema().await;
+    let open = hub
+        .open_residents(PROVIDER, "公示低保对象信息", pb::ShareType::Unconditional)
+        .await
+        .dataset;
+    ok(hub
+        .exchange(PROVIDER)
+        .await
+        .publish(batch(
+            &open,
+            "first",
+            (1..=3).map(|s| upsert_resident(s, "张三丰")).collect(),
+        ))
+        .await);
+    let filed = ok(hub
+        .access(APPLICANT)
+        .await
+        .report_error(pb::ReportErrorRequest {
+            dataset: open.clone(),
+            sequence: 2,
+            key: Vec::new(),
+            description: "姓名有误".into(),
+        })
+        .await);
+    // The reporter sees its report but is offered no answer; the provider answers it.
+    let mut applicant = signed_in_dept(&hub, APPLICANT).await;
+    let page = applicant.get("/console/reports").await;
+    assert!(page.has("姓名有误") && !page.has("/console/reports/resolve"));
+    let mut provider = signed_in_dept(&hub, PROVIDER).await;
+    let page = provider.get("/console/reports").await;
+    assert!(page.has("姓名有误") && page.has("/console/reports/resolve"));
+    let csrf = page.csrf();
+    // Refusing to correct needs a reason, beside the field.
+    let page = provider
+        .post(
+            "/console/reports/resolve",
+            &[
+                ("csrf", &csrf),
+                ("report_id", &filed.report_id),
+                ("resolution", "3"),
+                ("reason", ""),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(page.has("class=\"field-error\""), "{}", page.body);
+    let page = provider
+        .post(
+            "/console/reports/resolve",
+            &[
+                ("csrf", &csrf),
+                ("report_id", &filed.report_id),
+                ("resolution", "3"),
+                ("reason", "经核实登记信息无误"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.has("不予更正"));
+    let resolved = ok(hub
+        .access(APPLICANT)
+        .await
+        .get_report(pb::GetReportRequest {
+            report_id: filed.report_id.clone(),
+        })
+        .await);
+    assert_eq!(resolved.state, pb::ReportState::Rejected as i32);
+    assert_eq!(resolved.resolution, "经核实登记信息无误");
+    // The reporter cannot answer its own report.
+    let csrf = applicant.get("/console/reports").await.csrf();
+    let page = applicant
+        .post(
+            "/console/reports/resolve",
+            &[("csrf", &csrf), ("report_id", &filed.report_id), ("resolution", "2")],
+        )
+        .await;
+    assert!(matches!(page.status, 403 | 404 | 412), "{}", page.status);
     hub.finish().await;
 }

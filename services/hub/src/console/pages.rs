@@ -75,6 +75,7 @@ pub(crate) fn routes(console: Console) -> axum::Router {
         .route("/console/grants", get(grants))
         .route("/console/grants/revoke", post(revoke))
         .route("/console/reports", get(reports))
+        .route("/console/reports/resolve", post(resolve_report))
         .route("/console/audit", get(audit))
         .route("/console/audit/verify", post(verify))
         .route("/console/scorecard", get(scorecard))
@@ -464,11 +465,17 @@ async fn catalog(State(console): State<Console>, request: Request) -> Response {
     let q = query(&request);
     let share: i32 = q.get("share_type").parse().unwrap_or(0);
     let state: i32 = q.get("state").parse().unwrap_or(0);
+    let open: i32 = q.get("open_type").parse().unwrap_or(0);
+    let cycle: i32 = q.get("update_cycle").parse().unwrap_or(0);
+    let format: i32 = q.get("format").parse().unwrap_or(0);
     let search = pb::SearchEntriesRequest {
         keyword: q.get("q"),
         classification_prefix: q.get("classification"),
         provider_code: q.get("provider"),
         share_type: share,
+        open_type: open,
+        update_cycle: cycle,
+        format,
         state,
         page_size: PAGE,
         page_token: q.get("page"),
@@ -503,10 +510,49 @@ async fn catalog(State(console): State<Console>, request: Request) -> Response {
         ],
         state,
     );
+    let open_types = choices(
+        &[
+            (0, "全部开放类型"),
+            (1, "无条件开放"),
+            (2, "有条件开放"),
+            (3, "不予开放"),
+        ],
+        open,
+    );
+    let cycles = choices(
+        &[
+            (0, "全部更新周期"),
+            (1, "实时"),
+            (2, "每日"),
+            (3, "每周"),
+            (4, "每月"),
+            (5, "每季度"),
+            (6, "每半年"),
+            (7, "每年"),
+            (8, "其他"),
+        ],
+        cycle,
+    );
+    let formats = choices(
+        &[
+            (0, "全部格式"),
+            (1, "电子文件"),
+            (2, "电子表格"),
+            (3, "数据库"),
+            (4, "图形图像"),
+            (5, "流媒体"),
+            (6, "自描述格式"),
+            (7, "服务接口"),
+        ],
+        format,
+    );
     render(
         200,
         &CatalogPage {
             frame: frame(&visitor, "资源目录"),
+            open_types,
+            cycles,
+            formats,
             keyword: q.get("q"),
             classification: q.get("classification"),
             provider: q.get("provider"),
@@ -1380,8 +1426,15 @@ async fn revoke(State(console): State<Console>, request: Request) -> Response {
     }
 }
 
-async fn reports(State(console): State<Console>, request: Request) -> Response {
-    let (visitor, remote, _) = parts(&request);
+async fn reports_page(
+    console: &Console,
+    visitor: &Visitor,
+    remote: SocketAddr,
+    frame: Frame,
+    errors: FieldErrors,
+    failed: String,
+    status_code: u16,
+) -> Response {
     let list = pb::ListReportsRequest {
         page_size: PAGE,
         ..Default::default()
@@ -1393,12 +1446,13 @@ async fn reports(State(console): State<Console>, request: Request) -> Response {
         .await
     {
         Ok(found) => found.into_inner(),
-        Err(status) => return refused(&visitor, "纠错", &status),
+        Err(status) => return refused(visitor, "纠错", &status),
     };
+    let me = visitor.principal.to_string();
     render(
-        200,
+        status_code,
         &ReportsPage {
-            frame: frame(&visitor, "纠错"),
+            frame,
             reports: found
                 .reports
                 .iter()
@@ -1411,10 +1465,70 @@ async fn reports(State(console): State<Console>, request: Request) -> Response {
                     state: views::report_state(r.state).into(),
                     reported: views::time(r.reported_at.as_ref()),
                     resolution: r.resolution.clone(),
+                    // The provider resolves (the API decides; the form is offered where it may).
+                    resolvable: r.state == pb::ReportState::Open as i32 && r.provider_code == me,
                 })
                 .collect(),
+            errors,
+            failed,
         },
     )
+}
+
+async fn reports(State(console): State<Console>, request: Request) -> Response {
+    let (visitor, remote, _) = parts(&request);
+    let frame = frame(&visitor, "纠错");
+    reports_page(
+        &console,
+        &visitor,
+        remote,
+        frame,
+        FieldErrors::default(),
+        String::new(),
+        200,
+    )
+    .await
+}
+
+async fn resolve_report(State(console): State<Console>, request: Request) -> Response {
+    let (visitor, remote, form) = parts(&request);
+    let id = form.get("report_id");
+    let call = pb::ResolveReportRequest {
+        report_id: id.clone(),
+        resolution: form.get("resolution").parse().unwrap_or(0),
+        reason: form.get("reason"),
+        corrected_sequence: form.get("corrected_sequence").parse().unwrap_or(0),
+    };
+    let mut frame = frame(&visitor, "纠错");
+    match console
+        .api
+        .access()
+        .resolve_report(as_caller(call, &visitor.principal, remote))
+        .await
+    {
+        Ok(r) => {
+            frame.notice = format!(
+                "纠错 {} 已处理：{}。",
+                r.get_ref().report_id,
+                views::report_state(r.get_ref().state)
+            );
+            reports_page(
+                &console,
+                &visitor,
+                remote,
+                frame,
+                FieldErrors::default(),
+                String::new(),
+                200,
+            )
+            .await
+        }
+        Err(status) => {
+            let refusal = views::refusal(&status);
+            frame.error = refusal.message;
+            reports_page(&console, &visitor, remote, frame, refusal.fields, id, refusal.http).await
+        }
+    }
 }
 
 async fn audit_page(

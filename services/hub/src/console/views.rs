@@ -311,6 +311,9 @@ pub(crate) struct CatalogPage {
     pub classification: String,
     pub provider: String,
     pub share_types: Vec<Choice>,
+    pub open_types: Vec<Choice>,
+    pub cycles: Vec<Choice>,
+    pub formats: Vec<Choice>,
     pub states: Vec<Choice>,
     pub entries: Vec<EntryRow>,
     pub next_page: String,
@@ -481,6 +484,7 @@ pub(crate) struct ReportRow {
     pub state: String,
     pub reported: String,
     pub resolution: String,
+    pub resolvable: bool,
 }
 
 #[derive(Template)]
@@ -488,6 +492,9 @@ pub(crate) struct ReportRow {
 pub(crate) struct ReportsPage {
     pub frame: Frame,
     pub reports: Vec<ReportRow>,
+    pub errors: FieldErrors,
+    /// The report the errors are about.
+    pub failed: String,
 }
 
 pub(crate) struct EventRow {
