@@ -27,6 +27,10 @@ use crate::federation::trust;
 const PAGE: u32 = 500;
 /// How often the list of children is read again when nothing wakes the puller.
 const RECONCILE: Duration = Duration::from_secs(5);
+/// The least time between two calls to a child that had nothing more.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest pause after failed pulls.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// This hub as a parent: pulls from every registered child. Cheap to clone.
 #[derive(Clone)]
@@ -150,6 +154,7 @@ impl Puller {
 
     /// Follows one child until it is no longer registered as one or the hub stops.
     async fn follow(self, child: String, mut stopping: watch::Receiver<bool>) {
+        let mut failures = 0u32;
         loop {
             if *stopping.borrow() {
                 return;
@@ -165,18 +170,31 @@ impl Puller {
                     continue;
                 }
             };
+            let started = tokio::time::Instant::now();
             let pulled = tokio::select! {
                 pulled = self.pull_once(&peer, self.inner.wait) => pulled,
                 _ = stopping.changed() => return,
             };
-            match pulled {
-                Ok(_) | Err(Error::Aborted(_)) => {}
-                Err(e) => {
-                    tracing::warn!(child = %child, error = %e, "catalogue pull failed; retrying");
-                    if pause(self.inner.retry, &mut stopping).await {
-                        return;
+            let rest = match pulled {
+                Ok(pulled) => {
+                    failures = 0;
+                    if pulled.more || pulled.applied > 0 {
+                        Duration::ZERO
+                    } else {
+                        // A child that answers at once with nothing (it does not wait) is asked
+                        // again only after a moment: never a busy loop.
+                        MIN_INTERVAL.saturating_sub(started.elapsed())
                     }
                 }
+                Err(Error::Aborted(_)) => Duration::ZERO,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(child = %child, error = %e, failures, "catalogue pull failed; retrying");
+                    backoff(self.inner.retry, failures)
+                }
+            };
+            if !rest.is_zero() && pause(rest, &mut stopping).await {
+                return;
             }
         }
     }
@@ -309,6 +327,13 @@ struct Pulled {
     more: bool,
 }
 
+/// The pause after `failures` failed pulls in a row: `retry`, doubling, at most a minute.
+fn backoff(retry: Duration, failures: u32) -> Duration {
+    retry
+        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)))
+        .min(MAX_BACKOFF)
+}
+
 /// Waits `period` unless the hub stops first (then true).
 async fn pause(period: Duration, stopping: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
@@ -342,4 +367,19 @@ fn entry_from_api(e: pb::CatalogEntry) -> Result<CatalogEntry> {
         created_at,
         updated_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_pulls_back_off_to_a_minute() {
+        let retry = Duration::from_secs(5);
+        assert_eq!(backoff(retry, 1), retry);
+        assert_eq!(backoff(retry, 2), Duration::from_secs(10));
+        assert_eq!(backoff(retry, 4), Duration::from_secs(40));
+        assert_eq!(backoff(retry, 5), MAX_BACKOFF);
+        assert_eq!(backoff(retry, u32::MAX), MAX_BACKOFF);
+    }
 }
