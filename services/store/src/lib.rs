@@ -23,8 +23,8 @@ mod audit;
 mod console;
 mod error;
 mod exchange;
-mod interface;
 mod federation;
+mod interface;
 mod operations;
 pub mod postgres;
 pub mod sqlite;
@@ -473,8 +473,6 @@ pub trait InterfaceStore: Send + Sync {
     async fn disable_interface(&self, code: &str, reason: &str, at: DateTime<Utc>) -> Result<Interface>;
 }
 
-/// Everything the hub stores.
-pub trait Store:
 /// Federation (平台级联): the peer hubs registered here, this hub's catalogue feed — each of its
 /// own entries as last published or withdrawn (written with the entry's version, in its
 /// transaction) and each entry aggregated from a child — and the search of aggregated entries.
@@ -520,10 +518,12 @@ pub trait FederationStore: Send + Sync {
     ) -> Result<Vec<xinqiao_domain::federation::FederatedEntry>>;
 }
 
+/// Everything the hub stores.
+pub trait Store:
     DepartmentStore
+    + FederationStore
     + CatalogStore
     + SchemaStore
-    + FederationStore
     + ExchangeStore
     + AccessStore
     + AuditStore
@@ -535,10 +535,10 @@ pub trait FederationStore: Send + Sync {
 
 impl<T> Store for T where
     T: DepartmentStore
+        + FederationStore
         + CatalogStore
         + SchemaStore
         + ExchangeStore
-        + FederationStore
         + AccessStore
         + AuditStore
         + InterfaceStore
