@@ -18,8 +18,8 @@ mod files;
 mod interface;
 mod ops;
 mod output;
-mod publish;
 mod peer;
+mod publish;
 mod pull;
 mod report;
 mod schema;
@@ -56,12 +56,12 @@ enum Command {
     Dept(dept::DeptArgs),
     /// The resource directory: compile, review and search catalogue entries.
     Catalog(catalog::CatalogArgs),
+    /// Peer hubs of other levels (平台级联, admin): add, list, show, remove, sync.
+    Peer(peer::PeerArgs),
     /// The shared schema registry: register, evolve, bind and validate against schemas.
     Schema(schema::SchemaArgs),
     /// Check a file of records (NDJSON or CSV) against a schema file, offline.
     Validate(validate::ValidateArgs),
-    /// Peer hubs of other levels (平台级联, admin): add, list, show, remove, sync.
-    Peer(peer::PeerArgs),
     /// The exchange catalogue: open, show, list and upgrade datasets.
     Dataset(exchange::DatasetArgs),
     /// Publish a file of records (NDJSON or CSV) to a table dataset, in idempotent batches.
@@ -125,12 +125,12 @@ fn main() -> ExitCode {
             Command::Console(args) => console::run(args).await,
             Command::Dept(args) => dept::run(args).await,
             Command::Catalog(args) => catalog::run(args).await,
+            Command::Peer(args) => peer::run(args).await,
             Command::Schema(args) => schema::run(args).await,
             Command::Validate(args) => validate::run(args),
             Command::Dataset(args) => exchange::run(args).await,
             Command::Publish(args) => publish::run(args).await,
             Command::Pull(args) => pull::run(args).await,
-            Command::Peer(args) => peer::run(args).await,
             Command::File(args) => files::run(args).await,
             Command::Access(args) => access::run(args).await,
             Command::Interface(args) => interface::run(args).await,

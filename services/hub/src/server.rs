@@ -17,8 +17,8 @@ use xinqiao_proto::v1::audit_service_server::AuditServiceServer;
 use xinqiao_proto::v1::directory_service_server::DirectoryServiceServer;
 use xinqiao_proto::v1::evaluation_service_server::EvaluationServiceServer;
 use xinqiao_proto::v1::exchange_service_server::ExchangeServiceServer;
-use xinqiao_proto::v1::interface_service_server::InterfaceServiceServer;
 use xinqiao_proto::v1::federation_service_server::FederationServiceServer;
+use xinqiao_proto::v1::interface_service_server::InterfaceServiceServer;
 use xinqiao_proto::v1::schema_service_server::SchemaServiceServer;
 use xinqiao_store::Store;
 
@@ -30,9 +30,9 @@ use crate::directory::DirectoryApi;
 use crate::evaluation::{EvaluationApi, Evaluator};
 use crate::exchange::ExchangeApi;
 use crate::feed::ChangeFeed;
+use crate::federation::FederationApi;
 use crate::interface::InterfaceApi;
 use crate::metrics::{self, Metrics, MetricsLayer};
-use crate::federation::FederationApi;
 use crate::nodes::{self, Readiness};
 use crate::refusals::{self, RefusalLimiter, Verdict};
 use crate::registry::Registry;
@@ -189,6 +189,17 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     let feed = ChangeFeed::new();
     feed.start(store.clone(), stopping.clone());
     let revocations = Revocations::default();
+    // 平台级联: the registered peer hubs' CAs trusted (each for its own identity), and a pull
+    // loop per child hub.
+    let federation = crate::federation::start(
+        config,
+        store.clone(),
+        auth.clone(),
+        audit.clone(),
+        &server_tls,
+        stopping.clone(),
+    )
+    .await?;
     trail::keep_retention(
         store.clone(),
         audit.clone(),
@@ -212,17 +223,6 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     .max_decoding_message_size(max)
     .max_encoding_message_size(max.max(4 * 1024 * 1024));
     let access = AccessServiceServer::new(AccessApi::new(
-    // 平台级联: the registered peer hubs' CAs trusted (each for its own identity), and a pull
-    // loop per child hub.
-    let federation = crate::federation::start(
-        config,
-        store.clone(),
-        auth.clone(),
-        audit.clone(),
-        &server_tls,
-        stopping.clone(),
-    )
-    .await?;
         store.clone(),
         auth.clone(),
         registry.clone(),
@@ -253,6 +253,7 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
             key: config.key(),
         },
         metrics.clone(),
+        directory_api.entry_cache(),
     ));
     let web = crate::web::routes(crate::web::Web {
         directory: directory_api,
@@ -276,7 +277,6 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let reflection_v1 = reflection()
-        directory_api.entry_cache(),
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
     // Many clients in the field (Python grpcio among them) still speak only v1alpha.
@@ -301,6 +301,7 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(directory)
+        .add_service(federation)
         .add_service(schemas)
         .add_service(exchange)
         .add_service(access)
@@ -343,7 +344,6 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     let announcer = nodes::keep_announced(store.clone(), node, stopping_tx.subscribe());
     let _ = serving.send(true);
     tracing::info!(%addr, "xinqiao hub serving (mTLS)");
-        .add_service(federation)
     Ok(RunningHub {
         addr,
         store,
@@ -369,6 +369,7 @@ const MAX_STREAMS_PER_CONNECTION: u32 = 200;
 fn served_services() -> [&'static str; 9] {
     [
         "",
+        FederationServiceServer::<FederationApi>::NAME,
         InterfaceServiceServer::<InterfaceApi>::NAME,
         DirectoryServiceServer::<DirectoryApi>::NAME,
         SchemaServiceServer::<SchemaApi>::NAME,
@@ -456,4 +457,3 @@ pub async fn register_sample_departments(store: &dyn Store) -> Result<(), xinqia
     }
     Ok(())
 }
-        FederationServiceServer::<FederationApi>::NAME,

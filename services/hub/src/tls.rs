@@ -276,14 +276,14 @@ impl ServerFiles {
     /// The hub's TLS configuration: its own certificate, and client certificates required,
     /// verified against the platform CA and checked against its revocation list.
     fn build(&self) -> Result<Active, TlsError> {
-        install_crypto_provider();
-        // Taken before reading: a change made while building shows as a change afterwards.
-        let seen = self.fingerprints();
         self.build_with(&PeerTrust::default())
     }
 
     /// Like `build`, with the registered peer hubs' CAs trusted for their hub identities.
     fn build_with(&self, peers: &PeerTrust) -> Result<Active, TlsError> {
+        install_crypto_provider();
+        // Taken before reading: a change made while building shows as a change afterwards.
+        let seen = self.fingerprints();
         let cas = certificates(&self.ca)?;
         let mut roots = RootCertStore::empty();
         for ca_cert in &cas {
@@ -307,13 +307,13 @@ impl ServerFiles {
             }
             (_, e) => TlsError::Config(e.to_string()),
         })?;
+        let verifier = peers.wrap(verifier);
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_client_cert_verifier(verifier.clone())
             .with_single_cert(certificates(&self.cert)?, private_key(&self.key)?)
             .map_err(|e| TlsError::Config(format!("server certificate and key: {e}")))?;
-        let verifier = peers.wrap(verifier);
         // HTTP/1.1 too: the HTTP edge (`web`) serves plain HTTP+JSON clients on the same port.
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Active {

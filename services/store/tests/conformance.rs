@@ -4619,9 +4619,9 @@ fn interface_spec(upstream: &str, operations: &[&str]) -> InterfaceSpec {
         timeout_ms: 1500,
         rate_per_minute: 120,
         max_concurrency: 8,
+        descriptor_set: Vec::new(),
     }
 }
-        descriptor_set: Vec::new(),
 
 async fn interfaces_are_registered_replaced_listed_and_disabled(store: Arc<dyn Store>) {
     assert_eq!(store.get_interface("102/000001").await.expect("get"), None);
