@@ -14,6 +14,7 @@ use tonic_health::server::HealthReporter;
 use xinqiao_domain::department::DepartmentProfile;
 use xinqiao_proto::v1::access_service_server::AccessServiceServer;
 use xinqiao_proto::v1::audit_service_server::AuditServiceServer;
+use xinqiao_proto::v1::console_service_server::ConsoleServiceServer;
 use xinqiao_proto::v1::directory_service_server::DirectoryServiceServer;
 use xinqiao_proto::v1::evaluation_service_server::EvaluationServiceServer;
 use xinqiao_proto::v1::exchange_service_server::ExchangeServiceServer;
@@ -26,6 +27,7 @@ use crate::access::{AccessApi, Revocations};
 use crate::audit::{AuditLayer, AuditLog};
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::console::{Console, ConsoleApi, InProcess, InProcessService, LinkSettings};
 use crate::directory::DirectoryApi;
 use crate::evaluation::{EvaluationApi, Evaluator};
 use crate::exchange::ExchangeApi;
@@ -64,6 +66,9 @@ pub struct RunningHub {
     pub store: Arc<dyn Store>,
     /// Where `/metrics` is served, when `[metrics] listen` asks for it.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the web console is served: its own port (`[console] listen`, browsers without a
+    /// client certificate welcome) or the hub's.
+    pub console_addr: SocketAddr,
     /// This hub's metrics (the handlers count into them; the scorecard sets its gauges).
     pub metrics: Metrics,
     stop: oneshot::Sender<()>,
@@ -158,6 +163,24 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
             },
         );
     let handshake_timeout = config.handshake_timeout();
+    // The console's own port, bound now so that the links the hub mints can name it.
+    let console_listener = match config.console.listen {
+        Some(console_addr) => Some(
+            TcpListener::bind(console_addr)
+                .await
+                .map_err(|source| ServeError::Listen {
+                    addr: console_addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let console_addr = match &console_listener {
+        Some(listener) => listener
+            .local_addr()
+            .map_err(|source| ServeError::Listen { addr, source })?,
+        None => addr,
+    };
 
     let max = config.limits.max_message_bytes;
     // One authenticator for every service: the directory's changes to departments reach them all.
@@ -263,9 +286,28 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     let interfaces = InterfaceServiceServer::from_arc(interface_api)
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
+    let console_service = ConsoleServiceServer::new(ConsoleApi::new(
+        store.clone(),
+        auth.clone(),
+        LinkSettings::new(&config.console, console_addr),
+    ));
     let schemas = SchemaServiceServer::new(SchemaApi::new(store.clone(), auth, registry))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
+    // The console calls these services in process, through the same layers as the network.
+    let in_process = InProcess::new(in_process_service(
+        tonic::service::Routes::new(directory.clone())
+            .add_service(schemas.clone())
+            .add_service(exchange.clone())
+            .add_service(access.clone())
+            .add_service(audit_service.clone())
+            .add_service(evaluation.clone())
+            .add_service(interfaces.clone()),
+        metrics.clone(),
+        audit.clone(),
+    ));
+    let console_routes = crate::console::routes(Console::new(in_process, store.clone(), &config.console));
+    crate::console::keep_purging(store.clone(), stopping_tx.subscribe());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for service in served_services() {
@@ -296,7 +338,7 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         .layer(tower::util::MapResponseLayer::new(callers_fault_statuses))
         // The HTTP edge shares the port and the connection's identity (see `web`).
         .accept_http1(true)
-        .add_routes(tonic::service::Routes::from(web))
+        .add_routes(tonic::service::Routes::from(web.merge(console_routes.clone())))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -307,7 +349,11 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         .add_service(access)
         .add_service(audit_service)
         .add_service(evaluation)
-        .add_service(interfaces);
+        .add_service(interfaces)
+        .add_service(console_service);
+    if let Some(listener) = console_listener {
+        serve_console(listener, config, console_routes, &stopping_tx, handshake_timeout)?;
+    }
     let stopped = async {
         let _ = stopped.await;
     };
@@ -348,6 +394,7 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         addr,
         store,
         metrics_addr,
+        console_addr,
         metrics,
         stop,
         stopping: stopping_tx,
@@ -359,6 +406,51 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         task,
         grace: config.shutdown_grace(),
     })
+}
+
+/// The gRPC services behind the layers a call from the network passes (outermost first: metrics,
+/// audit, the status corrections), as one service the console calls in process.
+fn in_process_service(routes: tonic::service::Routes, metrics: Metrics, audit: AuditLog) -> InProcessService {
+    let service = tower::ServiceBuilder::new()
+        .layer(MetricsLayer::new(metrics))
+        .layer(AuditLayer::new(audit))
+        .layer(tower::util::MapResponseLayer::new(callers_fault_statuses))
+        .service(routes);
+    tower::util::BoxCloneSyncService::new(service)
+}
+
+/// Serves the web console on its own port: TLS with the hub's certificate, client certificates
+/// optional (browsers sign in with a link), until the hub stops.
+fn serve_console(
+    listener: TcpListener,
+    config: &Config,
+    routes: axum::Router,
+    stopping: &watch::Sender<bool>,
+    handshake_timeout: std::time::Duration,
+) -> Result<(), ServeError> {
+    let console_tls =
+        tls::ServerTls::load_for_browsers(&config.ca(), &config.cert(), &config.key(), config.crl().as_deref())?;
+    console_tls.watch(stopping.subscribe());
+    let on_failure: tls::HandshakeFailureHook = Arc::new(|remote, error| {
+        tracing::debug!(%remote, %error, "console TLS handshake refused");
+    });
+    let mut stopped = stopping.subscribe();
+    let addr = listener.local_addr().ok();
+    tokio::spawn(async move {
+        let incoming = tls::incoming(listener, console_tls, handshake_timeout, on_failure);
+        let until = async move {
+            let _ = stopped.wait_for(|stopping| *stopping).await;
+        };
+        let served = Server::builder()
+            .accept_http1(true)
+            .add_routes(tonic::service::Routes::from(routes))
+            .serve_with_incoming_shutdown(incoming, until)
+            .await;
+        if let Err(e) = served {
+            tracing::error!(?addr, error = %tls::error_chain(&e), "the console stopped serving");
+        }
+    });
+    Ok(())
 }
 
 /// Streams at once on one connection: far above what a department's client needs (one per
