@@ -523,7 +523,10 @@ async fn strangers_untrusted_cas_and_children_are_refused_and_audited(backend: B
     let failed = read_changes(county.channel_as(&impostor))
         .await
         .expect_err("an untrusted CA is refused");
-    assert!(matches!(failed.code(), Code::Unavailable | Code::Unknown | Code::Cancelled), "{failed:?}");
+    assert!(
+        matches!(failed.code(), Code::Unavailable | Code::Unknown | Code::Cancelled),
+        "{failed:?}"
+    );
 
     // The county's CA is trusted by the city for the county's hub identity only: a county
     // department's certificate is refused at the handshake.
@@ -532,7 +535,10 @@ async fn strangers_untrusted_cas_and_children_are_refused_and_audited(backend: B
         .search_entries(keyword("企业"))
         .await
         .expect_err("a department of another platform is refused");
-    assert!(matches!(failed.code(), Code::Unavailable | Code::Unknown | Code::Cancelled), "{failed:?}");
+    assert!(
+        matches!(failed.code(), Code::Unavailable | Code::Unknown | Code::Cancelled),
+        "{failed:?}"
+    );
 
     // A child reading its parent's catalogue.
     let county_identity = pki::hub_files(&county.pki_dir(), COUNTY);
@@ -551,6 +557,95 @@ async fn strangers_untrusted_cas_and_children_are_refused_and_audited(backend: B
         Code::PermissionDenied,
     );
     assert!(status.message().contains("federation service only"), "{status:?}");
+    // Every other service refuses it too, before looking at the request.
+    let as_city = county.channel_as(&city_identity);
+    let denied = |result: Result<(), tonic::Status>, what: &str| match result {
+        Err(status) => assert_eq!(status.code(), Code::PermissionDenied, "{what}: {status:?}"),
+        Ok(()) => panic!("{what} let a peer hub in"),
+    };
+    denied(
+        DirectoryServiceClient::new(as_city.clone())
+            .who_am_i(v1::WhoAmIRequest {})
+            .await
+            .map(drop),
+        "WhoAmI",
+    );
+    denied(
+        v1::schema_service_client::SchemaServiceClient::new(as_city.clone())
+            .list_subjects(v1::ListSubjectsRequest::default())
+            .await
+            .map(drop),
+        "ListSubjects",
+    );
+    denied(
+        v1::exchange_service_client::ExchangeServiceClient::new(as_city.clone())
+            .list_datasets(v1::ListDatasetsRequest::default())
+            .await
+            .map(drop),
+        "ListDatasets",
+    );
+    denied(
+        v1::access_service_client::AccessServiceClient::new(as_city.clone())
+            .list_requests(v1::ListRequestsRequest::default())
+            .await
+            .map(drop),
+        "ListRequests",
+    );
+    denied(
+        v1::audit_service_client::AuditServiceClient::new(as_city.clone())
+            .list_events(v1::ListEventsRequest::default())
+            .await
+            .map(drop),
+        "ListEvents",
+    );
+    denied(
+        v1::evaluation_service_client::EvaluationServiceClient::new(as_city.clone())
+            .get_ranking(v1::GetRankingRequest::default())
+            .await
+            .map(drop),
+        "GetRanking",
+    );
+    denied(
+        v1::interface_service_client::InterfaceServiceClient::new(as_city.clone())
+            .list_interfaces(v1::ListInterfacesRequest::default())
+            .await
+            .map(drop),
+        "ListInterfaces",
+    );
+    // Nor may a registered peer hub manage the registry.
+    denied(
+        FederationServiceClient::new(as_city)
+            .list_peers(v1::ListPeersRequest {})
+            .await
+            .map(drop),
+        "ListPeers",
+    );
+
+    // The admin pulls from a child now; a parent is not pulled from.
+    let mut city_admin = city.federation().await;
+    let synced = ok(city_admin
+        .sync_peer(v1::SyncPeerRequest {
+            division_code: COUNTY.into(),
+        })
+        .await);
+    let (_, county_head) = county.store().catalogue_changes(0, 1).await.expect("county feed");
+    assert_eq!(synced.catalogue_cursor, county_head);
+    refused(
+        city_admin
+            .sync_peer(v1::SyncPeerRequest {
+                division_code: PROVINCE.into(),
+            })
+            .await,
+        Code::FailedPrecondition,
+    );
+    refused(
+        city_admin
+            .sync_peer(v1::SyncPeerRequest {
+                division_code: "330199".into(),
+            })
+            .await,
+        Code::NotFound,
+    );
 
     // Peers are the admin's: a department may not list or add them.
     let mut as_dept =
