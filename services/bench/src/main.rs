@@ -31,7 +31,7 @@ use xinqiao_store::{PgStore, SqliteStore, Store};
 
 use crate::hub::{Catalog, Exchange, Hub, PROVIDER, Unary};
 use crate::native::Native;
-use crate::nats::Nats;
+use crate::nats::{DurableNats, Nats};
 use crate::raw::Raw;
 use crate::report::{Ctx, Goal, Res, Row, Unit, summary};
 
@@ -189,6 +189,8 @@ struct Bench {
     pid: u32,
     nats_addr: String,
     nats: Result<Nats, String>,
+    /// B4's second baseline: a JetStream of the benchmark's own that flushes every message.
+    nats_durable: Result<DurableNats, String>,
     opened: Vec<Opened>,
     rows: Vec<Row>,
     info: Vec<String>,
@@ -443,6 +445,7 @@ impl Bench {
             NoValidation,
             Plain,
             Nats,
+            NatsDurable,
         }
         let s = self.s.clone();
         let mut contenders = vec![C::Hub];
@@ -481,6 +484,9 @@ impl Bench {
         let nats_ok = self.nats.is_ok();
         if s.wants("B4") && nats_ok {
             contenders.push(C::Nats);
+        }
+        if s.wants("B4") && self.nats_durable.is_ok() {
+            contenders.push(C::NatsDurable);
         }
         if s.ours_only {
             contenders.retain(|c| *c == C::Hub);
@@ -542,8 +548,11 @@ impl Bench {
                         native_sequence += rows.len() as i64;
                         rate(n, started)
                     }
-                    C::Nats => {
-                        let nats = self.nats.as_ref().map_err(Clone::clone)?;
+                    C::Nats | C::NatsDurable => {
+                        let nats = match c {
+                            C::Nats => self.nats.as_ref().map_err(Clone::clone)?,
+                            _ => &self.nats_durable.as_ref().map_err(Clone::clone)?.nats,
+                        };
                         let payloads: Vec<Vec<u8>> = texts.iter().map(|t| t.clone().into_bytes()).collect();
                         let started = Instant::now();
                         nats.publish("b4", payloads.into_iter(), s.batch * s.in_flight).await?;
@@ -633,6 +642,28 @@ impl Bench {
                     s.batch * s.in_flight,
                     s.in_flight,
                     s.batch
+                )),
+                Err(why) => row.not_measured(format!("not measured: {why}")),
+            });
+            // The hub acknowledges a batch once its transaction commits: on PostgreSQL
+            // (synchronous_commit on) that is after the WAL reached the disk, which JetStream
+            // gives only with sync_interval: always; on SQLite (WAL, synchronous=NORMAL) it
+            // survives the process, not a power cut, like JetStream's default.
+            let row = Row::new(
+                "B4",
+                "validated publish, mTLS",
+                "JetStream, sync always",
+                Unit::RecordsPerSec,
+                Goal::AtLeast(1.0),
+            )
+            .size(size.clone());
+            self.rows.push(match &self.nats_durable {
+                Ok(durable) => row.samples(take(C::Hub), take(C::NatsDurable)).note(format!(
+                    "baseline: {} at {} (started by the benchmark), the same window; the durability the hub gives on \
+                     PostgreSQL (each commit flushed); on SQLite the hub flushes at checkpoints, as the first B4 row's \
+                     JetStream does",
+                    durable.nats.describe(),
+                    durable.addr
                 )),
                 Err(why) => row.not_measured(format!("not measured: {why}")),
             });
@@ -1003,6 +1034,8 @@ impl Bench {
         if let Ok(nats) = &self.nats {
             nats.cleanup().await;
         }
+        // Stops the benchmark's own nats-server and removes its files.
+        self.nats_durable = Err("stopped".into());
         for o in &self.opened {
             if let Some(store) = &o.sqlite {
                 store.close().await;
@@ -1150,6 +1183,11 @@ async fn main() -> ExitCode {
     } else {
         Err("not asked for".into())
     };
+    let nats_durable = if settings.wants("B4") {
+        DurableNats::start().await
+    } else {
+        Err("not asked for".into())
+    };
     let started = Instant::now();
     let date = chrono::Local::now();
     let mut bench = Bench {
@@ -1159,6 +1197,7 @@ async fn main() -> ExitCode {
         pid: std::process::id(),
         nats_addr: args.nats.clone(),
         nats,
+        nats_durable,
         opened: Vec::new(),
         rows: Vec::new(),
         info: Vec::new(),
@@ -1202,6 +1241,10 @@ async fn main() -> ExitCode {
     println!("machine:  {}", machine.describe());
     println!("settings: {settings_text}");
     println!("NATS:     {nats_text}");
+    match &bench.nats_durable {
+        Ok(d) => println!("          {} at {} (B4's durable baseline)", d.nats.describe(), d.addr),
+        Err(e) => println!("          B4's durable baseline: {e}"),
+    }
     println!();
 
     let result = bench.run().await;

