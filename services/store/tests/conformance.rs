@@ -236,6 +236,7 @@ macro_rules! conformance {
 
 conformance!(
     peers_are_registered_listed_and_removed,
+    entries_published_before_federation_join_the_feed,
     the_catalogue_feed_follows_publications_and_withdrawals,
     aggregated_changes_apply_once_and_are_searchable,
     a_version_a_dataset_uses_is_not_deleted_for_good,
@@ -4913,11 +4914,18 @@ async fn peers_are_registered_listed_and_removed(store: Arc<dyn Store>) {
         ]
     );
     assert_eq!(
-        store.get_peer("330000").await.expect("get").map(|p| p.exposure.catalogue),
+        store
+            .get_peer("330000")
+            .await
+            .expect("get")
+            .map(|p| p.exposure.catalogue),
         Some(true)
     );
     assert_eq!(store.remove_peer("330110", t(6)).await, Ok(0));
-    assert!(matches!(store.remove_peer("330110", t(6)).await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        store.remove_peer("330110", t(6)).await,
+        Err(Error::NotFound(_))
+    ));
     assert_eq!(store.get_peer("330110").await.expect("get"), None);
 }
 
@@ -5014,10 +5022,7 @@ async fn aggregated_changes_apply_once_and_are_searchable(store: Arc<dyn Store>)
         child_change(11, "330110", "102/000002", "个体工商户登记信息", EntryState::Published),
     ];
     assert_eq!(store.apply_catalogue_changes("330110", 9, &next, 11).await, Ok(2));
-    assert_eq!(
-        federated_codes(store, &everyone, "").await,
-        ["330110:102/000002"]
-    );
+    assert_eq!(federated_codes(store, &everyone, "").await, ["330110:102/000002"]);
     assert_eq!(
         federated_codes(store, &everyone, "个体工商户登记").await,
         ["330110:102/000002"]
@@ -5039,7 +5044,12 @@ async fn aggregated_changes_apply_once_and_are_searchable(store: Arc<dyn Store>)
     assert_eq!(withdrawn[0].via_hub, "330110");
     // Paged by origin and resource code.
     let after = store
-        .search_federated_entries(&EntryVisibility::All, &EntryFilter::default(), Some(("330110", "102/000001")), 10)
+        .search_federated_entries(
+            &EntryVisibility::All,
+            &EntryFilter::default(),
+            Some(("330110", "102/000001")),
+            10,
+        )
         .await
         .expect("search");
     assert_eq!(after.len(), 1);
@@ -5053,4 +5063,37 @@ async fn aggregated_changes_apply_once_and_are_searchable(store: Arc<dyn Store>)
     assert_eq!(tail.len(), 1);
     assert_eq!(tail[0].entry.entry.state, EntryState::Withdrawn);
     assert_eq!(tail[0].entry.entry.resource_code, "102/000002");
+}
+
+/// A hub upgraded to federation (migration 11) offers the entries it had already published.
+async fn entries_published_before_federation_join_the_feed(t: Tampering) {
+    let store = t.store.clone();
+    let provider = register(store.as_ref(), 1).await;
+    let a = create(store.as_ref(), &provider, &content("102", "企业登记信息")).await;
+    let a = publish(store.as_ref(), &a).await;
+    let draft = create(store.as_ref(), &provider, &content("102", "草稿")).await;
+    // As if the database were from before migration 11 (its statements may run again).
+    t.execute(&[
+        "DELETE FROM catalogue_feed",
+        "UPDATE catalogue_feed_head SET last_position = 0 WHERE id = 1",
+        "DELETE FROM _sqlx_migrations WHERE version = 11",
+    ])
+    .await;
+    assert_eq!(feed(store.as_ref(), 0).await, vec![]);
+    store.apply_migrations().await.expect("apply migration 11");
+    assert_eq!(
+        feed(store.as_ref(), 0).await,
+        vec![(1, String::new(), a.resource_code.clone(), EntryState::Published)]
+    );
+    // Applied again, it adds nothing; what is published afterwards follows.
+    t.execute(&["DELETE FROM _sqlx_migrations WHERE version = 11"]).await;
+    store.apply_migrations().await.expect("apply migration 11 again");
+    publish(store.as_ref(), &draft).await;
+    assert_eq!(
+        feed(store.as_ref(), 0).await,
+        vec![
+            (1, String::new(), a.resource_code.clone(), EntryState::Published),
+            (2, String::new(), draft.resource_code.clone(), EntryState::Published),
+        ]
+    );
 }
