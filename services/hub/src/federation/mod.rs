@@ -84,11 +84,18 @@ impl FederationApi {
     }
 
     async fn admin<T>(&self, request: &Request<T>) -> Result<Caller> {
+        let denied = || Error::PermissionDenied("only the platform admin manages peer hubs".into());
+        // A peer hub is told what this service's registry is, not that it may call this service.
+        let peer_hub = request
+            .extensions()
+            .get::<crate::tls::PeerInfo>()
+            .is_some_and(|p| matches!(p.principal, Some(xinqiao_domain::identity::Principal::Hub(_))));
+        if peer_hub {
+            return Err(denied());
+        }
         let caller = self.auth.caller(request).await?;
         if !caller.is_admin() {
-            return Err(Error::PermissionDenied(
-                "only the platform admin manages peer hubs".into(),
-            ));
+            return Err(denied());
         }
         Ok(caller)
     }
