@@ -271,6 +271,7 @@ on_each_backend!(
     the_province_finds_county_entries_and_follows_their_changes,
     the_city_restarted_catches_up_from_its_cursor,
     strangers_untrusted_cas_and_children_are_refused_and_audited,
+    only_the_exposed_classes_go_up,
 );
 
 async fn the_province_finds_county_entries_and_follows_their_changes(backend: Backend) {
@@ -722,6 +723,53 @@ async fn strangers_untrusted_cas_and_children_are_refused_and_audited(backend: B
     wait_for(&city, "authenticate", "peer:", "UNAUTHENTICATED").await;
     wait_for(&city, "CatalogueChanges", "hub:330110", "PERMISSION_DENIED").await;
     wait_for(&county, "SearchEntries", "hub:330100", "PERMISSION_DENIED").await;
+
+    county.finish().await;
+    city.finish().await;
+    province.finish().await;
+}
+
+async fn only_the_exposed_classes_go_up(backend: Backend) {
+    let (county, city, province) = chain(&backend).await;
+    // The county exposes only 基础信息资源 of class 101 (人口) to the city from now on.
+    let mut county_admin = county.federation().await;
+    ok(county_admin
+        .remove_peer(v1::RemovePeerRequest {
+            division_code: CITY.into(),
+        })
+        .await);
+    let narrowed = ok(county_admin
+        .add_peer(v1::AddPeerRequest {
+            division_code: CITY.into(),
+            name: "杭州市数据共享平台".into(),
+            address: city.url(),
+            ca_pem: city.ca_pem(),
+            relation: v1::PeerRelation::Parent.into(),
+            exposure: Some(v1::PeerExposure {
+                catalogue: true,
+                classifications: vec!["101".into()],
+            }),
+        })
+        .await);
+    assert_eq!(
+        narrowed.exposure.map(|e| e.classifications),
+        Some(vec!["101".to_string()])
+    );
+    // Published in this order: once the second is at the province, the first was passed over.
+    published(&county, content("企业登记信息", "102", "余杭区企业登记")).await;
+    let people = published(&county, content("户籍人口登记信息", "101", "余杭区户籍人口")).await;
+    let found = until_found(
+        &province,
+        "登记信息",
+        "the exposed entry reaches the province",
+        |f| !f.is_empty(),
+    )
+    .await;
+    assert_eq!(
+        found.iter().map(|e| e.resource_code.as_str()).collect::<Vec<_>>(),
+        [people.as_str()]
+    );
+    assert!(aggregated(&city, "企业登记").await.is_empty());
 
     county.finish().await;
     city.finish().await;
