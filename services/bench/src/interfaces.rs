@@ -33,6 +33,9 @@ pub enum Caller {
     Hub(Box<(InterfaceServiceClient<Channel>, pb::InvokeRequest)>),
     /// The upstream called directly through a pool of connections.
     Direct(Arc<Upstreams>, Arc<Interface>),
+    /// The gRPC floor: Health/Check on the hub, over the same kind of connection as `Hub`, which
+    /// does nothing (measured for its CPU per call).
+    Floor(tonic_health::pb::health_client::HealthClient<Channel>),
 }
 
 impl Caller {
@@ -48,6 +51,12 @@ impl Caller {
                 if !answer.response_json.contains("\"match\":true") {
                     return Err(format!("an unexpected answer: {}", answer.response_json));
                 }
+            }
+            Caller::Floor(health) => {
+                health
+                    .check(tonic_health::pb::HealthCheckRequest::default())
+                    .await
+                    .map_err(|s| format!("Health/Check: {s}"))?;
             }
             Caller::Direct(upstreams, interface) => {
                 let out = Outgoing {
@@ -80,6 +89,7 @@ fn request_json() -> String {
 pub struct Setup {
     pub hub: Caller,
     pub direct: Caller,
+    pub floor: Caller,
     _upstream: SampleUpstream,
     _dir: tempfile::TempDir,
 }
@@ -188,6 +198,9 @@ pub async fn setup(hub: &Hub, pki_dir: &Path, concurrency: u32) -> Res<Setup> {
     };
     Ok(Setup {
         hub: Caller::Hub(Box::new((interfaces, request))),
+        floor: Caller::Floor(tonic_health::pb::health_client::HealthClient::new(
+            hub.provider_channel().await?,
+        )),
         direct: Caller::Direct(Arc::new(direct), Arc::new(interface)),
         _upstream: upstream,
         _dir: dir,
@@ -251,11 +264,14 @@ pub struct Load {
     pub rate: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// CPU time of the whole process (callers, hub and upstream alike) per call, in µs.
+    pub cpu_us_per_call: f64,
 }
 
 /// `concurrency` callers in a loop for `duration`, after one untimed call.
 pub async fn load(caller: &Caller, concurrency: usize, duration: Duration) -> Res<Load> {
     caller.clone().call().await.map_err(|e| format!("warm-up call: {e}"))?;
+    let cpu_before = crate::sys::cpu_seconds();
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::with_capacity(concurrency);
@@ -276,8 +292,10 @@ pub async fn load(caller: &Caller, concurrency: usize, duration: Duration) -> Re
         all.extend(task.await.ctx("load task")??);
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = crate::sys::cpu_seconds() - cpu_before;
     all.sort_unstable();
     Ok(Load {
+        cpu_us_per_call: cpu * 1e6 / all.len().max(1) as f64,
         rate: all.len() as f64 / elapsed,
         p50_ms: quantile(&all, 0.50) / 1000.0,
         p99_ms: quantile(&all, 0.99) / 1000.0,

@@ -379,7 +379,7 @@ impl Bench {
         progress("B8: starting the sample 身份核验 upstream and registering it");
         let setup = interfaces::setup(hub, &self.dir().join("pki"), CALLERS as u32).await?;
         let duration = Duration::from_secs_f64(s.b5_seconds);
-        let (mut ours, mut direct) = (Vec::new(), Vec::new());
+        let (mut ours, mut direct, mut floor) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..s.rounds {
             let mut pair = [("hub", &setup.hub), ("direct", &setup.direct)];
             if round % 2 == 1 {
@@ -394,9 +394,17 @@ impl Bench {
                 direct.clear();
             }
         }
+        // The gRPC floor's CPU per call, after the pairs: what any call to the hub costs.
+        progress("B8: the gRPC floor (Health/Check)");
+        floor.push(interfaces::load(&setup.floor, CALLERS, duration).await?);
         let size = format!("{CALLERS} x {:.1}s x {}", s.b5_seconds, s.rounds);
         let rates = |v: &[interfaces::Load]| v.iter().map(|l| l.rate).collect::<Vec<_>>();
         let p99s = |v: &[interfaces::Load]| v.iter().map(|l| l.p99_ms).collect::<Vec<_>>();
+        let cpu = |v: &[interfaces::Load]| {
+            summary(&v.iter().map(|l| l.cpu_us_per_call).collect::<Vec<_>>())
+                .map(|x| format!("{:.0} µs", x.median))
+                .unwrap_or_default()
+        };
         let p50 = |v: &[interfaces::Load]| {
             summary(&v.iter().map(|l| l.p50_ms).collect::<Vec<_>>())
                 .map(|x| format!("{:.2} ms", x.median))
@@ -421,7 +429,15 @@ impl Bench {
             Row::new("B8", "Invoke p99", "direct p99", Unit::Millis, Goal::AtMost(2.0))
                 .size(size)
                 .samples(p99s(&ours), p99s(&direct))
-                .note(format!("p50: through the hub {}, direct {}", p50(&ours), p50(&direct))),
+                .note(format!(
+                    "p50: through the hub {}, direct {}; CPU of the whole process (callers, hub, upstream) per call: \
+                     through the hub {}, direct {}, a Health/Check on the hub (the gRPC floor) {}",
+                    p50(&ours),
+                    p50(&direct),
+                    cpu(&ours),
+                    cpu(&direct),
+                    cpu(&floor)
+                )),
         );
         Ok(())
     }

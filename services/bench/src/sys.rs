@@ -27,6 +27,22 @@ pub fn rss_bytes() -> u64 {
         * 1024
 }
 
+/// CPU time this process has used, user and system, in seconds (0 where /proc is not there).
+/// Linux reports it in clock ticks, which are 1/100 s on every platform it runs on here.
+pub fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command name.
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
 pub struct Machine {
     pub nproc: usize,
     pub mem_total_bytes: u64,
