@@ -364,6 +364,18 @@ async fn a_client_certificate_signs_in_on_the_hubs_port_and_the_consoles() {
     assert!(home.has(PROVIDER) && !home.has("平台管理员"));
     assert_ne!(dept.cookie, admin.cookie);
     let _ = admin.get("/console/").await;
+
+    // A peer hub's certificate (federation only) signs no one in, and opens no session.
+    let peer = pki::issue(
+        &hub.pki_dir(),
+        &xinqiao_domain::identity::Principal::Hub("330100".into()),
+    )
+    .expect("a hub certificate");
+    let mut peer_hub = Browser::with_certificate(&hub, hub.addr, &peer);
+    let refused = peer_hub.get("/console/").await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.has("330100") && refused.has("不能登录"), "{}", refused.body);
+    assert!(peer_hub.cookie.is_none());
     hub.finish().await;
 }
 

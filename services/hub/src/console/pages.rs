@@ -205,6 +205,10 @@ async fn identify(State(console): State<Console>, request: Request, next: Next) 
         None => None,
     };
     let certificate = peer.and_then(|p| p.principal);
+    // A peer hub's certificate is for federation calls only: it signs no one into the console.
+    if let Some(Principal::Hub(division)) = &certificate {
+        return peer_hub_refused(division);
+    }
     let mut new_cookie = None;
     let (principal, secret) = match (certificate, from_session, secret) {
         // A certificate is the identity; a session of another identity is not used with it.
@@ -277,6 +281,19 @@ fn not_signed_in() -> Response {
         401,
         "请登录",
         "使用客户端证书访问，或在终端运行 `xinqiao console --as admin`（或 --as 部门统一社会信用代码）获取一次性登录链接。",
+    )
+}
+
+fn peer_hub_refused(division: &str) -> Response {
+    let frame = Frame {
+        title: "无权访问".into(),
+        ..Frame::default()
+    };
+    message(
+        frame,
+        403,
+        "无权访问",
+        &format!("这是平台 {division} 的级联证书，只用于平台之间的目录汇聚和数据交换，不能登录管理控制台。"),
     )
 }
 
