@@ -296,6 +296,77 @@ pub fn accept_from_child(own_division: &str, child: &PeerHub, change: &Catalogue
     Ok(())
 }
 
+/// Whether a registered peer hub may act here for `department`, a department served by the hub
+/// `home_hub` (跨级交换: the hub that relays a department's call names the department and the hub
+/// it belongs to). The peer is trusted only for what its place in the tree lets it vouch for: its
+/// own departments; for a child, those of hubs within its division (it relays upward from
+/// below); for a parent, those of hubs whose division contains its own (it relays downward from
+/// above). The department's 统一社会信用代码 must name a division within its home hub's. What the
+/// department may then read is decided here, under this hub's own rules and grants, as if it
+/// called itself.
+pub fn acts_for(peer: &PeerHub, department: &str, home_hub: &str) -> Result<()> {
+    let refuse = |why: String| {
+        Err(Error::PermissionDenied(format!(
+            "hub {} cannot act here for department {}: {why}",
+            peer.division_code,
+            text::shorten(department, 20)
+        )))
+    };
+    if crate::identifiers::validate_uscc(department).is_err() {
+        return refuse("it is no 统一社会信用代码".into());
+    }
+    if validate_division_code(home_hub).is_err() {
+        return refuse(format!("'{}' is no hub's division code", text::shorten(home_hub, 20)));
+    }
+    let division = department.get(2..8).unwrap_or_default();
+    if !division_contains(home_hub, division) {
+        return refuse(format!(
+            "its division {division} is not within hub {home_hub}, which it is said to belong to"
+        ));
+    }
+    let trusted = home_hub == peer.division_code
+        || match peer.relation {
+            Relation::Child => division_contains(&peer.division_code, home_hub),
+            Relation::Parent => division_contains(home_hub, &peer.division_code),
+            Relation::Peer => false,
+        };
+    if !trusted {
+        return refuse(format!(
+            "hub {home_hub} is not served through it (it is registered here as a {})",
+            peer.relation
+        ));
+    }
+    Ok(())
+}
+
+/// Of the published aggregated entries holding one resource code, the one a read is relayed for.
+/// Codes are unique per hub, not across hubs: when several hubs hold the same code, the caller
+/// must name the dataset as `<origin hub>:<resource code>` (see [`split_origin`]).
+pub fn relay_target<'a>(
+    entries: &'a [FederatedEntry],
+    origin: Option<&str>,
+    resource_code: &str,
+) -> Result<Option<&'a FederatedEntry>> {
+    let mut matching = entries
+        .iter()
+        .filter(|e| e.entry.state == EntryState::Published && origin.is_none_or(|o| o == e.origin_hub));
+    let first = matching.next();
+    if first.is_some() && matching.next().is_some() {
+        return Err(Error::FailedPrecondition(format!(
+            "several hubs hold {resource_code}: name it as <origin hub>:{resource_code}"
+        )));
+    }
+    Ok(first)
+}
+
+/// A dataset named as `<origin hub>:<resource code>` split in two; a plain resource code as is.
+pub fn split_origin(dataset: &str) -> (Option<&str>, &str) {
+    match dataset.split_once(':') {
+        Some((origin, code)) if validate_division_code(origin).is_ok() => (Some(origin), code),
+        _ => (None, dataset),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,5 +523,92 @@ mod tests {
         let mut parent = child.clone();
         parent.relation = Relation::Parent;
         assert!(accept_from_child("330100", &parent, &change("330110")).is_err());
+    }
+
+    fn registered(code: &str, relation: Relation) -> PeerHub {
+        let mut peer = draft().validate("999999", "a", Utc::now()).expect("valid");
+        peer.division_code = code.into();
+        peer.relation = relation;
+        peer
+    }
+
+    /// A government department's code in `division` (positions 3-8), its check character valid.
+    fn department_in(division: &str) -> String {
+        let first17 = format!("11{division}MB0001010");
+        let check = crate::identifiers::uscc_check_char(&first17).expect("alphabet");
+        format!("{first17}{check}")
+    }
+
+    #[test]
+    fn a_peer_acts_only_for_departments_its_place_in_the_tree_vouches_for() {
+        let province_dept = department_in("330000");
+        let county_dept = department_in("330110");
+        // The city, registered at the county as its parent, relays for the province above it.
+        let city_as_parent = registered("330100", Relation::Parent);
+        assert!(acts_for(&city_as_parent, &department_in("330100"), "330100").is_ok());
+        assert!(acts_for(&city_as_parent, &province_dept, "330000").is_ok());
+        // Not for another city's hub, nor for a department outside the hub it names.
+        assert!(acts_for(&city_as_parent, &department_in("330200"), "330200").is_err());
+        assert!(acts_for(&city_as_parent, &department_in("330200"), "330000").is_ok());
+        assert!(acts_for(&city_as_parent, &department_in("320000"), "330000").is_err());
+        // The city, registered at the province as its child, relays for hubs below it.
+        let city_as_child = registered("330100", Relation::Child);
+        assert!(acts_for(&city_as_child, &county_dept, "330110").is_ok());
+        assert!(acts_for(&city_as_child, &province_dept, "330000").is_err());
+        assert!(acts_for(&city_as_child, &department_in("330210"), "330210").is_err());
+        // A hub of the same level, for its own only.
+        let sibling = registered("330200", Relation::Peer);
+        assert!(acts_for(&sibling, &department_in("330200"), "330200").is_ok());
+        assert!(acts_for(&sibling, &province_dept, "330000").is_err());
+        // Malformed names are refused, never trusted.
+        assert!(acts_for(&city_as_parent, "11330000MB0001010", "330000").is_err());
+        assert!(acts_for(&city_as_parent, &province_dept, "33").is_err());
+        let Err(Error::PermissionDenied(why)) = acts_for(&city_as_child, &province_dept, "330000") else {
+            panic!("refused")
+        };
+        assert!(why.contains("330100") && why.contains(&province_dept), "{why}");
+    }
+
+    #[test]
+    fn a_relayed_read_goes_to_the_one_hub_holding_the_code() {
+        let at = Utc::now();
+        let entry = |origin: &str, state: EntryState| FederatedEntry {
+            origin_hub: origin.into(),
+            via_hub: origin.into(),
+            entry: CatalogEntry {
+                resource_code: "102/000001".into(),
+                provider_code: "11330110MB0001001X".into(),
+                provider_name: "区市场监督管理局".into(),
+                content: crate::catalogue::tests::draft().validate().expect("valid content"),
+                state,
+                version: 1,
+                state_reason: String::new(),
+                published_at: Some(at),
+                created_at: at,
+                updated_at: at,
+            },
+        };
+        let one = [
+            entry("330110", EntryState::Published),
+            entry("330120", EntryState::Withdrawn),
+        ];
+        let found = relay_target(&one, None, "102/000001").expect("one").expect("found");
+        assert_eq!(found.origin_hub, "330110");
+        let two = [
+            entry("330110", EntryState::Published),
+            entry("330120", EntryState::Published),
+        ];
+        assert!(matches!(
+            relay_target(&two, None, "102/000001"),
+            Err(Error::FailedPrecondition(_))
+        ));
+        let named = relay_target(&two, Some("330120"), "102/000001")
+            .expect("named")
+            .expect("found");
+        assert_eq!(named.origin_hub, "330120");
+        assert!(relay_target(&[], None, "102/000001").expect("none").is_none());
+        assert_eq!(split_origin("330110:102/000001"), (Some("330110"), "102/000001"));
+        assert_eq!(split_origin("102/000001"), (None, "102/000001"));
+        assert_eq!(split_origin("x:102/000001"), (None, "x:102/000001"));
     }
 }

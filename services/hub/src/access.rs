@@ -24,6 +24,7 @@ use crate::auth::Authenticator;
 use crate::config::AccessRules;
 use crate::convert::{self, timestamp};
 use crate::exchange::{ReadRequest, authorise_read};
+use crate::federation::relay::{self, Relay};
 use crate::paging::{decode, next_token};
 use crate::registry::Registry;
 use crate::status::answer;
@@ -60,6 +61,8 @@ pub struct AccessApi {
     rules: AccessRules,
     calendar: Calendar,
     revocations: Revocations,
+    /// Applications for datasets held on other hubs, relayed there (跨级交换).
+    relay: Option<Relay>,
 }
 
 fn date(field: &str, value: &str) -> Result<NaiveDate> {
@@ -229,7 +232,14 @@ impl AccessApi {
             registry,
             rules,
             revocations,
+            relay: None,
         }
+    }
+
+    /// Relays applications for datasets aggregated from child hubs (see `federation::relay`).
+    pub fn relay(mut self, relay: Option<Relay>) -> Self {
+        self.relay = relay;
+        self
     }
 
     /// The fields and key of what an entry shares, for checking what is requested and granted:
@@ -324,11 +334,32 @@ impl AccessService for AccessApi {
     ) -> Result<Response<pb::AccessRequest>, Status> {
         let note = CallNote::of(&request);
         answer(async {
-            let caller = self.auth.caller(&request).await?;
+            let (caller, relayed) = self.auth.reader(&request).await?;
             let a = request
                 .into_inner()
                 .application
                 .ok_or_else(|| Error::invalid("application", "is required"))?;
+            // A dataset held on another hub: applied for there, answered by its provider there.
+            if let Some(relay) = &self.relay
+                && let Some(route) = relay.route(&a.dataset).await?
+            {
+                note.about(&route.entry.resource_code, &route.entry.provider_code);
+                note.detail("relayed_to", route.peer.division_code.clone());
+                note.detail("origin_hub", route.origin_hub.clone());
+                let application = pb::AccessApplication {
+                    dataset: route.dataset.clone(),
+                    ..a
+                };
+                let message = pb::RequestAccessRequest {
+                    application: Some(application),
+                };
+                let request = relay.request(&caller, relayed.as_ref(), message, true)?;
+                let mut client = relay.access(&route)?;
+                let call = client.request_access(request);
+                let stored = relay::answered(&route.peer.division_code, call).await?;
+                note.detail("request", stored.request_id.clone());
+                return Ok(stored);
+            }
             let entry = crate::directory::visible_entry(self.store.as_ref(), &caller, &a.dataset)
                 .await
                 .map_err(|e| match e {

@@ -11,6 +11,15 @@ use xinqiao_store::Store;
 use crate::cache::{Cache, FRESH_FOR};
 use crate::tls::PeerInfo;
 
+/// A read relayed by a peer hub for a department it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relayed {
+    /// The peer hub that called.
+    pub peer: String,
+    /// The hub the department belongs to (the peer itself, or one it relays for).
+    pub home_hub: String,
+}
+
 /// One per hub, shared by every service, so that the directory's changes reach them all.
 #[derive(Clone)]
 pub struct Authenticator {
@@ -100,6 +109,51 @@ impl Authenticator {
             None => Err(Error::Unauthenticated(
                 "the client certificate names no xinqiao identity".into(),
             )),
+        }
+    }
+
+    /// Who reads: as [`Authenticator::caller`], or a department of another hub whose call a
+    /// registered peer hub relays (跨级交换), naming the department and the hub it belongs to in
+    /// the call's metadata. The peer is trusted for that department only as far as
+    /// `federation::acts_for` allows; what the department may read is then decided by this hub's
+    /// rules and grants as for a department of its own. The trail names both: the peer hub as
+    /// the actor, the department in the detail.
+    pub async fn reader<T>(&self, request: &tonic::Request<T>) -> Result<(Caller, Option<Relayed>)> {
+        let hub = match request.extensions().get::<PeerInfo>().map(|p| &p.principal) {
+            Some(Some(Principal::Hub(code))) => code.clone(),
+            _ => return Ok((self.caller(request).await?, None)),
+        };
+        let header = |name: &str| {
+            request
+                .metadata()
+                .get(name)
+                .map(|v| v.to_str().map(str::to_string).unwrap_or_default())
+        };
+        let (Some(department), Some(home_hub)) = (
+            header(crate::federation::relay::FOR_DEPARTMENT),
+            header(crate::federation::relay::HOME_HUB),
+        ) else {
+            return Err(Error::PermissionDenied(format!(
+                "hub {hub} relays a department's read here only naming the department and its hub"
+            )));
+        };
+        let peer = self.peer_hub(request).await?;
+        xinqiao_domain::federation::acts_for(&peer, &department, &home_hub)?;
+        let note = crate::audit::CallNote::of(request);
+        note.detail("for_department", department.clone());
+        note.detail("home_hub", home_hub.clone());
+        Ok((Caller::Department(department), Some(Relayed { peer: hub, home_hub })))
+    }
+
+    /// Whether a relaying peer hub is still registered: a live read it relays ends when it is
+    /// removed.
+    pub async fn still_peer(&self, relayed: &Relayed) -> Result<()> {
+        match self.store.get_peer(&relayed.peer).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::PermissionDenied(format!(
+                "hub {} is no longer registered as a peer of this hub",
+                relayed.peer
+            ))),
         }
     }
 

@@ -26,9 +26,10 @@ use xinqiao_store::{
 
 use crate::access::Revocations;
 use crate::audit::{AuditLog, CallNote, code_name};
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Relayed};
 use crate::config::Limits;
 use crate::convert::{self, timestamp};
+use crate::federation::relay::{self, Relay, Route};
 use crate::feed::ChangeFeed;
 use crate::metrics::Metrics;
 use crate::paging::{decode, next_token};
@@ -65,6 +66,8 @@ pub struct ExchangeApi {
     metrics: Metrics,
     /// The benchmark's validation baseline: records are parsed and keyed but not validated.
     skip_validation: bool,
+    /// Reads of datasets held on other hubs, relayed (跨级交换); `None` without federation.
+    relay: Option<Relay>,
 }
 
 /// A read of a dataset's records as the caller asks for it.
@@ -295,7 +298,70 @@ impl ExchangeApi {
             revocations,
             metrics,
             skip_validation: false,
+            relay: None,
         }
+    }
+
+    /// Relays reads of datasets aggregated from child hubs (see `federation::relay`).
+    pub fn relay(mut self, relay: Option<Relay>) -> Self {
+        self.relay = relay;
+        self
+    }
+
+    /// Where a read of `dataset` is relayed, if it is held on another hub; noted for the trail.
+    async fn route(&self, dataset: &str, note: &CallNote) -> Result<Option<(Relay, Route)>> {
+        let Some(relay) = &self.relay else { return Ok(None) };
+        let Some(route) = relay.route(dataset).await? else {
+            return Ok(None);
+        };
+        note.about(&route.entry.resource_code, &route.entry.provider_code);
+        note.detail("relayed_to", route.peer.division_code.clone());
+        note.detail("origin_hub", route.origin_hub.clone());
+        Ok(Some((relay.clone(), route)))
+    }
+
+    /// A relayed stream passed on to the caller, recorded in this hub's trail as a local one is;
+    /// the peer's failures told with its name. `endless`: the stream never ends of itself (a
+    /// subscription), so its end without a status means the peer went away.
+    fn relay_stream<T: Send + 'static>(
+        &self,
+        note: CallNote,
+        peer: String,
+        mut upstream: Streaming<T>,
+        records: fn(&T) -> usize,
+        endless: bool,
+    ) -> ReceiverStream<std::result::Result<T, Status>> {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let api = self.clone_for_task();
+        let mut stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            let mut delivered = 0usize;
+            let outcome = loop {
+                let message = tokio::select! {
+                    message = upstream.message() => message,
+                    _ = tx.closed() => break Ok(()),
+                    _ = stopping.changed() => break Ok(()),
+                };
+                match message {
+                    Ok(Some(message)) => {
+                        let count = records(&message);
+                        if tx.send(Ok(message)).await.is_err() {
+                            break Ok(());
+                        }
+                        delivered += count;
+                    }
+                    Ok(None) if endless => {
+                        break Err(to_status(Error::Unavailable(format!(
+                            "peer hub {peer} ended the stream; resume from your last sequence"
+                        ))));
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(status) => break Err(to_status(relay::peer_error(&peer, &status))),
+                }
+            };
+            api.close_stream(&note, &tx, outcome, delivered).await;
+        });
+        ReceiverStream::new(rx)
     }
 
     /// For the benchmark only (see `config::BenchmarkSwitches`).
@@ -790,8 +856,18 @@ impl ExchangeService for ExchangeApi {
     }
 
     async fn get_dataset(&self, request: Request<pb::GetDatasetRequest>) -> Result<Response<pb::Dataset>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
-            let caller = self.auth.caller(&request).await?;
+            let (caller, relayed) = self.auth.reader(&request).await?;
+            if let Some((relay, route)) = self.route(&request.get_ref().dataset, &note).await? {
+                let message = pb::GetDatasetRequest {
+                    dataset: route.dataset.clone(),
+                };
+                let request = relay.request(&caller, relayed.as_ref(), message, true)?;
+                let mut client = relay.exchange(&route)?;
+                let call = client.get_dataset(request);
+                return relay::answered(&route.peer.division_code, call).await;
+            }
             let entry = self.entry(&caller, &request.get_ref().dataset).await?;
             let dataset = self.dataset(&entry.resource_code).await?;
             let standing = self
@@ -935,8 +1011,21 @@ impl ExchangeService for ExchangeApi {
     async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
         let note = CallNote::of(&request);
         answer(async {
-            let caller = self.auth.caller(&request).await?;
+            let (caller, relayed) = self.auth.reader(&request).await?;
             let r = request.get_ref();
+            if let Some((relay, route)) = self.route(&r.dataset, &note).await? {
+                let message = pb::FetchRequest {
+                    dataset: route.dataset.clone(),
+                    ..r.clone()
+                };
+                let request = relay.request(&caller, relayed.as_ref(), message, true)?;
+                let mut client = relay.exchange(&route)?;
+                let call = client.fetch(request);
+                let answer = relay::answered(&route.peer.division_code, call).await?;
+                note.detail("records", answer.changes.len());
+                note.detail("after_sequence", r.after_sequence);
+                return Ok(answer);
+            }
             let limit = match r.limit {
                 0 => DEFAULT_FETCH,
                 n if n > MAX_FETCH => return Err(Error::invalid("limit", format!("is {n}; at most {MAX_FETCH}"))),
@@ -965,8 +1054,24 @@ impl ExchangeService for ExchangeApi {
 
     async fn snapshot(&self, request: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
         let note = CallNote::of(&request);
-        let caller = self.auth.caller(&request).await.map_err(to_status)?;
+        let (caller, relayed) = self.auth.reader(&request).await.map_err(to_status)?;
         let r = request.into_inner();
+        if let Some((relay, route)) = self.route(&r.dataset, &note).await.map_err(to_status)? {
+            let peer = route.peer.division_code.clone();
+            let message = pb::SnapshotRequest {
+                dataset: route.dataset.clone(),
+                ..r
+            };
+            let request = relay
+                .request(&caller, relayed.as_ref(), message, false)
+                .map_err(to_status)?;
+            let mut client = relay.exchange(&route).map_err(to_status)?;
+            let call = client.snapshot(request);
+            let upstream = relay::answered(&peer, call).await.map_err(to_status)?;
+            self.open_stream(&note, None).await?;
+            let stream = self.relay_stream(note, peer, upstream, |c: &pb::SnapshotChunk| c.records.len(), false);
+            return Ok(Response::new(stream));
+        }
         let read = ReadRequest::records(&r.dataset, &r.grant_id, &r.purpose);
         let (_, dataset, basis) = self.readable(&caller, &read, &note).await.map_err(to_status)?;
         let as_of = match r.as_of_sequence {
@@ -981,7 +1086,7 @@ impl ExchangeService for ExchangeApi {
         };
         note.detail("as_of_sequence", as_of);
         self.open_stream(&note, None).await?;
-        let mut rights = self.rights(caller, &r.dataset, &r.grant_id, &r.purpose);
+        let mut rights = self.rights((caller, relayed), &r.dataset, &r.grant_id, &r.purpose);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let api = self.clone_for_task();
         tokio::spawn(async move {
@@ -1031,8 +1136,27 @@ impl ExchangeService for ExchangeApi {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let note = CallNote::of(&request);
-        let caller = self.auth.caller(&request).await.map_err(to_status)?;
+        let (caller, relayed) = self.auth.reader(&request).await.map_err(to_status)?;
         let r = request.into_inner();
+        if let Some((relay, route)) = self.route(&r.dataset, &note).await.map_err(to_status)? {
+            // The consumer's cursor is kept where the dataset is, under the department's name.
+            let peer = route.peer.division_code.clone();
+            let consumer = (!r.consumer.is_empty()).then(|| r.consumer.clone());
+            note.detail("after_sequence", r.after_sequence);
+            let message = pb::SubscribeRequest {
+                dataset: route.dataset.clone(),
+                ..r
+            };
+            let request = relay
+                .request(&caller, relayed.as_ref(), message, false)
+                .map_err(to_status)?;
+            let mut client = relay.exchange(&route).map_err(to_status)?;
+            let call = client.subscribe(request);
+            let upstream = relay::answered(&peer, call).await.map_err(to_status)?;
+            self.open_stream(&note, consumer.as_deref()).await?;
+            let stream = self.relay_stream(note, peer, upstream, |b: &pb::ChangeBatch| b.changes.len(), true);
+            return Ok(Response::new(UntilStopping::new(stream, self.stopping.clone())));
+        }
         let read = ReadRequest::records(&r.dataset, &r.grant_id, &r.purpose);
         let (_, dataset, basis) = self.readable(&caller, &read, &note).await.map_err(to_status)?;
         let max_batch = match r.max_batch {
@@ -1056,7 +1180,7 @@ impl ExchangeService for ExchangeApi {
         note.detail("after_sequence", after);
         self.open_stream(&note, Some(r.consumer.as_str()).filter(|c| !c.is_empty()))
             .await?;
-        let mut rights = self.rights(caller, &r.dataset, &r.grant_id, &r.purpose);
+        let mut rights = self.rights((caller, relayed), &r.dataset, &r.grant_id, &r.purpose);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let api = self.clone_for_task();
         let mut head = self.feed.watch(&dataset.id, dataset.last_sequence);
@@ -1119,12 +1243,25 @@ impl ExchangeService for ExchangeApi {
     ) -> Result<Response<pb::ConsumerCursor>, Status> {
         let note = CallNote::of(&request);
         answer(async {
-            let caller = self.auth.caller(&request).await?;
+            let (caller, relayed) = self.auth.reader(&request).await?;
             let r = request.get_ref();
             rules::validate_consumer(&r.consumer)?;
             let department = caller
                 .department()
                 .ok_or_else(|| Error::PermissionDenied("consumers belong to departments".into()))?;
+            if let Some((relay, route)) = self.route(&r.dataset, &note).await? {
+                let message = pb::AcknowledgeRequest {
+                    dataset: route.dataset.clone(),
+                    ..r.clone()
+                };
+                let request = relay.request(&caller, relayed.as_ref(), message, true)?;
+                let mut client = relay.exchange(&route)?;
+                let call = client.acknowledge(request);
+                let cursor = relay::answered(&route.peer.division_code, call).await?;
+                note.detail("consumer", r.consumer.clone());
+                note.detail("acknowledged", cursor.acknowledged_sequence);
+                return Ok(cursor);
+            }
             let read = ReadRequest::right_only(&r.dataset);
             let (_, dataset, _) = self.readable(&caller, &read, &note).await?;
             if r.sequence > dataset.last_sequence {
@@ -1162,12 +1299,22 @@ impl ExchangeService for ExchangeApi {
     ) -> Result<Response<pb::ConsumerCursor>, Status> {
         let note = CallNote::of(&request);
         answer(async {
-            let caller = self.auth.caller(&request).await?;
+            let (caller, relayed) = self.auth.reader(&request).await?;
             let r = request.get_ref();
             rules::validate_consumer(&r.consumer)?;
             let department = caller
                 .department()
                 .ok_or_else(|| Error::PermissionDenied("consumers belong to departments".into()))?;
+            if let Some((relay, route)) = self.route(&r.dataset, &note).await? {
+                let message = pb::GetConsumerRequest {
+                    dataset: route.dataset.clone(),
+                    ..r.clone()
+                };
+                let request = relay.request(&caller, relayed.as_ref(), message, true)?;
+                let mut client = relay.exchange(&route)?;
+                let call = client.get_consumer(request);
+                return relay::answered(&route.peer.division_code, call).await;
+            }
             let read = ReadRequest::right_only(&r.dataset);
             self.readable(&caller, &read, &note).await?;
             let found = self.store.get_consumer(&r.dataset, department, &r.consumer).await?;
@@ -1322,7 +1469,7 @@ impl ExchangeService for ExchangeApi {
             note.detail("resumed_at", r.offset);
         }
         self.open_stream(&note, None).await?;
-        let mut rights = self.rights(caller, &r.dataset, &r.grant_id, &r.purpose);
+        let mut rights = self.rights((caller, None), &r.dataset, &r.grant_id, &r.purpose);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let api = self.clone_for_task();
         let start = r.offset;
@@ -1377,6 +1524,8 @@ struct Rights {
     revoked: watch::Receiver<u64>,
     /// Re-check at the next turn whatever the time.
     force: bool,
+    /// The peer hub that relays this read, which must stay registered.
+    relayed: Option<Relayed>,
 }
 
 impl Rights {
@@ -1389,7 +1538,10 @@ impl Rights {
         self.revoked.borrow_and_update();
         self.force = false;
         self.checked = tokio::time::Instant::now();
-        self.api.auth.still_active(&self.caller).await?;
+        match &self.relayed {
+            Some(relayed) => self.api.auth.still_peer(relayed).await?,
+            None => self.api.auth.still_active(&self.caller).await?,
+        }
         let read = ReadRequest::records(&self.dataset, &self.grant_id, &self.purpose);
         let (_, _, basis) = authorise_read(self.api.store.as_ref(), &self.caller, &read, None).await?;
         *view = basis.view(key);
@@ -1435,7 +1587,13 @@ fn size_limit_status(status: Status) -> Status {
 }
 
 impl ExchangeApi {
-    fn rights(&self, caller: Caller, dataset: &str, grant_id: &str, purpose: &str) -> Rights {
+    fn rights(
+        &self,
+        (caller, relayed): (Caller, Option<Relayed>),
+        dataset: &str,
+        grant_id: &str,
+        purpose: &str,
+    ) -> Rights {
         Rights {
             api: self.clone_for_task(),
             caller,
@@ -1445,6 +1603,7 @@ impl ExchangeApi {
             checked: tokio::time::Instant::now(),
             revoked: self.revocations.subscribe(),
             force: false,
+            relayed,
         }
     }
 
@@ -1491,6 +1650,7 @@ impl ExchangeApi {
             revocations: self.revocations.clone(),
             metrics: self.metrics.clone(),
             skip_validation: self.skip_validation,
+            relay: self.relay.clone(),
         })
     }
 

@@ -229,6 +229,10 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         config.audit.retention_days,
         stopping.clone(),
     );
+    // 跨级交换: reads of datasets aggregated from child hubs are relayed through them.
+    let relay = config
+        .hub_identity()
+        .map(|(division, files)| crate::federation::relay::Relay::new(store.clone(), division, files));
     let exchange = ExchangeServiceServer::new(
         ExchangeApi::new(
             store.clone(),
@@ -241,17 +245,21 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
             revocations.clone(),
             metrics.clone(),
         )
-        .skip_validation(config.benchmark.skip_validation),
+        .skip_validation(config.benchmark.skip_validation)
+        .relay(relay.clone()),
     )
     .max_decoding_message_size(max)
     .max_encoding_message_size(max.max(4 * 1024 * 1024));
-    let access = AccessServiceServer::new(AccessApi::new(
-        store.clone(),
-        auth.clone(),
-        registry.clone(),
-        config.access.clone(),
-        revocations,
-    ))
+    let access = AccessServiceServer::new(
+        AccessApi::new(
+            store.clone(),
+            auth.clone(),
+            registry.clone(),
+            config.access.clone(),
+            revocations,
+        )
+        .relay(relay),
+    )
     .max_decoding_message_size(max)
     .max_encoding_message_size(max.max(4 * 1024 * 1024));
     let evaluator = Evaluator::new(store.clone(), &config.evaluation).map_err(|e| ServeError::Config(e.to_string()))?;

@@ -351,6 +351,21 @@ macro_rules! federation_store {
                     .map(|row| crate::federation::feed_change(row).map(|c| c.entry))
                     .collect()
             }
+
+            async fn federated_entries(
+                &self,
+                resource_code: &str,
+            ) -> xinqiao_domain::Result<Vec<xinqiao_domain::federation::FederatedEntry>> {
+                let mut query = sqlx::QueryBuilder::<$db>::new("SELECT ");
+                query.push(crate::federation::FEED_COLUMNS);
+                query.push(" FROM catalogue_feed WHERE origin_hub <> '' AND resource_code = ");
+                query.push_bind(resource_code);
+                query.push(" ORDER BY origin_hub LIMIT 100");
+                let rows = query.build().fetch_all(&self.$read).await.map_err(crate::error::db_error)?;
+                rows.iter()
+                    .map(|row| crate::federation::feed_change(row).map(|c| c.entry))
+                    .collect()
+            }
         }
     };
 }

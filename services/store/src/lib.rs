@@ -516,6 +516,9 @@ pub trait FederationStore: Send + Sync {
         after: Option<(&str, &str)>,
         limit: u32,
     ) -> Result<Vec<xinqiao_domain::federation::FederatedEntry>>;
+    /// The aggregated entries holding this resource code (from any origin hub), in their latest
+    /// state: where a department's read of a dataset held on another hub is relayed (跨级交换).
+    async fn federated_entries(&self, resource_code: &str) -> Result<Vec<xinqiao_domain::federation::FederatedEntry>>;
 }
 
 /// Everything the hub stores.

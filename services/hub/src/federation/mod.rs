@@ -27,6 +27,7 @@ use crate::status::answer;
 use crate::tls::ServerTls;
 
 mod pull;
+pub mod relay;
 pub mod trust;
 
 pub use pull::Puller;

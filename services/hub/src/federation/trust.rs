@@ -160,6 +160,11 @@ pub fn peer_channel(peer: &PeerHub, identity_cert: &[u8], identity_key: &[u8]) -
         .map_err(|e| Error::invalid("address", e.to_string()))?
         .tls_config(tls)
         .map_err(|e| Error::Internal(format!("TLS to peer hub {}: {e}", peer.division_code)))?
-        .connect_timeout(CONNECT_TIMEOUT);
+        .connect_timeout(CONNECT_TIMEOUT)
+        // A peer that stops answering (hung, or its network gone) is noticed on a long-lived
+        // relayed stream too, which then ends with UNAVAILABLE rather than hanging.
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
     Ok(endpoint.connect_lazy())
 }

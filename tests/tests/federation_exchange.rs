@@ -1,0 +1,462 @@
+//! Cross-hub exchange (跨级交换) across three hubs on loopback, each with its own CA and database:
+//! county (330110) → city (330100) → province (330000). A department of the province applies
+//! through its own hub for a 有条件共享 dataset of the county, the county's provider grants it
+//! masked, and the department follows it through the chain, masked as granted; the city stopped
+//! mid-stream and restarted loses and repeats nothing; the county's revocation cuts the follower
+//! off; a hub cannot act for a department it does not serve; both ends' trails show the read.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use xinqiao_domain::identity::Principal;
+use xinqiao_hub::pki::{self, CertFiles};
+use xinqiao_hub::tls::{ClientIdentity, connect};
+use xinqiao_hub::{Config, RunningHub, server};
+use xinqiao_proto::v1::directory_service_client::DirectoryServiceClient;
+use xinqiao_proto::v1::federation_service_client::FederationServiceClient;
+use xinqiao_store::{AuditFilter, PgStore, Store};
+use xinqiao_tests::*;
+
+const COUNTY: &str = "330110";
+const CITY: &str = "330100";
+const PROVINCE: &str = "330000";
+
+/// How long a change may take to travel county → city → province.
+const PROPAGATION: Duration = Duration::from_secs(20);
+/// The longest a relayed call or stream end may take to reach the caller.
+const PROMPT: Duration = Duration::from_secs(20);
+
+/// 浙江省民政厅: a department of the province only, in division 330000.
+fn province_department() -> String {
+    let first17 = "11330000MB0090001";
+    let check = xinqiao_domain::identifiers::uscc_check_char(first17).expect("alphabet");
+    format!("{first17}{check}")
+}
+
+/// One level's hub: its own PKI and database, restartable on its port.
+struct Level {
+    division: &'static str,
+    dir: TempDir,
+    backend: Backend,
+    pg_schema: Option<String>,
+    addr: SocketAddr,
+    hub: Option<RunningHub>,
+    store: Option<Arc<dyn Store>>,
+}
+
+impl Level {
+    async fn start(division: &'static str, backend: &Backend) -> Level {
+        xinqiao_hub::tls::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let pki_dir = dir.path().join("pki");
+        pki::init(&pki_dir, &[]).expect("a development PKI of its own");
+        pki::issue(&pki_dir, &Principal::Hub(division.into())).expect("the hub's identity certificate");
+        let pg_schema = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres { .. } => Some(format!("xq_fx_{}", uuid::Uuid::new_v4().simple())),
+        };
+        let mut level = Level {
+            division,
+            dir,
+            backend: backend.clone(),
+            pg_schema,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            hub: None,
+            store: None,
+        };
+        level.run().await;
+        server::register_sample_departments(level.store())
+            .await
+            .expect("sample departments");
+        level
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.store.as_deref().expect("the hub has started")
+    }
+
+    fn config(&self) -> Config {
+        let mut config = Config {
+            listen: Some(self.addr),
+            data_dir: Some(self.dir.path().to_path_buf()),
+            ..Config::default()
+        };
+        config.limits.shutdown_grace_secs = 2;
+        config.federation.division = Some(self.division.into());
+        config.federation.wait_secs = Some(2);
+        config.federation.retry_secs = Some(1);
+        config
+    }
+
+    async fn run(&mut self) {
+        let config = self.config();
+        let hub = match (&self.backend, &self.pg_schema) {
+            (Backend::Postgres { url }, Some(schema)) => {
+                let store = PgStore::open_in_schema(url, schema)
+                    .await
+                    .unwrap_or_else(|e| panic!("{PG_URL_VAR} is set but the store does not open: {e}"));
+                server::start_with_store(&config, Arc::new(store))
+                    .await
+                    .expect("the hub starts on PostgreSQL")
+            }
+            _ => server::start(&config).await.expect("the hub starts on SQLite"),
+        };
+        self.addr = hub.addr;
+        self.store = Some(hub.store.clone());
+        self.hub = Some(hub);
+    }
+
+    async fn stop(&mut self) {
+        if let Some(hub) = self.hub.take() {
+            hub.stop().await.expect("the hub stops gracefully");
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.addr.port())
+    }
+
+    fn pki_dir(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+
+    fn ca_pem(&self) -> String {
+        std::fs::read_to_string(pki::ca_cert_path(&self.pki_dir())).expect("the CA certificate")
+    }
+
+    async fn channel(&self, files: CertFiles) -> Channel {
+        let identity = ClientIdentity {
+            ca: pki::ca_cert_path(&self.pki_dir()),
+            cert: files.cert,
+            key: files.key,
+        };
+        connect(&self.url(), &identity).await.expect("connect to the hub")
+    }
+
+    async fn as_dept(&self, code: &str) -> Channel {
+        self.channel(pki::department_files(&self.pki_dir(), code)).await
+    }
+
+    async fn as_admin(&self) -> Channel {
+        self.channel(pki::admin_files(&self.pki_dir())).await
+    }
+
+    /// A channel presenting `files` (issued by another CA), trusting this hub's CA.
+    fn channel_as(&self, files: &CertFiles) -> Channel {
+        let read = |p: &PathBuf| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(&pki::ca_cert_path(&self.pki_dir()))))
+            .identity(Identity::from_pem(read(&files.cert), read(&files.key)));
+        Endpoint::from_shared(self.url())
+            .expect("hub URL")
+            .connect_timeout(Duration::from_secs(5))
+            .tls_config(tls)
+            .expect("TLS config")
+            .connect_lazy()
+    }
+
+    async fn register(&self, other: &Level, relation: v1::PeerRelation) {
+        let parent = relation == v1::PeerRelation::Parent;
+        ok(FederationServiceClient::new(self.as_admin().await)
+            .add_peer(v1::AddPeerRequest {
+                division_code: other.division.into(),
+                name: format!("{} 数据共享平台", other.division),
+                address: other.url(),
+                ca_pem: other.ca_pem(),
+                relation: relation.into(),
+                exposure: Some(v1::PeerExposure {
+                    catalogue: parent,
+                    classifications: vec![],
+                }),
+            })
+            .await);
+    }
+
+    async fn events(&self, action: &str) -> Vec<xinqiao_domain::audit::AuditEvent> {
+        let filter = AuditFilter {
+            action: Some(action.into()),
+            ..AuditFilter::default()
+        };
+        self.store()
+            .list_audit(&filter, 0, 10_000)
+            .await
+            .expect("list the trail")
+            .into_iter()
+            .map(|e| e.event)
+            .collect()
+    }
+
+    async fn finish(mut self) {
+        self.stop().await;
+        if let (Backend::Postgres { url }, Some(schema)) = (&self.backend, &self.pg_schema) {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(url)
+                .await
+                .expect("connect to drop the schema");
+            // The name is one this test made up (a UUID), never outside input.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+            )))
+            .execute(&mut conn)
+            .await
+            .expect("drop the test schema");
+        }
+    }
+}
+
+/// County → city → province, each registered with the next as its parent and the next
+/// registering it as its child; a department of the province's own.
+async fn chain(backend: &Backend) -> (Level, Level, Level) {
+    let county = Level::start(COUNTY, backend).await;
+    let city = Level::start(CITY, backend).await;
+    let province = Level::start(PROVINCE, backend).await;
+    county.register(&city, v1::PeerRelation::Parent).await;
+    city.register(&county, v1::PeerRelation::Child).await;
+    city.register(&province, v1::PeerRelation::Parent).await;
+    province.register(&city, v1::PeerRelation::Child).await;
+    let code = province_department();
+    let mut request = register_request(&code, "浙江省民政厅");
+    request.division_code = PROVINCE.into();
+    ok(DirectoryServiceClient::new(province.as_admin().await)
+        .register_department(request)
+        .await);
+    pki::issue(&province.pki_dir(), &Principal::Department(code)).expect("the department's certificate");
+    (county, city, province)
+}
+
+/// The county's SAMR opens a 有条件共享 residents dataset and publishes residents 1..=3.
+async fn county_residents(county: &Level) -> String {
+    let mut schemas = Schemas::new(county.as_admin().await);
+    for (subject, text) in xinqiao_hub::registry::SHARED_SCHEMAS {
+        ok(schemas
+            .register_schema(v1::RegisterSchemaRequest {
+                subject: (*subject).into(),
+                schema_json: (*text).into(),
+            })
+            .await);
+    }
+    ok(schemas
+        .register_schema(v1::RegisterSchemaRequest {
+            subject: RESIDENTS.into(),
+            schema_json: RESIDENTS_SCHEMA.into(),
+        })
+        .await);
+    let entry = shared_as(
+        residents_entry("余杭区低保对象信息"),
+        v1::ShareType::Conditional,
+        v1::ExchangeKind::Table,
+    );
+    let mut dept = DirectoryServiceClient::new(county.as_dept(SAMR).await);
+    let code = ok(dept.create_entry(create(entry)).await).resource_code;
+    ok(dept.submit_entry(submit(&code)).await);
+    ok(DirectoryServiceClient::new(county.as_admin().await)
+        .publish_entry(publish(&code))
+        .await);
+    let mut exchange = Exchange::new(county.as_dept(SAMR).await);
+    ok(exchange
+        .create_dataset(v1::CreateDatasetRequest {
+            dataset: code.clone(),
+            schema_subject: RESIDENTS.into(),
+            schema_version: 0,
+            key: vec!["resident_id".into()],
+        })
+        .await);
+    publish_residents(county, &code, "b1", 1..=3).await;
+    code
+}
+
+async fn publish_residents(county: &Level, code: &str, key: &str, serials: std::ops::RangeInclusive<u32>) {
+    let changes = serials.map(|s| upsert_resident(s, &format!("张{s}"))).collect();
+    ok(Exchange::new(county.as_dept(SAMR).await)
+        .publish(batch(code, key, changes))
+        .await);
+}
+
+/// Waits until the province's catalogue shows the county entry.
+async fn until_aggregated(province: &Level, code: &str) {
+    let started = Instant::now();
+    let mut dept = DirectoryServiceClient::new(province.as_dept(&province_department()).await);
+    loop {
+        let found = search_all(&mut dept, keyword("低保对象")).await;
+        if found.iter().any(|e| e.resource_code == code && e.origin_hub == COUNTY) {
+            return;
+        }
+        assert!(
+            started.elapsed() < PROPAGATION,
+            "the county entry never reached the province"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The next message of a relayed subscription, within [`PROMPT`].
+async fn next(stream: &mut tonic::Streaming<v1::ChangeBatch>) -> Result<Option<v1::ChangeBatch>, tonic::Status> {
+    tokio::time::timeout(PROMPT, stream.message())
+        .await
+        .expect("the relayed stream answers promptly, never hangs")
+}
+
+/// Reads batches until `count` changes came; their changes.
+async fn changes(stream: &mut tonic::Streaming<v1::ChangeBatch>, count: usize) -> Vec<v1::Change> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        let batch = next(stream).await.expect("a batch").expect("the stream goes on");
+        got.extend(batch.changes);
+    }
+    got
+}
+
+on_each_backend!(a_province_department_follows_a_county_dataset_through_the_city);
+
+async fn a_province_department_follows_a_county_dataset_through_the_city(backend: Backend) {
+    let (county, mut city, province) = chain(&backend).await;
+    let me = province_department();
+    let code = county_residents(&county).await;
+    until_aggregated(&province, &code).await;
+
+    // Before a grant the county's rules refuse it, through the chain.
+    let mut exchange = Exchange::new(province.as_dept(&me).await);
+    let refusal = refused(
+        exchange.fetch(fetch_as(&code, 0, 10, "", "")).await,
+        Code::PermissionDenied,
+    );
+    assert!(refusal.message().contains(CITY), "{}", refusal.message());
+
+    // It applies on its own hub; the county's provider answers on the county.
+    let request = ok(Access::new(province.as_dept(&me).await)
+        .request_access(request_access(application(&code, &["resident_id", "name", "mobile"])))
+        .await);
+    assert_eq!(request.applicant_code, me);
+    assert_eq!(request.provider_code, SAMR);
+    let mut provider = Access::new(county.as_dept(SAMR).await);
+    let approved = ok(provider
+        .approve_request(v1::ApproveRequestRequest {
+            request_id: request.request_id.clone(),
+            ..approval(
+                &["resident_id", "name"],
+                &[("resident_id", "resident_id"), ("name", "name")],
+            )
+        })
+        .await);
+    let grant_id = approved.grant_id.clone();
+
+    // It follows the dataset through the chain, projected and masked as granted on the county.
+    let dataset = ok(exchange.get_dataset(get_dataset(&code)).await);
+    assert_eq!(dataset.dataset, code);
+    let mut stream = ok(exchange.subscribe(subscribe_as(&code, 0, "", "")).await);
+    let first = changes(&mut stream, 3).await;
+    assert_eq!(sequences(&first), [1, 2, 3]);
+    let record = record_of(&first[0]);
+    assert_eq!(record["name"], "张*", "masked on the county: {record}");
+    assert_ne!(record["resident_id"], resident_id(1).as_str());
+    assert!(
+        record.get("mobile").is_none() && record.get("address").is_none(),
+        "{record}"
+    );
+    publish_residents(&county, &code, "b2", 4..=5).await;
+    let live = changes(&mut stream, 2).await;
+    assert_eq!(sequences(&live), [4, 5]);
+
+    // The city goes down mid-stream: the follower is told so, naming the city, never hangs.
+    city.stop().await;
+    let ended = next(&mut stream).await.expect_err("the stream ends with a status");
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    assert!(ended.message().contains(CITY), "{ended:?}");
+    let down = tokio::time::timeout(PROMPT, exchange.fetch(fetch_as(&code, 0, 10, "", "")))
+        .await
+        .expect("a call through a hub that is down ends promptly");
+    let down = down.expect_err("the city is down");
+    assert_eq!(down.code(), Code::Unavailable, "{down:?}");
+    assert!(down.message().contains(CITY), "{down:?}");
+    publish_residents(&county, &code, "b3", 6..=7).await;
+
+    // Restarted, the city relays again: from the last sequence seen, nothing lost or repeated.
+    city.run().await;
+    let started = Instant::now();
+    let mut stream = loop {
+        match exchange.subscribe(subscribe_as(&code, 5, "", "")).await {
+            Ok(stream) => break stream.into_inner(),
+            Err(status) => {
+                assert!(
+                    started.elapsed() < PROMPT,
+                    "the restarted city never relayed: {status:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let resumed = changes(&mut stream, 2).await;
+    assert_eq!(sequences(&resumed), [6, 7], "gap-free and once each");
+    let fetched = ok(exchange.fetch(fetch_as(&code, 0, 100, "", "")).await);
+    assert_eq!(sequences(&fetched.changes), [1, 2, 3, 4, 5, 6, 7]);
+
+    // The county's provider revokes: the province's follower is cut off.
+    ok(provider.revoke_grant(revoke_grant(&grant_id, "核验事项已办结")).await);
+    let cut = loop {
+        match next(&mut stream).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without the refusal"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(cut.code(), Code::PermissionDenied, "{cut:?}");
+    refused(
+        exchange.fetch(fetch_as(&code, 0, 10, "", "")).await,
+        Code::PermissionDenied,
+    );
+
+    // Both ends audit: the county names the city and the department, the province its side.
+    let county_side = county.events("Subscribe").await;
+    assert!(
+        county_side.iter().any(|e| e.actor == format!("hub:{CITY}")
+            && e.detail.contains(&me)
+            && e.detail.contains(PROVINCE)
+            && e.target == code),
+        "{county_side:?}"
+    );
+    let province_side = province.events("Subscribe").await;
+    assert!(
+        province_side
+            .iter()
+            .any(|e| e.actor.contains(&me) && e.detail.contains("relayed_to") && e.detail.contains(COUNTY)),
+        "{province_side:?}"
+    );
+    let requests = county.events("RequestAccess").await;
+    assert!(
+        requests
+            .iter()
+            .any(|e| e.actor == format!("hub:{CITY}") && e.detail.contains(&me))
+    );
+
+    // A hub cannot act for a department it does not serve: the city, as the county's parent,
+    // naming a department of another province, or naming none.
+    let city_identity = pki::hub_files(&city.pki_dir(), CITY);
+    let mut as_city = Exchange::new(county.channel_as(&city_identity));
+    let mut foreign = tonic::Request::new(fetch_as(&code, 0, 10, "", ""));
+    foreign
+        .metadata_mut()
+        .insert("x-xinqiao-for-department", uscc_in("320100").parse().expect("ascii"));
+    foreign
+        .metadata_mut()
+        .insert("x-xinqiao-home-hub", "320100".parse().expect("ascii"));
+    refused(as_city.fetch(foreign).await, Code::PermissionDenied);
+    refused(
+        as_city.fetch(fetch_as(&code, 0, 10, "", "")).await,
+        Code::PermissionDenied,
+    );
+
+    county.finish().await;
+    city.finish().await;
+    province.finish().await;
+}
+
+fn uscc_in(division: &str) -> String {
+    let first17 = format!("11{division}MB0090002");
+    let check = xinqiao_domain::identifiers::uscc_check_char(&first17).expect("alphabet");
+    format!("{first17}{check}")
+}
