@@ -545,6 +545,11 @@ async fn the_admin_reviews_entries_in_the_console() {
             ("PublishEntry", third.as_str(), "ABORTED"),
         ]
     );
+    // Each says it came through the console.
+    for event in events.iter().filter(|e| e.action.ends_with("Entry")) {
+        let detail: serde_json::Value = serde_json::from_str(&event.detail).expect("JSON detail");
+        assert_eq!(detail["via"], "console", "{event:?}");
+    }
     hub.finish().await;
 }
 

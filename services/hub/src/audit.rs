@@ -407,6 +407,11 @@ pub(crate) fn grpc_message(value: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Which edge a call came through when it was not a gRPC client's own: set in process by the
+/// edge that makes the call (the web console), never read from the network.
+#[derive(Clone, Copy, Debug)]
+pub struct Via(pub &'static str);
+
 /// The tower layer that audits every xinqiao call (see the module comment).
 #[derive(Clone)]
 pub struct AuditLayer {
@@ -477,6 +482,9 @@ where
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let actor = actor_of(request.extensions().get::<PeerInfo>());
         let note = CallNote::new(actor, method.clone(), request_id.clone());
+        if let Some(Via(edge)) = request.extensions().get::<Via>() {
+            note.detail("via", *edge);
+        }
         request.extensions_mut().insert(note.clone());
         let log = self.log.clone();
         Box::pin(async move {

@@ -59,5 +59,7 @@ pub(crate) fn as_caller<T>(message: T, principal: &Principal, remote: std::net::
         remote,
         principal: Some(principal.clone()),
     });
+    // The trail says the call came through the console (`"via": "console"`).
+    request.extensions_mut().insert(crate::audit::Via("console"));
     request
 }
