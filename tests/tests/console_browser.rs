@@ -370,6 +370,19 @@ async fn walk_through() {
         pb::GrantState::Revoked as i32
     );
 
+    // Every other page, as a person would see it.
+    for (shot, path, heading) in [
+        ("13-catalog", "/console/catalog", "<h1>资源目录</h1>"),
+        ("14-departments", "/console/departments", "<h1>部门</h1>"),
+        ("15-datasets", "/console/datasets", "<h1>数据集</h1>"),
+        ("16-reports", "/console/reports", "<h1>纠错</h1>"),
+        ("17-audit", "/console/audit", "<h1>审计日志</h1>"),
+    ] {
+        browser.open(&format!("{base}{path}")).await;
+        browser.wait_for(heading).await;
+        browser.screenshot(shot).await;
+    }
+
     // The scorecard's charts, and the pages at a phone's width.
     browser.open(&format!("{base}/console/scorecard")).await;
     browser.wait_for("<svg").await;
