@@ -1,5 +1,6 @@
 //! `xinqiao demo`: a real hub on a temporary SQLite database with loopback mutual TLS, and a
-//! sharing scenario played by three departments and the platform admin.
+//! sharing scenario played by three departments and the platform admin; at the end a county's
+//! and a province's hub join it (平台级联) for a cross-hub pull (see `federation`).
 
 use crate::out;
 use std::net::SocketAddr;
@@ -25,6 +26,8 @@ use xinqiao_proto::v1::schema_service_client::SchemaServiceClient;
 
 use crate::client::explain;
 use crate::{CliResult, entry_file, output};
+
+mod federation;
 
 type Directory = DirectoryServiceClient<Channel>;
 
@@ -632,11 +635,14 @@ pub async fn run() -> CliResult {
     let tmp = tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let dir = tmp.path().join("pki");
     pki::init(&dir, &[]).map_err(|e| e.to_string())?;
-    let config = Config {
+    let mut config = Config {
         listen: Some("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?),
         data_dir: Some(tmp.path().to_path_buf()),
         ..Config::default()
     };
+    // The city's hub (杭州市, 330100): a county's and a province's join it at the end.
+    pki::issue(&dir, &Principal::Hub(federation::CITY.into())).map_err(|e| e.to_string())?;
+    federation::Level::configure(&mut config, federation::CITY);
     let hub = server::start(&config).await.map_err(|e| e.to_string())?;
     let addr = hub.addr;
     let mut n = 0;
@@ -1206,10 +1212,11 @@ pub async fn run() -> CliResult {
 
     audit_trail(&mut n, addr, &dir, &shared).await?;
     scorecard(&mut n, addr, &dir, fetched.changes.len() as u64).await?;
+    federation::run(&mut n, tmp.path(), addr, &dir).await?;
 
     hub.stop().await.map_err(|e| e.to_string())?;
     out!(
-        "\nDemo complete: departments registered, entries compiled, reviewed, published and found, schemas shared and enforced, records exchanged, access applied for, granted with masking and revoked, a live 身份核验 service called through the hub, refusals explained, the audit chain verified, every department scored from what the hub recorded; the hub stopped gracefully."
+        "\nDemo complete: departments registered, entries compiled, reviewed, published and found, schemas shared and enforced, records exchanged, access applied for, granted with masking and revoked, a live 身份核验 service called through the hub, refusals explained, the audit chain verified, every department scored from what the hub recorded, a county's dataset followed from the province through the city under the county's grant; the hubs stopped gracefully."
     );
     Ok(())
 }
