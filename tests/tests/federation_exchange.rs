@@ -311,7 +311,10 @@ async fn changes(stream: &mut tonic::Streaming<v1::ChangeBatch>, count: usize) -
     got
 }
 
-on_each_backend!(a_province_department_follows_a_county_dataset_through_the_city);
+on_each_backend!(
+    a_province_department_follows_a_county_dataset_through_the_city,
+    a_peer_that_hangs_or_answers_garbage_is_named_promptly,
+);
 
 async fn a_province_department_follows_a_county_dataset_through_the_city(backend: Backend) {
     let (county, mut city, province) = chain(&backend).await;
@@ -348,6 +351,10 @@ async fn a_province_department_follows_a_county_dataset_through_the_city(backend
     // It follows the dataset through the chain, projected and masked as granted on the county.
     let dataset = ok(exchange.get_dataset(get_dataset(&code)).await);
     assert_eq!(dataset.dataset, code);
+    assert_eq!(dataset.provider_code, SAMR);
+    // Named with its origin, as when several hubs hold the code: answered under that name.
+    let named = format!("{COUNTY}:{code}");
+    assert_eq!(ok(exchange.get_dataset(get_dataset(&named)).await).dataset, named);
     let mut stream = ok(exchange.subscribe(subscribe_as(&code, 0, "", "")).await);
     let first = changes(&mut stream, 3).await;
     assert_eq!(sequences(&first), [1, 2, 3]);
@@ -459,4 +466,67 @@ fn uscc_in(division: &str) -> String {
     let first17 = format!("11{division}MB0090002");
     let check = xinqiao_domain::identifiers::uscc_check_char(&first17).expect("alphabet");
     format!("{first17}{check}")
+}
+
+/// What stands on the city's port while the city is down: a listener that accepts and then says
+/// nothing, or one that answers bytes that are no TLS.
+async fn impostor(addr: SocketAddr, garbage: bool) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("the city's port is free again");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut socket, _)) = listener.accept().await {
+            if garbage {
+                use tokio::io::AsyncWriteExt;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\n\r\n\x00\xff not a TLS record")
+                    .await;
+            }
+            held.push(socket);
+        }
+    })
+}
+
+async fn a_peer_that_hangs_or_answers_garbage_is_named_promptly(backend: Backend) {
+    let (county, mut city, province) = chain(&backend).await;
+    let me = province_department();
+    let code = county_residents(&county).await;
+    until_aggregated(&province, &code).await;
+    let mut exchange = Exchange::new(province.as_dept(&me).await);
+    refused(
+        exchange.fetch(fetch_as(&code, 0, 10, "", "")).await,
+        Code::PermissionDenied,
+    );
+    let city_addr = city.addr;
+    city.stop().await;
+
+    for garbage in [false, true] {
+        let listener = impostor(city_addr, garbage).await;
+        let started = Instant::now();
+        let answer = tokio::time::timeout(PROMPT, exchange.fetch(fetch_as(&code, 0, 10, "", "")))
+            .await
+            .expect("never a hang");
+        let status = answer.expect_err("no answer from the city's port");
+        assert!(
+            matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded),
+            "garbage {garbage}: {status:?}"
+        );
+        assert!(status.message().contains(CITY), "names the peer: {status:?}");
+        assert!(started.elapsed() < PROMPT, "{:?}", started.elapsed());
+        let stream = tokio::time::timeout(PROMPT, exchange.subscribe(subscribe_as(&code, 0, "", "")))
+            .await
+            .expect("a subscription through it never hangs either");
+        let status = stream.expect_err("no stream from the city's port");
+        assert!(
+            matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded),
+            "garbage {garbage}: {status:?}"
+        );
+        listener.abort();
+        let _ = listener.await;
+    }
+
+    county.finish().await;
+    city.finish().await;
+    province.finish().await;
 }

@@ -859,14 +859,18 @@ impl ExchangeService for ExchangeApi {
         let note = CallNote::of(&request);
         answer(async {
             let (caller, relayed) = self.auth.reader(&request).await?;
-            if let Some((relay, route)) = self.route(&request.get_ref().dataset, &note).await? {
+            let request_name = request.get_ref().dataset.clone();
+            if let Some((relay, route)) = self.route(&request_name, &note).await? {
                 let message = pb::GetDatasetRequest {
                     dataset: route.dataset.clone(),
                 };
                 let request = relay.request(&caller, relayed.as_ref(), message, true)?;
                 let mut client = relay.exchange(&route)?;
                 let call = client.get_dataset(request);
-                return relay::answered(&route.peer.division_code, call).await;
+                let mut dataset = relay::answered(&route.peer.division_code, call).await?;
+                // Named as the caller named it, so that its further calls come the same way.
+                dataset.dataset = request_name.clone();
+                return Ok(dataset);
             }
             let entry = self.entry(&caller, &request.get_ref().dataset).await?;
             let dataset = self.dataset(&entry.resource_code).await?;
