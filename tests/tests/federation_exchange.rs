@@ -452,6 +452,16 @@ async fn a_province_department_follows_a_county_dataset_through_the_city(backend
         .metadata_mut()
         .insert("x-xinqiao-home-hub", "320100".parse().expect("ascii"));
     refused(as_city.fetch(foreign).await, Code::PermissionDenied);
+    // Nor for the county's own provider, which calls the county itself.
+    let mut borrowed = tonic::Request::new(fetch_as(&code, 0, 10, "", ""));
+    borrowed
+        .metadata_mut()
+        .insert("x-xinqiao-for-department", SAMR.parse().expect("ascii"));
+    borrowed
+        .metadata_mut()
+        .insert("x-xinqiao-home-hub", CITY.parse().expect("ascii"));
+    let status = refused(as_city.fetch(borrowed).await, Code::PermissionDenied);
+    assert!(status.message().contains("registered with this hub"), "{status:?}");
     refused(
         as_city.fetch(fetch_as(&code, 0, 10, "", "")).await,
         Code::PermissionDenied,

@@ -137,11 +137,19 @@ impl Authenticator {
                 "hub {hub} relays a department's read here only naming the department and its hub"
             )));
         };
-        let peer = self.peer_hub(request).await?;
-        xinqiao_domain::federation::acts_for(&peer, &department, &home_hub)?;
+        // Noted before it is checked, so that a refusal names whom the peer claimed to act for.
         let note = crate::audit::CallNote::of(request);
         note.detail("for_department", department.clone());
         note.detail("home_hub", home_hub.clone());
+        let peer = self.peer_hub(request).await?;
+        xinqiao_domain::federation::acts_for(&peer, &department, &home_hub)?;
+        // A department of this hub calls with its own certificate: no peer speaks for it here
+        // (a peer could otherwise borrow a local provider's standing).
+        if self.department_state(&department).await?.is_some() {
+            return Err(Error::PermissionDenied(format!(
+                "hub {hub} cannot act for department {department}: it is registered with this hub and calls it itself"
+            )));
+        }
         Ok((Caller::Department(department), Some(Relayed { peer: hub, home_hub })))
     }
 
