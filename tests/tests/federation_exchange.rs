@@ -369,6 +369,43 @@ async fn a_province_department_follows_a_county_dataset_through_the_city(backend
     let live = changes(&mut stream, 2).await;
     assert_eq!(sequences(&live), [4, 5]);
 
+    // A consumer's cursor, acknowledged through the chain, is kept on the county under the
+    // department's name and resumes there.
+    let acked = ok(exchange
+        .acknowledge(v1::AcknowledgeRequest {
+            dataset: code.clone(),
+            consumer: "relief".into(),
+            sequence: 3,
+        })
+        .await);
+    assert_eq!(acked.acknowledged_sequence, 3);
+    let cursor = ok(exchange
+        .get_consumer(v1::GetConsumerRequest {
+            dataset: code.clone(),
+            consumer: "relief".into(),
+        })
+        .await);
+    assert_eq!(cursor.acknowledged_sequence, 3);
+    let on_county = county
+        .store()
+        .get_consumer(&code, &me, "relief")
+        .await
+        .expect("read the cursor")
+        .expect("kept on the county");
+    assert_eq!(on_county.acknowledged, 3);
+    let mut consumer = ok(exchange
+        .subscribe(v1::SubscribeRequest {
+            consumer: "relief".into(),
+            ..subscribe_as(&code, 0, "", "")
+        })
+        .await);
+    assert_eq!(
+        sequences(&changes(&mut consumer, 2).await),
+        [4, 5],
+        "resumes after its cursor"
+    );
+    drop(consumer);
+
     // The city goes down mid-stream: the follower is told so, naming the city, never hangs.
     city.stop().await;
     let ended = next(&mut stream).await.expect_err("the stream ends with a status");
