@@ -270,6 +270,35 @@ async fn county_residents(county: &Level) -> String {
     code
 }
 
+/// The county's SAMR opens a 无条件共享 文件 dataset holding `roster.txt`; its resource code.
+async fn county_file(county: &Level, bytes: &[u8]) -> String {
+    let entry = files_entry(content("余杭区低保对象名册", "101001", "低保对象名册文件"));
+    let mut dept = DirectoryServiceClient::new(county.as_dept(SAMR).await);
+    let code = ok(dept.create_entry(create(entry)).await).resource_code;
+    ok(dept.submit_entry(submit(&code)).await);
+    ok(DirectoryServiceClient::new(county.as_admin().await)
+        .publish_entry(publish(&code))
+        .await);
+    let mut exchange = Exchange::new(county.as_dept(SAMR).await);
+    ok(exchange.create_dataset(file_dataset(&code)).await);
+    let started = ok(exchange
+        .start_upload(v1::StartUploadRequest {
+            dataset: code.clone(),
+            file_name: "roster.txt".into(),
+            size: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+        })
+        .await);
+    let chunk = v1::FileChunk {
+        upload_id: started.upload_id,
+        offset: 0,
+        data: bytes.to_vec(),
+    };
+    let done = ok(exchange.upload_chunks(tokio_stream::iter(vec![chunk])).await);
+    assert!(done.complete);
+    code
+}
+
 async fn publish_residents(county: &Level, code: &str, key: &str, serials: std::ops::RangeInclusive<u32>) {
     let changes = serials.map(|s| upsert_resident(s, &format!("张{s}"))).collect();
     ok(Exchange::new(county.as_dept(SAMR).await)
@@ -453,6 +482,29 @@ async fn a_province_department_follows_a_county_dataset_through_the_city(backend
         exchange.fetch(fetch_as(&code, 0, 10, "", "")).await,
         Code::PermissionDenied,
     );
+
+    // A 文件 dataset shared unconditionally: downloaded through the chain with a purpose,
+    // byte for byte as the county holds it.
+    let bytes = "余杭区低保对象名册（示例）\n".repeat(2000).into_bytes();
+    let files = county_file(&county, &bytes).await;
+    until_aggregated(&province, &files).await;
+    let mut download = ok(exchange
+        .download_file(download_as(&files, "roster.txt", PURPOSE, ""))
+        .await);
+    let mut received = Vec::new();
+    let mut declared = String::new();
+    while let Some(data) = tokio::time::timeout(PROMPT, download.message())
+        .await
+        .expect("the relayed download goes on")
+        .expect("the relayed download succeeds")
+    {
+        if !data.sha256.is_empty() {
+            declared = data.sha256.clone();
+        }
+        received.extend(data.data);
+    }
+    assert_eq!(received, bytes);
+    assert_eq!(declared, sha256_hex(&bytes));
 
     // Both ends audit: the county names the city and the department, the province its side.
     let county_side = county.events("Subscribe").await;

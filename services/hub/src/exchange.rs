@@ -1449,8 +1449,26 @@ impl ExchangeService for ExchangeApi {
         request: Request<pb::DownloadFileRequest>,
     ) -> Result<Response<Self::DownloadFileStream>, Status> {
         let note = CallNote::of(&request);
-        let caller = self.auth.caller(&request).await.map_err(to_status)?;
+        let (caller, relayed) = self.auth.reader(&request).await.map_err(to_status)?;
         let r = request.into_inner();
+        if let Some((relay, route)) = self.route(&r.dataset, &note).await.map_err(to_status)? {
+            let peer = route.peer.division_code.clone();
+            note.detail("file", r.file_name.clone());
+            let message = pb::DownloadFileRequest {
+                dataset: route.dataset.clone(),
+                ..r
+            };
+            let request = relay
+                .request(&caller, relayed.as_ref(), message, false)
+                .map_err(to_status)?;
+            let mut client = relay.exchange(&route).map_err(to_status)?;
+            let call = client.download_file(request);
+            let upstream = relay::answered(&peer, call).await.map_err(to_status)?;
+            self.open_stream(&note, None).await?;
+            // The holding hub's trail counts the file delivered; this one notes the stream's end.
+            let stream = self.relay_stream(note, peer, upstream, |_: &pb::FileData| 0, false);
+            return Ok(Response::new(stream));
+        }
         let read = ReadRequest::records(&r.dataset, &r.grant_id, &r.purpose);
         self.readable(&caller, &read, &note).await.map_err(to_status)?;
         rules::validate_file_name(&r.file_name).map_err(to_status)?;
@@ -1473,7 +1491,7 @@ impl ExchangeService for ExchangeApi {
             note.detail("resumed_at", r.offset);
         }
         self.open_stream(&note, None).await?;
-        let mut rights = self.rights((caller, None), &r.dataset, &r.grant_id, &r.purpose);
+        let mut rights = self.rights((caller, relayed), &r.dataset, &r.grant_id, &r.purpose);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let api = self.clone_for_task();
         let start = r.offset;
