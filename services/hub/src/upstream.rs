@@ -90,7 +90,13 @@ impl HubCertificate {
 pub struct Upstreams {
     hub: HubCertificate,
     gates: Mutex<HashMap<String, Arc<Gate>>>,
+    /// The hub certificate's files as last looked at, and when: looked at again after a second,
+    /// not on every call (a rotated certificate is used within the second).
+    hub_files: Mutex<(Option<(SystemTime, SystemTime)>, Option<Instant>)>,
 }
+
+/// How long the hub certificate's file times are trusted before they are read again.
+const HUB_FILES_FRESH_FOR: Duration = Duration::from_secs(1);
 
 /// What a gate was built from; a change of any builds a new one.
 #[derive(Clone, PartialEq, Eq)]
@@ -122,7 +128,16 @@ impl Upstreams {
         Self {
             hub,
             gates: Mutex::new(HashMap::new()),
+            hub_files: Mutex::new((None, None)),
         }
+    }
+
+    fn hub_files(&self) -> Option<(SystemTime, SystemTime)> {
+        let mut seen = self.hub_files.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.1.is_none_or(|at| at.elapsed() >= HUB_FILES_FRESH_FOR) {
+            *seen = (self.hub.version(), Some(Instant::now()));
+        }
+        seen.0
     }
 
     fn gate(&self, interface: &Interface) -> Result<Arc<Gate>, Failure> {
@@ -130,7 +145,7 @@ impl Upstreams {
             upstream: interface.spec.upstream.clone(),
             ca_pem: interface.spec.upstream_ca_pem.clone(),
             max_concurrency: interface.spec.max_concurrency,
-            hub_files: self.hub.version(),
+            hub_files: self.hub_files(),
         };
         let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(gate) = gates.get(&interface.code)
