@@ -597,6 +597,32 @@ async fn a_peer_that_hangs_or_answers_garbage_is_named_promptly(backend: Backend
         exchange.fetch(fetch_as(&code, 0, 10, "", "")).await,
         Code::PermissionDenied,
     );
+
+    // Its own hub keeps deciding its standing too: deactivated there, its relayed stream ends.
+    let request = ok(Access::new(province.as_dept(&me).await)
+        .request_access(request_access(application(&code, &["resident_id", "name"])))
+        .await);
+    ok(Access::new(county.as_dept(SAMR).await)
+        .approve_request(v1::ApproveRequestRequest {
+            request_id: request.request_id,
+            ..approval(&[], &[])
+        })
+        .await);
+    let mut stream = ok(exchange.subscribe(subscribe_as(&code, 0, "", "")).await);
+    assert_eq!(sequences(&changes(&mut stream, 3).await), [1, 2, 3]);
+    let mut admin = DirectoryServiceClient::new(province.as_admin().await);
+    ok(admin
+        .deactivate_department(v1::DeactivateDepartmentRequest {
+            code: me.clone(),
+            reason: "演示停用".into(),
+        })
+        .await);
+    let ended = next(&mut stream).await.expect_err("cut off on its own hub");
+    assert_eq!(ended.code(), Code::PermissionDenied, "{ended:?}");
+    ok(admin
+        .reactivate_department(v1::ReactivateDepartmentRequest { code: me.clone() })
+        .await);
+
     let city_addr = city.addr;
     city.stop().await;
 
@@ -607,6 +633,7 @@ async fn a_peer_that_hangs_or_answers_garbage_is_named_promptly(backend: Backend
             .await
             .expect("never a hang");
         let status = answer.expect_err("no answer from the city's port");
+        assert_ne!(status.code(), Code::PermissionDenied, "{status:?}");
         assert!(
             matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded),
             "garbage {garbage}: {status:?}"

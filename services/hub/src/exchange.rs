@@ -322,10 +322,12 @@ impl ExchangeApi {
 
     /// A relayed stream passed on to the caller, recorded in this hub's trail as a local one is;
     /// the peer's failures told with its name. `endless`: the stream never ends of itself (a
-    /// subscription), so its end without a status means the peer went away.
+    /// subscription), so its end without a status means the peer went away. The reader's
+    /// standing here is re-checked as for a local stream, so that a deactivated department (or a
+    /// relaying peer removed) is cut off here too.
     fn relay_stream<T: Send + 'static>(
         &self,
-        note: CallNote,
+        (note, reader): (CallNote, (Caller, Option<Relayed>)),
         peer: String,
         mut upstream: Streaming<T>,
         records: fn(&T) -> usize,
@@ -336,9 +338,21 @@ impl ExchangeApi {
         let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
             let mut delivered = 0usize;
+            let mut recheck = tokio::time::interval(RIGHTS_RECHECK);
+            recheck.tick().await;
             let outcome = loop {
                 let message = tokio::select! {
                     message = upstream.message() => message,
+                    _ = recheck.tick() => {
+                        let standing = match &reader.1 {
+                            Some(relayed) => api.auth.still_peer(relayed).await,
+                            None => api.auth.still_active(&reader.0).await,
+                        };
+                        match standing {
+                            Ok(()) => continue,
+                            Err(e) => break Err(to_status(e)),
+                        }
+                    }
                     _ = tx.closed() => break Ok(()),
                     _ = stopping.changed() => break Ok(()),
                 };
@@ -1073,7 +1087,13 @@ impl ExchangeService for ExchangeApi {
             let call = client.snapshot(request);
             let upstream = relay::answered(&peer, call).await.map_err(to_status)?;
             self.open_stream(&note, None).await?;
-            let stream = self.relay_stream(note, peer, upstream, |c: &pb::SnapshotChunk| c.records.len(), false);
+            let stream = self.relay_stream(
+                (note, (caller, relayed)),
+                peer,
+                upstream,
+                |c: &pb::SnapshotChunk| c.records.len(),
+                false,
+            );
             return Ok(Response::new(stream));
         }
         let read = ReadRequest::records(&r.dataset, &r.grant_id, &r.purpose);
@@ -1158,7 +1178,13 @@ impl ExchangeService for ExchangeApi {
             let call = client.subscribe(request);
             let upstream = relay::answered(&peer, call).await.map_err(to_status)?;
             self.open_stream(&note, consumer.as_deref()).await?;
-            let stream = self.relay_stream(note, peer, upstream, |b: &pb::ChangeBatch| b.changes.len(), true);
+            let stream = self.relay_stream(
+                (note, (caller, relayed)),
+                peer,
+                upstream,
+                |b: &pb::ChangeBatch| b.changes.len(),
+                true,
+            );
             return Ok(Response::new(UntilStopping::new(stream, self.stopping.clone())));
         }
         let read = ReadRequest::records(&r.dataset, &r.grant_id, &r.purpose);
@@ -1466,7 +1492,7 @@ impl ExchangeService for ExchangeApi {
             let upstream = relay::answered(&peer, call).await.map_err(to_status)?;
             self.open_stream(&note, None).await?;
             // The holding hub's trail counts the file delivered; this one notes the stream's end.
-            let stream = self.relay_stream(note, peer, upstream, |_: &pb::FileData| 0, false);
+            let stream = self.relay_stream((note, (caller, relayed)), peer, upstream, |_: &pb::FileData| 0, false);
             return Ok(Response::new(stream));
         }
         let read = ReadRequest::records(&r.dataset, &r.grant_id, &r.purpose);
