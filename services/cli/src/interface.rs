@@ -384,7 +384,7 @@ async fn spec_of(channel: Channel, r: Registration) -> CliResult<pb::InterfaceSp
 /// compiled from a .proto file with its imports (looked up beside it).
 fn descriptor_set(path: &Path) -> CliResult<Vec<u8>> {
     if path.extension().is_none_or(|e| e != "proto") {
-        return Ok(std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?);
+        return std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
     }
     let folder = path
         .parent()

@@ -338,14 +338,11 @@ pub fn register(caller: &Caller, entry: &CatalogEntry, spec: &mut InterfaceSpec)
         let at = format!("spec.operations[{i}]");
         check_operation(&mut v, &at, op);
         match (protocol, op.method) {
-            (Some(Protocol::Grpcs), Method::Grpc) => {
-                if grpc_method_name(&op.path).is_none() {
-                    v.add(
-                        format!("{at}.path"),
-                        "must name a gRPC method as /package.Service/Method",
-                    );
-                }
-            }
+            (Some(Protocol::Grpcs), Method::Grpc) if grpc_method_name(&op.path).is_none() => v.add(
+                format!("{at}.path"),
+                "must name a gRPC method as /package.Service/Method",
+            ),
+            (Some(Protocol::Grpcs), Method::Grpc) => {}
             (Some(Protocol::Grpcs), _) => v.add(format!("{at}.method"), "must be GRPC: the upstream is grpcs://"),
             (Some(Protocol::Https), Method::Grpc) => v.add(
                 format!("{at}.method"),

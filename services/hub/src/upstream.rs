@@ -92,8 +92,11 @@ pub struct Upstreams {
     gates: Mutex<HashMap<String, Arc<Gate>>>,
     /// The hub certificate's files as last looked at, and when: looked at again after a second,
     /// not on every call (a rotated certificate is used within the second).
-    hub_files: Mutex<(Option<(SystemTime, SystemTime)>, Option<Instant>)>,
+    hub_files: Mutex<(FileTimes, Option<Instant>)>,
 }
+
+/// When the hub certificate's two files last changed, if they can be read.
+type FileTimes = Option<(SystemTime, SystemTime)>;
 
 /// How long the hub certificate's file times are trusted before they are read again.
 const HUB_FILES_FRESH_FOR: Duration = Duration::from_secs(1);
@@ -132,7 +135,7 @@ impl Upstreams {
         }
     }
 
-    fn hub_files(&self) -> Option<(SystemTime, SystemTime)> {
+    fn hub_files(&self) -> FileTimes {
         let mut seen = self.hub_files.lock().unwrap_or_else(|e| e.into_inner());
         if seen.1.is_none_or(|at| at.elapsed() >= HUB_FILES_FRESH_FOR) {
             *seen = (self.hub.version(), Some(Instant::now()));

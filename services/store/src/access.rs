@@ -118,88 +118,6 @@ pub(crate) fn not_open(id: &str, state: &str) -> Error {
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use chrono::{NaiveDate, TimeZone, Utc};
-    use xinqiao_domain::access::AccessApplication;
-
-    use super::*;
-
-    #[test]
-    fn masks_round_trip_as_pairs() {
-        let masks = vec![
-            ("id".to_string(), MaskRule::ResidentId),
-            ("name".to_string(), MaskRule::Keep { first: 1, last: 2 }),
-        ];
-        let text = masks_json(&masks).expect("encode");
-        assert_eq!(text, r#"[["id","resident_id"],["name","keep:1:2"]]"#);
-        assert_eq!(parse_masks(&text).expect("decode"), masks);
-        assert!(parse_masks(r#"[["id","rot13"]]"#).is_err());
-        assert!(parse_masks("{}").is_err());
-        assert_eq!(
-            parse_fields(r#"["a","名称"]"#, "fields").expect("fields"),
-            ["a", "名称"]
-        );
-        assert!(parse_fields("[1]", "fields").is_err());
-    }
-
-    #[test]
-    fn an_answer_names_its_grant() {
-        let day = NaiveDate::from_ymd_opt(2026, 3, 1).expect("day");
-        let at = Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).single().expect("instant");
-        let mut request = AccessRequest {
-            id: "r1".into(),
-            application: AccessApplication {
-                dataset: "102/000001".into(),
-                purpose: "p".into(),
-                scope: "s".into(),
-                fields: vec![],
-                period_from: day,
-                period_until: day,
-                business_system: "b".into(),
-                operations: vec![],
-            },
-            provider_code: "P".into(),
-            applicant_code: "A".into(),
-            state: RequestState::Rejected,
-            submitted_at: at,
-            due_on: day,
-            answered_at: Some(at),
-            answered_by: "P".into(),
-            reason: "no".into(),
-            grant_id: None,
-        };
-        assert!(check_settlement(&request, None).is_ok());
-        let grant = AccessGrant {
-            id: "g1".into(),
-            request_id: "r1".into(),
-            dataset: "102/000001".into(),
-            provider_code: "P".into(),
-            grantee_code: "A".into(),
-            purpose: "p".into(),
-            business_system: "b".into(),
-            fields: vec![],
-            masks: vec![],
-            operations: vec![],
-            granted_at: at,
-            granted_by: "P".into(),
-            expires_at: at,
-            revoked_at: None,
-            revoked_by: String::new(),
-            revoke_reason: String::new(),
-        };
-        assert!(check_settlement(&request, Some(&grant)).is_err());
-        request.state = RequestState::Approved;
-        assert!(check_settlement(&request, None).is_err());
-        request.grant_id = Some("g1".into());
-        assert!(check_settlement(&request, Some(&grant)).is_ok());
-        request.grant_id = Some("g2".into());
-        assert!(check_settlement(&request, Some(&grant)).is_err());
-        request.state = RequestState::Pending;
-        assert!(check_settlement(&request, None).is_err());
-    }
-}
-
 /// The one implementation of [`crate::AccessStore`], for either backend: the SQL is the same text
 /// on both (the query builder writes each engine's placeholders). Invoked in each backend's
 /// module, where `get` and `stored_time` are that backend's; `$row` and `$conn` are its row and
@@ -643,3 +561,85 @@ macro_rules! access_store {
     };
 }
 pub(crate) use access_store;
+
+#[cfg(test)]
+mod tests {
+    use chrono::{NaiveDate, TimeZone, Utc};
+    use xinqiao_domain::access::AccessApplication;
+
+    use super::*;
+
+    #[test]
+    fn masks_round_trip_as_pairs() {
+        let masks = vec![
+            ("id".to_string(), MaskRule::ResidentId),
+            ("name".to_string(), MaskRule::Keep { first: 1, last: 2 }),
+        ];
+        let text = masks_json(&masks).expect("encode");
+        assert_eq!(text, r#"[["id","resident_id"],["name","keep:1:2"]]"#);
+        assert_eq!(parse_masks(&text).expect("decode"), masks);
+        assert!(parse_masks(r#"[["id","rot13"]]"#).is_err());
+        assert!(parse_masks("{}").is_err());
+        assert_eq!(
+            parse_fields(r#"["a","名称"]"#, "fields").expect("fields"),
+            ["a", "名称"]
+        );
+        assert!(parse_fields("[1]", "fields").is_err());
+    }
+
+    #[test]
+    fn an_answer_names_its_grant() {
+        let day = NaiveDate::from_ymd_opt(2026, 3, 1).expect("day");
+        let at = Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).single().expect("instant");
+        let mut request = AccessRequest {
+            id: "r1".into(),
+            application: AccessApplication {
+                dataset: "102/000001".into(),
+                purpose: "p".into(),
+                scope: "s".into(),
+                fields: vec![],
+                period_from: day,
+                period_until: day,
+                business_system: "b".into(),
+                operations: vec![],
+            },
+            provider_code: "P".into(),
+            applicant_code: "A".into(),
+            state: RequestState::Rejected,
+            submitted_at: at,
+            due_on: day,
+            answered_at: Some(at),
+            answered_by: "P".into(),
+            reason: "no".into(),
+            grant_id: None,
+        };
+        assert!(check_settlement(&request, None).is_ok());
+        let grant = AccessGrant {
+            id: "g1".into(),
+            request_id: "r1".into(),
+            dataset: "102/000001".into(),
+            provider_code: "P".into(),
+            grantee_code: "A".into(),
+            purpose: "p".into(),
+            business_system: "b".into(),
+            fields: vec![],
+            masks: vec![],
+            operations: vec![],
+            granted_at: at,
+            granted_by: "P".into(),
+            expires_at: at,
+            revoked_at: None,
+            revoked_by: String::new(),
+            revoke_reason: String::new(),
+        };
+        assert!(check_settlement(&request, Some(&grant)).is_err());
+        request.state = RequestState::Approved;
+        assert!(check_settlement(&request, None).is_err());
+        request.grant_id = Some("g1".into());
+        assert!(check_settlement(&request, Some(&grant)).is_ok());
+        request.grant_id = Some("g2".into());
+        assert!(check_settlement(&request, Some(&grant)).is_err());
+        request.state = RequestState::Pending;
+        assert!(check_settlement(&request, None).is_err());
+    }
+}
