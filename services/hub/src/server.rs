@@ -31,8 +31,8 @@ use crate::console::{Console, ConsoleApi, InProcess, InProcessService, LinkSetti
 use crate::directory::DirectoryApi;
 use crate::evaluation::{EvaluationApi, Evaluator};
 use crate::exchange::ExchangeApi;
-use crate::feed::ChangeFeed;
 use crate::federation::FederationApi;
+use crate::feed::ChangeFeed;
 use crate::interface::InterfaceApi;
 use crate::metrics::{self, Metrics, MetricsLayer};
 use crate::nodes::{self, Readiness};

@@ -479,7 +479,8 @@ pub trait InterfaceStore: Send + Sync {
 #[async_trait]
 pub trait FederationStore: Send + Sync {
     /// Registers a peer hub. ALREADY_EXISTS if its division code is registered.
-    async fn add_peer(&self, peer: &xinqiao_domain::federation::PeerHub) -> Result<xinqiao_domain::federation::PeerHub>;
+    async fn add_peer(&self, peer: &xinqiao_domain::federation::PeerHub)
+    -> Result<xinqiao_domain::federation::PeerHub>;
     async fn get_peer(&self, division_code: &str) -> Result<Option<xinqiao_domain::federation::PeerHub>>;
     /// Every peer, ordered by division code.
     async fn list_peers(&self) -> Result<Vec<xinqiao_domain::federation::PeerHub>>;
