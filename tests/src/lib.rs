@@ -5,6 +5,8 @@
 //! `XINQIAO_TEST_DATABASE_URL` names a PostgreSQL database, [`on_each_backend!`] runs every test
 //! body a second time on it, each hub in a fresh schema that is dropped afterwards.
 
+pub mod federation;
+
 use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

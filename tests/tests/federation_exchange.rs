@@ -6,25 +6,14 @@
 //! off; a hub cannot act for a department it does not serve; both ends' trails show the read.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use xinqiao_domain::identity::Principal;
-use xinqiao_hub::pki::{self, CertFiles};
-use xinqiao_hub::tls::{ClientIdentity, connect};
-use xinqiao_hub::{Config, RunningHub, server};
+use xinqiao_hub::pki::{self};
 use xinqiao_proto::v1::directory_service_client::DirectoryServiceClient;
-use xinqiao_proto::v1::federation_service_client::FederationServiceClient;
-use xinqiao_store::{AuditFilter, PgStore, Store};
+use xinqiao_tests::federation::*;
 use xinqiao_tests::*;
-
-const COUNTY: &str = "330110";
-const CITY: &str = "330100";
-const PROVINCE: &str = "330000";
 
 /// How long a change may take to travel county → city → province.
 const PROPAGATION: Duration = Duration::from_secs(20);
@@ -38,187 +27,10 @@ fn province_department() -> String {
     format!("{first17}{check}")
 }
 
-/// One level's hub: its own PKI and database, restartable on its port.
-struct Level {
-    division: &'static str,
-    dir: TempDir,
-    backend: Backend,
-    pg_schema: Option<String>,
-    addr: SocketAddr,
-    hub: Option<RunningHub>,
-    store: Option<Arc<dyn Store>>,
-}
-
-impl Level {
-    async fn start(division: &'static str, backend: &Backend) -> Level {
-        xinqiao_hub::tls::install_crypto_provider();
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let pki_dir = dir.path().join("pki");
-        pki::init(&pki_dir, &[]).expect("a development PKI of its own");
-        pki::issue(&pki_dir, &Principal::Hub(division.into())).expect("the hub's identity certificate");
-        let pg_schema = match backend {
-            Backend::Sqlite => None,
-            Backend::Postgres { .. } => Some(format!("xq_fx_{}", uuid::Uuid::new_v4().simple())),
-        };
-        let mut level = Level {
-            division,
-            dir,
-            backend: backend.clone(),
-            pg_schema,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            hub: None,
-            store: None,
-        };
-        level.run().await;
-        server::register_sample_departments(level.store())
-            .await
-            .expect("sample departments");
-        level
-    }
-
-    fn store(&self) -> &dyn Store {
-        self.store.as_deref().expect("the hub has started")
-    }
-
-    fn config(&self) -> Config {
-        let mut config = Config {
-            listen: Some(self.addr),
-            data_dir: Some(self.dir.path().to_path_buf()),
-            ..Config::default()
-        };
-        config.limits.shutdown_grace_secs = 2;
-        config.federation.division = Some(self.division.into());
-        config.federation.wait_secs = Some(2);
-        config.federation.retry_secs = Some(1);
-        config
-    }
-
-    async fn run(&mut self) {
-        let config = self.config();
-        let hub = match (&self.backend, &self.pg_schema) {
-            (Backend::Postgres { url }, Some(schema)) => {
-                let store = PgStore::open_in_schema(url, schema)
-                    .await
-                    .unwrap_or_else(|e| panic!("{PG_URL_VAR} is set but the store does not open: {e}"));
-                server::start_with_store(&config, Arc::new(store))
-                    .await
-                    .expect("the hub starts on PostgreSQL")
-            }
-            _ => server::start(&config).await.expect("the hub starts on SQLite"),
-        };
-        self.addr = hub.addr;
-        self.store = Some(hub.store.clone());
-        self.hub = Some(hub);
-    }
-
-    async fn stop(&mut self) {
-        if let Some(hub) = self.hub.take() {
-            hub.stop().await.expect("the hub stops gracefully");
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.addr.port())
-    }
-
-    fn pki_dir(&self) -> PathBuf {
-        self.dir.path().join("pki")
-    }
-
-    fn ca_pem(&self) -> String {
-        std::fs::read_to_string(pki::ca_cert_path(&self.pki_dir())).expect("the CA certificate")
-    }
-
-    async fn channel(&self, files: CertFiles) -> Channel {
-        let identity = ClientIdentity {
-            ca: pki::ca_cert_path(&self.pki_dir()),
-            cert: files.cert,
-            key: files.key,
-        };
-        connect(&self.url(), &identity).await.expect("connect to the hub")
-    }
-
-    async fn as_dept(&self, code: &str) -> Channel {
-        self.channel(pki::department_files(&self.pki_dir(), code)).await
-    }
-
-    async fn as_admin(&self) -> Channel {
-        self.channel(pki::admin_files(&self.pki_dir())).await
-    }
-
-    /// A channel presenting `files` (issued by another CA), trusting this hub's CA.
-    fn channel_as(&self, files: &CertFiles) -> Channel {
-        let read = |p: &PathBuf| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read(&pki::ca_cert_path(&self.pki_dir()))))
-            .identity(Identity::from_pem(read(&files.cert), read(&files.key)));
-        Endpoint::from_shared(self.url())
-            .expect("hub URL")
-            .connect_timeout(Duration::from_secs(5))
-            .tls_config(tls)
-            .expect("TLS config")
-            .connect_lazy()
-    }
-
-    async fn register(&self, other: &Level, relation: v1::PeerRelation) {
-        let parent = relation == v1::PeerRelation::Parent;
-        ok(FederationServiceClient::new(self.as_admin().await)
-            .add_peer(v1::AddPeerRequest {
-                division_code: other.division.into(),
-                name: format!("{} 数据共享平台", other.division),
-                address: other.url(),
-                ca_pem: other.ca_pem(),
-                relation: relation.into(),
-                exposure: Some(v1::PeerExposure {
-                    catalogue: parent,
-                    classifications: vec![],
-                }),
-            })
-            .await);
-    }
-
-    async fn events(&self, action: &str) -> Vec<xinqiao_domain::audit::AuditEvent> {
-        let filter = AuditFilter {
-            action: Some(action.into()),
-            ..AuditFilter::default()
-        };
-        self.store()
-            .list_audit(&filter, 0, 10_000)
-            .await
-            .expect("list the trail")
-            .into_iter()
-            .map(|e| e.event)
-            .collect()
-    }
-
-    async fn finish(mut self) {
-        self.stop().await;
-        if let (Backend::Postgres { url }, Some(schema)) = (&self.backend, &self.pg_schema) {
-            use sqlx::Connection;
-            let mut conn = sqlx::PgConnection::connect(url)
-                .await
-                .expect("connect to drop the schema");
-            // The name is one this test made up (a UUID), never outside input.
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-            )))
-            .execute(&mut conn)
-            .await
-            .expect("drop the test schema");
-        }
-    }
-}
-
 /// County → city → province, each registered with the next as its parent and the next
 /// registering it as its child; a department of the province's own.
-async fn chain(backend: &Backend) -> (Level, Level, Level) {
-    let county = Level::start(COUNTY, backend).await;
-    let city = Level::start(CITY, backend).await;
-    let province = Level::start(PROVINCE, backend).await;
-    county.register(&city, v1::PeerRelation::Parent).await;
-    city.register(&county, v1::PeerRelation::Child).await;
-    city.register(&province, v1::PeerRelation::Parent).await;
-    province.register(&city, v1::PeerRelation::Child).await;
+async fn chain_with_department(backend: &Backend) -> (Level, Level, Level) {
+    let (county, city, province) = chain(backend).await;
     let code = province_department();
     let mut request = register_request(&code, "浙江省民政厅");
     request.division_code = PROVINCE.into();
@@ -346,7 +158,7 @@ on_each_backend!(
 );
 
 async fn a_province_department_follows_a_county_dataset_through_the_city(backend: Backend) {
-    let (county, mut city, province) = chain(&backend).await;
+    let (county, mut city, province) = chain_with_department(&backend).await;
     let me = province_department();
     let code = county_residents(&county).await;
     until_aggregated(&province, &code).await;
@@ -507,7 +319,7 @@ async fn a_province_department_follows_a_county_dataset_through_the_city(backend
     assert_eq!(declared, sha256_hex(&bytes));
 
     // Both ends audit: the county names the city and the department, the province its side.
-    let county_side = county.events("Subscribe").await;
+    let county_side = county.audit_events("Subscribe").await;
     assert!(
         county_side.iter().any(|e| e.actor == format!("hub:{CITY}")
             && e.detail.contains(&me)
@@ -515,14 +327,14 @@ async fn a_province_department_follows_a_county_dataset_through_the_city(backend
             && e.target == code),
         "{county_side:?}"
     );
-    let province_side = province.events("Subscribe").await;
+    let province_side = province.audit_events("Subscribe").await;
     assert!(
         province_side
             .iter()
             .any(|e| e.actor.contains(&me) && e.detail.contains("relayed_to") && e.detail.contains(COUNTY)),
         "{province_side:?}"
     );
-    let requests = county.events("RequestAccess").await;
+    let requests = county.audit_events("RequestAccess").await;
     assert!(
         requests
             .iter()
@@ -588,7 +400,7 @@ async fn impostor(addr: SocketAddr, garbage: bool) -> tokio::task::JoinHandle<()
 }
 
 async fn a_peer_that_hangs_or_answers_garbage_is_named_promptly(backend: Backend) {
-    let (county, mut city, province) = chain(&backend).await;
+    let (county, mut city, province) = chain_with_department(&backend).await;
     let me = province_department();
     let code = county_residents(&county).await;
     until_aggregated(&province, &code).await;
