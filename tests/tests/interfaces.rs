@@ -481,6 +481,35 @@ async fn registrations_are_checked_and_interfaces_disabled(backend: Backend) {
     hub.finish().await;
 }
 
+/// Each of `cases` in turn: the upstream misbehaves so, and the caller gets the status with the
+/// words, naming the interface, within the timeout (1.5 s here), never the upstream's 5 s or 1 h;
+/// then the upstream serves again (a success in between keeps the circuit closed).
+async fn misbehave(
+    upstream: &Upstream,
+    user: &mut Interfaces,
+    code: &str,
+    call: impl Fn() -> pb::InvokeRequest,
+    cases: impl IntoIterator<Item = (Behaviour, Code, &str)>,
+) {
+    for (behaviour, expected, words) in cases {
+        upstream.server.behave(behaviour.clone());
+        let started = Instant::now();
+        let status = refused_with(invoke(user, call()).await, expected, words);
+        assert!(
+            status.message().contains(code),
+            "the interface is named: {}",
+            status.message()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{behaviour:?} took {:?}",
+            started.elapsed()
+        );
+        upstream.server.behave(Behaviour::Serve);
+        assert!(invoke(user, call()).await.is_ok(), "served again after {behaviour:?}");
+    }
+}
+
 async fn bad_upstreams_get_precise_statuses_naming_the_interface(backend: Backend) {
     let hub = TestHub::start_on(backend).await;
     register_schemas(&hub).await;
@@ -518,28 +547,7 @@ async fn bad_upstreams_get_precise_statuses_naming_the_interface(backend: Backen
             "refused the hub",
         ),
     ];
-    for (behaviour, code_expected, words) in cases {
-        upstream.server.behave(behaviour.clone());
-        let started = Instant::now();
-        let status = refused_with(invoke(&mut user, call()).await, code_expected, words);
-        assert!(
-            status.message().contains(&code),
-            "the interface is named: {}",
-            status.message()
-        );
-        // Within the timeout (1.5 s), never the upstream's 5 s or 1 h.
-        assert!(
-            started.elapsed() < Duration::from_millis(4_000),
-            "{behaviour:?} took {:?}",
-            started.elapsed()
-        );
-        // Several failures in a row open the circuit; a success in between keeps it closed here.
-        upstream.server.behave(Behaviour::Serve);
-        assert!(
-            invoke(&mut user, call()).await.is_ok(),
-            "served again after {behaviour:?}"
-        );
-    }
+    misbehave(&upstream, &mut user, &code, call, cases).await;
 
     // An upstream that is gone.
     drop(upstream);
@@ -1085,7 +1093,7 @@ async fn a_grpc_upstream_is_called_with_json_through_the_hub(backend: Backend) {
 
     // A bad upstream gets the same precise statuses as over HTTPS, with the gRPC status named.
     let call = || verify(&code, &id, "钱十");
-    for (behaviour, expected, words) in [
+    let cases = [
         (
             Behaviour::Status(404, "查无此人".into()),
             Code::NotFound,
@@ -1110,26 +1118,8 @@ async fn a_grpc_upstream_is_called_with_json_through_the_hub(backend: Backend) {
             "within 1500 ms",
         ),
         (Behaviour::Hang, Code::Unavailable, "cannot be reached"),
-    ] {
-        upstream.server.behave(behaviour.clone());
-        let started = Instant::now();
-        let status = refused_with(invoke(&mut user, call()).await, expected, words);
-        assert!(
-            status.message().contains(&code),
-            "the interface is named: {}",
-            status.message()
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(4),
-            "{behaviour:?} took {:?}",
-            started.elapsed()
-        );
-        upstream.server.behave(Behaviour::Serve);
-        assert!(
-            invoke(&mut user, call()).await.is_ok(),
-            "served again after {behaviour:?}"
-        );
-    }
+    ];
+    misbehave(&upstream, &mut user, &code, call, cases).await;
     // The upstream's words reach the caller, decoded.
     upstream.server.behave(Behaviour::Status(404, "查无此人".into()));
     refused_with(invoke(&mut user, call()).await, Code::NotFound, "查无此人");
