@@ -4999,6 +4999,21 @@ async fn aggregated_changes_apply_once_and_are_searchable(store: Arc<dyn Store>)
         federated_codes(store, &everyone, "企业登记").await,
         ["330110:102/000001"]
     );
+    // Where a read of a code held on another hub is relayed: by the entries holding it.
+    let holders = store.federated_entries("102/000001").await.expect("holders");
+    assert_eq!(
+        holders
+            .iter()
+            .map(|f| (f.origin_hub.as_str(), f.via_hub.as_str(), f.entry.state))
+            .collect::<Vec<_>>(),
+        [("330110", "330110", EntryState::Published)]
+    );
+    assert_eq!(
+        store.federated_entries("102/000009").await,
+        Ok(Vec::new()),
+        "never published"
+    );
+    assert_eq!(store.federated_entries("999/000001").await, Ok(Vec::new()));
     // They are this hub's feed's changes too, via the county: its parent gets them in turn.
     let offered: Vec<_> = store
         .catalogue_changes(0, 100)
@@ -5023,6 +5038,12 @@ async fn aggregated_changes_apply_once_and_are_searchable(store: Arc<dyn Store>)
     ];
     assert_eq!(store.apply_catalogue_changes("330110", 9, &next, 11).await, Ok(2));
     assert_eq!(federated_codes(store, &everyone, "").await, ["330110:102/000002"]);
+    // In their latest state: the withdrawn one is known as withdrawn, the other as updated.
+    let holders = store.federated_entries("102/000001").await.expect("holders");
+    assert_eq!(holders.len(), 1);
+    assert_eq!(holders[0].entry.state, EntryState::Withdrawn);
+    let holders = store.federated_entries("102/000002").await.expect("holders");
+    assert_eq!(holders[0].entry.content.name, "个体工商户登记信息");
     assert_eq!(
         federated_codes(store, &everyone, "个体工商户登记").await,
         ["330110:102/000002"]
