@@ -57,6 +57,18 @@ impl Page {
     fn has(&self, text: &str) -> bool {
         self.body.contains(text)
     }
+
+    /// The value of a form's hidden field.
+    fn hidden(&self, name: &str) -> String {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self
+            .body
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no field {name}: {}", self.body))
+            + marker.len();
+        let end = self.body[start..].find('"').expect("the value ends") + start;
+        self.body[start..end].to_string()
+    }
 }
 
 /// A browser: HTTPS without a client certificate (or with one), one cookie jar.
@@ -64,6 +76,8 @@ struct Browser {
     addr: SocketAddr,
     tls: Arc<rustls::ClientConfig>,
     cookie: Option<String>,
+    /// The cookie a sign-in page sets for its button.
+    sign_in_cookie: Option<String>,
 }
 
 impl Browser {
@@ -82,6 +96,7 @@ impl Browser {
             addr,
             tls: Arc::new(tls),
             cookie: None,
+            sign_in_cookie: None,
         }
     }
 
@@ -93,6 +108,7 @@ impl Browser {
             addr,
             tls: Arc::new(tls),
             cookie: None,
+            sign_in_cookie: None,
         }
     }
 
@@ -109,8 +125,15 @@ impl Browser {
             .method(method)
             .uri(path)
             .header("host", "localhost");
+        let mut cookies = Vec::new();
         if let Some(cookie) = &self.cookie {
-            request = request.header("cookie", format!("__Host-xinqiao-console={cookie}"));
+            cookies.push(format!("__Host-xinqiao-console={cookie}"));
+        }
+        if let Some(cookie) = &self.sign_in_cookie {
+            cookies.push(format!("__Host-xinqiao-sign-in={cookie}"));
+        }
+        if !cookies.is_empty() {
+            request = request.header("cookie", cookies.join("; "));
         }
         let body = match form {
             Some(fields) => {
@@ -138,6 +161,10 @@ impl Browser {
                 let secret = rest.split(';').next().unwrap_or_default();
                 self.cookie = (!secret.is_empty()).then(|| secret.to_string());
             }
+            if let Some(rest) = value.strip_prefix("__Host-xinqiao-sign-in=") {
+                let nonce = rest.split(';').next().unwrap_or_default();
+                self.sign_in_cookie = (!nonce.is_empty()).then(|| nonce.to_string());
+            }
         }
         let body = response.into_body().collect().await.expect("body").to_bytes();
         Page {
@@ -155,9 +182,18 @@ impl Browser {
         self.send("POST", path, Some(fields)).await
     }
 
-    /// Opens a sign-in link and follows its redirect.
+    /// Opens a sign-in link and presses its button: the answer to the button.
+    async fn use_link(&mut self, path: &str) -> Page {
+        let page = self.get(path).await;
+        assert_eq!(page.status, 200, "a sign-in link opens its page: {}", page.body);
+        let (token, nonce) = (page.hidden("token"), page.hidden("nonce"));
+        self.post("/console/sign-in", &[("token", &token), ("nonce", &nonce)])
+            .await
+    }
+
+    /// Opens a sign-in link, presses its button and follows the redirect.
     async fn sign_in(&mut self, link: &pb::SignInLink) -> Page {
-        let opened = self.get(&link.path).await;
+        let opened = self.use_link(&link.path).await;
         assert_eq!(opened.status, 303, "a good link signs in: {}", opened.body);
         assert_eq!(
             opened.headers.get("location").map(|l| l.to_str().ok()),
@@ -240,9 +276,24 @@ async fn sign_in_links_are_single_use_bound_and_audited(backend: Backend) {
     assert_eq!(page.status, 401);
     assert!(page.has("xinqiao console --as admin"));
 
+    // Opening the link uses nothing (a link preview does not burn it): only its button does.
+    for _ in 0..2 {
+        let page = Browser::new(&hub, addr).get(&admin_link.path).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.has("登录控制台"));
+    }
+    // The button's form from anywhere but the page (no page cookie) uses nothing either.
+    let mut forger = Browser::new(&hub, addr);
+    let token = admin_link.path.rsplit('=').next().expect("token").to_string();
+    let forged = forger
+        .post("/console/sign-in", &[("token", &token), ("nonce", &"0".repeat(64))])
+        .await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    assert_eq!(forger.cookie, None);
+
     // The link signs in once; the cookie is Secure, HttpOnly, SameSite=Strict.
-    let opened = browser.get(&admin_link.path).await;
-    assert_eq!(opened.status, 303);
+    let opened = browser.use_link(&admin_link.path).await;
+    assert_eq!(opened.status, 303, "{}", opened.body);
     let cookie = opened
         .headers
         .get("set-cookie")
@@ -268,7 +319,7 @@ async fn sign_in_links_are_single_use_bound_and_audited(backend: Backend) {
     assert!(home.has("default-src") || home.headers.get("content-security-policy").is_some());
 
     let mut second = Browser::new(&hub, addr);
-    let again = second.get(&admin_link.path).await;
+    let again = second.use_link(&admin_link.path).await;
     assert_eq!(again.status, 403, "a used link signs nobody in");
     assert!(again.has("登录链接无效"));
     assert_eq!(second.cookie, None);
@@ -334,7 +385,7 @@ async fn an_expired_link_signs_nobody_in() {
         .await;
     assert_eq!(changed, 1);
     let mut browser = Browser::new(&hub, console_addr(&link));
-    assert_eq!(browser.get(&link.path).await.status, 403);
+    assert_eq!(browser.use_link(&link.path).await.status, 403);
     assert_eq!(browser.cookie, None);
     hub.finish().await;
 }

@@ -292,6 +292,10 @@ async fn walk_through() {
     let base = admin.console_url.clone();
     assert!(base.starts_with("https://127.0.0.1:"), "{base}");
     browser.open(&format!("{base}{}", admin.path)).await;
+    // The link's page uses it only when its button is pressed (a link preview burns nothing).
+    browser.wait_for("登录控制台").await;
+    browser.screenshot("00-sign-in").await;
+    browser.click("form[action='/console/sign-in'] button").await;
     browser.wait_for("平台管理员").await;
     assert!(browser.title().await.contains("信桥控制台"));
     browser.screenshot("01-admin-home").await;
@@ -323,6 +327,9 @@ async fn walk_through() {
     // The provider signs in, answers the request: two of three fields, both masked.
     let provider = link(&hub, pki::department_files(&hub.pki_dir(), PROVIDER)).await;
     browser.open(&format!("{base}{}", provider.path)).await;
+    browser.wait_for("登录控制台").await;
+    browser.click("form[action='/console/sign-in'] button").await;
+    browser.wait_for("退出").await;
     browser.click("a[href='/console/requests']").await;
     browser.wait_for(&request.request_id).await;
     browser.screenshot("05-requests").await;

@@ -36,8 +36,15 @@ fn console(port: u16, pki: &Path, args: &[&str]) -> std::process::Output {
         .expect("run xinqiao console")
 }
 
-/// A GET as a browser without a client certificate: status, the session cookie set, the body.
-async fn get(ca: &Path, url: &str, cookie: Option<&str>) -> (u16, Option<String>, String) {
+/// A request as a browser without a client certificate, with `cookies` (name, value) and, for a
+/// POST, a form body: the status, the cookies set (name, value) and the body.
+async fn send(
+    ca: &Path,
+    method: &str,
+    url: &str,
+    cookies: &[(&str, &str)],
+    form: Option<String>,
+) -> (u16, Vec<(String, String)>, String) {
     let rest = url.strip_prefix("https://").expect("an https URL");
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let pem = std::fs::read(ca).expect("CA");
@@ -62,26 +69,79 @@ async fn get(ca: &Path, url: &str, cookie: Option<&str>) -> (u16, Option<String>
         .await
         .expect("HTTP/1.1");
     tokio::spawn(connection);
-    let mut request = hyper::Request::builder().uri(path).header("host", authority);
-    if let Some(cookie) = cookie {
-        request = request.header("cookie", format!("__Host-xinqiao-console={cookie}"));
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", authority);
+    if !cookies.is_empty() {
+        let header: Vec<String> = cookies.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        request = request.header("cookie", header.join("; "));
+    }
+    if form.is_some() {
+        request = request.header("content-type", "application/x-www-form-urlencoded");
     }
     let request = request
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .body(http_body_util::Full::new(bytes::Bytes::from(form.unwrap_or_default())))
         .expect("request");
     let response = tokio::time::timeout(Duration::from_secs(30), sender.send_request(request))
         .await
         .expect("the console answers in time")
         .expect("an answer");
     let status = response.status().as_u16();
-    let cookie = response
+    let set: Vec<(String, String)> = response
         .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("__Host-xinqiao-console="))
-        .map(|v| v.split(';').next().unwrap_or_default().to_string());
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next()?.split_once('='))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
     let body = response.into_body().collect().await.expect("body").to_bytes();
-    (status, cookie, String::from_utf8_lossy(&body).into_owned())
+    (status, set, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A GET: the status, the session cookie set, the body.
+async fn get(ca: &Path, url: &str, cookie: Option<&str>) -> (u16, Option<String>, String) {
+    let cookies: Vec<(&str, &str)> = cookie.map(|c| ("__Host-xinqiao-console", c)).into_iter().collect();
+    let (status, set, body) = send(ca, "GET", url, &cookies, None).await;
+    (status, session_cookie(&set), body)
+}
+
+fn session_cookie(set: &[(String, String)]) -> Option<String> {
+    set.iter()
+        .find(|(n, v)| n == "__Host-xinqiao-console" && !v.is_empty())
+        .map(|(_, v)| v.clone())
+}
+
+/// The value of a form's hidden field on a page.
+fn hidden(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page.find(&marker).unwrap_or_else(|| panic!("no field {name}: {page}")) + marker.len();
+    let end = page[start..].find('"').expect("the value ends") + start;
+    page[start..end].to_string()
+}
+
+/// Opens a sign-in link as a person would and presses its button: the button's status and the
+/// session cookie it set.
+async fn use_link(ca: &Path, url: &str) -> (u16, Option<String>) {
+    let (status, set, page) = send(ca, "GET", url, &[], None).await;
+    assert_eq!(status, 200, "the link opens its page: {page}");
+    let nonce = set
+        .iter()
+        .find(|(n, _)| n == "__Host-xinqiao-sign-in")
+        .map(|(_, v)| v.clone())
+        .expect("the page's cookie");
+    let form = format!("token={}&nonce={}", hidden(&page, "token"), hidden(&page, "nonce"));
+    let origin = &url[..url.find("/console/").expect("a console URL")];
+    let (status, set, _) = send(
+        ca,
+        "POST",
+        &format!("{origin}/console/sign-in"),
+        &[("__Host-xinqiao-sign-in", &nonce)],
+        Some(form),
+    )
+    .await;
+    (status, session_cookie(&set))
 }
 
 #[tokio::test]
@@ -120,13 +180,13 @@ async fn serve_dev_prints_the_console_and_a_link_signs_the_admin_in_once() {
     assert!(url.starts_with(&format!("{console_url}sign-in?token=")), "{url}");
     assert!(stdout.contains("urn:xinqiao:admin:platform-admin"));
 
-    let (status, cookie, _) = get(&ca, &url, None).await;
+    let (status, cookie) = use_link(&ca, &url).await;
     assert_eq!(status, 303);
     let cookie = cookie.expect("a session cookie");
     let (status, _, home) = get(&ca, &console_url, Some(&cookie)).await;
     assert_eq!(status, 200);
     assert!(home.contains("平台管理员"), "{home}");
-    let (status, _, _) = get(&ca, &url, None).await;
+    let (status, _) = use_link(&ca, &url).await;
     assert_eq!(status, 403, "the link signs in once");
 
     // A department's link, as JSON for scripts.
@@ -134,7 +194,7 @@ async fn serve_dev_prints_the_console_and_a_link_signs_the_admin_in_once() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let link: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(link["identity"], format!("urn:xinqiao:dept:{POLICE}"));
-    let (status, cookie, _) = get(&ca, link["url"].as_str().expect("url"), None).await;
+    let (status, cookie) = use_link(&ca, link["url"].as_str().expect("url")).await;
     assert_eq!(status, 303);
     let (_, _, home) = get(&ca, &console_url, cookie.as_deref()).await;
     assert!(home.contains(POLICE) && !home.contains("平台管理员"));

@@ -81,7 +81,7 @@ pub(crate) fn routes(console: Console) -> axum::Router {
         .route("/console/scorecard", get(scorecard))
         .route_layer(axum::middleware::from_fn_with_state(console.clone(), identify));
     axum::Router::new()
-        .route("/console/sign-in", get(sign_in))
+        .route("/console/sign-in", get(sign_in_page).post(sign_in))
         .route("/console/console.css", get(stylesheet))
         .merge(signed_in)
         .with_state(console)
@@ -297,31 +297,77 @@ fn peer_hub_refused(division: &str) -> Response {
     )
 }
 
-/// Opens a session with a one-time link's token.
-async fn sign_in(State(console): State<Console>, request: Request) -> Response {
-    let token = query(&request).get("token");
-    let now = crate::clock::now();
-    let frame = Frame {
+fn sign_in_frame() -> Frame {
+    Frame {
         title: "登录".into(),
         ..Frame::default()
+    }
+}
+
+fn invalid_link() -> Response {
+    message(
+        sign_in_frame(),
+        403,
+        "登录链接无效",
+        "链接不存在、已使用或已过期。请运行 `xinqiao console` 重新获取。",
+    )
+}
+
+fn well_formed_token(token: &str) -> bool {
+    token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// What a sign-in link opens: a button that uses it. Opening the page uses nothing, so a link
+/// preview does not burn the link; the button's form must come back with the cookie set here.
+async fn sign_in_page(request: Request) -> Response {
+    let token = query(&request).get("token");
+    if !well_formed_token(&token) {
+        return invalid_link();
+    }
+    let nonce = session::secret();
+    let mut response = render(
+        200,
+        &SignInPage {
+            frame: sign_in_frame(),
+            token,
+            nonce: nonce.clone(),
+        },
+    );
+    if let Ok(cookie) = http::HeaderValue::from_str(&session::sign_in_cookie(&nonce)) {
+        response.headers_mut().append(http::header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// Opens a session with a one-time link's token, from the sign-in page's button.
+async fn sign_in(State(console): State<Console>, request: Request) -> Response {
+    let now = crate::clock::now();
+    let (parts, body) = request.into_parts();
+    let cookie = session::cookie_value(&parts.headers, session::SIGN_IN_COOKIE);
+    let form = match Limited::new(body, MAX_FORM_BYTES).collect().await {
+        Ok(collected) => Form::parse(&collected.to_bytes()),
+        Err(_) => return invalid_link(),
     };
-    let invalid = || {
-        message(
-            frame.clone(),
+    let (token, nonce) = (form.get("token"), form.get("nonce"));
+    // A form from anywhere but the sign-in page (another site's, to sign a person in as someone
+    // else) lacks the page's cookie: nothing is used.
+    if cookie.as_deref() != Some(nonce.as_str()) {
+        return message(
+            sign_in_frame(),
             403,
-            "登录链接无效",
-            "链接不存在、已使用或已过期。请运行 `xinqiao console` 重新获取。",
-        )
-    };
-    if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return invalid();
+            "请从登录链接登录",
+            "请在浏览器中打开 `xinqiao console` 给出的链接，再点击“登录控制台”。",
+        );
+    }
+    if !well_formed_token(&token) {
+        return invalid_link();
     }
     let principal = match console.store.redeem_sign_in_token(&session::hash(&token), now).await {
         Ok(Some(uri)) => match Principal::from_uri(&uri) {
             Some(p) => p,
-            None => return invalid(),
+            None => return invalid_link(),
         },
-        Ok(None) => return invalid(),
+        Ok(None) => return invalid_link(),
         Err(e) => return unavailable(e),
     };
     let secret = match session::start_session(console.store.as_ref(), &principal, console.session_ttl, now).await {
@@ -329,8 +375,13 @@ async fn sign_in(State(console): State<Console>, request: Request) -> Response {
         Err(e) => return unavailable(e),
     };
     let mut response = redirect("/console/");
-    if let Ok(cookie) = http::HeaderValue::from_str(&session::set_cookie(&secret, console.session_ttl)) {
-        response.headers_mut().append(http::header::SET_COOKIE, cookie);
+    for cookie in [
+        session::set_cookie(&secret, console.session_ttl),
+        session::clear_sign_in_cookie(),
+    ] {
+        if let Ok(cookie) = http::HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(http::header::SET_COOKIE, cookie);
+        }
     }
     response
 }

@@ -59,15 +59,32 @@ pub(crate) fn clear_cookie() -> String {
 
 /// The session secret in a request's cookies, if any.
 pub(crate) fn cookie_secret(headers: &http::HeaderMap) -> Option<String> {
+    cookie_value(headers, COOKIE)
+}
+
+/// The value of the cookie `name` if it is a secret of ours (64 hex digits).
+pub(crate) fn cookie_value(headers: &http::HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.to_string())
         .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The cookie a sign-in page sets and its button's form must match: SameSite=Strict, so a form
+/// posted from another site (to sign a person in as someone else) does not carry it.
+pub(crate) const SIGN_IN_COOKIE: &str = "__Host-xinqiao-sign-in";
+
+pub(crate) fn sign_in_cookie(nonce: &str) -> String {
+    format!("{SIGN_IN_COOKIE}={nonce}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=600")
+}
+
+pub(crate) fn clear_sign_in_cookie() -> String {
+    format!("{SIGN_IN_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0")
 }
 
 /// Starts a session for `principal`; returns its secret.

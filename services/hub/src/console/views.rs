@@ -276,6 +276,16 @@ pub(crate) struct MessagePage {
     pub body: String,
 }
 
+/// The page a sign-in link opens: the link is used only when the person presses the button, so
+/// that a link preview fetching it does not use it up.
+#[derive(Template)]
+#[template(path = "console/sign_in.html")]
+pub(crate) struct SignInPage {
+    pub frame: Frame,
+    pub token: String,
+    pub nonce: String,
+}
+
 #[derive(Template)]
 #[template(path = "console/home.html")]
 pub(crate) struct HomePage {
