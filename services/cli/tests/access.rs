@@ -6,9 +6,6 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
 use serde_json::Value;
 use support::*;
 
@@ -65,69 +62,6 @@ sensitive = true
 fn resident_id(first17: &str) -> String {
     let check = xinqiao_domain::identifiers::resident_id_check_char(first17).expect("17 digits");
     format!("{first17}{check}")
-}
-
-/// The binary, pointed at one hub and its development PKI.
-struct Xinqiao {
-    hub: String,
-    pki: PathBuf,
-    dir: PathBuf,
-}
-
-impl Xinqiao {
-    fn run(&self, who: &str, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_xinqiao"))
-            .args(args)
-            .arg("--as")
-            .arg(who)
-            .env("XINQIAO_HUB", &self.hub)
-            .env("XINQIAO_PKI", &self.pki)
-            .env_remove("XINQIAO_AS")
-            .output()
-            .expect("run xinqiao")
-    }
-
-    /// Runs a command that must succeed; its stdout.
-    #[track_caller]
-    fn ok(&self, who: &str, args: &[&str]) -> String {
-        let out = self.run(who, args);
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "xinqiao {} --as {who} failed:\n{stdout}\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    }
-
-    /// Runs a command with --json that must succeed; its output.
-    #[track_caller]
-    fn json(&self, who: &str, args: &[&str]) -> Value {
-        let stdout = self.ok(who, &[args, &["--json"]].concat());
-        serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("xinqiao {} printed no JSON ({e}):\n{stdout}", args.join(" ")))
-    }
-
-    /// Runs a command that must fail; its stderr.
-    #[track_caller]
-    fn fails(&self, who: &str, args: &[&str]) -> String {
-        let out = self.run(who, args);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(
-            !out.status.success(),
-            "xinqiao {} --as {who} succeeded, expected a refusal:\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        stderr
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.dir.join(name);
-        std::fs::write(&path, text).expect("write a file");
-        path.display().to_string()
-    }
 }
 
 fn text(value: &Value, field: &str) -> String {

@@ -8,7 +8,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
 use support::*;
@@ -47,69 +46,20 @@ length = 50
 sensitive = true
 "#;
 
-/// The binary, pointed at one hub and its development PKI.
-struct Xinqiao {
-    hub: String,
-    pki: PathBuf,
-    dir: PathBuf,
-}
-
-impl Xinqiao {
-    fn run(&self, who: &str, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_xinqiao"))
-            .args(args)
-            .arg("--as")
-            .arg(who)
-            .env("XINQIAO_HUB", &self.hub)
-            .env("XINQIAO_PKI", &self.pki)
-            .env_remove("XINQIAO_AS")
-            .output()
-            .expect("run xinqiao")
-    }
-
-    /// Runs a command that must succeed; its stdout.
-    #[track_caller]
-    fn ok(&self, who: &str, args: &[&str]) -> String {
-        let out = self.run(who, args);
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "xinqiao {} --as {who} failed:\n{stdout}\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    }
-
-    /// Runs a command that must succeed and print JSON; the JSON.
-    #[track_caller]
-    fn json(&self, who: &str, args: &[&str]) -> Value {
-        let stdout = self.ok(who, args);
-        serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("xinqiao {} printed no JSON ({e}):\n{stdout}", args.join(" ")))
-    }
-
-    /// Runs a command that must fail with exit code 1 and print nothing on stdout; its stderr.
-    #[track_caller]
-    fn fails(&self, who: &str, args: &[&str]) -> String {
-        let out = self.run(who, args);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "xinqiao {} --as {who}: expected a refusal (exit 1):\n{stdout}\n{stderr}",
-            args.join(" ")
-        );
-        assert!(stdout.trim().is_empty(), "a refusal prints no answer: {stdout}");
-        stderr
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.dir.join(name);
-        std::fs::write(&path, text).expect("write a file");
-        path.display().to_string()
-    }
+/// Runs a command that must be refused: exit status 1 and nothing on stdout; its stderr.
+#[track_caller]
+fn must_refuse(x: &Xinqiao, who: &str, args: &[&str]) -> String {
+    let out = x.run(who, args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "xinqiao {} --as {who}: expected a refusal (exit 1):\n{stdout}\n{stderr}",
+        args.join(" ")
+    );
+    assert!(stdout.trim().is_empty(), "a refusal prints no answer: {stdout}");
+    stderr
 }
 
 /// A valid 公民身份号码 from its first 17 digits.
@@ -152,7 +102,7 @@ async fn an_interface_is_registered_called_and_disabled_from_the_command_line() 
         x.ok(POLICE, &["schema", "register", subject, &file]);
     }
     let entry = x.write("entry.toml", ENTRY);
-    let created = x.json(POLICE, &["catalog", "create", &entry, "--json"]);
+    let created = x.json(POLICE, &["catalog", "create", &entry]);
     let code = created["resource_code"].as_str().expect("a resource code").to_string();
     x.ok(POLICE, &["catalog", "submit", &code]);
     x.ok("admin", &["catalog", "publish", &code]);
@@ -245,7 +195,7 @@ async fn an_interface_is_registered_called_and_disabled_from_the_command_line() 
         row.contains(POLICE) && row.contains("verify") && row.contains("enabled"),
         "{row}"
     );
-    let other_provider = x.json(HRSS, &["interface", "list", "--provider", SAMR, "--json"]);
+    let other_provider = x.json(HRSS, &["interface", "list", "--provider", SAMR]);
     assert_eq!(other_provider, serde_json::json!([]));
     let shown = x.ok(HRSS, &["interface", "show", &code]);
     for words in [
@@ -274,33 +224,22 @@ async fn an_interface_is_registered_called_and_disabled_from_the_command_line() 
     assert_eq!(service.last_client(), HRSS, "the service heard whom the call was for");
     // From a file, with --json: the answer and what the upstream said.
     let file = format!("@{}", x.write("request.json", &request));
-    let enveloped = x.json(
-        HRSS,
-        &[
-            "call",
-            &code,
-            "verify",
-            "-d",
-            &file,
-            "--purpose",
-            CALL_PURPOSE,
-            "--json",
-        ],
-    );
+    let enveloped = x.json(HRSS, &["call", &code, "verify", "-d", &file, "--purpose", CALL_PURPOSE]);
     assert_eq!(enveloped["response"], answer);
     assert_eq!(enveloped["upstream_status"], 200);
     assert!(enveloped["upstream_ms"].is_u64(), "{enveloped}");
 
     // Refusals: the hub's status on stderr, exit code 1, and nothing reaches the service.
     let reached = service.requests();
-    let stderr = x.fails(HRSS, &["call", &code, "verify", "--data", &request]);
+    let stderr = must_refuse(&x, HRSS, &["call", &code, "verify", "--data", &request]);
     assert!(
         stderr.contains("InvalidArgument") && stderr.contains("purpose") && stderr.contains("--purpose"),
         "{stderr}"
     );
     let mistyped = format!("{}{}", &id[..17], if id.ends_with('1') { '2' } else { '1' });
     let bad_request = serde_json::json!({"id_number": mistyped, "name": "张伟"}).to_string();
-    let stderr = x.fails(
+    let stderr = must_refuse(
+        &x,
         HRSS,
         &[
             "call",
@@ -316,7 +255,8 @@ async fn an_interface_is_registered_called_and_disabled_from_the_command_line() 
         stderr.contains("InvalidArgument") && stderr.contains("request_json/id_number"),
         "{stderr}"
     );
-    let stderr = x.fails(
+    let stderr = must_refuse(
+        &x,
         HRSS,
         &[
             "call",
@@ -332,7 +272,8 @@ async fn an_interface_is_registered_called_and_disabled_from_the_command_line() 
         stderr.contains("InvalidArgument") && stderr.contains("not JSON"),
         "{stderr}"
     );
-    let stderr = x.fails(
+    let stderr = must_refuse(
+        &x,
         HRSS,
         &["call", &code, "delete", "--data", &request, "--purpose", CALL_PURPOSE],
     );
@@ -343,13 +284,14 @@ async fn an_interface_is_registered_called_and_disabled_from_the_command_line() 
     assert_eq!(service.requests(), reached, "no refused call reached the service");
 
     // Disabled by its provider (not by a user): calls are refused with the reason.
-    let stderr = x.fails(HRSS, &["interface", "disable", &code, "--reason", "x"]);
+    let stderr = must_refuse(&x, HRSS, &["interface", "disable", &code, "--reason", "x"]);
     assert!(stderr.contains("PermissionDenied"), "{stderr}");
     let disabled = x.ok(POLICE, &["interface", "disable", &code, "--reason", "上游系统升级"]);
     assert!(disabled.contains("disabled: 上游系统升级"), "{disabled}");
     let listed = x.ok(HRSS, &["interface", "list"]);
     assert!(listed.contains("disabled: 上游系统升级"), "{listed}");
-    let stderr = x.fails(
+    let stderr = must_refuse(
+        &x,
         HRSS,
         &["call", &code, "verify", "--data", &request, "--purpose", CALL_PURPOSE],
     );
@@ -390,10 +332,7 @@ idempotent = true
     assert_eq!(serde_json::from_str::<Value>(&printed).expect("JSON"), answer);
 
     // Every call, refusals included, is in the trail.
-    let events = x.json(
-        "admin",
-        &["audit", "list", "--action", "Invoke", "--target", &code, "--json"],
-    );
+    let events = x.json("admin", &["audit", "list", "--action", "Invoke", "--target", &code]);
     let outcomes: Vec<&str> = events
         .as_array()
         .expect("a list of events")

@@ -6,8 +6,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 use serde_json::Value;
 use support::*;
@@ -24,62 +23,6 @@ const ENTRY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../deploy/examples/entry-enterprise-registration.toml"
 );
-
-/// The binary, pointed at one hub and its development PKI.
-struct Xinqiao {
-    hub: String,
-    pki: PathBuf,
-}
-
-impl Xinqiao {
-    fn run(&self, who: &str, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_xinqiao"))
-            .args(args)
-            .arg("--as")
-            .arg(who)
-            .env("XINQIAO_HUB", &self.hub)
-            .env("XINQIAO_PKI", &self.pki)
-            .env_remove("XINQIAO_AS")
-            .output()
-            .expect("run xinqiao")
-    }
-
-    /// Runs a command that must succeed; its stdout.
-    #[track_caller]
-    fn ok(&self, who: &str, args: &[&str]) -> String {
-        let out = self.run(who, args);
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "xinqiao {} --as {who} failed:\n{stdout}\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    }
-
-    /// Runs a command with --json that must succeed; its output.
-    #[track_caller]
-    fn json(&self, who: &str, args: &[&str]) -> Value {
-        let stdout = self.ok(who, &[args, &["--json"]].concat());
-        serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("xinqiao {} printed no JSON ({e}):\n{stdout}", args.join(" ")))
-    }
-
-    /// Runs a command that must fail; its stderr.
-    #[track_caller]
-    fn fails(&self, who: &str, args: &[&str]) -> String {
-        let out = self.run(who, args);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(
-            !out.status.success(),
-            "xinqiao {} --as {who} succeeded, expected a refusal:\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        stderr
-    }
-}
 
 /// The ranked department with this code.
 fn place<'a>(ranking: &'a Value, code: &str) -> &'a Value {
@@ -150,6 +93,7 @@ async fn the_scorecard_counts_what_was_pulled_and_the_report_shows_the_same() {
     let x = Xinqiao {
         hub: format!("https://127.0.0.1:{}", hub.port),
         pki: data.join("pki"),
+        dir: dir.path().to_path_buf(),
     };
     x.ok(
         "admin",

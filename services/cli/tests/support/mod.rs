@@ -641,3 +641,68 @@ pub async fn open_dataset_with(port: u16, pki_dir: &Path, content: pb::EntryCont
     };
     ok(Exchange::new(samr_channel).create_dataset(request).await).dataset
 }
+
+/// The xinqiao binary as a person runs it, pointed at one hub and its development PKI; `dir`
+/// holds the files a test writes for it.
+pub struct Xinqiao {
+    pub hub: String,
+    pub pki: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Xinqiao {
+    pub fn run(&self, who: &str, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_xinqiao"))
+            .args(args)
+            .arg("--as")
+            .arg(who)
+            .env("XINQIAO_HUB", &self.hub)
+            .env("XINQIAO_PKI", &self.pki)
+            .env_remove("XINQIAO_AS")
+            .output()
+            .expect("run xinqiao")
+    }
+
+    /// Runs a command that must succeed; its stdout.
+    #[track_caller]
+    pub fn ok(&self, who: &str, args: &[&str]) -> String {
+        let out = self.run(who, args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "xinqiao {} --as {who} failed:\n{stdout}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// Runs a command with --json that must succeed; its output.
+    #[track_caller]
+    pub fn json(&self, who: &str, args: &[&str]) -> serde_json::Value {
+        let stdout = self.ok(who, &[args, &["--json"]].concat());
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("xinqiao {} printed no JSON ({e}):\n{stdout}", args.join(" ")))
+    }
+
+    /// Runs a command that must fail; its stderr.
+    #[track_caller]
+    pub fn fails(&self, who: &str, args: &[&str]) -> String {
+        let out = self.run(who, args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "xinqiao {} --as {who} succeeded, expected a refusal:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        stderr
+    }
+
+    /// Writes a file for the binary to read; its path.
+    pub fn write(&self, name: &str, text: &str) -> String {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text).expect("write a file");
+        path.display().to_string()
+    }
+}
