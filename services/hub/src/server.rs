@@ -230,9 +230,9 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         stopping.clone(),
     );
     // 跨级交换: reads of datasets aggregated from child hubs are relayed through them.
-    let relay = config
-        .hub_identity()
-        .map(|(division, files)| crate::federation::relay::Relay::new(store.clone(), division, files));
+    let relay = config.hub_identity().map(|(division, files)| {
+        crate::federation::relay::Relay::new(store.clone(), directory_api.entry_cache(), division, files)
+    });
     let exchange = ExchangeServiceServer::new(
         ExchangeApi::new(
             store.clone(),

@@ -28,6 +28,7 @@ use xinqiao_store::Store;
 
 use super::trust;
 use crate::auth::Relayed;
+use crate::cache::Cache;
 use crate::pki::CertFiles;
 
 /// The metadata naming the department a peer hub relays a call for.
@@ -58,6 +59,9 @@ type PeerChannel = (String, String, Channel);
 #[derive(Clone)]
 pub struct Relay {
     store: Arc<dyn Store>,
+    /// Catalogue entries as the directory caches them: most reads are of this hub's own
+    /// datasets, and asking whether the code is held here must not cost them a database read.
+    entries: Arc<Cache<String, CatalogEntry>>,
     division: String,
     identity: CertFiles,
     /// Channels to peers, by division code, with the address and CA they were made for.
@@ -65,9 +69,15 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(store: Arc<dyn Store>, division: String, identity: CertFiles) -> Relay {
+    pub fn new(
+        store: Arc<dyn Store>,
+        entries: Arc<Cache<String, CatalogEntry>>,
+        division: String,
+        identity: CertFiles,
+    ) -> Relay {
         Relay {
             store,
+            entries,
             division,
             identity,
             channels: Arc::new(Mutex::new(HashMap::new())),
@@ -81,7 +91,7 @@ impl Relay {
         if origin == Some(self.division.as_str()) {
             return Ok(None);
         }
-        if origin.is_none() && self.store.get_entry(code).await?.is_some() {
+        if origin.is_none() && self.held_here(code).await? {
             return Ok(None);
         }
         let entries = self.store.federated_entries(code).await?;
@@ -105,6 +115,20 @@ impl Relay {
             entry: target.entry.clone(),
             dataset,
         }))
+    }
+
+    /// Whether this hub has an entry of `code` (from the directory's cache when fresh).
+    async fn held_here(&self, code: &str) -> Result<bool> {
+        if self.entries.get(&code.to_string()).is_some() {
+            return Ok(true);
+        }
+        match self.store.get_entry(code).await? {
+            Some(entry) => {
+                self.entries.put(code.to_string(), entry);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     fn channel(&self, peer: &PeerHub) -> Result<Channel> {
