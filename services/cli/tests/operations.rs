@@ -96,15 +96,18 @@ async fn an_online_backup_restores_a_consistent_hub_and_restore_keeps_what_it_re
         format!("127.0.0.1:{probes}").into(),
     ];
     let mut hub = HubProcess::start(port, &args, &dir.path().join("hub.log")).await;
-    assert_eq!(http_status(probes, "/healthz").await, Some(200));
-    // Ready a moment after it listens, as a load balancer's probe would find it.
-    let started = tokio::time::Instant::now();
-    while http_status(probes, "/readyz").await != Some(200) {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the hub never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // The gRPC port accepts as soon as it is bound; the probes' port a moment later. Alive,
+    // then ready, as a load balancer's probe would find it.
+    for probe in ["/healthz", "/readyz"] {
+        let started = tokio::time::Instant::now();
+        while http_status(probes, probe).await != Some(200) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{probe} never answered 200:\n{}",
+                hub.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     let dataset = open_dataset(port, &pki, "备份测试 企业登记").await;
