@@ -53,6 +53,8 @@ const DEPARTMENT_COLUMNS: &str = "code, name, division_code, contact, active, cr
 pub struct SqliteStore {
     writer: SqlitePool,
     readers: SqlitePool,
+    /// rusqlite readers for the drain's pages, on a file (see `drain`).
+    native: Option<std::sync::Arc<drain::NativeReaders>>,
 }
 
 impl SqliteStore {
@@ -88,6 +90,7 @@ impl SqliteStore {
             SqliteStore {
                 writer: pool.clone(),
                 readers: pool,
+                native: None,
             }
         } else {
             if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -111,12 +114,17 @@ impl SqliteStore {
                 .connect_with(writer_options)
                 .await
                 .map_err(db_error)?;
+            let native = Some(drain::NativeReaders::new(options.get_filename()));
             let readers = SqlitePoolOptions::new()
                 .max_connections(READERS)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .before_acquire(|conn, _| Box::pin(async move { Ok(usable(conn)) }))
                 .connect_lazy_with(options);
-            SqliteStore { writer, readers }
+            SqliteStore {
+                writer,
+                readers,
+                native,
+            }
         };
         Ok(store)
     }
