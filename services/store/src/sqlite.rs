@@ -131,6 +131,9 @@ impl SqliteStore {
 
     /// Closes every connection, letting SQLite checkpoint the WAL into the main file.
     pub async fn close(&self) {
+        if let Some(native) = &self.native {
+            native.close();
+        }
         self.readers.close().await;
         self.writer.close().await;
     }

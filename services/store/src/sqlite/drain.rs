@@ -10,6 +10,7 @@
 //! everything, so there the read stays on sqlx.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, types::ValueRef};
@@ -24,6 +25,7 @@ const IDLE_READERS: usize = READERS as usize;
 pub(super) struct NativeReaders {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    closed: AtomicBool,
 }
 
 impl NativeReaders {
@@ -31,7 +33,17 @@ impl NativeReaders {
         Arc::new(NativeReaders {
             path: path.to_path_buf(),
             idle: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
         })
+    }
+
+    /// Closes the idle connections (a read under way closes its own when it ends), so that the
+    /// store's last connection can checkpoint the WAL.
+    pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
     }
 
     fn open(&self) -> Result<Connection> {
@@ -53,6 +65,9 @@ impl NativeReaders {
         self: &Arc<Self>,
         read: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable("the store is closed".into()));
+        }
         let readers = self.clone();
         tokio::task::spawn_blocking(move || {
             let idle = readers.idle.lock().map(|mut idle| idle.pop()).unwrap_or(None);
