@@ -21,6 +21,7 @@ use xinqiao_domain::schema::{RegisteredSchema, SchemaRef, Subject};
 mod access;
 mod audit;
 mod console;
+mod departments;
 mod error;
 mod exchange;
 mod federation;

@@ -15,7 +15,6 @@ use sqlx::types::Json;
 use sqlx::{Connection, Decode, Postgres, QueryBuilder, Row, Type};
 use xinqiao_domain::catalogue::{CatalogEntry, EntryContent, EntryFilter, ShareType, resource_code};
 use xinqiao_domain::compatibility::{CompatibilityMode, DEFAULT_MODE};
-use xinqiao_domain::department::{Department, DepartmentProfile};
 use xinqiao_domain::exchange::{ChangeOp, Dataset, DatasetKind};
 use xinqiao_domain::lifecycle::{EntryAction, EntryState};
 use xinqiao_domain::policy::EntryVisibility;
@@ -25,14 +24,14 @@ use xinqiao_domain::{Error, Result};
 use crate::error::{corrupt, dataset_write_error, db_error, migrate_error, translate};
 use crate::exchange::{BatchKeys, bound, check_append, check_complete, file_key, sequences, slice_chunks, to_db};
 use crate::{
-    BatchResult, CatalogStore, ConsumerCursor, DatasetFilter, DatasetListing, DepartmentStore, EntryChange,
-    EntrySchemaBinding, EntryVersionRecord, ExchangeStore, NewBatch, NewChange, NewSchema, Registration, SchemaStore,
-    StoredChange, Upload,
+    BatchResult, CatalogStore, ConsumerCursor, DatasetFilter, DatasetListing, EntryChange, EntrySchemaBinding,
+    EntryVersionRecord, ExchangeStore, NewBatch, NewChange, NewSchema, Registration, SchemaStore, StoredChange, Upload,
 };
 
 mod access;
 mod audit;
 mod catalog;
+mod departments;
 mod drain;
 mod operations;
 
@@ -42,8 +41,6 @@ const MAX_CONNECTIONS: u32 = 16;
 /// audit event may wait as long again: short enough that a caller hears UNAVAILABLE well before
 /// its own deadline, long enough for a fast restart of PostgreSQL to go unnoticed.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-
-const DEPARTMENT_COLUMNS: &str = "code, name, division_code, contact, active, created_at, updated_at";
 
 /// The store on a PostgreSQL database, shared by every hub node.
 #[derive(Debug, Clone)]
@@ -164,112 +161,6 @@ fn get<'r, T: Decode<'r, Postgres> + Type<Postgres>>(row: &'r PgRow, column: &st
 
 fn db_version(version: u64) -> Result<i64> {
     i64::try_from(version).map_err(|_| Error::invalid("version", "is out of range"))
-}
-
-fn department(row: &PgRow) -> Result<Department> {
-    Ok(Department {
-        profile: DepartmentProfile {
-            code: get(row, "code")?,
-            name: get(row, "name")?,
-            division_code: get(row, "division_code")?,
-            contact: get(row, "contact")?,
-        },
-        active: get(row, "active")?,
-        created_at: get(row, "created_at")?,
-        updated_at: get(row, "updated_at")?,
-    })
-}
-
-#[async_trait]
-impl DepartmentStore for PgStore {
-    async fn register_department(&self, profile: &DepartmentProfile, at: DateTime<Utc>) -> Result<Department> {
-        let at = stored_time(at);
-        let mut query = QueryBuilder::<Postgres>::new(
-            "INSERT INTO departments (code, name, division_code, contact, active, created_at, updated_at) VALUES (",
-        );
-        let mut values = query.separated(", ");
-        values.push_bind(&profile.code);
-        values.push_bind(&profile.name);
-        values.push_bind(&profile.division_code);
-        values.push_bind(&profile.contact);
-        values.push_bind(true);
-        values.push_bind(at);
-        values.push_bind(at);
-        query.push(") RETURNING ").push(DEPARTMENT_COLUMNS);
-        let row = query
-            .build()
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| translate(e, &format!("department {}", profile.code)))?;
-        self.notify_department(&profile.code).await;
-        department(&row)
-    }
-
-    async fn update_department(&self, profile: &DepartmentProfile, at: DateTime<Utc>) -> Result<Department> {
-        let mut query = QueryBuilder::<Postgres>::new("UPDATE departments SET name = ");
-        query.push_bind(&profile.name);
-        query.push(", division_code = ").push_bind(&profile.division_code);
-        query.push(", contact = ").push_bind(&profile.contact);
-        query.push(", updated_at = ").push_bind(stored_time(at));
-        query.push(" WHERE code = ").push_bind(&profile.code);
-        query.push(" RETURNING ").push(DEPARTMENT_COLUMNS);
-        let row = query.build().fetch_optional(&self.pool).await.map_err(db_error)?;
-        self.notify_department(&profile.code).await;
-        row.as_ref()
-            .map(department)
-            .transpose()?
-            .ok_or_else(|| Error::NotFound(format!("department {}", profile.code)))
-    }
-
-    async fn set_department_active(&self, code: &str, active: bool, at: DateTime<Utc>) -> Result<Department> {
-        let mut query = QueryBuilder::<Postgres>::new("UPDATE departments SET active = ");
-        query.push_bind(active);
-        query.push(", updated_at = ").push_bind(stored_time(at));
-        query.push(" WHERE code = ").push_bind(code);
-        query.push(" RETURNING ").push(DEPARTMENT_COLUMNS);
-        let row = query.build().fetch_optional(&self.pool).await.map_err(db_error)?;
-        self.notify_department(code).await;
-        row.as_ref()
-            .map(department)
-            .transpose()?
-            .ok_or_else(|| Error::NotFound(format!("department {code}")))
-    }
-
-    async fn get_department(&self, code: &str) -> Result<Option<Department>> {
-        let mut query = QueryBuilder::<Postgres>::new("SELECT ");
-        query
-            .push(DEPARTMENT_COLUMNS)
-            .push(" FROM departments WHERE code = ")
-            .push_bind(code);
-        let row = query.build().fetch_optional(&self.pool).await.map_err(db_error)?;
-        row.as_ref().map(department).transpose()
-    }
-
-    async fn list_departments(
-        &self,
-        after: Option<&str>,
-        limit: u32,
-        include_inactive: bool,
-    ) -> Result<Vec<Department>> {
-        let mut query = QueryBuilder::<Postgres>::new("SELECT ");
-        query.push(DEPARTMENT_COLUMNS).push(" FROM departments WHERE TRUE");
-        if !include_inactive {
-            query.push(" AND active = ").push_bind(true);
-        }
-        if let Some(after) = after {
-            query.push(" AND code > ").push_bind(after);
-        }
-        query.push(" ORDER BY code LIMIT ").push_bind(i64::from(limit));
-        let rows = query.build().fetch_all(&self.pool).await.map_err(db_error)?;
-        rows.iter().map(department).collect()
-    }
-
-    async fn listen_departments(&self, sink: tokio::sync::mpsc::Sender<String>) -> Result<bool> {
-        let listener = self.listener(DEPARTMENTS_CHANNEL).await?;
-        let schema = self.schema_name().await?;
-        tokio::spawn(forward_departments(listener, schema, sink, self.pool.close_event()));
-        Ok(true)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
