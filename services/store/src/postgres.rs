@@ -42,6 +42,11 @@ const MAX_CONNECTIONS: u32 = 16;
 /// its own deadline, long enough for a fast restart of PostgreSQL to go unnoticed.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The row locks a transaction takes on a row it reads and then changes (FOR UPDATE) or relies on
+/// staying as it is (FOR SHARE), so that the transactions of every hub node touching it take turns.
+const FOR_UPDATE: &str = "FOR UPDATE";
+const FOR_SHARE: &str = "FOR SHARE";
+
 /// The store on a PostgreSQL database, shared by every hub node.
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -133,6 +138,12 @@ impl PgStore {
     /// Closes every connection of the pool.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// A write transaction, as SQLite's store begins one (there, IMMEDIATE). Under READ COMMITTED;
+    /// concurrent writers are kept apart by row locks (`FOR_UPDATE`) and compare-and-set updates.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Postgres>> {
+        self.pool.begin().await.map_err(db_error)
     }
 
     /// Begins a read-only transaction whose statements all see one snapshot, for reads that take

@@ -43,6 +43,12 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request waits for a pooled connection before UNAVAILABLE.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The row lock a write transaction takes on a row it reads and then changes (or relies on). None on
+/// SQLite: the single writer connection (and BEGIN IMMEDIATE against other processes) already lets
+/// one write transaction run at a time, and SQLite has no row locks.
+const FOR_UPDATE: &str = "";
+const FOR_SHARE: &str = "";
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// The store on a SQLite file (or in memory, for tests and demos).
@@ -139,6 +145,12 @@ impl SqliteStore {
     /// read first and wrote later could otherwise fail outright if another process wrote between.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>> {
         self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)
+    }
+
+    /// Begins a read transaction on a reader: in WAL mode its statements all see one snapshot,
+    /// for reads that take more than one query.
+    async fn begin_snapshot(&self) -> Result<sqlx::Transaction<'static, Sqlite>> {
+        self.readers.begin().await.map_err(db_error)
     }
 }
 

@@ -5,13 +5,6 @@
 
 use super::{PgStore, get, stored_time};
 
-impl PgStore {
-    /// A write transaction, as SQLite's store begins one (there, IMMEDIATE).
-    async fn begin_write(&self) -> xinqiao_domain::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-        self.pool.begin().await.map_err(crate::error::db_error)
-    }
-}
-
 crate::access::access_store!(
     PgStore,
     sqlx::Postgres,
