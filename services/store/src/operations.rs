@@ -113,6 +113,196 @@ pub trait OperationsStore: Send + Sync {
     async fn backup_to(&self, path: &Path) -> Result<()>;
 }
 
+/// The one implementation of [`OperationsStore`], for either backend: the SQL is the same text on
+/// both (the query builder writes each engine's placeholders). Invoked in each backend's module,
+/// where `get`, `stored_time` and `begin_write` are that backend's, `$read` and `$write` its
+/// pools. What differs by engine is each backend's own inherent methods: `has_table` (each
+/// engine's catalogue), `known_migrations` and `migrate` (each its own migrations, PostgreSQL's
+/// under an advisory lock), and `backup` (SQLite's VACUUM INTO; PostgreSQL is backed up by
+/// pg_dump).
+macro_rules! operations_store {
+    ($store:ty, $db:ty, $read:ident, $write:ident) => {
+        use std::collections::BTreeSet;
+        use std::path::Path;
+
+        use chrono::{DateTime, Utc};
+        use sqlx::QueryBuilder;
+        use xinqiao_domain::Result;
+        use xinqiao_domain::audit::{AuditEvent, ChainLinker};
+
+        use crate::error::{db_error, translate};
+        use crate::operations::{HubNode, OpenStream, OperationsStore, SchemaStatus};
+
+        #[async_trait::async_trait]
+        impl OperationsStore for $store {
+            async fn schema_status(&self) -> Result<SchemaStatus> {
+                let known = Self::known_migrations();
+                let applied = if self.has_table("_sqlx_migrations").await? {
+                    sqlx::query_scalar::<_, i64>("SELECT version FROM _sqlx_migrations WHERE success")
+                        .fetch_all(&self.$read)
+                        .await
+                        .map_err(db_error)?
+                        .into_iter()
+                        .collect()
+                } else {
+                    BTreeSet::new()
+                };
+                Ok(SchemaStatus { applied, known })
+            }
+
+            async fn apply_migrations(&self) -> Result<()> {
+                self.migrate().await
+            }
+
+            async fn announce_node(&self, node: &HubNode) -> Result<()> {
+                let mut query = QueryBuilder::<$db>::new(
+                    "INSERT INTO hub_nodes (id, host, pid, listen, version, schema_known, started_at, seen_at) VALUES (",
+                );
+                let mut values = query.separated(", ");
+                values.push_bind(&node.id);
+                values.push_bind(&node.host);
+                values.push_bind(i64::from(node.pid));
+                values.push_bind(&node.listen);
+                values.push_bind(&node.version);
+                values.push_bind(node.schema_known);
+                values.push_bind(stored_time(node.started_at));
+                values.push_bind(stored_time(node.seen_at));
+                query.push(") ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at");
+                query
+                    .build()
+                    .execute(&self.$write)
+                    .await
+                    .map_err(|e| translate(e, "hub node"))?;
+                Ok(())
+            }
+
+            async fn retire_node(&self, id: &str) -> Result<()> {
+                let mut query = QueryBuilder::<$db>::new("DELETE FROM hub_nodes WHERE id = ");
+                query.push_bind(id);
+                query
+                    .build()
+                    .execute(&self.$write)
+                    .await
+                    .map_err(|e| translate(e, "hub node"))?;
+                Ok(())
+            }
+
+            async fn list_nodes(&self, since: DateTime<Utc>) -> Result<Vec<HubNode>> {
+                if !self.has_table("hub_nodes").await? {
+                    return Ok(Vec::new());
+                }
+                let mut query = QueryBuilder::<$db>::new(
+                    "SELECT id, host, pid, listen, version, schema_known, started_at, seen_at FROM hub_nodes \
+                     WHERE seen_at >= ",
+                );
+                query.push_bind(stored_time(since)).push(" ORDER BY host, pid");
+                let rows = query.build().fetch_all(&self.$read).await.map_err(db_error)?;
+                rows.iter()
+                    .map(|row| {
+                        let pid: i64 = get(row, "pid")?;
+                        Ok(HubNode {
+                            id: get(row, "id")?,
+                            host: get(row, "host")?,
+                            pid: u32::try_from(pid).unwrap_or_default(),
+                            listen: get(row, "listen")?,
+                            version: get(row, "version")?,
+                            schema_known: get(row, "schema_known")?,
+                            started_at: get(row, "started_at")?,
+                            seen_at: get(row, "seen_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn record_open_stream(&self, stream: &OpenStream) -> Result<()> {
+                let mut query = QueryBuilder::<$db>::new(
+                    "INSERT INTO open_streams (request_id, node_id, actor, action, target, about, consumer, opened_at) \
+                     VALUES (",
+                );
+                let mut values = query.separated(", ");
+                values.push_bind(&stream.request_id);
+                values.push_bind(&stream.node_id);
+                values.push_bind(&stream.actor);
+                values.push_bind(&stream.action);
+                values.push_bind(&stream.target);
+                values.push_bind(&stream.about);
+                values.push_bind(&stream.consumer);
+                values.push_bind(stored_time(stream.opened_at));
+                query.push(")");
+                query
+                    .build()
+                    .execute(&self.$write)
+                    .await
+                    .map_err(|e| translate(e, "open stream"))?;
+                Ok(())
+            }
+
+            async fn forget_open_stream(&self, request_id: &str) -> Result<()> {
+                let mut query = QueryBuilder::<$db>::new("DELETE FROM open_streams WHERE request_id = ");
+                query.push_bind(request_id);
+                query
+                    .build()
+                    .execute(&self.$write)
+                    .await
+                    .map_err(|e| translate(e, "open stream"))?;
+                Ok(())
+            }
+
+            async fn list_open_streams(&self) -> Result<Vec<OpenStream>> {
+                let rows = sqlx::query(
+                    "SELECT request_id, node_id, actor, action, target, about, consumer, opened_at FROM open_streams \
+                     ORDER BY opened_at, request_id",
+                )
+                .fetch_all(&self.$read)
+                .await
+                .map_err(db_error)?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(OpenStream {
+                            request_id: get(row, "request_id")?,
+                            node_id: get(row, "node_id")?,
+                            actor: get(row, "actor")?,
+                            action: get(row, "action")?,
+                            target: get(row, "target")?,
+                            about: get(row, "about")?,
+                            consumer: get(row, "consumer")?,
+                            opened_at: get(row, "opened_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn end_orphaned_stream(&self, request_id: &str, end: &AuditEvent, linker: &ChainLinker) -> Result<bool> {
+                let mut tx = self.begin_write().await?;
+                let mut query = QueryBuilder::<$db>::new("DELETE FROM open_streams WHERE request_id = ");
+                query.push_bind(request_id);
+                let forgotten = query
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| translate(e, "open stream"))?
+                    .rows_affected();
+                if forgotten == 0 {
+                    return Ok(false);
+                }
+                super::audit::append_in(&mut tx, std::slice::from_ref(end), linker).await?;
+                tx.commit().await.map_err(db_error)?;
+                Ok(true)
+            }
+
+            async fn ping(&self) -> Result<()> {
+                sqlx::query("SELECT 1").execute(&self.$read).await.map_err(db_error)?;
+                Ok(())
+            }
+
+            async fn backup_to(&self, path: &Path) -> Result<()> {
+                self.backup(path).await
+            }
+        }
+    };
+}
+pub(crate) use operations_store;
+
 #[cfg(test)]
 mod tests {
     use super::*;
