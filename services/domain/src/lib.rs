@@ -22,6 +22,7 @@ pub mod paging;
 pub mod policy;
 pub mod schema;
 pub mod scorecard;
+pub mod search;
 pub mod text;
 pub mod workdays;
 

@@ -13,6 +13,7 @@ use xinqiao_domain::exchange::Dataset;
 use xinqiao_domain::interface::Interface;
 use xinqiao_domain::lifecycle::EntryState;
 use xinqiao_domain::policy::EntryVisibility;
+use xinqiao_domain::search::SearchPosition;
 use xinqiao_store::{DatasetFilter, DatasetListing, Store};
 
 /// Rows read from the store at a time.
@@ -29,7 +30,12 @@ pub async fn dcat_document(store: &dyn Store, site: &CatalogueSite) -> Result<Va
         |e: &CatalogEntry| e.resource_code.clone(),
         |after| async move {
             store
-                .search_entries(&EntryVisibility::All, published, after.as_deref(), PAGE)
+                .search_entries(
+                    &EntryVisibility::All,
+                    published,
+                    after.map(|code| SearchPosition::of_code(&code)).as_ref(),
+                    PAGE,
+                )
                 .await
         },
     )

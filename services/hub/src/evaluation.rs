@@ -18,6 +18,7 @@ use xinqiao_domain::policy::EntryVisibility;
 use xinqiao_domain::scorecard::{
     self, DatasetFacts, DepartmentFacts, EntryFacts, Period, Ranked, ReportFacts, RequestFacts, Scorecard, Weights,
 };
+use xinqiao_domain::search::SearchPosition;
 use xinqiao_domain::{Error, Result};
 use xinqiao_proto::v1 as pb;
 use xinqiao_proto::v1::evaluation_service_server::EvaluationService;
@@ -200,7 +201,12 @@ impl Evaluator {
             |e: &CatalogEntry| e.resource_code.clone(),
             |after| async move {
                 self.store
-                    .search_entries(&EntryVisibility::All, published, after.as_deref(), PAGE)
+                    .search_entries(
+                        &EntryVisibility::All,
+                        published,
+                        after.map(|code| SearchPosition::of_code(&code)).as_ref(),
+                        PAGE,
+                    )
                     .await
             },
         )

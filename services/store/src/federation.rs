@@ -93,20 +93,10 @@ where
     })
 }
 
-/// Escapes LIKE's wildcards so that `text` matches itself (with `ESCAPE '\'`).
-pub(crate) fn escape_like(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '\\' | '%' | '_') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
-}
-
 /// The one implementation of [`crate::FederationStore`], for either backend (see
-/// `interface_store!`). `$substring` is the engine's plain substring-position function.
+/// `interface_store!`). `$substring` names the engine's substring-position function; the search
+/// now takes its SQL from `crate::search` (shared with the own entries' search), by the store's
+/// `SEARCH_ENGINE`, and each store's `index_search_text` keeps its search index.
 macro_rules! federation_store {
     ($store:ty, $db:ty, $read:ident, $write:ident, $substring:literal) => {
         impl $store {
@@ -293,6 +283,13 @@ macro_rules! federation_store {
                          created_at = excluded.created_at, updated_at = excluded.updated_at",
                     );
                     query.build().execute(&mut *tx).await.map_err(crate::error::db_error)?;
+                    Self::index_search_text(
+                        &mut tx,
+                        &federated.origin_hub,
+                        &entry.resource_code,
+                        &content.search_text().to_lowercase(),
+                    )
+                    .await?;
                     applied += 1;
                 }
                 tx.commit().await.map_err(crate::error::db_error)?;
@@ -303,49 +300,21 @@ macro_rules! federation_store {
                 &self,
                 visibility: &xinqiao_domain::policy::EntryVisibility,
                 filter: &xinqiao_domain::catalogue::EntryFilter,
-                after: Option<(&str, &str)>,
+                after: Option<&xinqiao_domain::search::SearchPosition>,
                 limit: u32,
             ) -> xinqiao_domain::Result<Vec<xinqiao_domain::federation::FederatedEntry>> {
                 let mut query = sqlx::QueryBuilder::<$db>::new("SELECT ");
                 query.push(crate::federation::FEED_COLUMNS);
-                query.push(" FROM catalogue_feed WHERE origin_hub <> ''");
-                if !matches!(visibility, xinqiao_domain::policy::EntryVisibility::All) {
-                    // Nobody here owns an aggregated entry: others see it while it is published.
-                    query.push(" AND state = ").push_bind("published");
-                }
-                if !filter.keyword.is_empty() {
-                    query.push(concat!(" AND ", $substring, "(search_text, "));
-                    query.push_bind(filter.keyword.to_lowercase()).push(") > 0");
-                }
-                if !filter.classification_prefix.is_empty() {
-                    query.push(" AND classification LIKE ");
-                    query.push_bind(format!("{}%", crate::federation::escape_like(&filter.classification_prefix)));
-                    query.push(" ESCAPE '\\'");
-                }
-                if !filter.provider_code.is_empty() {
-                    query.push(" AND provider_code = ").push_bind(&filter.provider_code);
-                }
-                if let Some(share_type) = filter.share_type {
-                    query.push(" AND share_type = ").push_bind(share_type.as_str());
-                }
-                if let Some(open_type) = filter.open_type {
-                    query.push(" AND open_type = ").push_bind(open_type.as_str());
-                }
-                if let Some(update_cycle) = filter.update_cycle {
-                    query.push(" AND update_cycle = ").push_bind(update_cycle.as_str());
-                }
-                if let Some(format) = filter.format {
-                    query.push(" AND format = ").push_bind(format.as_str());
-                }
-                if let Some(state) = filter.state {
-                    query.push(" AND state = ").push_bind(state.as_str());
-                }
-                if let Some((origin, code)) = after {
-                    query.push(" AND (origin_hub > ").push_bind(origin);
-                    query.push(" OR (origin_hub = ").push_bind(origin);
-                    query.push(" AND resource_code > ").push_bind(code).push("))");
-                }
-                query.push(" ORDER BY origin_hub, resource_code LIMIT ").push_bind(i64::from(limit));
+                query.push(" FROM catalogue_feed f");
+                crate::search::push_search(
+                    &mut query,
+                    <$store>::SEARCH_ENGINE,
+                    crate::search::Source::Aggregated,
+                    visibility,
+                    filter,
+                    after,
+                    limit,
+                );
                 let rows = query.build().fetch_all(&self.$read).await.map_err(crate::error::db_error)?;
                 rows.iter()
                     .map(|row| crate::federation::feed_change(row).map(|c| c.entry))
@@ -374,11 +343,6 @@ pub(crate) use federation_store;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn like_wildcards_match_themselves() {
-        assert_eq!(escape_like("10_%\\"), "10\\_\\%\\\\");
-    }
 
     #[test]
     fn exposures_round_trip_through_json() {

@@ -27,6 +27,7 @@ mod exchange;
 mod federation;
 mod interface;
 mod operations;
+mod search;
 pub mod postgres;
 pub mod sqlite;
 
@@ -100,14 +101,16 @@ pub trait CatalogStore: Send + Sync {
     /// Every version, oldest first (empty if the entry does not exist).
     async fn list_entry_versions(&self, resource_code: &str) -> Result<Vec<EntryVersionRecord>>;
 
-    /// Current entries the visibility allows that match the filter, ordered by resource code,
-    /// starting after `after`, at most `limit`. The keyword is a literal substring (quotes, `%`
-    /// and `_` match themselves) of the name, summary or a data-item name.
+    /// Current entries the visibility allows that match the filter, at most `limit`, after the
+    /// position `after` (its origin is ignored). The keyword is a literal substring (quotes, `%`
+    /// and `_` match themselves) of the name, summary or a data-item name, found through an
+    /// index; with one, results are ordered by relevance tier (the name first, see
+    /// `xinqiao_domain::search`) and then by resource code, without one by resource code.
     async fn search_entries(
         &self,
         visibility: &EntryVisibility,
         filter: &EntryFilter,
-        after: Option<&str>,
+        after: Option<&xinqiao_domain::search::SearchPosition>,
         limit: u32,
     ) -> Result<Vec<CatalogEntry>>;
 }
@@ -509,13 +512,13 @@ pub trait FederationStore: Send + Sync {
         cursor: u64,
     ) -> Result<u64>;
     /// Entries aggregated from children that match the filter (as `search_entries` matches), ordered
-    /// by origin hub and resource code, after the pair `after`, at most `limit`. Withdrawn ones only
-    /// with `EntryVisibility::All`.
+    /// as it orders (with origin hub before resource code), after `after`, at most `limit`.
+    /// Withdrawn ones only with `EntryVisibility::All`.
     async fn search_federated_entries(
         &self,
         visibility: &EntryVisibility,
         filter: &EntryFilter,
-        after: Option<(&str, &str)>,
+        after: Option<&xinqiao_domain::search::SearchPosition>,
         limit: u32,
     ) -> Result<Vec<xinqiao_domain::federation::FederatedEntry>>;
     /// The aggregated entries holding this resource code (from any origin hub), in their latest

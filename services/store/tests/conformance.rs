@@ -28,6 +28,7 @@ use xinqiao_domain::lifecycle::{EntryAction, EntryState};
 use xinqiao_domain::masking::MaskRule;
 use xinqiao_domain::policy::EntryVisibility;
 use xinqiao_domain::schema::{RegisteredSchema, SchemaRef, Subject};
+use xinqiao_domain::search::{self as search_rules, SearchPosition};
 use xinqiao_store::{
     AuditCheckpoint, AuditFilter, AuditStore, BatchAudit, BatchResult, CatalogStore, ConsoleSession, ConsumerCursor,
     DatasetFilter, DepartmentStore, EntryChange, EntrySchemaBinding, ExchangeStore, GrantFilter, HubNode, NewBatch,
@@ -253,6 +254,9 @@ conformance!(
     search_finds_chinese_keywords_in_name_summary_and_items,
     search_keywords_match_literally,
     search_orders_by_resource_code_and_pages,
+    search_through_the_index_finds_what_a_scan_finds,
+    search_ranks_names_first_and_pages_across_tiers,
+    the_search_index_is_built_for_entries_that_existed_before,
     schema_versions_are_numbered_from_one,
     identical_content_registers_once,
     a_stale_after_version_is_aborted,
@@ -1107,21 +1111,18 @@ async fn search_orders_by_resource_code_and_pages(store: Arc<dyn Store>) {
     let all = EntryVisibility::All;
     let any = EntryFilter::default();
     let mut paged = Vec::new();
-    let mut after: Option<String> = None;
+    let mut after: Option<SearchPosition> = None;
     loop {
-        let page = store
-            .search_entries(&all, &any, after.as_deref(), 3)
-            .await
-            .expect("page");
+        let page = store.search_entries(&all, &any, after.as_ref(), 3).await.expect("page");
         assert!(page.len() <= 3);
         let Some(last) = page.last() else { break };
-        after = Some(last.resource_code.clone());
+        after = Some(SearchPosition::of_code(&last.resource_code));
         paged.extend(page.into_iter().map(|e| e.resource_code));
     }
     assert_eq!(paged, expected);
 
     let page = store
-        .search_entries(&all, &any, Some("102/000003"), 2)
+        .search_entries(&all, &any, Some(&SearchPosition::of_code("102/000003")), 2)
         .await
         .expect("page");
     assert_eq!(
@@ -1142,13 +1143,356 @@ async fn search_orders_by_resource_code_and_pages(store: Arc<dyn Store>) {
         ..EntryFilter::default()
     };
     let page = store
-        .search_entries(&all, &own_b, Some("101/000002"), 2)
+        .search_entries(&all, &own_b, Some(&SearchPosition::of_code("101/000002")), 2)
         .await
         .expect("page");
     assert_eq!(
         page.iter().map(|e| e.resource_code.as_str()).collect::<Vec<_>>(),
         ["102/000001", "102/000002"]
     );
+}
+
+/// Texts for the search tests: Chinese words of one, two and more characters, Latin letters in
+/// mixed case, and the characters that mean something to LIKE, SQL and FTS5 query syntax.
+fn search_corpus() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
+    vec![
+        (
+            "企业登记信息",
+            "本市企业的营业执照登记信息",
+            vec!["统一社会信用代码", "法定代表人"],
+        ),
+        ("社保缴费记录", "企业和个人的社会保险缴费", vec!["社保卡号", "姓名"]),
+        ("人口基础信息", "户籍人口\n含流动人口", vec!["公民身份号码", "姓名"]),
+        (
+            "GDP Statistics 统计",
+            "Quarterly gdp by DISTRICT_CODE, 100% coverage",
+            vec!["Region", "Value"],
+        ),
+        (
+            "\"引号\" O'Brien 档案",
+            "NEAR OR AND NOT * ^ : ( ) {col} 特殊字符",
+            vec!["a_b", "x%y"],
+        ),
+        ("不动产登记", "房屋与土地 企", vec!["企业名称", "坐落"]),
+        ("医保目录", "药品目录", vec!["编码"]),
+    ]
+}
+
+fn search_keywords() -> Vec<String> {
+    let mut keywords: Vec<String> = [
+        "企",
+        "业",
+        "企业",
+        "社保",
+        "信息",
+        "登记信息",
+        "统一社会信用代码",
+        "姓名",
+        "人口\n含",
+        "gdp",
+        "GDP",
+        "Statistics",
+        "district_code",
+        "100%",
+        "%",
+        "_",
+        "a_b",
+        "x%y",
+        "'",
+        "o'brien",
+        "\"",
+        "\"引号\"",
+        "NEAR",
+        "or",
+        "AND NOT",
+        "*",
+        "^",
+        ":",
+        "(",
+        "{col}",
+        " ",
+        "医保",
+        "不存在",
+        "保企",
+        "企业 ",
+        "",
+        "%%",
+        "a%b",
+        "' OR '1'='1",
+        "\" OR \"",
+        "NEAR(企 业)",
+        "企*",
+        "🙂",
+    ]
+    .iter()
+    .map(|k| k.to_string())
+    .collect();
+    keywords.push("企业".repeat(200));
+    keywords.push("ab".repeat(300));
+    keywords
+}
+
+/// What the search must answer, computed without the store: the entries whose search text holds
+/// the keyword (lower-cased), by relevance tier, then by code.
+fn expected_search(entries: &[(String, EntryContent)], keyword: &str) -> Vec<String> {
+    let keyword = search_rules::matching_keyword(keyword);
+    let mut hits: Vec<(u8, String)> = entries
+        .iter()
+        .filter_map(|(code, content)| {
+            let text = content.search_text().to_lowercase();
+            if keyword.is_empty() {
+                return Some((0, code.clone()));
+            }
+            search_rules::relevance_tier(&text, &keyword).map(|tier| (tier, code.clone()))
+        })
+        .collect();
+    hits.sort();
+    hits.into_iter().map(|(_, code)| code).collect()
+}
+
+fn searchable_content(classification: &str, (name, summary, items): &(&str, &str, Vec<&str>)) -> EntryContent {
+    let mut c = content(classification, name);
+    c.summary = summary.to_string();
+    c.items = items.iter().map(|name| item(name)).collect();
+    c
+}
+
+async fn search_through_the_index_finds_what_a_scan_finds(store: Arc<dyn Store>) {
+    let a = register(&*store, 1).await;
+    let mut entries = Vec::new();
+    for (i, texts) in search_corpus().iter().enumerate() {
+        let c = searchable_content(if i % 2 == 0 { "102" } else { "101" }, texts);
+        let e = create(&*store, &a, &c).await;
+        entries.push((e.resource_code, c));
+    }
+    // The same entries aggregated from a child hub, searched the same way.
+    store
+        .add_peer(&peer_hub("330110", Relation::Child))
+        .await
+        .expect("add the county");
+    let changes: Vec<CatalogueChange> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, (code, c))| {
+            let mut change = child_change(i as u64 + 1, "330110", code, &c.name, EntryState::Published);
+            change.entry.entry.content = c.clone();
+            change
+        })
+        .collect();
+    let count = changes.len() as u64;
+    assert_eq!(
+        store.apply_catalogue_changes("330110", 0, &changes, count).await,
+        Ok(count)
+    );
+
+    for keyword in search_keywords() {
+        let expected = expected_search(&entries, &keyword);
+        assert_eq!(find(&*store, &keyword).await, expected, "keyword {keyword:?}");
+        let aggregated: Vec<String> = federated_codes(&*store, &EntryVisibility::All, &keyword)
+            .await
+            .into_iter()
+            .map(|c| c.trim_start_matches("330110:").to_string())
+            .collect();
+        assert_eq!(aggregated, expected, "aggregated, keyword {keyword:?}");
+    }
+    // The two-character keyword finds something only a unigram index would miss if it kept
+    // words: 企 alone in a summary, beside the 企业 of the other entries.
+    assert_eq!(find(&*store, "企").await.len(), 3);
+
+    // An update is searched by its new text only, also when it came from the child.
+    let (code, mut revised) = entries[6].clone();
+    revised.name = "医保药品企业目录".into();
+    let current = store.get_entry(&code).await.expect("get").expect("exists");
+    let mut next = current.clone();
+    next.version += 1;
+    next.content = revised.clone();
+    store
+        .save_entry_version(&next, &change(EntryAction::Update, &a, t(5)))
+        .await
+        .expect("save");
+    entries[6].1 = revised.clone();
+    assert_eq!(find(&*store, "企业").await, expected_search(&entries, "企业"));
+    assert!(find(&*store, "企业").await.contains(&code));
+    let mut update = child_change(count + 1, "330110", &code, &revised.name, EntryState::Withdrawn);
+    update.entry.entry.content = revised;
+    assert_eq!(
+        store
+            .apply_catalogue_changes("330110", count, &[update], count + 1)
+            .await,
+        Ok(1)
+    );
+    let everyone = EntryVisibility::PublishedOrOwnedBy(String::new());
+    assert!(
+        !federated_codes(&*store, &everyone, "医保药品")
+            .await
+            .iter()
+            .any(|c| c.ends_with(&code)),
+        "withdrawn: only the admin sees it"
+    );
+    assert_eq!(
+        federated_codes(&*store, &EntryVisibility::All, "医保药品").await,
+        [format!("330110:{code}")]
+    );
+    assert!(
+        federated_codes(&*store, &EntryVisibility::All, "医保目录")
+            .await
+            .is_empty()
+    );
+}
+
+async fn search_ranks_names_first_and_pages_across_tiers(store: Arc<dyn Store>) {
+    let a = register(&*store, 1).await;
+    let b = register(&*store, 2).await;
+    let mut entries = Vec::new();
+    // Nine entries holding 社保 in the name, the summary or an item, created out of code order.
+    for (i, (classification, name, summary, items)) in [
+        ("102", "养老社保", "参保", vec!["编号"]),
+        ("101", "失业保险", "社保的一种", vec!["编号"]),
+        ("103", "工伤保险", "工伤", vec!["社保编号"]),
+        ("101", "社保卡", "卡片", vec!["卡号"]),
+        ("102", "医疗保险", "医疗社保", vec!["编号"]),
+        ("103", "社保基金", "基金", vec!["编号"]),
+        ("101", "生育保险", "生育", vec!["社保类别"]),
+        ("102", "就业登记", "就业", vec!["编号"]),
+        ("103", "社保 社保", "两次", vec!["社保"]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = searchable_content(classification, &(name, summary, items));
+        let provider = if i % 2 == 0 { &a } else { &b };
+        let e = create(&*store, provider, &c).await;
+        entries.push((e.resource_code, c));
+    }
+    let expected = expected_search(&entries, "社保");
+    assert_eq!(expected.len(), 8);
+    assert_eq!(find(&*store, "社保").await, expected);
+    // The name tier comes first.
+    let tiers: Vec<u8> = expected
+        .iter()
+        .map(|code| {
+            let c = &entries.iter().find(|(k, _)| k == code).expect("entry").1;
+            search_rules::relevance_tier(&c.search_text().to_lowercase(), "社保").expect("holds it")
+        })
+        .collect();
+    assert_eq!(tiers, [0, 0, 0, 0, 1, 1, 1, 1]);
+
+    // Paged by (tier, code) positions: every page size gives the whole list once, in order.
+    let filter = EntryFilter {
+        keyword: "社保".into(),
+        ..EntryFilter::default()
+    };
+    for size in 1..=4 {
+        let mut paged = Vec::new();
+        let mut after: Option<SearchPosition> = None;
+        loop {
+            let page = store
+                .search_entries(&EntryVisibility::All, &filter, after.as_ref(), size)
+                .await
+                .expect("page");
+            assert!(page.len() <= size as usize);
+            let Some(last) = page.last() else { break };
+            after = Some(SearchPosition::of_entry("", last, "社保"));
+            paged.extend(page.into_iter().map(|e| e.resource_code));
+        }
+        assert_eq!(paged, expected, "pages of {size}");
+    }
+
+    // Filters and visibility compose with the keyword and the ranking.
+    let of_b = EntryFilter {
+        keyword: "社保".into(),
+        provider_code: b.clone(),
+        ..EntryFilter::default()
+    };
+    let from_b: Vec<String> = entries
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, (code, _))| code.clone())
+        .collect();
+    let expected_b: Vec<String> = expected.iter().filter(|c| from_b.contains(c)).cloned().collect();
+    assert_eq!(search(&*store, &EntryVisibility::All, &of_b).await, expected_b);
+    let classified = EntryFilter {
+        keyword: "社保".into(),
+        classification_prefix: "10".into(),
+        state: Some(EntryState::Draft),
+        ..EntryFilter::default()
+    };
+    assert_eq!(search(&*store, &EntryVisibility::All, &classified).await, expected);
+    // Department b sees its own drafts, not a's.
+    assert_eq!(
+        search(&*store, &EntryVisibility::PublishedOrOwnedBy(b.clone()), &filter).await,
+        expected_b
+    );
+    // Published, an entry of a is seen by b too; a new name moves it to the first tier.
+    let moved = &expected[expected.len() - 1];
+    let current = store.get_entry(moved).await.expect("get").expect("exists");
+    let mut renamed = publish(&*store, &current).await;
+    renamed.version += 1;
+    renamed.content.name = format!("社保{}", renamed.content.name);
+    let renamed = store
+        .save_entry_version(&renamed, &change(EntryAction::Update, &a, t(9)))
+        .await
+        .expect("rename");
+    let index = entries.iter().position(|(c, _)| c == moved).expect("entry");
+    entries[index].1 = renamed.content.clone();
+    let now_expected = expected_search(&entries, "社保");
+    assert_ne!(now_expected, expected);
+    assert_eq!(find(&*store, "社保").await, now_expected);
+    let seen_by_b = search(&*store, &EntryVisibility::PublishedOrOwnedBy(b.clone()), &filter).await;
+    assert!(seen_by_b.contains(moved));
+    // Withdrawn, it is no longer seen by b.
+    save_as(&*store, &renamed, EntryState::Withdrawn, EntryAction::Withdraw).await;
+    let seen_by_b = search(&*store, &EntryVisibility::PublishedOrOwnedBy(b), &filter).await;
+    assert!(!seen_by_b.contains(moved));
+}
+
+/// Migration 0012 indexes the entries that were there before it, own and aggregated.
+async fn the_search_index_is_built_for_entries_that_existed_before(t: Tampering) {
+    let store = t.store.clone();
+    let a = register(store.as_ref(), 1).await;
+    let mut entries = Vec::new();
+    for texts in search_corpus() {
+        let c = searchable_content("102", &texts);
+        let e = create(store.as_ref(), &a, &c).await;
+        entries.push((e.resource_code, c));
+    }
+    // As if the database were from before migration 12: no index.
+    match &t.database {
+        RawDatabase::Sqlite { .. } => {
+            t.execute(&[
+                "DELETE FROM catalog_search_terms",
+                "DELETE FROM catalog_search_docs",
+                "DELETE FROM _sqlx_migrations WHERE version = 12",
+            ])
+            .await;
+            // The search reads the index: without it, a keyword finds nothing.
+            assert!(find(store.as_ref(), "企业").await.is_empty());
+        }
+        RawDatabase::Postgres { .. } => {
+            t.execute(&[
+                "DROP INDEX catalog_entries_search_terms",
+                "DROP INDEX catalogue_feed_search_terms",
+                "DROP INDEX catalogue_feed_state",
+                "DROP FUNCTION xinqiao_search_terms",
+                "DELETE FROM _sqlx_migrations WHERE version = 12",
+            ])
+            .await;
+        }
+    }
+    store.apply_migrations().await.expect("apply migration 12");
+    for keyword in ["企", "企业", "社保", "信用代码", "gdp", "%", "\"", "姓名"] {
+        assert_eq!(
+            find(store.as_ref(), keyword).await,
+            expected_search(&entries, keyword),
+            "{keyword:?}"
+        );
+    }
+    // And entries written afterwards join it.
+    let c = searchable_content("101", &("新建的企业目录", "新", vec!["编号"]));
+    let e = create(store.as_ref(), &a, &c).await;
+    entries.push((e.resource_code, c));
+    assert_eq!(find(store.as_ref(), "企业").await, expected_search(&entries, "企业"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -5068,7 +5412,11 @@ async fn aggregated_changes_apply_once_and_are_searchable(store: Arc<dyn Store>)
         .search_federated_entries(
             &EntryVisibility::All,
             &EntryFilter::default(),
-            Some(("330110", "102/000001")),
+            Some(&SearchPosition {
+                tier: 0,
+                origin_hub: "330110".into(),
+                resource_code: "102/000001".into(),
+            }),
             10,
         )
         .await

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
-use xinqiao_domain::catalogue::EntryFilter;
+use xinqiao_domain::catalogue::{CatalogEntry, EntryFilter};
 use xinqiao_domain::federation::{self, CatalogueChange, Exposure, PeerDraft, PeerHub, Relation};
 use xinqiao_domain::identity::Caller;
 use xinqiao_domain::policy::EntryVisibility;
+use xinqiao_domain::search::{self, SearchPosition};
 use xinqiao_domain::{Error, Result};
 use xinqiao_proto::v1 as pb;
 use xinqiao_proto::v1::federation_service_server::FederationService;
@@ -22,7 +23,7 @@ use xinqiao_store::Store;
 use crate::audit::CallNote;
 use crate::auth::Authenticator;
 use crate::convert;
-use crate::paging::{decode, encode, next_token};
+use crate::paging::{decode, encode};
 use crate::status::answer;
 use crate::tls::ServerTls;
 
@@ -370,9 +371,10 @@ fn change_api(c: CatalogueChange, own: &str) -> pb::CatalogueChange {
     }
 }
 
-/// The directory's search: this hub's own entries first, in resource-code order, then unless
-/// `local_only` the entries aggregated from child hubs (目录汇聚), in origin-hub and
-/// resource-code order, marked with their origin. The page token says which part it continues.
+/// The directory's search: this hub's own entries first, then unless `local_only` the entries
+/// aggregated from child hubs (目录汇聚), marked with their origin; each part in the store's
+/// order (by relevance tier with a keyword, then by origin and code). The page token says which
+/// part it continues and after which position.
 pub async fn search_entries(
     store: &dyn Store,
     visibility: &EntryVisibility,
@@ -381,50 +383,58 @@ pub async fn search_entries(
     limit: u32,
     local_only: bool,
 ) -> Result<(Vec<pb::CatalogEntry>, String)> {
+    let keyword = search::matching_keyword(&filter.keyword);
+    let position = |origin: &str, entry: &CatalogEntry| SearchPosition::of_entry(origin, entry, &keyword);
+    let forged = || Error::invalid("page_token", "is not a token this listing returned");
+    let parse = |key: Option<String>| {
+        key.map(|k| SearchPosition::parse_key(&k).ok_or_else(forged))
+            .transpose()
+    };
     let aggregated_after = match decode(ENTRIES, page_token) {
         Ok(local_after) => {
+            let local_after = parse(local_after)?;
             let mut page = store
-                .search_entries(visibility, filter, local_after.as_deref(), limit + 1)
+                .search_entries(visibility, filter, local_after.as_ref(), limit + 1)
                 .await?;
             if page.len() > limit as usize || local_only {
-                let token = next_token(ENTRIES, &mut page, limit, |e| &e.resource_code);
+                let token = if page.len() > limit as usize {
+                    page.truncate(limit as usize);
+                    page.last()
+                        .map(|e| encode(ENTRIES, &position("", e).key()))
+                        .unwrap_or_default()
+                } else {
+                    String::new()
+                };
                 return Ok((page.into_iter().map(convert::entry).collect(), token));
             }
-            let last_local = page.last().map(|e| e.resource_code.clone());
+            let last_local = page.last().map(|e| position("", e));
             let local: Vec<pb::CatalogEntry> = page.into_iter().map(convert::entry).collect();
             let room = limit - local.len() as u32;
             let (aggregated, more) = aggregated_page(store, visibility, filter, None, room).await?;
             let token = match (more, aggregated.last(), last_local) {
                 (false, _, _) => String::new(),
-                (true, Some(last), _) => encode(AGGREGATED, &aggregated_key(last)),
+                (true, Some(last), _) => encode(AGGREGATED, &position(&last.origin_hub, &last.entry).key()),
                 // The page is full of this hub's own entries; the aggregated ones follow.
-                (true, None, Some(code)) => encode(ENTRIES, &code),
+                (true, None, Some(last)) => encode(ENTRIES, &last.key()),
                 (true, None, None) => String::new(),
             };
+            let aggregated = aggregated.into_iter().map(convert::federated_entry);
             return Ok((local.into_iter().chain(aggregated).collect(), token));
         }
         Err(e) => {
             let key = decode(AGGREGATED, page_token).map_err(|_| e.clone())?.ok_or(e)?;
-            let (origin, code) = key
-                .split_once(' ')
-                .ok_or_else(|| Error::invalid("page_token", "is not a token this listing returned"))?;
-            (origin.to_string(), code.to_string())
+            parse(Some(key))?.ok_or_else(forged)?
         }
     };
     if local_only {
         return Ok((Vec::new(), String::new()));
     }
-    let after = Some((aggregated_after.0.as_str(), aggregated_after.1.as_str()));
-    let (aggregated, more) = aggregated_page(store, visibility, filter, after, limit).await?;
+    let (aggregated, more) = aggregated_page(store, visibility, filter, Some(&aggregated_after), limit).await?;
     let token = match aggregated.last() {
-        Some(last) if more => encode(AGGREGATED, &aggregated_key(last)),
+        Some(last) if more => encode(AGGREGATED, &position(&last.origin_hub, &last.entry).key()),
         _ => String::new(),
     };
-    Ok((aggregated, token))
-}
-
-fn aggregated_key(e: &pb::CatalogEntry) -> String {
-    format!("{} {}", e.origin_hub, e.resource_code)
+    Ok((aggregated.into_iter().map(convert::federated_entry).collect(), token))
 }
 
 /// At most `room` aggregated entries after `after`, and whether more follow.
@@ -432,15 +442,15 @@ async fn aggregated_page(
     store: &dyn Store,
     visibility: &EntryVisibility,
     filter: &EntryFilter,
-    after: Option<(&str, &str)>,
+    after: Option<&SearchPosition>,
     room: u32,
-) -> Result<(Vec<pb::CatalogEntry>, bool)> {
+) -> Result<(Vec<federation::FederatedEntry>, bool)> {
     let mut page = store
         .search_federated_entries(visibility, filter, after, room + 1)
         .await?;
     let more = page.len() > room as usize;
     page.truncate(room as usize);
-    Ok((page.into_iter().map(convert::federated_entry).collect(), more))
+    Ok((page, more))
 }
 
 /// The federation service of a starting hub: the registered peers' CAs put in force (and kept

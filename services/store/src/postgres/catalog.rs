@@ -1,6 +1,7 @@
 //! The resource directory's entries on PostgreSQL: creation, versions, reads and search.
 
 use super::*;
+use xinqiao_domain::search::SearchPosition;
 
 /// The current version of an entry, with its provider's name.
 const SELECT_ENTRY: &str = "SELECT e.resource_code, e.provider_code, d.name AS provider_name, e.content, e.state, \
@@ -25,18 +26,6 @@ fn entry(row: &PgRow) -> Result<CatalogEntry> {
     })
 }
 
-/// Escapes LIKE's wildcards so that `text` matches itself (with `ESCAPE '\'`).
-fn escape_like(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '\\' | '%' | '_') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
-}
-
 async fn fetch_entry(conn: &mut PgConnection, resource_code: &str) -> Result<Option<CatalogEntry>> {
     let mut query = QueryBuilder::<Postgres>::new(SELECT_ENTRY);
     query.push(" WHERE e.resource_code = ").push_bind(resource_code);
@@ -48,6 +37,22 @@ async fn fetch_entry(conn: &mut PgConnection, resource_code: &str) -> Result<Opt
         .as_ref()
         .map(entry)
         .transpose()
+}
+
+impl PgStore {
+    /// The search SQL's dialect, for the code shared with SQLite.
+    pub(crate) const SEARCH_ENGINE: crate::search::Engine = crate::search::Engine::Postgres;
+
+    /// Nothing to do: the search index is a GIN index over an expression of `search_text`
+    /// (migration 0012), which PostgreSQL keeps with the row. SQLite's needs this step.
+    pub(crate) async fn index_search_text(
+        _conn: &mut PgConnection,
+        _origin_hub: &str,
+        _resource_code: &str,
+        _search_text: &str,
+    ) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// An entry version as it is written: the values the rows will hold.
@@ -292,53 +297,19 @@ impl CatalogStore for PgStore {
         &self,
         visibility: &EntryVisibility,
         filter: &EntryFilter,
-        after: Option<&str>,
+        after: Option<&SearchPosition>,
         limit: u32,
     ) -> Result<Vec<CatalogEntry>> {
         let mut query = QueryBuilder::<Postgres>::new(SELECT_ENTRY);
-        query.push(" WHERE TRUE");
-        if let EntryVisibility::PublishedOrOwnedBy(code) = visibility {
-            query.push(" AND (e.state = ").push_bind(EntryState::Published.as_str());
-            query.push(" OR e.provider_code = ").push_bind(code).push(")");
-        }
-        if !filter.keyword.is_empty() {
-            // strpos() is a plain substring test, so quotes, % and _ need no escaping; both
-            // sides are lower-cased (search_text when stored) for a case-insensitive match.
-            query
-                .push(" AND strpos(e.search_text, ")
-                .push_bind(filter.keyword.to_lowercase())
-                .push(") > 0");
-        }
-        if !filter.classification_prefix.is_empty() {
-            query.push(" AND e.classification LIKE ");
-            query
-                .push_bind(format!("{}%", escape_like(&filter.classification_prefix)))
-                .push(" ESCAPE '\\'");
-        }
-        if !filter.provider_code.is_empty() {
-            query.push(" AND e.provider_code = ").push_bind(&filter.provider_code);
-        }
-        if let Some(share_type) = filter.share_type {
-            query.push(" AND e.share_type = ").push_bind(share_type.as_str());
-        }
-        if let Some(open_type) = filter.open_type {
-            query.push(" AND e.open_type = ").push_bind(open_type.as_str());
-        }
-        if let Some(update_cycle) = filter.update_cycle {
-            query.push(" AND e.update_cycle = ").push_bind(update_cycle.as_str());
-        }
-        if let Some(format) = filter.format {
-            query.push(" AND e.format = ").push_bind(format.as_str());
-        }
-        if let Some(state) = filter.state {
-            query.push(" AND e.state = ").push_bind(state.as_str());
-        }
-        if let Some(after) = after {
-            query.push(" AND e.resource_code > ").push_bind(after);
-        }
-        query
-            .push(" ORDER BY e.resource_code LIMIT ")
-            .push_bind(i64::from(limit));
+        crate::search::push_search(
+            &mut query,
+            Self::SEARCH_ENGINE,
+            crate::search::Source::Own,
+            visibility,
+            filter,
+            after,
+            limit,
+        );
         let rows = query.build().fetch_all(&self.pool).await.map_err(db_error)?;
         rows.iter().map(entry).collect()
     }

@@ -1,6 +1,7 @@
 //! The resource directory's entries on SQLite: creation, versions, reads and search.
 
 use super::*;
+use xinqiao_domain::search::SearchPosition;
 
 /// The current version of an entry, with its provider's name.
 const SELECT_ENTRY: &str = "SELECT e.resource_code, e.provider_code, d.name AS provider_name, e.content, e.state, \
@@ -29,18 +30,6 @@ fn to_json(content: &EntryContent) -> Result<String> {
     serde_json::to_string(content).map_err(|e| Error::Internal(format!("encoding entry content: {e}")))
 }
 
-/// Escapes LIKE's wildcards so that `text` matches itself (with `ESCAPE '\'`).
-fn escape_like(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '\\' | '%' | '_') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
-}
-
 async fn fetch_entry(conn: &mut SqliteConnection, resource_code: &str) -> Result<Option<CatalogEntry>> {
     let mut query = QueryBuilder::<Sqlite>::new(SELECT_ENTRY);
     query.push(" WHERE e.resource_code = ").push_bind(resource_code);
@@ -52,6 +41,38 @@ async fn fetch_entry(conn: &mut SqliteConnection, resource_code: &str) -> Result
         .as_ref()
         .map(entry)
         .transpose()
+}
+
+impl SqliteStore {
+    /// The search SQL's dialect, for the code shared with PostgreSQL.
+    pub(crate) const SEARCH_ENGINE: crate::search::Engine = crate::search::Engine::Sqlite;
+
+    /// Writes the search index's terms of an entry (this hub's own: origin ''; or one aggregated
+    /// from a child) in the transaction that writes the entry, replacing those of its earlier
+    /// version. (PostgreSQL's index is an expression index and needs no such step.)
+    pub(crate) async fn index_search_text(
+        conn: &mut SqliteConnection,
+        origin_hub: &str,
+        resource_code: &str,
+        search_text: &str,
+    ) -> Result<()> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO catalog_search_docs (origin_hub, resource_code) VALUES (?, ?) \
+             ON CONFLICT (origin_hub, resource_code) DO UPDATE SET origin_hub = excluded.origin_hub RETURNING id",
+        )
+        .bind(origin_hub)
+        .bind(resource_code)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        sqlx::query("INSERT OR REPLACE INTO catalog_search_terms (rowid, terms) VALUES (?, ?)")
+            .bind(id)
+            .bind(crate::search::indexed_terms(search_text))
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
 }
 
 /// Records the version an entry has just reached, with the change that made it.
@@ -125,6 +146,7 @@ impl CatalogStore for SqliteStore {
         .map_err(db_error)?;
         let sequence = u64::try_from(sequence).map_err(|e| corrupt("entry_sequences.last_sequence", e))?;
         let code = resource_code(&content.classification, sequence);
+        let search_text = content.search_text().to_lowercase();
 
         sqlx::query(
             "INSERT INTO catalog_entries (resource_code, provider_code, classification, name, summary, search_text, \
@@ -136,7 +158,7 @@ impl CatalogStore for SqliteStore {
         .bind(&content.classification)
         .bind(&content.name)
         .bind(&content.summary)
-        .bind(content.search_text().to_lowercase())
+        .bind(&search_text)
         .bind(content.share.share_type.as_str())
         .bind(content.open.open_type.as_str())
         .bind(content.update_cycle.as_str())
@@ -148,6 +170,7 @@ impl CatalogStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| translate(e, &format!("catalogue entry {code}")))?;
+        Self::index_search_text(&mut tx, "", &code, &search_text).await?;
 
         let stored = StoredEntry {
             resource_code: &code,
@@ -178,6 +201,7 @@ impl CatalogStore for SqliteStore {
             updated_at: stored_time(entry.updated_at),
             content_json: to_json(content)?,
         };
+        let search_text = content.search_text().to_lowercase();
         let mut tx = self.begin_write().await?;
 
         // The version condition makes this a compare-and-set: a concurrent change that got here
@@ -190,7 +214,7 @@ impl CatalogStore for SqliteStore {
         .bind(&content.classification)
         .bind(&content.name)
         .bind(&content.summary)
-        .bind(content.search_text().to_lowercase())
+        .bind(&search_text)
         .bind(content.share.share_type.as_str())
         .bind(content.open.open_type.as_str())
         .bind(content.update_cycle.as_str())
@@ -224,6 +248,7 @@ impl CatalogStore for SqliteStore {
             });
         }
 
+        Self::index_search_text(&mut tx, "", &entry.resource_code, &search_text).await?;
         insert_version(&mut tx, &stored, change).await?;
         let saved = fetch_entry(&mut tx, &entry.resource_code).await?.ok_or_else(|| {
             Error::Internal(format!(
@@ -292,65 +317,20 @@ impl CatalogStore for SqliteStore {
         &self,
         visibility: &EntryVisibility,
         filter: &EntryFilter,
-        after: Option<&str>,
+        after: Option<&SearchPosition>,
         limit: u32,
     ) -> Result<Vec<CatalogEntry>> {
         let mut query = QueryBuilder::<Sqlite>::new(SELECT_ENTRY);
-        query.push(" WHERE 1 = 1");
-        if let EntryVisibility::PublishedOrOwnedBy(code) = visibility {
-            query.push(" AND (e.state = ").push_bind(EntryState::Published.as_str());
-            query.push(" OR e.provider_code = ").push_bind(code).push(")");
-        }
-        if !filter.keyword.is_empty() {
-            // instr() is a plain substring test, so quotes, % and _ need no escaping; both
-            // sides are lower-cased (search_text when stored) for a case-insensitive match.
-            query
-                .push(" AND instr(e.search_text, ")
-                .push_bind(filter.keyword.to_lowercase())
-                .push(") > 0");
-        }
-        if !filter.classification_prefix.is_empty() {
-            query.push(" AND e.classification LIKE ");
-            query
-                .push_bind(format!("{}%", escape_like(&filter.classification_prefix)))
-                .push(" ESCAPE '\\'");
-        }
-        if !filter.provider_code.is_empty() {
-            query.push(" AND e.provider_code = ").push_bind(&filter.provider_code);
-        }
-        if let Some(share_type) = filter.share_type {
-            query.push(" AND e.share_type = ").push_bind(share_type.as_str());
-        }
-        if let Some(open_type) = filter.open_type {
-            query.push(" AND e.open_type = ").push_bind(open_type.as_str());
-        }
-        if let Some(update_cycle) = filter.update_cycle {
-            query.push(" AND e.update_cycle = ").push_bind(update_cycle.as_str());
-        }
-        if let Some(format) = filter.format {
-            query.push(" AND e.format = ").push_bind(format.as_str());
-        }
-        if let Some(state) = filter.state {
-            query.push(" AND e.state = ").push_bind(state.as_str());
-        }
-        if let Some(after) = after {
-            query.push(" AND e.resource_code > ").push_bind(after);
-        }
-        query
-            .push(" ORDER BY e.resource_code LIMIT ")
-            .push_bind(i64::from(limit));
+        crate::search::push_search(
+            &mut query,
+            Self::SEARCH_ENGINE,
+            crate::search::Source::Own,
+            visibility,
+            filter,
+            after,
+            limit,
+        );
         let rows = query.build().fetch_all(&self.readers).await.map_err(db_error)?;
         rows.iter().map(entry).collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn like_wildcards_are_escaped() {
-        assert_eq!(escape_like(r"a%b_c\d"), r"a\%b\_c\\d");
-        assert_eq!(escape_like("102"), "102");
     }
 }
