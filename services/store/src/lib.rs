@@ -27,6 +27,7 @@ mod exchange;
 mod federation;
 mod interface;
 mod operations;
+mod schemas;
 mod search;
 pub mod postgres;
 pub mod sqlite;

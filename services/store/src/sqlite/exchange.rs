@@ -1,0 +1,115 @@
+//! Datasets, their change logs, consumer cursors and files on SQLite: the implementation shared
+//! with PostgreSQL (`crate::exchange::exchange_store!`), and what this backend does its own way:
+//! its append (many rows per INSERT), its list of ids (one JSON text), the index it is told to
+//! walk for a snapshot, and its lack of other hub nodes to hear from.
+
+use sqlx::Sqlite;
+use sqlx::sqlite::SqliteConnection;
+
+use super::{FOR_UPDATE, SqliteStore, get, stored_time};
+use crate::exchange::BatchKeys;
+
+/// A snapshot walks the (dataset, key, sequence) index in key order; SQLite's planner would
+/// otherwise pick the (dataset, sequence) key and sort.
+const CHANGES_BY_KEY: &str = "changes c INDEXED BY changes_key";
+
+/// At most this many changes per INSERT (6 variables each, far below SQLite's limit of 32766).
+/// A batch is split into powers of two, so that only a few distinct statements are prepared and
+/// kept in the statement cache whatever the batch sizes.
+const MAX_INSERT_ROWS: usize = 512;
+
+/// Appends `changes` to a dataset's log after `head` and moves the dataset on: its last
+/// sequence, record count and last publish time. Returns the first and last sequence numbers
+/// given (0 and 0 for no change). Runs inside the caller's write transaction, which the single
+/// writer connection makes the only one: nobody else numbers changes meanwhile.
+async fn append_changes(
+    conn: &mut SqliteConnection,
+    dataset: &str,
+    head: Head,
+    changes: &[NewChange],
+    at: DateTime<Utc>,
+) -> Result<(i64, i64)> {
+    let (first, last) = sequences(head.last_sequence, changes.len())?;
+    if changes.is_empty() {
+        return Ok((first, last));
+    }
+
+    // How many of the batch's keys are present now: one lookup of each key's latest change,
+    // through the (dataset, key, sequence) index.
+    let keys = BatchKeys::of(changes);
+    let present_before: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM json_each(?) AS k WHERE (SELECT c.op FROM changes c \
+         WHERE c.dataset = ? AND c.key = k.value ORDER BY c.sequence DESC LIMIT 1) = 'upsert'",
+    )
+    .bind(keys.json())
+    .bind(dataset)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_error)?;
+
+    let mut sequence = first;
+    let mut rest = changes;
+    while !rest.is_empty() {
+        let rows = MAX_INSERT_ROWS.min(1 << rest.len().ilog2());
+        let (chunk, tail) = rest.split_at(rows);
+        let mut query =
+            QueryBuilder::<Sqlite>::new("INSERT INTO changes (dataset, sequence, op, key, record, published_at) ");
+        query.push_values(chunk.iter().zip(sequence..), |mut row, (change, sequence)| {
+            row.push_bind(dataset)
+                .push_bind(sequence)
+                .push_bind(change.op.as_str())
+                .push_bind(&change.key)
+                .push_bind(change.record.as_deref())
+                .push_bind(at);
+        });
+        query
+            .build()
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| translate(e, &format!("change {sequence} of dataset {dataset}")))?;
+        sequence += rows as i64;
+        rest = tail;
+    }
+
+    sqlx::query("UPDATE datasets SET last_sequence = ?, record_count = ?, last_published_at = ? WHERE id = ?")
+        .bind(last)
+        .bind(keys.record_count(head.record_count, present_before))
+        .bind(at)
+        .bind(dataset)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    Ok((first, last))
+}
+
+/// `id` is one of `ids`, bound as one JSON text: the statement is the same whatever their number.
+fn push_id_in(query: &mut QueryBuilder<Sqlite>, ids: &[String]) -> Result<()> {
+    let ids = serde_json::to_string(ids).map_err(|e| Error::Internal(format!("encoding dataset ids: {e}")))?;
+    query
+        .push("id IN (SELECT value FROM json_each(")
+        .push_bind(ids)
+        .push("))");
+    Ok(())
+}
+
+impl SqliteStore {
+    /// One hub per SQLite file: there is nobody else to hear from.
+    async fn listen_for_changes(&self, _sink: tokio::sync::mpsc::Sender<(String, u64)>) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// An upload and its chunks are read in one read transaction, from one snapshot.
+    async fn upload_reader(&self) -> Result<sqlx::Transaction<'static, Sqlite>> {
+        self.begin_snapshot().await
+    }
+}
+
+crate::exchange::exchange_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    sqlx::sqlite::SqliteRow,
+    sqlx::sqlite::SqliteConnection,
+    readers,
+    writer,
+    "instr"
+);
