@@ -4,9 +4,9 @@
 //! at commit), its list of ids (an array), and its listening for the other nodes' commits.
 
 use sqlx::Postgres;
-use sqlx::postgres::{PgConnection, PgListener, PgPoolOptions};
+use sqlx::postgres::PgConnection;
 
-use super::{ACQUIRE_TIMEOUT, CHANGES_CHANNEL, FOR_UPDATE, PgStore, forward_changes, get, stored_time};
+use super::{CHANGES_CHANNEL, FOR_UPDATE, PgStore, forward_changes, get, stored_time};
 use crate::exchange::BatchKeys;
 
 /// PostgreSQL picks the (dataset, key, sequence) index for a snapshot by itself.
@@ -88,20 +88,8 @@ impl PgStore {
     /// Listens on a connection of its own (same options as the pool, so the same schema), and
     /// forwards the announcements of stores in the same schema from a background task.
     async fn listen_for_changes(&self, sink: tokio::sync::mpsc::Sender<(String, u64)>) -> Result<bool> {
-        let schema: Option<String> = sqlx::query_scalar("SELECT current_schema()::text")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_error)?;
-        let schema = schema.ok_or_else(|| Error::Internal("the connection has no current schema".into()))?;
-        // A pool of one, kept open: PgListener reconnects through it.
-        let connection = PgPoolOptions::new()
-            .max_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy_with((*self.pool.connect_options()).clone());
-        let mut listener = PgListener::connect_with(&connection).await.map_err(db_error)?;
-        listener.listen(CHANGES_CHANNEL).await.map_err(db_error)?;
+        let listener = self.listener(CHANGES_CHANNEL).await?;
+        let schema = self.schema_name().await?;
         tokio::spawn(forward_changes(listener, schema, sink, self.pool.close_event()));
         Ok(true)
     }
