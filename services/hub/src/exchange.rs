@@ -1,5 +1,6 @@
 //! ExchangeService: datasets, publishing, pulling, live tails, consumer cursors and files.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +41,9 @@ const DATASETS: &str = "datasets";
 const DEFAULT_FETCH: u32 = 1000;
 const MAX_FETCH: u32 = 10_000;
 const DEFAULT_SUBSCRIBE_BATCH: u32 = 500;
+/// A subscription reads this many of its batches from the store at a time (at most MAX_FETCH
+/// changes): one query per message was most of a drain's cost on PostgreSQL.
+const READ_AHEAD: u32 = 4;
 const SNAPSHOT_PAGE: u32 = 500;
 /// Bytes per message when a file is downloaded.
 const DOWNLOAD_CHUNK: u32 = 256 * 1024;
@@ -238,6 +242,11 @@ fn change_api(c: StoredChange) -> pb::Change {
     }
 }
 
+/// About what a change takes in a message.
+fn message_bytes(c: &StoredChange) -> usize {
+    c.key.len() + c.record.as_ref().map_or(0, String::len) + 32
+}
+
 /// Keeps the leading changes that fit in one message (always at least one). Returns whether the
 /// page was cut.
 fn fit_message(changes: &mut Vec<StoredChange>) -> bool {
@@ -245,13 +254,28 @@ fn fit_message(changes: &mut Vec<StoredChange>) -> bool {
     let fits = changes
         .iter()
         .position(|c| {
-            bytes += c.key.len() + c.record.as_ref().map_or(0, String::len) + 32;
+            bytes += message_bytes(c);
             bytes > MAX_PAGE_BYTES
         })
         .map_or(changes.len(), |cut| cut.max(1));
     let cut = fits < changes.len();
     changes.truncate(fits);
     cut
+}
+
+/// Takes the next message's changes from those read ahead: at most `max` of them, as many as fit
+/// in one message (at least one, if any).
+fn next_message(pending: &mut VecDeque<StoredChange>, max: usize) -> Vec<StoredChange> {
+    let mut bytes = 0;
+    let mut take = 0;
+    for c in pending.iter().take(max) {
+        bytes += message_bytes(c);
+        if bytes > MAX_PAGE_BYTES && take > 0 {
+            break;
+        }
+        take += 1;
+    }
+    pending.drain(..take).collect()
 }
 
 fn dataset_api(d: Dataset, name: String, provider_name: String, standing: Standing) -> pb::Dataset {
@@ -1220,15 +1244,23 @@ impl ExchangeService for ExchangeApi {
         tokio::spawn(async move {
             let mut view = basis.view(&dataset.key);
             let mut delivered = 0usize;
+            // Changes read but not yet sent: the store is read READ_AHEAD batches at a time, so
+            // that a follower far behind costs one query per several messages.
+            let mut pending: VecDeque<StoredChange> = VecDeque::new();
+            let read_size = max_batch.saturating_mul(READ_AHEAD).min(MAX_FETCH).max(max_batch);
+            let mut last_sequence = 0;
             let outcome = loop {
+                // Before every message, so that a revocation stops what was read ahead too.
                 if let Err(e) = rights.recheck(&mut view, &dataset.key).await {
                     break Err(to_status(e));
                 }
-                let (mut changes, last_sequence) = match api.store.fetch_changes(&dataset.id, after, max_batch).await {
-                    Ok(page) => page,
-                    Err(e) => break Err(to_status(e)),
-                };
-                fit_message(&mut changes);
+                if pending.is_empty() {
+                    match api.store.fetch_changes(&dataset.id, after, read_size).await {
+                        Ok((changes, last)) => (pending, last_sequence) = (changes.into(), last),
+                        Err(e) => break Err(to_status(e)),
+                    }
+                }
+                let changes = next_message(&mut pending, max_batch as usize);
                 lag.set(last_sequence.saturating_sub(changes.last().map_or(after, |c| c.sequence)));
                 if let Some(last) = changes.last() {
                     after = last.sequence;
@@ -1765,5 +1797,26 @@ mod tests {
         let mut huge = vec![change(1, 3 * 1024 * 1024), change(2, 10)];
         assert!(fit_message(&mut huge));
         assert_eq!(huge.len(), 1, "one record always goes, even a large one");
+    }
+
+    #[test]
+    fn changes_read_ahead_go_out_in_order_as_batches_that_fit() {
+        let sequences = |m: &[StoredChange]| m.iter().map(|c| c.sequence).collect::<Vec<_>>();
+        let mut pending: VecDeque<_> = (1..=7).map(|s| change(s, 100)).collect();
+        assert_eq!(sequences(&next_message(&mut pending, 3)), [1, 2, 3]);
+        assert_eq!(sequences(&next_message(&mut pending, 3)), [4, 5, 6]);
+        assert_eq!(sequences(&next_message(&mut pending, 3)), [7]);
+        assert!(next_message(&mut pending, 3).is_empty());
+
+        let mut pending: VecDeque<_> = (1..=5).map(|s| change(s, 900 * 1024)).collect();
+        assert_eq!(sequences(&next_message(&mut pending, 500)), [1, 2], "cut by bytes");
+        assert_eq!(sequences(&next_message(&mut pending, 500)), [3, 4]);
+        let mut pending: VecDeque<_> = [change(1, 3 * 1024 * 1024), change(2, 10)].into();
+        assert_eq!(
+            sequences(&next_message(&mut pending, 500)),
+            [1],
+            "a large one goes alone"
+        );
+        assert_eq!(sequences(&next_message(&mut pending, 500)), [2]);
     }
 }
