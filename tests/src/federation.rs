@@ -9,6 +9,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use xinqiao_domain::identity::Principal;
+use xinqiao_hub::metrics::Metrics;
 use xinqiao_hub::pki::{self, CertFiles};
 use xinqiao_hub::tls::{ClientIdentity, connect};
 use xinqiao_hub::{Config, RunningHub, server};
@@ -17,7 +18,9 @@ use xinqiao_proto::v1::directory_service_client::DirectoryServiceClient;
 use xinqiao_proto::v1::federation_service_client::FederationServiceClient;
 use xinqiao_store::{AuditFilter, PgStore, Store};
 
-use crate::{Backend, Directory, PG_URL_VAR, ok};
+use std::time::Instant;
+
+use crate::*;
 
 pub const COUNTY: &str = "330110";
 pub const CITY: &str = "330100";
@@ -35,10 +38,25 @@ pub struct Level {
     hub: Option<RunningHub>,
     /// The hub's store, kept after it stops (the data stays).
     pub store: Option<Arc<dyn Store>>,
+    /// The hub's metrics, while it runs.
+    pub metrics: Option<Metrics>,
+    /// Whether the hub runs on a runtime of its own, which [`Level::kill`] ends like a killed
+    /// process: every task and connection of the hub dropped at once, nothing of a stop run.
+    alone: bool,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Level {
     pub async fn start(division: &'static str, backend: &Backend) -> Level {
+        Level::started(division, backend, false).await
+    }
+
+    /// A hub on a runtime of its own, so that it can be killed (see [`Level::kill`]).
+    pub async fn start_alone(division: &'static str, backend: &Backend) -> Level {
+        Level::started(division, backend, true).await
+    }
+
+    async fn started(division: &'static str, backend: &Backend, alone: bool) -> Level {
         xinqiao_hub::tls::install_crypto_provider();
         let dir = tempfile::tempdir().expect("temporary directory");
         let pki_dir = dir.path().join("pki");
@@ -56,6 +74,9 @@ impl Level {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             hub: None,
             store: None,
+            metrics: None,
+            alone,
+            runtime: None,
         };
         level.run().await;
         server::register_sample_departments(level.store())
@@ -83,20 +104,34 @@ impl Level {
 
     /// Starts (or starts again) the hub on its data and, after the first start, its port.
     pub async fn run(&mut self) {
-        let config = self.config();
-        let hub = match (&self.backend, &self.pg_schema) {
-            (Backend::Postgres { url }, Some(schema)) => {
-                let store = PgStore::open_in_schema(url, schema)
-                    .await
-                    .unwrap_or_else(|e| panic!("{PG_URL_VAR} is set but the store does not open: {e}"));
-                server::start_with_store(&config, Arc::new(store))
-                    .await
-                    .expect("the hub starts on PostgreSQL")
+        let started = Instant::now();
+        let hub = loop {
+            let start = start_hub(self.config(), self.backend.clone(), self.pg_schema.clone());
+            let result = if self.alone {
+                let runtime = self.runtime.get_or_insert_with(|| {
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .enable_all()
+                        .build()
+                        .expect("a runtime for the hub")
+                });
+                runtime.spawn(start).await.expect("the hub's start does not panic")
+            } else {
+                start.await
+            };
+            match result {
+                Ok(hub) => break hub,
+                // A killed hub's port is free once its runtime's threads have dropped the
+                // listener, a moment after the kill.
+                Err(server::ServeError::Listen { .. }) if started.elapsed() < Duration::from_secs(10) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("the hub does not start: {e}"),
             }
-            _ => server::start(&config).await.expect("the hub starts on SQLite"),
         };
         self.addr = hub.addr;
         self.store = Some(hub.store.clone());
+        self.metrics = Some(hub.metrics.clone());
         self.hub = Some(hub);
     }
 
@@ -104,6 +139,33 @@ impl Level {
         if let Some(hub) = self.hub.take() {
             hub.stop().await.expect("the hub stops gracefully");
         }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+
+    /// Kills a hub started with [`Level::start_alone`] as SIGKILL would: its runtime is shut down
+    /// without the hub's stop, so its connections close under its peers mid-call, its open
+    /// streams end with no status and whatever it had in hand is dropped. Its data stays.
+    pub fn kill(&mut self) {
+        let runtime = self
+            .runtime
+            .take()
+            .expect("a hub started alone, on a runtime of its own");
+        runtime.shutdown_background();
+        // Nothing of it runs any more; what is left is memory.
+        drop(self.hub.take());
+        self.store = None;
+        self.metrics = None;
+    }
+
+    /// Records this hub delivered from `dataset` (its `xinqiao_records_delivered_total`).
+    pub fn delivered(&self, dataset: &str) -> u64 {
+        let text = self.metrics.as_ref().expect("the hub runs").render();
+        let series = format!("xinqiao_records_delivered_total{{dataset=\"{dataset}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&series))
+            .map_or(0, |n| n.trim().parse().expect("a count"))
     }
 
     pub fn url(&self) -> String {
@@ -217,15 +279,162 @@ impl Level {
     }
 }
 
+async fn start_hub(
+    config: Config,
+    backend: Backend,
+    pg_schema: Option<String>,
+) -> Result<RunningHub, server::ServeError> {
+    match (&backend, &pg_schema) {
+        (Backend::Postgres { url }, Some(schema)) => {
+            let store = PgStore::open_in_schema(url, schema)
+                .await
+                .unwrap_or_else(|e| panic!("{PG_URL_VAR} is set but the store does not open: {e}"));
+            server::start_with_store(&config, Arc::new(store)).await
+        }
+        _ => server::start(&config).await,
+    }
+}
+
 /// County → city → province, each registered with the next as its parent (catalogue exposed)
 /// and the next registering it as its child.
 pub async fn chain(backend: &Backend) -> (Level, Level, Level) {
-    let county = Level::start(COUNTY, backend).await;
     let city = Level::start(CITY, backend).await;
+    linked(backend, city).await
+}
+
+/// As [`chain`], with the city on a runtime of its own, to be killed.
+pub async fn chain_with_killable_city(backend: &Backend) -> (Level, Level, Level) {
+    let city = Level::start_alone(CITY, backend).await;
+    let (county, city, province) = linked(backend, city).await;
+    add_province_department(&province, 1, "浙江省民政厅").await;
+    (county, city, province)
+}
+
+async fn linked(backend: &Backend, city: Level) -> (Level, Level, Level) {
+    let county = Level::start(COUNTY, backend).await;
     let province = Level::start(PROVINCE, backend).await;
     county.register(&city, v1::PeerRelation::Parent).await;
     city.register(&county, v1::PeerRelation::Child).await;
     city.register(&province, v1::PeerRelation::Parent).await;
     province.register(&city, v1::PeerRelation::Child).await;
     (county, city, province)
+}
+
+/// How long a change may take to travel county → city → province.
+pub const PROPAGATION: Duration = Duration::from_secs(20);
+/// The longest a relayed call or stream end may take to reach the caller.
+pub const PROMPT: Duration = Duration::from_secs(20);
+
+/// 浙江省民政厅: a department of the province only, in division 330000.
+pub fn province_department() -> String {
+    province_department_numbered(1)
+}
+
+/// The province's department numbered `serial` (1: 浙江省民政厅).
+pub fn province_department_numbered(serial: u32) -> String {
+    let first17 = format!("11330000MB009{serial:04}");
+    let check = xinqiao_domain::identifiers::uscc_check_char(&first17).expect("alphabet");
+    format!("{first17}{check}")
+}
+
+/// Registers the province's department numbered `serial` there and issues its certificate.
+pub async fn add_province_department(province: &Level, serial: u32, name: &str) -> String {
+    let code = province_department_numbered(serial);
+    let mut request = register_request(&code, name);
+    request.division_code = PROVINCE.into();
+    ok(DirectoryServiceClient::new(province.as_admin().await)
+        .register_department(request)
+        .await);
+    pki::issue(&province.pki_dir(), &Principal::Department(code.clone())).expect("the department's certificate");
+    code
+}
+
+/// County → city → province, each registered with the next as its parent and the next
+/// registering it as its child; a department of the province's own.
+pub async fn chain_with_department(backend: &Backend) -> (Level, Level, Level) {
+    let (county, city, province) = chain(backend).await;
+    add_province_department(&province, 1, "浙江省民政厅").await;
+    (county, city, province)
+}
+
+/// The county's SAMR opens a 有条件共享 residents dataset and publishes residents 1..=3.
+pub async fn county_residents(county: &Level) -> String {
+    let mut schemas = Schemas::new(county.as_admin().await);
+    for (subject, text) in xinqiao_hub::registry::SHARED_SCHEMAS {
+        ok(schemas
+            .register_schema(v1::RegisterSchemaRequest {
+                subject: (*subject).into(),
+                schema_json: (*text).into(),
+            })
+            .await);
+    }
+    ok(schemas
+        .register_schema(v1::RegisterSchemaRequest {
+            subject: RESIDENTS.into(),
+            schema_json: RESIDENTS_SCHEMA.into(),
+        })
+        .await);
+    let entry = shared_as(
+        residents_entry("余杭区低保对象信息"),
+        v1::ShareType::Conditional,
+        v1::ExchangeKind::Table,
+    );
+    let mut dept = DirectoryServiceClient::new(county.as_dept(SAMR).await);
+    let code = ok(dept.create_entry(create(entry)).await).resource_code;
+    ok(dept.submit_entry(submit(&code)).await);
+    ok(DirectoryServiceClient::new(county.as_admin().await)
+        .publish_entry(publish(&code))
+        .await);
+    let mut exchange = Exchange::new(county.as_dept(SAMR).await);
+    ok(exchange
+        .create_dataset(v1::CreateDatasetRequest {
+            dataset: code.clone(),
+            schema_subject: RESIDENTS.into(),
+            schema_version: 0,
+            key: vec!["resident_id".into()],
+        })
+        .await);
+    publish_residents(county, &code, "b1", 1..=3).await;
+    code
+}
+
+pub async fn publish_residents(county: &Level, code: &str, key: &str, serials: std::ops::RangeInclusive<u32>) {
+    let changes = serials.map(|s| upsert_resident(s, &format!("张{s}"))).collect();
+    ok(Exchange::new(county.as_dept(SAMR).await)
+        .publish(batch(code, key, changes))
+        .await);
+}
+
+/// Waits until the province's catalogue shows the county entry.
+pub async fn until_aggregated(province: &Level, code: &str) {
+    let started = Instant::now();
+    let mut dept = DirectoryServiceClient::new(province.as_dept(&province_department()).await);
+    loop {
+        let found = search_all(&mut dept, keyword("低保对象")).await;
+        if found.iter().any(|e| e.resource_code == code && e.origin_hub == COUNTY) {
+            return;
+        }
+        assert!(
+            started.elapsed() < PROPAGATION,
+            "the county entry never reached the province"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The next message of a relayed subscription, within [`PROMPT`].
+pub async fn next(stream: &mut tonic::Streaming<v1::ChangeBatch>) -> Result<Option<v1::ChangeBatch>, tonic::Status> {
+    tokio::time::timeout(PROMPT, stream.message())
+        .await
+        .expect("the relayed stream answers promptly, never hangs")
+}
+
+/// Reads batches until `count` changes came; their changes.
+pub async fn changes(stream: &mut tonic::Streaming<v1::ChangeBatch>, count: usize) -> Vec<v1::Change> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        let batch = next(stream).await.expect("a batch").expect("the stream goes on");
+        got.extend(batch.changes);
+    }
+    got
 }

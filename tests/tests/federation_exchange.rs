@@ -9,78 +9,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tonic::Code;
-use xinqiao_domain::identity::Principal;
 use xinqiao_hub::pki::{self};
 use xinqiao_proto::v1::directory_service_client::DirectoryServiceClient;
 use xinqiao_tests::federation::*;
 use xinqiao_tests::*;
-
-/// How long a change may take to travel county → city → province.
-const PROPAGATION: Duration = Duration::from_secs(20);
-/// The longest a relayed call or stream end may take to reach the caller.
-const PROMPT: Duration = Duration::from_secs(20);
-
-/// 浙江省民政厅: a department of the province only, in division 330000.
-fn province_department() -> String {
-    let first17 = "11330000MB0090001";
-    let check = xinqiao_domain::identifiers::uscc_check_char(first17).expect("alphabet");
-    format!("{first17}{check}")
-}
-
-/// County → city → province, each registered with the next as its parent and the next
-/// registering it as its child; a department of the province's own.
-async fn chain_with_department(backend: &Backend) -> (Level, Level, Level) {
-    let (county, city, province) = chain(backend).await;
-    let code = province_department();
-    let mut request = register_request(&code, "浙江省民政厅");
-    request.division_code = PROVINCE.into();
-    ok(DirectoryServiceClient::new(province.as_admin().await)
-        .register_department(request)
-        .await);
-    pki::issue(&province.pki_dir(), &Principal::Department(code)).expect("the department's certificate");
-    (county, city, province)
-}
-
-/// The county's SAMR opens a 有条件共享 residents dataset and publishes residents 1..=3.
-async fn county_residents(county: &Level) -> String {
-    let mut schemas = Schemas::new(county.as_admin().await);
-    for (subject, text) in xinqiao_hub::registry::SHARED_SCHEMAS {
-        ok(schemas
-            .register_schema(v1::RegisterSchemaRequest {
-                subject: (*subject).into(),
-                schema_json: (*text).into(),
-            })
-            .await);
-    }
-    ok(schemas
-        .register_schema(v1::RegisterSchemaRequest {
-            subject: RESIDENTS.into(),
-            schema_json: RESIDENTS_SCHEMA.into(),
-        })
-        .await);
-    let entry = shared_as(
-        residents_entry("余杭区低保对象信息"),
-        v1::ShareType::Conditional,
-        v1::ExchangeKind::Table,
-    );
-    let mut dept = DirectoryServiceClient::new(county.as_dept(SAMR).await);
-    let code = ok(dept.create_entry(create(entry)).await).resource_code;
-    ok(dept.submit_entry(submit(&code)).await);
-    ok(DirectoryServiceClient::new(county.as_admin().await)
-        .publish_entry(publish(&code))
-        .await);
-    let mut exchange = Exchange::new(county.as_dept(SAMR).await);
-    ok(exchange
-        .create_dataset(v1::CreateDatasetRequest {
-            dataset: code.clone(),
-            schema_subject: RESIDENTS.into(),
-            schema_version: 0,
-            key: vec!["resident_id".into()],
-        })
-        .await);
-    publish_residents(county, &code, "b1", 1..=3).await;
-    code
-}
 
 /// The county's SAMR opens a 无条件共享 文件 dataset holding `roster.txt`; its resource code.
 async fn county_file(county: &Level, bytes: &[u8]) -> String {
@@ -109,47 +41,6 @@ async fn county_file(county: &Level, bytes: &[u8]) -> String {
     let done = ok(exchange.upload_chunks(tokio_stream::iter(vec![chunk])).await);
     assert!(done.complete);
     code
-}
-
-async fn publish_residents(county: &Level, code: &str, key: &str, serials: std::ops::RangeInclusive<u32>) {
-    let changes = serials.map(|s| upsert_resident(s, &format!("张{s}"))).collect();
-    ok(Exchange::new(county.as_dept(SAMR).await)
-        .publish(batch(code, key, changes))
-        .await);
-}
-
-/// Waits until the province's catalogue shows the county entry.
-async fn until_aggregated(province: &Level, code: &str) {
-    let started = Instant::now();
-    let mut dept = DirectoryServiceClient::new(province.as_dept(&province_department()).await);
-    loop {
-        let found = search_all(&mut dept, keyword("低保对象")).await;
-        if found.iter().any(|e| e.resource_code == code && e.origin_hub == COUNTY) {
-            return;
-        }
-        assert!(
-            started.elapsed() < PROPAGATION,
-            "the county entry never reached the province"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The next message of a relayed subscription, within [`PROMPT`].
-async fn next(stream: &mut tonic::Streaming<v1::ChangeBatch>) -> Result<Option<v1::ChangeBatch>, tonic::Status> {
-    tokio::time::timeout(PROMPT, stream.message())
-        .await
-        .expect("the relayed stream answers promptly, never hangs")
-}
-
-/// Reads batches until `count` changes came; their changes.
-async fn changes(stream: &mut tonic::Streaming<v1::ChangeBatch>, count: usize) -> Vec<v1::Change> {
-    let mut got = Vec::new();
-    while got.len() < count {
-        let batch = next(stream).await.expect("a batch").expect("the stream goes on");
-        got.extend(batch.changes);
-    }
-    got
 }
 
 on_each_backend!(

@@ -30,6 +30,7 @@ use crate::audit::{AuditLog, CallNote, code_name};
 use crate::auth::{Authenticator, Relayed};
 use crate::config::Limits;
 use crate::convert::{self, timestamp};
+use crate::federation::fanout;
 use crate::federation::relay::{self, Relay, Route};
 use crate::feed::ChangeFeed;
 use crate::metrics::Metrics;
@@ -353,7 +354,7 @@ impl ExchangeApi {
         &self,
         (note, reader): (CallNote, (Caller, Option<Relayed>)),
         peer: String,
-        mut upstream: Streaming<T>,
+        mut upstream: impl tokio_stream::Stream<Item = std::result::Result<T, Status>> + Unpin + Send + 'static,
         records: fn(&T) -> usize,
         endless: bool,
     ) -> ReceiverStream<std::result::Result<T, Status>> {
@@ -366,7 +367,7 @@ impl ExchangeApi {
             recheck.tick().await;
             let outcome = loop {
                 let message = tokio::select! {
-                    message = upstream.message() => message,
+                    message = upstream.next() => message.transpose(),
                     _ = recheck.tick() => {
                         let standing = match &reader.1 {
                             Some(relayed) => api.auth.still_peer(relayed).await,
@@ -1052,7 +1053,7 @@ impl ExchangeService for ExchangeApi {
 
     async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
         let note = CallNote::of(&request);
-        answer(async {
+        let (answer, view) = answer(async {
             let (caller, relayed) = self.auth.reader(&request).await?;
             let r = request.get_ref();
             if let Some((relay, route)) = self.route(&r.dataset, &note).await? {
@@ -1063,10 +1064,13 @@ impl ExchangeService for ExchangeApi {
                 let request = relay.request(&caller, relayed.as_ref(), message, true)?;
                 let mut client = relay.exchange(&route)?;
                 let call = client.fetch(request);
-                let answer = relay::answered(&route.peer.division_code, call).await?;
+                let answer = relay::answered_response(&route.peer.division_code, call).await?;
+                // The view passed on, for the fan-out's checks of a hub further up.
+                let view = fanout::headers_of(answer.metadata()).0;
+                let answer = answer.into_inner();
                 note.detail("records", answer.changes.len());
                 note.detail("after_sequence", r.after_sequence);
-                return Ok(answer);
+                return Ok((answer, view));
             }
             let limit = match r.limit {
                 0 => DEFAULT_FETCH,
@@ -1081,15 +1085,26 @@ impl ExchangeService for ExchangeApi {
             note.detail("records", changes.len());
             note.detail("after_sequence", r.after_sequence);
             let view = basis.view(&dataset.key);
-            Ok(pb::FetchResponse {
+            // A peer hub is told the view it got, for its fan-out (see `federation::fanout`).
+            let digest = relayed
+                .is_some()
+                .then(|| fanout::view_digest(&dataset.id, view.as_ref()));
+            let answer = pb::FetchResponse {
                 changes: changes
                     .into_iter()
                     .map(|c| change_api(shaped(view.as_ref(), c)))
                     .collect(),
                 last_sequence,
-            })
+            };
+            Ok((answer, digest))
         })
-        .await
+        .await?
+        .into_inner();
+        let mut response = Response::new(answer);
+        if let Some(view) = view {
+            fanout::set_headers(response.metadata_mut(), &view, None);
+        }
+        Ok(response)
     }
 
     type SnapshotStream = Stream<pb::SnapshotChunk>;
@@ -1195,21 +1210,34 @@ impl ExchangeService for ExchangeApi {
                 dataset: route.dataset.clone(),
                 ..r
             };
-            let request = relay
-                .request(&caller, relayed.as_ref(), message, false)
-                .map_err(to_status)?;
-            let mut client = relay.exchange(&route).map_err(to_status)?;
-            let call = client.subscribe(request);
-            let upstream = relay::answered(&peer, call).await.map_err(to_status)?;
+            // Followers of the same view share one upstream (see `federation::fanout`); each
+            // opens its own first, so that the peer decides and audits its read.
+            let reader = fanout::Reader {
+                relay: relay.clone(),
+                route,
+                caller: caller.clone(),
+                relayed: relayed.clone(),
+                request: message,
+            };
+            let opened = reader
+                .open(None)
+                .await
+                .map_err(|status| to_status(relay::peer_error(&peer, &status)))?;
+            let (view, after) = (opened.view.clone(), opened.after);
             self.open_stream(&note, consumer.as_deref()).await?;
             let stream = self.relay_stream(
                 (note, (caller, relayed)),
                 peer,
-                upstream,
+                fanout::follow(relay.fanout(), reader, opened),
                 |b: &pb::ChangeBatch| b.changes.len(),
                 true,
             );
-            return Ok(Response::new(UntilStopping::new(stream, self.stopping.clone())));
+            let mut response = Response::new(UntilStopping::new(stream, self.stopping.clone()));
+            // Passed on, so that a hub relaying further up can share this stream too.
+            if let Some(view) = view {
+                fanout::set_headers(response.metadata_mut(), &view, after);
+            }
+            return Ok(response);
         }
         let read = ReadRequest::records(&r.dataset, &r.grant_id, &r.purpose);
         let (_, dataset, basis) = self.readable(&caller, &read, &note).await.map_err(to_status)?;
@@ -1234,6 +1262,12 @@ impl ExchangeService for ExchangeApi {
         note.detail("after_sequence", after);
         self.open_stream(&note, Some(r.consumer.as_str()).filter(|c| !c.is_empty()))
             .await?;
+        // A peer hub is told the view it gets and where the stream starts, before any record,
+        // so that its followers of the same view can share this stream (`federation::fanout`).
+        let start = after;
+        let shared_as = relayed
+            .is_some()
+            .then(|| fanout::view_digest(&dataset.id, basis.view(&dataset.key).as_ref()));
         let mut rights = self.rights((caller, relayed), &r.dataset, &r.grant_id, &r.purpose);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let api = self.clone_for_task();
@@ -1293,10 +1327,11 @@ impl ExchangeService for ExchangeApi {
             note.detail("last_sequence", after);
             api.close_stream(&note, &tx, outcome, delivered).await;
         });
-        Ok(Response::new(UntilStopping::new(
-            ReceiverStream::new(rx),
-            self.stopping.clone(),
-        )))
+        let mut response = Response::new(UntilStopping::new(ReceiverStream::new(rx), self.stopping.clone()));
+        if let Some(view) = shared_as {
+            fanout::set_headers(response.metadata_mut(), &view, Some(start));
+        }
+        Ok(response)
     }
 
     async fn acknowledge(

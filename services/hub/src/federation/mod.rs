@@ -27,6 +27,7 @@ use crate::paging::{decode, encode};
 use crate::status::answer;
 use crate::tls::ServerTls;
 
+pub mod fanout;
 mod pull;
 pub mod relay;
 pub mod trust;

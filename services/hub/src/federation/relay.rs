@@ -26,6 +26,7 @@ use xinqiao_proto::v1::access_service_client::AccessServiceClient;
 use xinqiao_proto::v1::exchange_service_client::ExchangeServiceClient;
 use xinqiao_store::Store;
 
+use super::fanout::Fanout;
 use super::trust;
 use crate::auth::Relayed;
 use crate::cache::Cache;
@@ -66,6 +67,8 @@ pub struct Relay {
     identity: CertFiles,
     /// Channels to peers, by division code, with the address and CA they were made for.
     channels: Arc<Mutex<HashMap<String, PeerChannel>>>,
+    /// Relayed subscriptions sharing one upstream per peer, dataset and view.
+    fanout: Arc<Fanout>,
 }
 
 impl Relay {
@@ -81,7 +84,12 @@ impl Relay {
             division,
             identity,
             channels: Arc::new(Mutex::new(HashMap::new())),
+            fanout: Arc::default(),
         }
+    }
+
+    pub fn fanout(&self) -> Arc<Fanout> {
+        self.fanout.clone()
     }
 
     /// Where a read of `dataset` is relayed: `None` when this hub holds an entry of that code
@@ -191,6 +199,14 @@ pub async fn answered<T>(
     peer: &str,
     call: impl Future<Output = std::result::Result<tonic::Response<T>, Status>>,
 ) -> Result<T> {
+    Ok(answered_within(CALL_TIMEOUT, peer, call).await?.into_inner())
+}
+
+/// As [`answered`], with the answer's headers.
+pub async fn answered_response<T>(
+    peer: &str,
+    call: impl Future<Output = std::result::Result<tonic::Response<T>, Status>>,
+) -> Result<tonic::Response<T>> {
     answered_within(CALL_TIMEOUT, peer, call).await
 }
 
@@ -198,9 +214,9 @@ async fn answered_within<T>(
     limit: Duration,
     peer: &str,
     call: impl Future<Output = std::result::Result<tonic::Response<T>, Status>>,
-) -> Result<T> {
+) -> Result<tonic::Response<T>> {
     match tokio::time::timeout(limit, call).await {
-        Ok(Ok(response)) => Ok(response.into_inner()),
+        Ok(Ok(response)) => Ok(response),
         Ok(Err(status)) => Err(peer_error(peer, &status)),
         Err(_) => Err(Error::DeadlineExceeded(format!(
             "peer hub {peer} did not answer within {} ms",
