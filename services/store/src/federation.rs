@@ -303,22 +303,41 @@ macro_rules! federation_store {
                 after: Option<&xinqiao_domain::search::SearchPosition>,
                 limit: u32,
             ) -> xinqiao_domain::Result<Vec<xinqiao_domain::federation::FederatedEntry>> {
-                let mut query = sqlx::QueryBuilder::<$db>::new("SELECT ");
-                query.push(crate::federation::FEED_COLUMNS);
-                query.push(" FROM catalogue_feed f");
-                crate::search::push_search(
-                    &mut query,
+                let search = crate::search::Search::new(
                     <$store>::SEARCH_ENGINE,
                     crate::search::Source::Aggregated,
                     visibility,
                     filter,
                     after,
-                    limit,
                 );
-                let rows = query.build().fetch_all(&self.$read).await.map_err(crate::error::db_error)?;
-                rows.iter()
-                    .map(|row| crate::federation::feed_change(row).map(|c| c.entry))
-                    .collect()
+                let candidates = match search.count_candidates::<$db>() {
+                    Some(mut count) => Some(
+                        count
+                            .build_query_scalar::<i64>()
+                            .fetch_one(&self.$read)
+                            .await
+                            .map_err(crate::error::db_error)?,
+                    ),
+                    None => None,
+                };
+                let mut found = Vec::new();
+                for step in search.steps(candidates) {
+                    let room = limit.saturating_sub(u32::try_from(found.len()).unwrap_or(u32::MAX));
+                    if room == 0 {
+                        break;
+                    }
+                    let mut query = {
+                        let mut query = sqlx::QueryBuilder::<$db>::new("SELECT ");
+                        query.push(crate::federation::FEED_COLUMNS).push(" FROM catalogue_feed f");
+                        query
+                    };
+                    search.push_step(&mut query, step, room);
+                    let rows = query.build().fetch_all(&self.$read).await.map_err(crate::error::db_error)?;
+                    for row in &rows {
+                        found.push(crate::federation::feed_change(row)?.entry);
+                    }
+                }
+                Ok(found)
             }
 
             async fn federated_entries(

@@ -20,6 +20,13 @@
 //! Results come in relevance tiers (the name first, see `relevance_tier`), then by origin hub and
 //! resource code, so a page continues after a (tier, origin, code) position without gaps or
 //! repeats. Without a keyword the order is that of codes, which the primary keys give.
+//!
+//! Ranking needs every match before the first page can be cut, which for a keyword held by half
+//! the catalogue (信息, 登记) means reading half the catalogue. So a search first counts the
+//! index's candidates, stopping past [`FEW_CANDIDATES`]: up to that many it reads them, tests and
+//! sorts them; above it the keyword is common, and reading each tier in code order along the
+//! primary key (the name tier, then the other) reaches a page after a few dozen rows. Both give
+//! the same order, so a page token from either continues in the other.
 
 use sqlx::{Database, QueryBuilder};
 use xinqiao_domain::catalogue::EntryFilter;
@@ -119,140 +126,267 @@ where
     ));
 }
 
-/// Pushes the rest of a search after `SELECT … FROM` its source: the conditions, the order and
-/// the limit.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn push_search<DB: Database>(
-    query: &mut QueryBuilder<DB>,
-    engine: Engine,
-    source: Source,
-    visibility: &EntryVisibility,
-    filter: &EntryFilter,
-    after: Option<&SearchPosition>,
-    limit: u32,
-) where
-    String: sqlx::Encode<'static, DB> + sqlx::Type<DB>,
-    i64: sqlx::Encode<'static, DB> + sqlx::Type<DB>,
-{
-    let a = source.alias();
-    match source {
-        Source::Own => query.push(" WHERE 1 = 1"),
-        Source::Aggregated => query.push(" WHERE f.origin_hub <> ''"),
-    };
-    match (source, visibility) {
-        (_, EntryVisibility::All) => {}
-        (Source::Own, EntryVisibility::PublishedOrOwnedBy(code)) => {
-            query
-                .push(" AND (e.state = ")
-                .push_bind(EntryState::Published.as_str().to_string());
-            query.push(" OR e.provider_code = ").push_bind(code.clone()).push(")");
-        }
-        // Nobody here owns an aggregated entry: others see it while it is published.
-        (Source::Aggregated, EntryVisibility::PublishedOrOwnedBy(_)) => {
-            query
-                .push(" AND f.state = ")
-                .push_bind(EntryState::Published.as_str().to_string());
+/// Up to this many index candidates, a search reads them all, tests each and sorts them; above
+/// it, reading the entries in code order finds a page sooner (at least one in this many of them
+/// holds the keyword's terms), so each tier is read that way and stops at the page's end.
+pub(crate) const FEW_CANDIDATES: i64 = 1000;
+
+/// One query of a search (see [`Search::steps`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// No keyword: every entry the filters let through, in code order.
+    All,
+    /// The index's candidates, tested and sorted by (tier, code).
+    Candidates,
+    /// The entries of one tier, read in code order.
+    Tier(u8),
+}
+
+/// A catalogue search: the filters and where it continues.
+pub(crate) struct Search<'a> {
+    pub engine: Engine,
+    pub source: Source,
+    pub visibility: &'a EntryVisibility,
+    pub filter: &'a EntryFilter,
+    pub after: Option<&'a SearchPosition>,
+    keyword: String,
+}
+
+impl<'a> Search<'a> {
+    pub fn new(
+        engine: Engine,
+        source: Source,
+        visibility: &'a EntryVisibility,
+        filter: &'a EntryFilter,
+        after: Option<&'a SearchPosition>,
+    ) -> Self {
+        Search {
+            engine,
+            source,
+            visibility,
+            filter,
+            after,
+            keyword: search::matching_keyword(&filter.keyword),
         }
     }
 
-    let keyword = search::matching_keyword(&filter.keyword);
-    if !keyword.is_empty() {
-        let terms = search::keyword_terms(&keyword);
-        match (engine, source) {
+    /// A query counting the index's candidates for the keyword, up to one more than
+    /// [`FEW_CANDIDATES`] (so it stops early however common the keyword is); `None` without a
+    /// keyword.
+    pub fn count_candidates<DB: Database>(&self) -> Option<QueryBuilder<DB>>
+    where
+        String: sqlx::Encode<'static, DB> + sqlx::Type<DB>,
+        i64: sqlx::Encode<'static, DB> + sqlx::Type<DB>,
+    {
+        if self.keyword.is_empty() {
+            return None;
+        }
+        let terms = search::keyword_terms(&self.keyword);
+        let mut query = QueryBuilder::<DB>::new("SELECT COUNT(*) FROM (");
+        match self.engine {
+            // Own and aggregated entries share the FTS table: an upper bound for either.
+            Engine::Sqlite => {
+                query.push("SELECT rowid FROM catalog_search_terms WHERE catalog_search_terms MATCH ");
+                query.push_bind(fts_query(&terms));
+            }
+            Engine::Postgres => {
+                match self.source {
+                    Source::Own => query.push("SELECT 1 FROM catalog_entries e WHERE "),
+                    Source::Aggregated => query.push("SELECT 1 FROM catalogue_feed f WHERE f.origin_hub <> '' AND "),
+                };
+                self.push_index_match(&mut query, &terms);
+            }
+        }
+        query
+            .push(" LIMIT ")
+            .push_bind(FEW_CANDIDATES + 1)
+            .push(") AS candidates");
+        Some(query)
+    }
+
+    /// The queries to run in turn, each for what the page still lacks, given the candidates
+    /// counted (`None` without a keyword).
+    pub fn steps(&self, candidates: Option<i64>) -> Vec<Step> {
+        match candidates {
+            None => vec![Step::All],
+            Some(n) if n <= FEW_CANDIDATES => vec![Step::Candidates],
+            Some(_) => [search::NAME_TIER, search::OTHER_TIER]
+                .into_iter()
+                .filter(|&tier| self.after.is_none_or(|after| after.tier <= tier))
+                .map(Step::Tier)
+                .collect(),
+        }
+    }
+
+    fn push_index_match<DB: Database>(&self, query: &mut QueryBuilder<DB>, terms: &[String])
+    where
+        String: sqlx::Encode<'static, DB> + sqlx::Type<DB>,
+    {
+        let a = self.source.alias();
+        match (self.engine, self.source) {
             (Engine::Sqlite, Source::Own) => {
                 query.push(
-                    " AND e.resource_code IN (SELECT m.resource_code FROM catalog_search_docs m \
+                    "e.resource_code IN (SELECT m.resource_code FROM catalog_search_docs m \
                      WHERE m.origin_hub = '' AND m.id IN (SELECT rowid FROM catalog_search_terms \
                      WHERE catalog_search_terms MATCH ",
                 );
-                query.push_bind(fts_query(&terms)).push("))");
+                query.push_bind(fts_query(terms)).push("))");
             }
             (Engine::Sqlite, Source::Aggregated) => {
                 query.push(
-                    " AND (f.origin_hub, f.resource_code) IN (SELECT m.origin_hub, m.resource_code \
+                    "(f.origin_hub, f.resource_code) IN (SELECT m.origin_hub, m.resource_code \
                      FROM catalog_search_docs m WHERE m.origin_hub <> '' AND m.id IN (SELECT rowid \
                      FROM catalog_search_terms WHERE catalog_search_terms MATCH ",
                 );
-                query.push_bind(fts_query(&terms)).push("))");
+                query.push_bind(fts_query(terms)).push("))");
             }
             (Engine::Postgres, _) => {
-                query.push(format!(" AND xinqiao_search_terms({a}.search_text) @> ARRAY["));
+                query.push(format!("xinqiao_search_terms({a}.search_text) @> ARRAY["));
                 let mut list = query.separated(", ");
                 for term in terms {
-                    list.push_bind(term);
+                    list.push_bind(term.clone());
                 }
                 query.push("]::text[]");
             }
         }
-        // The exact test: the index's candidates hold the keyword's terms, not always the keyword.
-        query.push(format!(" AND {}({a}.search_text, ", engine.position()));
-        query.push_bind(keyword.clone()).push(") > 0");
     }
 
-    if !filter.classification_prefix.is_empty() {
-        query.push(format!(" AND {a}.classification LIKE "));
-        query
-            .push_bind(format!("{}%", escape_like(&filter.classification_prefix)))
-            .push(" ESCAPE '\\'");
-    }
-    if !filter.provider_code.is_empty() {
-        query
-            .push(format!(" AND {a}.provider_code = "))
-            .push_bind(filter.provider_code.clone());
-    }
-    let equal = [
-        ("share_type", filter.share_type.map(|v| v.as_str())),
-        ("open_type", filter.open_type.map(|v| v.as_str())),
-        ("update_cycle", filter.update_cycle.map(|v| v.as_str())),
-        ("format", filter.format.map(|v| v.as_str())),
-        ("state", filter.state.map(|v| v.as_str())),
-    ];
-    for (column, value) in equal {
-        if let Some(value) = value {
-            query.push(format!(" AND {a}.{column} = ")).push_bind(value.to_string());
-        }
-    }
-
-    if let Some(after) = after {
-        // After the key (origin, code) within the tier, or in any later tier.
-        let push_key_after = |query: &mut QueryBuilder<DB>| match source {
-            Source::Own => {
-                query.push("e.resource_code > ").push_bind(after.resource_code.clone());
-            }
-            Source::Aggregated => {
-                query.push("(f.origin_hub > ").push_bind(after.origin_hub.clone());
-                query.push(" OR (f.origin_hub = ").push_bind(after.origin_hub.clone());
-                query
-                    .push(" AND f.resource_code > ")
-                    .push_bind(after.resource_code.clone());
-                query.push("))");
-            }
+    /// Pushes one step's query after `SELECT … FROM` its source: the conditions, the order and
+    /// at most `limit` rows.
+    pub fn push_step<DB: Database>(&self, query: &mut QueryBuilder<DB>, step: Step, limit: u32)
+    where
+        String: sqlx::Encode<'static, DB> + sqlx::Type<DB>,
+        i64: sqlx::Encode<'static, DB> + sqlx::Type<DB>,
+    {
+        let (engine, source, keyword) = (self.engine, self.source, self.keyword.as_str());
+        let a = source.alias();
+        match source {
+            Source::Own => query.push(" WHERE 1 = 1"),
+            Source::Aggregated => query.push(" WHERE f.origin_hub <> ''"),
         };
-        if keyword.is_empty() {
-            query.push(" AND ");
-            push_key_after(query);
-        } else {
-            let tier = i64::from(after.tier);
-            query.push(" AND (");
-            push_tier(query, engine, source, &keyword);
-            query.push(" > ").push_bind(tier).push(" OR (");
-            push_tier(query, engine, source, &keyword);
-            query.push(" = ").push_bind(tier).push(" AND ");
-            push_key_after(query);
-            query.push("))");
+        match (source, self.visibility) {
+            (_, EntryVisibility::All) => {}
+            (Source::Own, EntryVisibility::PublishedOrOwnedBy(code)) => {
+                // Most entries are published, so this narrows little; on SQLite the unary `+`
+                // keeps its planner from reading both indexes of the OR and sorting every row,
+                // where walking the primary key in code order stops at the page's end.
+                let plus = if engine == Engine::Sqlite { "+" } else { "" };
+                query.push(format!(" AND ({plus}e.state = "));
+                query.push_bind(EntryState::Published.as_str().to_string());
+                query
+                    .push(format!(" OR {plus}e.provider_code = "))
+                    .push_bind(code.clone())
+                    .push(")");
+            }
+            // Nobody here owns an aggregated entry: others see it while it is published.
+            (Source::Aggregated, EntryVisibility::PublishedOrOwnedBy(_)) => {
+                query
+                    .push(" AND f.state = ")
+                    .push_bind(EntryState::Published.as_str().to_string());
+            }
         }
-    }
+        if step == Step::Candidates {
+            query.push(" AND ");
+            self.push_index_match(query, &search::keyword_terms(keyword));
+        }
+        if step != Step::All {
+            // The exact test: the index's candidates hold the keyword's terms, not always the
+            // keyword; read in code order, the entries are not candidates at all.
+            query.push(format!(" AND {}({a}.search_text, ", engine.position()));
+            query.push_bind(keyword.to_string()).push(") > 0");
+        }
+        if let Step::Tier(tier) = step {
+            query.push(" AND ");
+            push_tier(query, engine, source, keyword);
+            query.push(" = ").push_bind(i64::from(tier));
+        }
 
-    query.push(" ORDER BY ");
-    if !keyword.is_empty() {
-        push_tier(query, engine, source, &keyword);
-        query.push(", ");
+        let filter = self.filter;
+        if !filter.classification_prefix.is_empty() {
+            // Classification codes are digits, and ':' follows '9': the range holds exactly the
+            // codes that start with the prefix and lets the (classification, code) index serve
+            // it, which LIKE (case-insensitive on SQLite, collation-bound on PostgreSQL) does not.
+            let prefix = &filter.classification_prefix;
+            query
+                .push(format!(" AND {a}.classification >= "))
+                .push_bind(prefix.clone());
+            query
+                .push(format!(" AND {a}.classification < "))
+                .push_bind(format!("{prefix}:"));
+            query.push(format!(" AND {a}.classification LIKE "));
+            query
+                .push_bind(format!("{}%", escape_like(prefix)))
+                .push(" ESCAPE '\\'");
+        }
+        if !filter.provider_code.is_empty() {
+            query
+                .push(format!(" AND {a}.provider_code = "))
+                .push_bind(filter.provider_code.clone());
+        }
+        let equal = [
+            ("share_type", filter.share_type.map(|v| v.as_str())),
+            ("open_type", filter.open_type.map(|v| v.as_str())),
+            ("update_cycle", filter.update_cycle.map(|v| v.as_str())),
+            ("format", filter.format.map(|v| v.as_str())),
+            ("state", filter.state.map(|v| v.as_str())),
+        ];
+        for (column, value) in equal {
+            if let Some(value) = value {
+                query.push(format!(" AND {a}.{column} = ")).push_bind(value.to_string());
+            }
+        }
+
+        if let Some(after) = self.after {
+            // After the key (origin, code) within the tier, or in any later tier.
+            let push_key_after = |query: &mut QueryBuilder<DB>| match source {
+                Source::Own => {
+                    query.push("e.resource_code > ").push_bind(after.resource_code.clone());
+                }
+                Source::Aggregated => {
+                    query.push("(f.origin_hub > ").push_bind(after.origin_hub.clone());
+                    query.push(" OR (f.origin_hub = ").push_bind(after.origin_hub.clone());
+                    query
+                        .push(" AND f.resource_code > ")
+                        .push_bind(after.resource_code.clone());
+                    query.push("))");
+                }
+            };
+            match step {
+                Step::All => {
+                    query.push(" AND ");
+                    push_key_after(query);
+                }
+                // A later tier than the position's starts at its beginning (steps() leaves out
+                // the earlier ones).
+                Step::Tier(tier) if tier > after.tier => {}
+                Step::Tier(_) => {
+                    query.push(" AND ");
+                    push_key_after(query);
+                }
+                Step::Candidates => {
+                    let tier = i64::from(after.tier);
+                    query.push(" AND (");
+                    push_tier(query, engine, source, keyword);
+                    query.push(" > ").push_bind(tier).push(" OR (");
+                    push_tier(query, engine, source, keyword);
+                    query.push(" = ").push_bind(tier).push(" AND ");
+                    push_key_after(query);
+                    query.push("))");
+                }
+            }
+        }
+
+        query.push(" ORDER BY ");
+        if step == Step::Candidates {
+            push_tier(query, engine, source, keyword);
+            query.push(", ");
+        }
+        match source {
+            Source::Own => query.push("e.resource_code"),
+            Source::Aggregated => query.push("f.origin_hub, f.resource_code"),
+        };
+        query.push(" LIMIT ").push_bind(i64::from(limit));
     }
-    match source {
-        Source::Own => query.push("e.resource_code"),
-        Source::Aggregated => query.push("f.origin_hub, f.resource_code"),
-    };
-    query.push(" LIMIT ").push_bind(i64::from(limit));
 }
 
 #[cfg(test)]

@@ -256,6 +256,7 @@ conformance!(
     search_orders_by_resource_code_and_pages,
     search_through_the_index_finds_what_a_scan_finds,
     search_ranks_names_first_and_pages_across_tiers,
+    a_common_keyword_is_ranked_and_paged_the_same,
     the_search_index_is_built_for_entries_that_existed_before,
     schema_versions_are_numbered_from_one,
     identical_content_registers_once,
@@ -1445,6 +1446,78 @@ async fn search_ranks_names_first_and_pages_across_tiers(store: Arc<dyn Store>) 
     save_as(&*store, &renamed, EntryState::Withdrawn, EntryAction::Withdraw).await;
     let seen_by_b = search(&*store, &EntryVisibility::PublishedOrOwnedBy(b), &filter).await;
     assert!(!seen_by_b.contains(moved));
+}
+
+/// A keyword held by more entries than the store reads as candidates (it then reads each tier in
+/// code order) gives the same ranking and pages, own and aggregated.
+async fn a_common_keyword_is_ranked_and_paged_the_same(store: Arc<dyn Store>) {
+    let a = register(&*store, 1).await;
+    let mut entries = Vec::new();
+    let mut changes = Vec::new();
+    for i in 0..1_030_u64 {
+        // One in five holds 登记 in its name, the rest in the summary or an item only; one in
+        // ten not at all.
+        let name = if i % 5 == 0 {
+            format!("企业登记{i}")
+        } else {
+            format!("企业年报{i}")
+        };
+        let summary = if i % 10 == 3 {
+            "年度报告".to_string()
+        } else {
+            format!("含登记日期的第{i}号目录")
+        };
+        let c = searchable_content(if i % 2 == 0 { "102" } else { "101" }, &(&name, &summary, vec!["编号"]));
+        let c = EntryContent { name, summary, ..c };
+        let e = create(&*store, &a, &c).await;
+        let mut change = child_change(i + 1, "330110", &e.resource_code, &c.name, EntryState::Published);
+        change.entry.entry.content = c.clone();
+        changes.push(change);
+        entries.push((e.resource_code, c));
+    }
+    store
+        .add_peer(&peer_hub("330110", Relation::Child))
+        .await
+        .expect("add the county");
+    assert_eq!(
+        store.apply_catalogue_changes("330110", 0, &changes, 1_030).await,
+        Ok(1_030)
+    );
+    let expected = expected_search(&entries, "登记");
+    assert!(expected.len() > 900, "more than the candidates read at once");
+    assert_eq!(find(&*store, "登记").await, expected);
+    assert_eq!(
+        federated_codes(&*store, &EntryVisibility::All, "登记").await.len(),
+        100.min(expected.len())
+    );
+    let filter = EntryFilter {
+        keyword: "登记".into(),
+        ..EntryFilter::default()
+    };
+    let mut paged = Vec::new();
+    let mut after: Option<SearchPosition> = None;
+    loop {
+        let page = store
+            .search_entries(&EntryVisibility::All, &filter, after.as_ref(), 97)
+            .await
+            .expect("page");
+        let Some(last) = page.last() else { break };
+        after = Some(SearchPosition::of_entry("", last, "登记"));
+        paged.extend(page.into_iter().map(|e| e.resource_code));
+    }
+    assert_eq!(paged, expected, "own, in pages");
+    let mut paged = Vec::new();
+    let mut after: Option<SearchPosition> = None;
+    loop {
+        let page = store
+            .search_federated_entries(&EntryVisibility::All, &filter, after.as_ref(), 101)
+            .await
+            .expect("page");
+        let Some(last) = page.last() else { break };
+        after = Some(SearchPosition::of_entry(&last.origin_hub, &last.entry, "登记"));
+        paged.extend(page.into_iter().map(|e| e.entry.resource_code));
+    }
+    assert_eq!(paged, expected, "aggregated, in pages");
 }
 
 /// Migration 0012 indexes the entries that were there before it, own and aggregated.

@@ -300,17 +300,36 @@ impl CatalogStore for PgStore {
         after: Option<&SearchPosition>,
         limit: u32,
     ) -> Result<Vec<CatalogEntry>> {
-        let mut query = QueryBuilder::<Postgres>::new(SELECT_ENTRY);
-        crate::search::push_search(
-            &mut query,
+        let search = crate::search::Search::new(
             Self::SEARCH_ENGINE,
             crate::search::Source::Own,
             visibility,
             filter,
             after,
-            limit,
         );
-        let rows = query.build().fetch_all(&self.pool).await.map_err(db_error)?;
-        rows.iter().map(entry).collect()
+        let candidates = match search.count_candidates::<Postgres>() {
+            Some(mut count) => Some(
+                count
+                    .build_query_scalar::<i64>()
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db_error)?,
+            ),
+            None => None,
+        };
+        let mut found = Vec::new();
+        for step in search.steps(candidates) {
+            let room = limit.saturating_sub(u32::try_from(found.len()).unwrap_or(u32::MAX));
+            if room == 0 {
+                break;
+            }
+            let mut query = QueryBuilder::<Postgres>::new(SELECT_ENTRY);
+            search.push_step(&mut query, step, room);
+            let rows = query.build().fetch_all(&self.pool).await.map_err(db_error)?;
+            for row in &rows {
+                found.push(entry(row)?);
+            }
+        }
+        Ok(found)
     }
 }
