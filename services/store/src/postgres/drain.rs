@@ -3,8 +3,11 @@
 use super::*;
 
 impl PgStore {
-    /// NOT_FOUND for an unknown dataset. One statement, so the changes and the last sequence
-    /// come from one snapshot.
+    /// NOT_FOUND for an unknown dataset. The changes come with the dataset's last sequence in one
+    /// statement, so from one snapshot; the last sequence is read alone only when there are no
+    /// changes to send. The rows come in the primary key's order with no sort: a join with the
+    /// datasets row and an ORDER BY over it had PostgreSQL sort each page, on disk once a page
+    /// passed work_mem (4 MB by default: four thousand 1 KiB records), at ten times the cost.
     pub(super) async fn changes_after(
         &self,
         dataset: &str,
@@ -12,10 +15,9 @@ impl PgStore {
         limit: u32,
     ) -> Result<(Vec<StoredChange>, u64)> {
         let rows = sqlx::query(
-            "SELECT ds.last_sequence AS head, c.sequence, c.op, c.key, c.record, c.published_at FROM datasets ds \
-             LEFT JOIN LATERAL (SELECT sequence, op, key, record, published_at FROM changes \
-             WHERE dataset = ds.id AND sequence > $2 ORDER BY sequence LIMIT $3) c ON TRUE \
-             WHERE ds.id = $1 ORDER BY c.sequence",
+            "SELECT c.sequence, c.op, c.key, c.record, c.published_at, \
+             (SELECT last_sequence FROM datasets WHERE id = $1) AS head \
+             FROM changes c WHERE c.dataset = $1 AND c.sequence > $2 ORDER BY c.sequence LIMIT $3",
         )
         .bind(dataset)
         .bind(bound(after))
@@ -23,15 +25,17 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        let first = rows.first().ok_or_else(|| dataset_not_found(dataset))?;
-        let head = stored_u64(get(first, "head")?, "datasets.last_sequence")?;
-        let mut changes = Vec::with_capacity(rows.len());
-        for row in &rows {
-            // The one row of a dataset without changes after `after` has none.
-            if get::<Option<i64>>(row, "sequence")?.is_some() {
-                changes.push(stored_change(row)?);
-            }
-        }
+        let head = match rows.first() {
+            Some(first) => get(first, "head")?,
+            None => sqlx::query_scalar("SELECT last_sequence FROM datasets WHERE id = $1")
+                .bind(dataset)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error)?
+                .ok_or_else(|| dataset_not_found(dataset))?,
+        };
+        let head = stored_u64(head, "datasets.last_sequence")?;
+        let changes = rows.iter().map(stored_change).collect::<Result<Vec<_>>>()?;
         Ok((changes, head))
     }
 }
