@@ -245,7 +245,7 @@ impl Reader {
 
 /// Where a follower reads from.
 enum Source {
-    Own(Streaming<pb::ChangeBatch>),
+    Own(Box<Streaming<pb::ChangeBatch>>),
     Joined {
         shared: Arc<Shared>,
         events: broadcast::Receiver<Event>,
@@ -364,7 +364,7 @@ impl Follower {
                 drop(state);
                 return Source::Joined { shared, events };
             } else {
-                return Source::Own(upstream);
+                return Source::Own(Box::new(upstream));
             }
         }
         let (sender, events) = broadcast::channel(BROADCAST_BUFFER);
@@ -407,7 +407,7 @@ impl Follower {
     }
 
     /// Reads its own upstream (catching up) until it can join the shared stream.
-    async fn own(&mut self, mut upstream: Streaming<pb::ChangeBatch>) -> Turn {
+    async fn own(&mut self, mut upstream: Box<Streaming<pb::ChangeBatch>>) -> Turn {
         let message = tokio::select! {
             message = upstream.message() => message,
             _ = self.tx.closed() => return Turn::Stop,
@@ -417,7 +417,7 @@ impl Follower {
                 if !self.pass(&batch).await {
                     return Turn::Stop;
                 }
-                Turn::Go(self.settle(upstream))
+                Turn::Go(self.settle(*upstream))
             }
             Ok(None) => Turn::Stop,
             Err(status) => {
