@@ -75,6 +75,36 @@ impl Source {
     }
 }
 
+/// Which terms an index holds: of the whole search text, or of the name (its first line) alone,
+/// which tells how many entries a keyword's first tier holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Terms {
+    All,
+    Name,
+}
+
+impl Terms {
+    fn fts_table(self) -> &'static str {
+        match self {
+            Terms::All => "catalog_search_terms",
+            Terms::Name => "catalog_search_name_terms",
+        }
+    }
+
+    /// PostgreSQL's indexed expression of a row's search text.
+    fn pg_expression(self, alias: &str) -> String {
+        match self {
+            Terms::All => format!("xinqiao_search_terms({alias}.search_text)"),
+            Terms::Name => format!("xinqiao_search_terms(split_part({alias}.search_text, chr(10), 1))"),
+        }
+    }
+}
+
+/// The name of a search text: its first line.
+pub(crate) fn name_part(search_text: &str) -> &str {
+    search_text.split('\n').next().unwrap_or_default()
+}
+
 /// A term as the SQLite index holds it: the hex of its UTF-8 bytes (SQLite's `hex()` of the same
 /// substring, which migration 0012 uses for rows that existed before).
 pub(crate) fn hex_term(term: &str) -> String {
@@ -140,6 +170,8 @@ pub(crate) enum Step {
     Candidates,
     /// The entries of one tier, read in code order.
     Tier(u8),
+    /// The name tier from the names' index candidates, tested and sorted by code.
+    NameCandidates,
 }
 
 /// A catalogue search: the filters and where it continues.
@@ -170,10 +202,10 @@ impl<'a> Search<'a> {
         }
     }
 
-    /// A query counting the index's candidates for the keyword, up to one more than
-    /// [`FEW_CANDIDATES`] (so it stops early however common the keyword is); `None` without a
-    /// keyword.
-    pub fn count_candidates<DB: Database>(&self) -> Option<QueryBuilder<DB>>
+    /// A query counting the candidates of the `terms` index for the keyword, up to one more
+    /// than [`FEW_CANDIDATES`] (so it stops early however common the keyword is); `None` without
+    /// a keyword.
+    pub fn count_candidates<DB: Database>(&self, index: Terms) -> Option<QueryBuilder<DB>>
     where
         String: sqlx::Encode<'static, DB> + sqlx::Type<DB>,
         i64: sqlx::Encode<'static, DB> + sqlx::Type<DB>,
@@ -186,7 +218,8 @@ impl<'a> Search<'a> {
         match self.engine {
             // Own and aggregated entries share the FTS table: an upper bound for either.
             Engine::Sqlite => {
-                query.push("SELECT rowid FROM catalog_search_terms WHERE catalog_search_terms MATCH ");
+                let table = index.fts_table();
+                query.push(format!("SELECT rowid FROM {table} WHERE {table} MATCH "));
                 query.push_bind(fts_query(&terms));
             }
             Engine::Postgres => {
@@ -194,7 +227,7 @@ impl<'a> Search<'a> {
                     Source::Own => query.push("SELECT 1 FROM catalog_entries e WHERE "),
                     Source::Aggregated => query.push("SELECT 1 FROM catalogue_feed f WHERE f.origin_hub <> '' AND "),
                 };
-                self.push_index_match(&mut query, &terms);
+                self.push_index_match(&mut query, index, &terms);
             }
         }
         query
@@ -205,43 +238,51 @@ impl<'a> Search<'a> {
     }
 
     /// The queries to run in turn, each for what the page still lacks, given the candidates
-    /// counted (`None` without a keyword).
-    pub fn steps(&self, candidates: Option<i64>) -> Vec<Step> {
+    /// counted in the whole text's index and in the names' (`None` without a keyword).
+    pub fn steps(&self, candidates: Option<(i64, i64)>) -> Vec<Step> {
         match candidates {
             None => vec![Step::All],
-            Some(n) if n <= FEW_CANDIDATES => vec![Step::Candidates],
-            Some(_) => [search::NAME_TIER, search::OTHER_TIER]
+            Some((all, _)) if all <= FEW_CANDIDATES => vec![Step::Candidates],
+            // A keyword common in the text but rare in names (a data item's name, say) would
+            // have the name tier read in code order to the end: its few candidates are read.
+            Some((_, names)) => [search::NAME_TIER, search::OTHER_TIER]
                 .into_iter()
                 .filter(|&tier| self.after.is_none_or(|after| after.tier <= tier))
-                .map(Step::Tier)
+                .map(|tier| {
+                    if tier == search::NAME_TIER && names <= FEW_CANDIDATES {
+                        Step::NameCandidates
+                    } else {
+                        Step::Tier(tier)
+                    }
+                })
                 .collect(),
         }
     }
 
-    fn push_index_match<DB: Database>(&self, query: &mut QueryBuilder<DB>, terms: &[String])
+    fn push_index_match<DB: Database>(&self, query: &mut QueryBuilder<DB>, index: Terms, terms: &[String])
     where
         String: sqlx::Encode<'static, DB> + sqlx::Type<DB>,
     {
         let a = self.source.alias();
+        let table = index.fts_table();
         match (self.engine, self.source) {
             (Engine::Sqlite, Source::Own) => {
-                query.push(
+                query.push(format!(
                     "e.resource_code IN (SELECT m.resource_code FROM catalog_search_docs m \
-                     WHERE m.origin_hub = '' AND m.id IN (SELECT rowid FROM catalog_search_terms \
-                     WHERE catalog_search_terms MATCH ",
-                );
+                     WHERE m.origin_hub = '' AND m.id IN (SELECT rowid FROM {table} WHERE {table} MATCH "
+                ));
                 query.push_bind(fts_query(terms)).push("))");
             }
             (Engine::Sqlite, Source::Aggregated) => {
-                query.push(
+                query.push(format!(
                     "(f.origin_hub, f.resource_code) IN (SELECT m.origin_hub, m.resource_code \
                      FROM catalog_search_docs m WHERE m.origin_hub <> '' AND m.id IN (SELECT rowid \
-                     FROM catalog_search_terms WHERE catalog_search_terms MATCH ",
-                );
+                     FROM {table} WHERE {table} MATCH "
+                ));
                 query.push_bind(fts_query(terms)).push("))");
             }
             (Engine::Postgres, _) => {
-                query.push(format!("xinqiao_search_terms({a}.search_text) @> ARRAY["));
+                query.push(format!("{} @> ARRAY[", index.pg_expression(a)));
                 let mut list = query.separated(", ");
                 for term in terms {
                     list.push_bind(term.clone());
@@ -285,9 +326,16 @@ impl<'a> Search<'a> {
                     .push_bind(EntryState::Published.as_str().to_string());
             }
         }
-        if step == Step::Candidates {
-            query.push(" AND ");
-            self.push_index_match(query, &search::keyword_terms(keyword));
+        match step {
+            Step::Candidates => {
+                query.push(" AND ");
+                self.push_index_match(query, Terms::All, &search::keyword_terms(keyword));
+            }
+            Step::NameCandidates => {
+                query.push(" AND ");
+                self.push_index_match(query, Terms::Name, &search::keyword_terms(keyword));
+            }
+            Step::All | Step::Tier(_) => {}
         }
         if step != Step::All {
             // The exact test: the index's candidates hold the keyword's terms, not always the
@@ -295,7 +343,12 @@ impl<'a> Search<'a> {
             query.push(format!(" AND {}({a}.search_text, ", engine.position()));
             query.push_bind(keyword.to_string()).push(") > 0");
         }
-        if let Step::Tier(tier) = step {
+        let tier = match step {
+            Step::Tier(tier) => Some(tier),
+            Step::NameCandidates => Some(search::NAME_TIER),
+            Step::All | Step::Candidates => None,
+        };
+        if let Some(tier) = tier {
             query.push(" AND ");
             push_tier(query, engine, source, keyword);
             query.push(" = ").push_bind(i64::from(tier));
@@ -359,7 +412,7 @@ impl<'a> Search<'a> {
                 // A later tier than the position's starts at its beginning (steps() leaves out
                 // the earlier ones).
                 Step::Tier(tier) if tier > after.tier => {}
-                Step::Tier(_) => {
+                Step::Tier(_) | Step::NameCandidates => {
                     query.push(" AND ");
                     push_key_after(query);
                 }

@@ -20,6 +20,12 @@ CREATE INDEX IF NOT EXISTS catalog_entries_search_terms
     ON catalog_entries USING gin (xinqiao_search_terms(search_text));
 CREATE INDEX IF NOT EXISTS catalogue_feed_search_terms
     ON catalogue_feed USING gin (xinqiao_search_terms(search_text)) WHERE origin_hub <> '';
+-- The same of each name (the search text's first line) alone: how many entries hold a keyword in
+-- their name, the first relevance tier, and which.
+CREATE INDEX IF NOT EXISTS catalog_entries_search_name_terms
+    ON catalog_entries USING gin (xinqiao_search_terms(split_part(search_text, chr(10), 1)));
+CREATE INDEX IF NOT EXISTS catalogue_feed_search_name_terms
+    ON catalogue_feed USING gin (xinqiao_search_terms(split_part(search_text, chr(10), 1))) WHERE origin_hub <> '';
 
 -- The federated search filters aggregated entries by state and orders them by origin and code.
 CREATE INDEX IF NOT EXISTS catalogue_feed_state ON catalogue_feed (state, origin_hub, resource_code);

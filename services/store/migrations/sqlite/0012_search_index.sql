@@ -21,6 +21,12 @@ CREATE VIRTUAL TABLE IF NOT EXISTS catalog_search_terms USING fts5 (
     terms, content = '', contentless_delete = 1, detail = none, tokenize = 'ascii'
 );
 
+-- The same of each name (the search text's first line) alone: how many entries hold a keyword in
+-- their name, the first relevance tier, and which.
+CREATE VIRTUAL TABLE IF NOT EXISTS catalog_search_name_terms USING fts5 (
+    terms, content = '', contentless_delete = 1, detail = none, tokenize = 'ascii'
+);
+
 -- The entries that exist already, own and aggregated.
 INSERT INTO catalog_search_docs (origin_hub, resource_code)
 SELECT '', resource_code FROM catalog_entries WHERE true
@@ -49,6 +55,26 @@ WITH RECURSIVE
         SELECT n + 1 FROM positions WHERE n < (SELECT COALESCE(MAX(length(t)), 0) FROM texts)
     )
 INSERT OR REPLACE INTO catalog_search_terms (rowid, terms)
+SELECT texts.id, group_concat(hex(substr(texts.t, positions.n, 1)) || ' ' || hex(substr(texts.t, positions.n, 2)), ' ')
+FROM texts JOIN positions ON positions.n <= length(texts.t)
+GROUP BY texts.id;
+
+WITH RECURSIVE
+    texts (id, t) AS (
+        SELECT m.id, substr(e.search_text, 1, instr(e.search_text || char(10), char(10)) - 1) FROM catalog_search_docs m
+        JOIN catalog_entries e ON e.resource_code = m.resource_code
+        WHERE m.origin_hub = ''
+        UNION ALL
+        SELECT m.id, substr(f.search_text, 1, instr(f.search_text || char(10), char(10)) - 1) FROM catalog_search_docs m
+        JOIN catalogue_feed f ON f.origin_hub = m.origin_hub AND f.resource_code = m.resource_code
+        WHERE m.origin_hub <> ''
+    ),
+    positions (n) AS (
+        SELECT 1
+        UNION ALL
+        SELECT n + 1 FROM positions WHERE n < (SELECT COALESCE(MAX(length(t)), 0) FROM texts)
+    )
+INSERT OR REPLACE INTO catalog_search_name_terms (rowid, terms)
 SELECT texts.id, group_concat(hex(substr(texts.t, positions.n, 1)) || ' ' || hex(substr(texts.t, positions.n, 2)), ' ')
 FROM texts JOIN positions ON positions.n <= length(texts.t)
 GROUP BY texts.id;

@@ -307,16 +307,19 @@ impl CatalogStore for PgStore {
             filter,
             after,
         );
-        let candidates = match search.count_candidates::<Postgres>() {
-            Some(mut count) => Some(
-                count
-                    .build_query_scalar::<i64>()
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(db_error)?,
-            ),
-            None => None,
-        };
+        let mut candidates = None;
+        if let (Some(mut all), Some(mut names)) = (
+            search.count_candidates::<Postgres>(crate::search::Terms::All),
+            search.count_candidates::<Postgres>(crate::search::Terms::Name),
+        ) {
+            let all: i64 = all.build_query_scalar().fetch_one(&self.pool).await.map_err(db_error)?;
+            let names: i64 = names
+                .build_query_scalar()
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_error)?;
+            candidates = Some((all, names));
+        }
         let mut found = Vec::new();
         for step in search.steps(candidates) {
             let room = limit.saturating_sub(u32::try_from(found.len()).unwrap_or(u32::MAX));

@@ -71,6 +71,12 @@ impl SqliteStore {
             .execute(&mut *conn)
             .await
             .map_err(db_error)?;
+        sqlx::query("INSERT OR REPLACE INTO catalog_search_name_terms (rowid, terms) VALUES (?, ?)")
+            .bind(id)
+            .bind(crate::search::indexed_terms(crate::search::name_part(search_text)))
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
         Ok(())
     }
 }
@@ -327,16 +333,23 @@ impl CatalogStore for SqliteStore {
             filter,
             after,
         );
-        let candidates = match search.count_candidates::<Sqlite>() {
-            Some(mut count) => Some(
-                count
-                    .build_query_scalar::<i64>()
-                    .fetch_one(&self.readers)
-                    .await
-                    .map_err(db_error)?,
-            ),
-            None => None,
-        };
+        let mut candidates = None;
+        if let (Some(mut all), Some(mut names)) = (
+            search.count_candidates::<Sqlite>(crate::search::Terms::All),
+            search.count_candidates::<Sqlite>(crate::search::Terms::Name),
+        ) {
+            let all: i64 = all
+                .build_query_scalar()
+                .fetch_one(&self.readers)
+                .await
+                .map_err(db_error)?;
+            let names: i64 = names
+                .build_query_scalar()
+                .fetch_one(&self.readers)
+                .await
+                .map_err(db_error)?;
+            candidates = Some((all, names));
+        }
         let mut found = Vec::new();
         for step in search.steps(candidates) {
             let room = limit.saturating_sub(u32::try_from(found.len()).unwrap_or(u32::MAX));
