@@ -1309,6 +1309,7 @@ fn list_requests(party: pb::Party, state: pb::RequestState, overdue: bool) -> pb
         overdue,
         page_size: 0,
         page_token: String::new(),
+        hub: String::new(),
     }
 }
 

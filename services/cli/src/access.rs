@@ -509,6 +509,7 @@ pub async fn run(args: AccessArgs) -> CliResult {
                 overdue,
                 page_size: limit.clamp(1, 1000) as u32,
                 page_token: String::new(),
+                hub: String::new(),
             };
             let mut found = Vec::new();
             loop {
@@ -538,6 +539,7 @@ pub async fn run(args: AccessArgs) -> CliResult {
                 active_only: active,
                 page_size: limit.clamp(1, 1000) as u32,
                 page_token: String::new(),
+                hub: String::new(),
             };
             let mut found = Vec::new();
             loop {

@@ -519,6 +519,7 @@ pub async fn run(args: InterfaceArgs) -> CliResult {
                 provider_code: provider.unwrap_or_default(),
                 page_size: limit.clamp(1, 1000) as u32,
                 page_token: String::new(),
+                hub: String::new(),
             };
             let mut found = Vec::new();
             loop {

@@ -255,6 +255,7 @@ pub async fn run(args: ReportArgs) -> CliResult {
                 }) as i32,
                 page_size: limit.clamp(1, 1000) as u32,
                 page_token: String::new(),
+                hub: String::new(),
             };
             let mut found = Vec::new();
             loop {

@@ -24,7 +24,7 @@ use crate::auth::Authenticator;
 use crate::config::AccessRules;
 use crate::convert::{self, timestamp};
 use crate::exchange::{ReadRequest, authorise_read};
-use crate::federation::relay::{self, Relay};
+use crate::federation::relay::{self, HubRoute, Relay, qualify};
 use crate::paging::{decode, next_token};
 use crate::registry::Registry;
 use crate::status::answer;
@@ -170,6 +170,29 @@ fn report_api(r: ErrorReport) -> pb::ErrorReport {
     }
 }
 
+/// A request held on hub `origin`, as the hubs above it name it (see `relay::qualify`).
+fn request_from(origin: &str, mut r: pb::AccessRequest) -> pb::AccessRequest {
+    r.request_id = qualify(origin, &r.request_id);
+    r.grant_id = qualify(origin, &r.grant_id);
+    if let Some(a) = r.application.as_mut() {
+        a.dataset = qualify(origin, &a.dataset);
+    }
+    r
+}
+
+fn grant_from(origin: &str, mut g: pb::AccessGrant) -> pb::AccessGrant {
+    g.grant_id = qualify(origin, &g.grant_id);
+    g.request_id = qualify(origin, &g.request_id);
+    g.dataset = qualify(origin, &g.dataset);
+    g
+}
+
+fn report_from(origin: &str, mut r: pb::ErrorReport) -> pb::ErrorReport {
+    r.report_id = qualify(origin, &r.report_id);
+    r.dataset = qualify(origin, &r.dataset);
+    r
+}
+
 /// Whose items a list shows: the admin may list everybody's; a department only its own side(s).
 struct Sides {
     mine_as_first: Option<String>,
@@ -207,6 +230,11 @@ fn sides(caller: &Caller, party: i32) -> Result<Sides> {
             either: None,
         },
     })
+}
+
+fn note_route(note: &CallNote, route: &HubRoute) {
+    note.detail("relayed_to", route.peer.division_code.clone());
+    note.detail("origin_hub", route.origin_hub.clone());
 }
 
 fn optional(value: &str) -> Option<String> {
@@ -299,7 +327,50 @@ impl AccessApi {
         Ok(shape)
     }
 
+    /// Where a follow-up of `id` goes when another hub holds it (`<hub>:<id>`): the relay, the
+    /// route and the id as the peer knows it. Noted in this hub's trail.
+    async fn far(&self, id: &str, note: &CallNote) -> Result<Option<(&Relay, HubRoute, String)>> {
+        let Some(relay) = &self.relay else { return Ok(None) };
+        let Some((route, id)) = relay.route_id(id).await? else {
+            return Ok(None);
+        };
+        note_route(note, &route);
+        Ok(Some((relay, route, id)))
+    }
+
+    /// Where a list of what hub `hub` holds goes, when it is another hub.
+    async fn far_hub(&self, hub: &str, note: &CallNote) -> Result<Option<(&Relay, HubRoute)>> {
+        let Some(relay) = &self.relay else {
+            return match hub {
+                "" => Ok(None),
+                other => Err(Error::NotFound(format!(
+                    "hub {}: this hub takes no part in federation",
+                    text::shorten(other, 20)
+                ))),
+            };
+        };
+        let Some(route) = relay.route_hub(hub).await? else {
+            return Ok(None);
+        };
+        note_route(note, &route);
+        Ok(Some((relay, route)))
+    }
+
+    /// An id as this hub stores it: its own hub's name taken off. One naming another hub is
+    /// answered there, by its provider (answers are never relayed).
+    fn local<'a>(&self, what: &str, id: &'a str) -> Result<&'a str> {
+        match xinqiao_domain::federation::split_origin(id) {
+            (Some(origin), local) if self.relay.as_ref().is_some_and(|r| r.division() == origin) => Ok(local),
+            (Some(origin), _) => Err(Error::FailedPrecondition(format!(
+                "{what} {} is held on hub {origin}: it is answered there, by its provider",
+                text::shorten(id, 64)
+            ))),
+            (None, _) => Ok(id),
+        }
+    }
+
     async fn request(&self, caller: &Caller, id: &str) -> Result<AccessRequest> {
+        let id = self.local("access request", id)?;
         let request = self.store.get_request(id).await?;
         let request = request.ok_or_else(|| Error::NotFound(format!("access request {}", text::shorten(id, 64))))?;
         rules::read_request(caller, &request)?;
@@ -307,6 +378,7 @@ impl AccessApi {
     }
 
     async fn grant(&self, caller: &Caller, id: &str) -> Result<AccessGrant> {
+        let id = self.local("grant", id)?;
         let grant = self.store.get_grant(id).await?;
         let grant = grant.ok_or_else(|| Error::NotFound(format!("grant {}", text::shorten(id, 64))))?;
         rules::read_grant(caller, &grant)?;
@@ -314,6 +386,7 @@ impl AccessApi {
     }
 
     async fn report(&self, caller: &Caller, id: &str) -> Result<ErrorReport> {
+        let id = self.local("error report", id)?;
         let report = self.store.get_report(id).await?;
         let report = report.ok_or_else(|| Error::NotFound(format!("error report {}", text::shorten(id, 64))))?;
         rules::read_report(caller, &report)?;
@@ -357,6 +430,7 @@ impl AccessService for AccessApi {
                 let mut client = relay.access(&route)?;
                 let call = client.request_access(request);
                 let stored = relay::answered(&route.peer.division_code, call).await?;
+                let stored = request_from(&route.origin_hub, stored);
                 note.detail("request", stored.request_id.clone());
                 return Ok(stored);
             }
@@ -497,7 +571,15 @@ impl AccessService for AccessApi {
     ) -> Result<Response<pb::AccessRequest>, Status> {
         let note = CallNote::of(&request);
         answer(async {
-            let caller = self.auth.caller(&request).await?;
+            let (caller, relayed) = self.auth.reader(&request).await?;
+            // A request made on another hub through this one is withdrawn there.
+            if let Some((relay, route, id)) = self.far(&request.get_ref().request_id, &note).await? {
+                let message = pb::WithdrawRequestRequest { request_id: id };
+                let mut client = relay.access_at(&route.peer)?;
+                let call = client.withdraw_request(relay.request(&caller, relayed.as_ref(), message, true)?);
+                let withdrawn = relay::answered(&route.peer.division_code, call).await?;
+                return Ok(request_from(&route.origin_hub, withdrawn));
+            }
             let mut pending = self.request(&caller, &request.get_ref().request_id).await?;
             note.about(&pending.id, &pending.provider_code);
             rules::withdraw(&caller, &pending)?;
@@ -513,8 +595,16 @@ impl AccessService for AccessApi {
         &self,
         request: Request<pb::GetRequestRequest>,
     ) -> Result<Response<pb::AccessRequest>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
-            let caller = self.auth.caller(&request).await?;
+            let (caller, relayed) = self.auth.reader(&request).await?;
+            if let Some((relay, route, id)) = self.far(&request.get_ref().request_id, &note).await? {
+                let message = pb::GetRequestRequest { request_id: id };
+                let mut client = relay.access_at(&route.peer)?;
+                let call = client.get_request(relay.request(&caller, relayed.as_ref(), message, true)?);
+                let found = relay::answered(&route.peer.division_code, call).await?;
+                return Ok(request_from(&route.origin_hub, found));
+            }
             Ok(request_api(self.request(&caller, &request.get_ref().request_id).await?))
         })
         .await
@@ -524,9 +614,27 @@ impl AccessService for AccessApi {
         &self,
         request: Request<pb::ListRequestsRequest>,
     ) -> Result<Response<pb::ListRequestsResponse>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
-            let caller = self.auth.caller(&request).await?;
+            let (caller, relayed) = self.auth.reader(&request).await?;
             let r = request.get_ref();
+            // A department's requests on another hub, listed there as it would list them itself.
+            if let Some((relay, route)) = self.far_hub(&r.hub, &note).await? {
+                let message = pb::ListRequestsRequest {
+                    hub: route.hub(),
+                    dataset: route.name(&r.dataset),
+                    ..r.clone()
+                };
+                let mut client = relay.access_at(&route.peer)?;
+                let call = client.list_requests(relay.request(&caller, relayed.as_ref(), message, true)?);
+                let mut page = relay::answered(&route.peer.division_code, call).await?;
+                page.requests = page
+                    .requests
+                    .into_iter()
+                    .map(|x| request_from(&route.origin_hub, x))
+                    .collect();
+                return Ok(page);
+            }
             let limit = paging::page_size(r.page_size)?;
             let after = decode(REQUESTS, &r.page_token)?;
             let sides = sides(&caller, r.party)?;
@@ -549,8 +657,16 @@ impl AccessService for AccessApi {
     }
 
     async fn get_grant(&self, request: Request<pb::GetGrantRequest>) -> Result<Response<pb::AccessGrant>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
-            let caller = self.auth.caller(&request).await?;
+            let (caller, relayed) = self.auth.reader(&request).await?;
+            if let Some((relay, route, id)) = self.far(&request.get_ref().grant_id, &note).await? {
+                let message = pb::GetGrantRequest { grant_id: id };
+                let mut client = relay.access_at(&route.peer)?;
+                let call = client.get_grant(relay.request(&caller, relayed.as_ref(), message, true)?);
+                let found = relay::answered(&route.peer.division_code, call).await?;
+                return Ok(grant_from(&route.origin_hub, found));
+            }
             Ok(grant_api(self.grant(&caller, &request.get_ref().grant_id).await?))
         })
         .await
@@ -560,9 +676,26 @@ impl AccessService for AccessApi {
         &self,
         request: Request<pb::ListGrantsRequest>,
     ) -> Result<Response<pb::ListGrantsResponse>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
-            let caller = self.auth.caller(&request).await?;
+            let (caller, relayed) = self.auth.reader(&request).await?;
             let r = request.get_ref();
+            if let Some((relay, route)) = self.far_hub(&r.hub, &note).await? {
+                let message = pb::ListGrantsRequest {
+                    hub: route.hub(),
+                    dataset: route.name(&r.dataset),
+                    ..r.clone()
+                };
+                let mut client = relay.access_at(&route.peer)?;
+                let call = client.list_grants(relay.request(&caller, relayed.as_ref(), message, true)?);
+                let mut page = relay::answered(&route.peer.division_code, call).await?;
+                page.grants = page
+                    .grants
+                    .into_iter()
+                    .map(|g| grant_from(&route.origin_hub, g))
+                    .collect();
+                return Ok(page);
+            }
             let limit = paging::page_size(r.page_size)?;
             let after = decode(GRANTS, &r.page_token)?;
             let sides = sides(&caller, r.party)?;
@@ -615,8 +748,27 @@ impl AccessService for AccessApi {
     ) -> Result<Response<pb::ErrorReport>, Status> {
         let note = CallNote::of(&request);
         answer(async {
-            let caller = self.auth.caller(&request).await?;
+            let (caller, relayed) = self.auth.reader(&request).await?;
             let r = request.into_inner();
+            // A record held on another hub: reported there, resolved there by its provider.
+            if let Some(relay) = &self.relay
+                && let Some(route) = relay.route(&r.dataset).await?
+            {
+                note.about(&route.entry.resource_code, &route.entry.provider_code);
+                note.detail("relayed_to", route.peer.division_code.clone());
+                note.detail("origin_hub", route.origin_hub.clone());
+                note.detail("sequence", r.sequence);
+                let message = pb::ReportErrorRequest {
+                    dataset: route.dataset.clone(),
+                    ..r
+                };
+                let mut client = relay.access(&route)?;
+                let call = client.report_error(relay.request(&caller, relayed.as_ref(), message, true)?);
+                let stored = relay::answered(&route.peer.division_code, call).await?;
+                let stored = report_from(&route.origin_hub, stored);
+                note.detail("report", stored.report_id.clone());
+                return Ok(stored);
+            }
             // Reporting reads nothing, but only a department that may read the records reports on them.
             let read = ReadRequest::right_only(&r.dataset);
             let (entry, dataset, basis) = authorise_read(self.store.as_ref(), &caller, &read, Some(&note)).await?;
@@ -684,8 +836,16 @@ impl AccessService for AccessApi {
     }
 
     async fn get_report(&self, request: Request<pb::GetReportRequest>) -> Result<Response<pb::ErrorReport>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
-            let caller = self.auth.caller(&request).await?;
+            let (caller, relayed) = self.auth.reader(&request).await?;
+            if let Some((relay, route, id)) = self.far(&request.get_ref().report_id, &note).await? {
+                let message = pb::GetReportRequest { report_id: id };
+                let mut client = relay.access_at(&route.peer)?;
+                let call = client.get_report(relay.request(&caller, relayed.as_ref(), message, true)?);
+                let found = relay::answered(&route.peer.division_code, call).await?;
+                return Ok(report_from(&route.origin_hub, found));
+            }
             Ok(report_api(self.report(&caller, &request.get_ref().report_id).await?))
         })
         .await
@@ -695,9 +855,26 @@ impl AccessService for AccessApi {
         &self,
         request: Request<pb::ListReportsRequest>,
     ) -> Result<Response<pb::ListReportsResponse>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
-            let caller = self.auth.caller(&request).await?;
+            let (caller, relayed) = self.auth.reader(&request).await?;
             let r = request.get_ref();
+            if let Some((relay, route)) = self.far_hub(&r.hub, &note).await? {
+                let message = pb::ListReportsRequest {
+                    hub: route.hub(),
+                    dataset: route.name(&r.dataset),
+                    ..r.clone()
+                };
+                let mut client = relay.access_at(&route.peer)?;
+                let call = client.list_reports(relay.request(&caller, relayed.as_ref(), message, true)?);
+                let mut page = relay::answered(&route.peer.division_code, call).await?;
+                page.reports = page
+                    .reports
+                    .into_iter()
+                    .map(|x| report_from(&route.origin_hub, x))
+                    .collect();
+                return Ok(page);
+            }
             let limit = paging::page_size(r.page_size)?;
             let after = decode(REPORTS, &r.page_token)?;
             let sides = sides(&caller, r.party)?;

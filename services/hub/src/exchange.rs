@@ -1059,6 +1059,8 @@ impl ExchangeService for ExchangeApi {
             if let Some((relay, route)) = self.route(&r.dataset, &note).await? {
                 let message = pb::FetchRequest {
                     dataset: route.dataset.clone(),
+                    // A grant made there, named here as `<origin hub>:<id>`, as the peer knows it.
+                    grant_id: route.name(&r.grant_id),
                     ..r.clone()
                 };
                 let request = relay.request(&caller, relayed.as_ref(), message, true)?;
@@ -1117,6 +1119,8 @@ impl ExchangeService for ExchangeApi {
             let peer = route.peer.division_code.clone();
             let message = pb::SnapshotRequest {
                 dataset: route.dataset.clone(),
+                // A grant made there, named here as `<origin hub>:<id>`, as the peer knows it.
+                grant_id: route.name(&r.grant_id),
                 ..r
             };
             let request = relay
@@ -1208,6 +1212,8 @@ impl ExchangeService for ExchangeApi {
             note.detail("after_sequence", r.after_sequence);
             let message = pb::SubscribeRequest {
                 dataset: route.dataset.clone(),
+                // A grant made there, named here as `<origin hub>:<id>`, as the peer knows it.
+                grant_id: route.name(&r.grant_id),
                 ..r
             };
             // Followers of the same view share one upstream (see `federation::fanout`); each
@@ -1549,6 +1555,8 @@ impl ExchangeService for ExchangeApi {
             note.detail("file", r.file_name.clone());
             let message = pb::DownloadFileRequest {
                 dataset: route.dataset.clone(),
+                // A grant made there, named here as `<origin hub>:<id>`, as the peer knows it.
+                grant_id: route.name(&r.grant_id),
                 ..r
             };
             let request = relay

@@ -24,10 +24,11 @@ use xinqiao_schema::FormatMode;
 use xinqiao_store::Store;
 
 use crate::audit::CallNote;
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Relayed};
 use crate::cache::{Cache, FRESH_FOR};
 use crate::convert::timestamp;
 use crate::exchange::{ReadRequest, decide_use, note_basis};
+use crate::federation::relay::{self, Relay, qualify};
 use crate::metrics::Metrics;
 use crate::paging::{decode, next_token};
 use crate::registry::Registry;
@@ -57,6 +58,8 @@ pub struct InterfaceApi {
     entries: Arc<Cache<String, CatalogEntry>>,
     /// Compiled request and response schemas: a registered version never changes.
     validators: Cache<(String, u32), Arc<xinqiao_schema::CompiledSchema>>,
+    /// Calls of interfaces on entries held on other hubs, relayed there (跨级交换).
+    relay: Option<Relay>,
 }
 
 /// An interface as a call needs it: with its gRPC methods found in its descriptors.
@@ -89,7 +92,55 @@ impl InterfaceApi {
             interfaces: Cache::new(FRESH_FOR),
             entries,
             validators: Cache::new(VALIDATORS_FRESH_FOR),
+            relay: None,
         }
+    }
+
+    /// Relays calls of interfaces on entries aggregated from child hubs: the hub holding the
+    /// entry decides, calls its upstream, checks and masks the answer, and audits; this hub
+    /// audits its side (see `federation::relay`).
+    pub fn relay(mut self, relay: Option<Relay>) -> Self {
+        self.relay = relay;
+        self
+    }
+
+    /// Where a call about interface `code` goes when another hub holds its entry.
+    async fn route(&self, code: &str, note: &CallNote) -> Result<Option<(&Relay, relay::Route)>> {
+        let Some(relay) = &self.relay else { return Ok(None) };
+        let Some(route) = relay.route(code).await? else {
+            return Ok(None);
+        };
+        note.about(&route.entry.resource_code, &route.entry.provider_code);
+        note.detail("relayed_to", route.peer.division_code.clone());
+        note.detail("origin_hub", route.origin_hub.clone());
+        Ok(Some((relay, route)))
+    }
+
+    /// Invoke of an interface held on another hub: the call passed on as the department's, its
+    /// grant named as the peer knows it; the answer comes back checked and masked there.
+    async fn invoke_relayed(
+        &self,
+        (caller, relayed): (&Caller, Option<&Relayed>),
+        (relay, route): (&Relay, relay::Route),
+        r: pb::InvokeRequest,
+        note: &CallNote,
+    ) -> Result<pb::InvokeResponse> {
+        note.detail("operation", text::shorten(&r.operation, 64));
+        note.detail("request_bytes", r.request_json.len());
+        let message = pb::InvokeRequest {
+            code: route.dataset.clone(),
+            grant_id: route.name(&r.grant_id),
+            ..r
+        };
+        let request = relay.request(caller, relayed, message, true)?;
+        let mut client = relay.interface_at(&route.peer)?;
+        let started = Instant::now();
+        let answer = relay::answered(&route.peer.division_code, client.invoke(request)).await?;
+        note.detail("peer_ms", started.elapsed().as_millis() as u64);
+        note.detail("upstream_status", answer.upstream_status);
+        note.detail("upstream_ms", answer.upstream_ms);
+        note.detail("response_bytes", answer.response_json.len());
+        Ok(answer)
     }
 
     /// The interface of an entry, from the cache when fresh.
@@ -584,8 +635,19 @@ impl InterfaceService for InterfaceApi {
     ) -> std::result::Result<Response<pb::Interface>, Status> {
         let note = CallNote::of(&request);
         answer(async {
-            let caller = self.auth.caller(&request).await?;
-            let interface = self.interface(&caller, &request.get_ref().code, &note).await?;
+            let (caller, relayed) = self.auth.reader(&request).await?;
+            let code = &request.get_ref().code;
+            if let Some((relay, route)) = self.route(code, &note).await? {
+                let message = pb::GetInterfaceRequest {
+                    code: route.dataset.clone(),
+                };
+                let mut client = relay.interface_at(&route.peer)?;
+                let call = client.get_interface(relay.request(&caller, relayed.as_ref(), message, true)?);
+                let mut found = relay::answered(&route.peer.division_code, call).await?;
+                found.code = qualify(&route.origin_hub, &found.code);
+                return Ok(found);
+            }
+            let interface = self.interface(&caller, code, &note).await?;
             Ok(interface_api(interface))
         })
         .await
@@ -595,9 +657,34 @@ impl InterfaceService for InterfaceApi {
         &self,
         request: Request<pb::ListInterfacesRequest>,
     ) -> std::result::Result<Response<pb::ListInterfacesResponse>, Status> {
+        let note = CallNote::of(&request);
         answer(async {
-            let caller = self.auth.caller(&request).await?;
+            let (caller, relayed) = self.auth.reader(&request).await?;
             let r = request.get_ref();
+            // The interfaces of another hub below this one, listed there as the caller may see them.
+            if let Some(relay) = &self.relay
+                && let Some(route) = relay.route_hub(&r.hub).await?
+            {
+                note.detail("relayed_to", route.peer.division_code.clone());
+                note.detail("origin_hub", route.origin_hub.clone());
+                let message = pb::ListInterfacesRequest {
+                    hub: route.hub(),
+                    ..r.clone()
+                };
+                let mut client = relay.interface_at(&route.peer)?;
+                let call = client.list_interfaces(relay.request(&caller, relayed.as_ref(), message, true)?);
+                let mut page = relay::answered(&route.peer.division_code, call).await?;
+                for found in &mut page.interfaces {
+                    found.code = qualify(&route.origin_hub, &found.code);
+                }
+                return Ok(page);
+            }
+            if !r.hub.is_empty() && self.relay.as_ref().is_none_or(|relay| relay.division() != r.hub) {
+                return Err(Error::NotFound(format!(
+                    "hub {}: this hub takes no part in federation",
+                    text::shorten(&r.hub, 20)
+                )));
+            }
             let limit = paging::page_size(r.page_size)?;
             let after = decode(INTERFACES, &r.page_token)?;
             let provider = (!r.provider_code.is_empty()).then_some(r.provider_code.as_str());
@@ -649,9 +736,17 @@ impl InterfaceService for InterfaceApi {
         request: Request<pb::InvokeRequest>,
     ) -> std::result::Result<Response<pb::InvokeResponse>, Status> {
         let note = CallNote::of(&request);
-        let caller = self.auth.caller(&request).await.map_err(to_status)?;
+        let (caller, relayed) = self.auth.reader(&request).await.map_err(to_status)?;
         let r = request.into_inner();
         let started = Instant::now();
+        if let Some(route) = self.route(&r.code, &note).await.map_err(to_status)? {
+            let result = self
+                .invoke_relayed((&caller, relayed.as_ref()), route, r, &note)
+                .await
+                .map_err(to_status);
+            note.detail("hub_ms", started.elapsed().as_millis() as u64);
+            return result.map(Response::new);
+        }
         let mut trace = Trace::default();
         let result = self
             .invoke_checked(&caller, &r, &note, &mut trace)

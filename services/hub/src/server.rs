@@ -258,7 +258,7 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
             config.access.clone(),
             revocations,
         )
-        .relay(relay),
+        .relay(relay.clone()),
     )
     .max_decoding_message_size(max)
     .max_encoding_message_size(max.max(4 * 1024 * 1024));
@@ -285,7 +285,8 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         },
         metrics.clone(),
         directory_api.entry_cache(),
-    ));
+    )
+    .relay(relay));
     let web = crate::web::routes(crate::web::Web {
         directory: directory_api,
         interfaces: interface_api.clone(),

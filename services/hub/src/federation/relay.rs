@@ -19,11 +19,12 @@ use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use xinqiao_domain::catalogue::CatalogEntry;
-use xinqiao_domain::federation::{self, PeerHub};
+use xinqiao_domain::federation::{self, PeerHub, Relation};
 use xinqiao_domain::identity::Caller;
 use xinqiao_domain::{Error, Result, text};
 use xinqiao_proto::v1::access_service_client::AccessServiceClient;
 use xinqiao_proto::v1::exchange_service_client::ExchangeServiceClient;
+use xinqiao_proto::v1::interface_service_client::InterfaceServiceClient;
 use xinqiao_store::Store;
 
 use super::fanout::Fanout;
@@ -51,6 +52,63 @@ pub struct Route {
     /// The dataset's name as the peer knows it: the resource code at its origin, or
     /// `<origin>:<code>` for a hub in between.
     pub dataset: String,
+}
+
+impl Route {
+    /// An id made on the origin hub (a grant's, say) as the peer knows it.
+    pub fn name(&self, id: &str) -> String {
+        name_for(&self.peer, &self.origin_hub, id)
+    }
+}
+
+/// Where a call about something held on another hub goes: a request, grant or error report
+/// named `<origin hub>:<id>`, or a list of a department's own there.
+#[derive(Debug, Clone)]
+pub struct HubRoute {
+    /// The child through which the origin hub is reached.
+    pub peer: PeerHub,
+    /// The hub that holds it.
+    pub origin_hub: String,
+}
+
+impl HubRoute {
+    /// An id made on the origin hub as the peer knows it.
+    pub fn name(&self, id: &str) -> String {
+        name_for(&self.peer, &self.origin_hub, id)
+    }
+
+    /// The hub to name in a relayed list: none when the peer holds it itself.
+    pub fn hub(&self) -> String {
+        if self.peer.division_code == self.origin_hub {
+            String::new()
+        } else {
+            self.origin_hub.clone()
+        }
+    }
+}
+
+/// An id as `peer` knows it: its own without the prefix, another hub's as `<origin>:<id>`.
+fn name_for(peer: &PeerHub, origin: &str, id: &str) -> String {
+    let (named, local) = federation::split_origin(id);
+    if peer.division_code == origin {
+        match named {
+            Some(o) if o == origin => local.to_string(),
+            _ => id.to_string(),
+        }
+    } else {
+        qualify(origin, id)
+    }
+}
+
+/// An id made on hub `origin` as the hubs above it name it: `<origin>:<id>` (as a dataset held
+/// there is named), so that the department that got it can follow it up through its own hub.
+/// An id already naming its hub (relayed from further down) stays as it is.
+pub fn qualify(origin: &str, id: &str) -> String {
+    if id.is_empty() || federation::split_origin(id).0.is_some() {
+        id.to_string()
+    } else {
+        format!("{origin}:{id}")
+    }
 }
 
 /// A channel to a peer: the address and CA it was made for, and the channel.
@@ -125,6 +183,44 @@ impl Relay {
         }))
     }
 
+    /// This hub's division code.
+    pub fn division(&self) -> &str {
+        &self.division
+    }
+
+    /// Where a call about what hub `hub` holds goes: `None` for this hub (or none named). The
+    /// hub must lie below this one, within the division of a registered child (the tree the
+    /// peers vouch for, see `federation::acts_for`).
+    pub async fn route_hub(&self, hub: &str) -> Result<Option<HubRoute>> {
+        if hub.is_empty() || hub == self.division {
+            return Ok(None);
+        }
+        federation::validate_division_code(hub).map_err(|e| Error::invalid("hub", e))?;
+        let peers = self.store.list_peers().await?;
+        let children = || peers.iter().filter(|p| p.relation == Relation::Child);
+        let through = children()
+            .find(|p| p.division_code == hub)
+            .or_else(|| children().find(|p| federation::division_contains(&p.division_code, hub)))
+            .ok_or_else(|| Error::NotFound(format!("hub {hub}: no child hub of this one reaches it")))?;
+        Ok(Some(HubRoute {
+            peer: through.clone(),
+            origin_hub: hub.to_string(),
+        }))
+    }
+
+    /// Where a call about `id` goes when it names another hub (`<hub>:<id>`), with the id as
+    /// the peer knows it; `None` for an id of this hub's own.
+    pub async fn route_id(&self, id: &str) -> Result<Option<(HubRoute, String)>> {
+        let Some(origin) = federation::split_origin(id).0 else {
+            return Ok(None);
+        };
+        let Some(route) = self.route_hub(origin).await? else {
+            return Ok(None);
+        };
+        let name = route.name(id);
+        Ok(Some((route, name)))
+    }
+
     /// Whether this hub has an entry of `code` (from the directory's cache when fresh).
     async fn held_here(&self, code: &str) -> Result<bool> {
         if self.entries.get(&code.to_string()).is_some() {
@@ -165,7 +261,15 @@ impl Relay {
     }
 
     pub fn access(&self, route: &Route) -> Result<AccessServiceClient<Channel>> {
-        Ok(AccessServiceClient::new(self.channel(&route.peer)?))
+        self.access_at(&route.peer)
+    }
+
+    pub fn access_at(&self, peer: &PeerHub) -> Result<AccessServiceClient<Channel>> {
+        Ok(AccessServiceClient::new(self.channel(peer)?))
+    }
+
+    pub fn interface_at(&self, peer: &PeerHub) -> Result<InterfaceServiceClient<Channel>> {
+        Ok(InterfaceServiceClient::new(self.channel(peer)?).max_decoding_message_size(8 * 1024 * 1024))
     }
 
     /// The relayed call: the department and its hub named, a deadline set.
@@ -261,6 +365,28 @@ mod tests {
         assert!(matches!(slow, Error::DeadlineExceeded(_)));
         let identity = peer_error("330110", &Status::unauthenticated("who"));
         assert!(matches!(identity, Error::Unavailable(_)));
+    }
+
+    #[test]
+    fn ids_name_their_hub_above_it_and_lose_the_name_at_the_peer_holding_them() {
+        assert_eq!(qualify("330110", "0190-ab"), "330110:0190-ab");
+        assert_eq!(qualify("330100", "330110:0190-ab"), "330110:0190-ab");
+        assert_eq!(qualify("330110", ""), "");
+        let peer = |code: &str| PeerHub {
+            division_code: code.into(),
+            name: String::new(),
+            address: String::new(),
+            ca_pem: String::new(),
+            relation: Relation::Child,
+            exposure: federation::Exposure::default(),
+            catalogue_cursor: 0,
+            added_by: String::new(),
+            added_at: chrono::DateTime::UNIX_EPOCH,
+        };
+        assert_eq!(name_for(&peer("330110"), "330110", "330110:0190-ab"), "0190-ab");
+        assert_eq!(name_for(&peer("330110"), "330110", "0190-ab"), "0190-ab");
+        assert_eq!(name_for(&peer("330100"), "330110", "330110:0190-ab"), "330110:0190-ab");
+        assert_eq!(name_for(&peer("330100"), "330110", "0190-ab"), "330110:0190-ab");
     }
 
     #[tokio::test]
