@@ -459,7 +459,20 @@ impl DirectoryService for DirectoryApi {
         answer(async {
             let caller = self.auth.caller(&request).await?;
             let r = request.get_ref();
-            let current = self.current_entry(&caller, &r.resource_code).await?;
+            let current = match self.current_entry(&caller, &r.resource_code).await {
+                Ok(current) => current,
+                // 目录汇聚: an entry aggregated from a child hub, read-only here, its current
+                // version only (its history is kept where it is held).
+                Err(Error::NotFound(why)) => {
+                    let aggregated =
+                        crate::federation::aggregated_entry(self.store.as_ref(), &caller, &r.resource_code).await?;
+                    return match aggregated {
+                        Some(entry) if r.version == 0 || r.version == entry.version => Ok(entry),
+                        _ => Err(Error::NotFound(why)),
+                    };
+                }
+                Err(other) => return Err(other),
+            };
             if r.version == 0 || r.version == current.version {
                 return Ok(convert::entry(current));
             }

@@ -438,6 +438,25 @@ pub async fn search_entries(
     Ok((aggregated.into_iter().map(convert::federated_entry).collect(), token))
 }
 
+/// An entry aggregated from a child hub (目录汇聚), as GetEntry answers it: read-only, under the
+/// search's visibility rule, named `<origin hub>:<code>` or by its code alone when one hub below
+/// holds it. `None` when there is no such entry the caller may see.
+pub async fn aggregated_entry(store: &dyn Store, caller: &Caller, name: &str) -> Result<Option<pb::CatalogEntry>> {
+    let (origin, code) = federation::split_origin(name);
+    let visibility = xinqiao_domain::policy::entry_visibility(caller);
+    let entries = store.federated_entries(code).await?;
+    let mut seen = entries.into_iter().filter(|e| {
+        origin.is_none_or(|o| o == e.origin_hub) && visibility.allows(&e.entry.provider_code, e.entry.state)
+    });
+    let first = seen.next();
+    if first.is_some() && seen.next().is_some() {
+        return Err(Error::FailedPrecondition(format!(
+            "several hubs hold {code}: name it as <origin hub>:{code}"
+        )));
+    }
+    Ok(first.map(convert::federated_entry))
+}
+
 /// At most `room` aggregated entries after `after`, and whether more follow.
 async fn aggregated_page(
     store: &dyn Store,
