@@ -336,7 +336,8 @@ pub fn peer_error(peer: &str, status: &Status) -> Error {
     let why = format!("peer hub {peer}: {}", text::shorten(status.message(), 300));
     match status.code() {
         Code::PermissionDenied => Error::PermissionDenied(why),
-        Code::NotFound => Error::NotFound(why),
+        // Its message already ends in "not found", which this hub's own would add again.
+        Code::NotFound => Error::NotFound(why.strip_suffix(" not found").unwrap_or(&why).to_string()),
         Code::InvalidArgument | Code::OutOfRange => Error::invalid("request", why),
         Code::FailedPrecondition => Error::FailedPrecondition(why),
         Code::AlreadyExists => Error::AlreadyExists(why),
@@ -361,6 +362,8 @@ mod tests {
         assert!(matches!(garbage, Error::Unavailable(_)));
         let refused = peer_error("330110", &Status::permission_denied("grant revoked"));
         assert!(matches!(&refused, Error::PermissionDenied(m) if m.contains("330110") && m.contains("revoked")));
+        let gone = peer_error("330100", &Status::not_found("peer hub 330110: grant 01 not found"));
+        assert_eq!(gone.to_string(), "peer hub 330100: peer hub 330110: grant 01 not found");
         let slow = peer_error("330110", &Status::deadline_exceeded("late"));
         assert!(matches!(slow, Error::DeadlineExceeded(_)));
         let identity = peer_error("330110", &Status::unauthenticated("who"));
