@@ -123,6 +123,10 @@ enum AccessCommand {
         /// Only pending requests past the day they were due to be answered.
         #[arg(long)]
         overdue: bool,
+        /// Those held on this hub below yours (跨级交换: what you applied for there through
+        /// your own hub); their ids name it, as `330110:<id>`.
+        #[arg(long, value_name = "DIVISION")]
+        hub: Option<String>,
         /// At most this many requests.
         #[arg(long, default_value_t = 200)]
         limit: usize,
@@ -137,6 +141,10 @@ enum AccessCommand {
         /// Only grants active now (neither expired nor revoked).
         #[arg(long)]
         active: bool,
+        /// Those held on this hub below yours (跨级交换: what you applied for there through
+        /// your own hub); their ids name it, as `330110:<id>`.
+        #[arg(long, value_name = "DIVISION")]
+        hub: Option<String>,
         /// At most this many grants.
         #[arg(long, default_value_t = 200)]
         limit: usize,
@@ -494,6 +502,7 @@ pub async fn run(args: AccessArgs) -> CliResult {
             dataset,
             state,
             overdue,
+            hub,
             limit,
         } => {
             let mut request = pb::ListRequestsRequest {
@@ -509,7 +518,7 @@ pub async fn run(args: AccessArgs) -> CliResult {
                 overdue,
                 page_size: limit.clamp(1, 1000) as u32,
                 page_token: String::new(),
-                hub: String::new(),
+                hub: hub.unwrap_or_default(),
             };
             let mut found = Vec::new();
             loop {
@@ -531,6 +540,7 @@ pub async fn run(args: AccessArgs) -> CliResult {
             party: side,
             dataset,
             active,
+            hub,
             limit,
         } => {
             let mut request = pb::ListGrantsRequest {
@@ -539,7 +549,7 @@ pub async fn run(args: AccessArgs) -> CliResult {
                 active_only: active,
                 page_size: limit.clamp(1, 1000) as u32,
                 page_token: String::new(),
-                hub: String::new(),
+                hub: hub.unwrap_or_default(),
             };
             let mut found = Vec::new();
             loop {

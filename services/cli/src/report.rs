@@ -81,6 +81,10 @@ enum ReportCommand {
         state: Option<StateArg>,
         #[arg(long)]
         dataset: Option<String>,
+        /// Those held on this hub below yours (跨级交换: what you reported there through
+        /// your own hub); their ids name it, as `330110:<id>`.
+        #[arg(long, value_name = "DIVISION")]
+        hub: Option<String>,
         /// At most this many reports.
         #[arg(long, default_value_t = 200)]
         limit: usize,
@@ -238,6 +242,7 @@ pub async fn run(args: ReportArgs) -> CliResult {
             party,
             state,
             dataset,
+            hub,
             limit,
         } => {
             let mut request = pb::ListReportsRequest {
@@ -255,7 +260,7 @@ pub async fn run(args: ReportArgs) -> CliResult {
                 }) as i32,
                 page_size: limit.clamp(1, 1000) as u32,
                 page_token: String::new(),
-                hub: String::new(),
+                hub: hub.unwrap_or_default(),
             };
             let mut found = Vec::new();
             loop {
