@@ -341,7 +341,8 @@ pub async fn drain(client: &mut Exchange, dataset: &str, until: u64) -> Res<(u64
 #[derive(Clone)]
 pub enum Unary {
     GetEntry(Directory, Arc<Vec<String>>),
-    Search(Directory, String),
+    /// Searches for each keyword in turn.
+    Search(Directory, Arc<Vec<String>>),
     Health(HealthClient<Channel>),
 }
 
@@ -357,10 +358,10 @@ impl Unary {
                     })
                     .await?;
             }
-            Unary::Search(client, keyword) => {
+            Unary::Search(client, keywords) => {
                 client
                     .search_entries(pb::SearchEntriesRequest {
-                        keyword: keyword.clone(),
+                        keyword: keywords[n % keywords.len()].clone(),
                         page_size: 20,
                         ..Default::default()
                     })

@@ -6,6 +6,7 @@
 //! temporary SQLite file (or a fresh schema of `--database-url postgres://…`), and clients reach
 //! them over loopback with real mutual TLS.
 
+mod catalogue;
 mod hub;
 mod interfaces;
 mod native;
@@ -67,7 +68,7 @@ struct Args {
     /// Seconds each B5 contender runs per round [full: 2, quick: 0.2].
     #[arg(long)]
     b5_seconds: Option<f64>,
-    /// Catalogue entries B5 reads and searches [full: 200, quick: 12].
+    /// Catalogue entries B5 searches [full: 100000, quick: 200]; GetEntry reads the first 200 (quick: 12).
     #[arg(long)]
     catalog_entries: Option<usize>,
     /// Concurrent unary calls on the one channel in B5.
@@ -123,7 +124,7 @@ impl Settings {
             b7_base: args.b7_base.unwrap_or(if q { 1_000 } else { 100_000 }),
             b7_window: args.b7_window.unwrap_or(if q { 1_000 } else { 20_000 }),
             b5_seconds: args.b5_seconds.unwrap_or(if q { 0.2 } else { 2.0 }),
-            catalog_entries: args.catalog_entries.unwrap_or(if q { 12 } else { 200 }),
+            catalog_entries: args.catalog_entries.unwrap_or(if q { 200 } else { 100_000 }),
             concurrency: args.concurrency.max(1),
             batch: args.batch.clamp(1, 10_000),
             in_flight: args.in_flight.clamp(1, 64),
@@ -349,7 +350,8 @@ impl Bench {
                 .await?;
         }
         if self.s.wants("B5") || self.s.wants("B6") {
-            self.unary_pairs(&hub, plain.as_ref(), &mut catalog).await?;
+            let store = self.opened[main].store.clone();
+            self.unary_pairs(&hub, plain.as_ref(), &mut catalog, store).await?;
         }
         if self.s.wants("B3") {
             self.drain_pairs(&hub, &mut catalog, &raw, native.as_mut()).await?;
@@ -702,20 +704,40 @@ impl Bench {
     }
 
     /// B5 and the unary half of B6.
-    async fn unary_pairs(&mut self, hub: &Hub, plain: Option<&Hub>, catalog: &mut Catalog) -> Res<()> {
+    async fn unary_pairs(
+        &mut self,
+        hub: &Hub,
+        plain: Option<&Hub>,
+        catalog: &mut Catalog,
+        store: Arc<dyn Store>,
+    ) -> Res<()> {
         let s = self.s.clone();
-        progress(&format!("B5: publishing {} catalogue entries", s.catalog_entries));
-        let mut codes = Vec::with_capacity(s.catalog_entries);
-        for _ in 0..s.catalog_entries {
+        // GetEntry reads entries made through the hub; the search runs over a catalogue grown to
+        // `catalog_entries` through the hub's store (src/catalogue.rs), with keywords from a list.
+        let read = if s.quick { 12 } else { 200 }.min(s.catalog_entries);
+        progress(&format!("B5: publishing {read} catalogue entries through the hub"));
+        let mut codes = Vec::with_capacity(read);
+        for _ in 0..read {
             codes.push(catalog.published_entry().await?);
         }
         let codes = Arc::new(codes);
-        let keyword = "登记".to_string();
+        let grown = s.catalog_entries.saturating_sub(catalog.made());
+        progress(&format!(
+            "B5: writing {grown} more catalogue entries into the hub's store"
+        ));
+        let started = Instant::now();
+        catalogue::grow(store, PROVIDER, grown, 16).await?;
+        progress(&format!(
+            "B5: {grown} entries written in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ));
+        let total = catalog.made() + grown;
+        let keywords: Arc<Vec<String>> = Arc::new(catalogue::KEYWORDS.iter().map(|k| k.to_string()).collect());
         let ops = |channel: tonic::transport::Channel| {
             let directory = hub::Directory::new(channel.clone());
             [
                 Unary::GetEntry(directory.clone(), codes.clone()),
-                Unary::Search(directory, keyword.clone()),
+                Unary::Search(directory, keywords.clone()),
                 Unary::Health(HealthClient::new(channel)),
             ]
         };
@@ -771,7 +793,10 @@ impl Bench {
                         "{} concurrent calls on one mTLS channel, same server; {}",
                         s.concurrency,
                         if name == "tls-search" {
-                            format!("keyword {keyword:?}, a page of 20, {} entries in all", catalog.made())
+                            format!(
+                                "{} keywords in turn (src/catalogue.rs), a page of 20, {total} entries in all",
+                                keywords.len()
+                            )
                         } else {
                             format!("{} entries read in turn", s.catalog_entries)
                         }
