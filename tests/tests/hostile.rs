@@ -2597,9 +2597,11 @@ async fn forged_page_tokens_are_refused(backend: Backend) {
     let mut tally = Tally::default();
     let invalid = Code::InvalidArgument;
     for listing in LISTINGS {
-        // The audit trail's keys are sequence numbers; the others' are codes and ids.
+        // The audit trail's keys are sequence numbers; the catalogue search's are positions
+        // "tier origin code" (xinqiao_domain::search); the others' are codes and ids.
         let numeric = listing == "audit";
-        let key_code = |ok: bool| if ok { Code::Ok } else { invalid };
+        let positional = listing == "entries";
+        let key_code = |ok: bool| if ok && !positional { Code::Ok } else { invalid };
         let mut cases: Vec<(String, String, Code)> = vec![
             ("not base64".into(), "!!not*base64!!".into(), invalid),
             ("padded base64".into(), format!("{}==", forged(listing, "1")), invalid),
@@ -2630,15 +2632,32 @@ async fn forged_page_tokens_are_refused(backend: Backend) {
                 key_code(!numeric),
             ),
             ("an emoji key".into(), forged(listing, "🏛️"), key_code(!numeric)),
-            ("key 0".into(), forged(listing, "0"), Code::Ok),
+            ("key 0".into(), forged(listing, "0"), key_code(true)),
             ("key -1".into(), forged(listing, "-1"), key_code(!numeric)),
-            ("key u64::MAX".into(), forged(listing, &u64::MAX.to_string()), Code::Ok),
+            (
+                "key u64::MAX".into(),
+                forged(listing, &u64::MAX.to_string()),
+                key_code(true),
+            ),
             (
                 "key past u64".into(),
                 forged(listing, "99999999999999999999"),
                 key_code(!numeric),
             ),
         ];
+        if positional {
+            // A well-formed position continues after whatever code it names.
+            for (what, key) in [
+                ("an SQL code", "0  '--".to_string()),
+                ("a path code", "1  ../../etc/passwd".to_string()),
+                ("a 30,000-character code", format!("1  {}", "長".repeat(30_000))),
+                ("an emoji origin", "0 🏛️ 102/000001".to_string()),
+                ("tier 2", "2  102/000001".to_string()),
+            ] {
+                let expected = if what == "tier 2" { invalid } else { Code::Ok };
+                cases.push((format!("a position with {what}"), forged(listing, &key), expected));
+            }
+        }
         // Tampered: a good token with its first character changed, and cut short.
         let good = forged(listing, "1");
         let mut tampered = good.clone().into_bytes();
