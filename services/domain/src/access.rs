@@ -669,9 +669,9 @@ pub struct RecordView {
 
 impl RecordView {
     /// The record as the grantee receives it. A record that is not a JSON object (which the
-    /// schema never lets in) is withheld whole rather than sent unshaped.
-    pub fn record(&self, record: &str) -> String {
-        let Ok(Value::Object(mut all)) = serde_json::from_str::<Value>(record) else {
+    /// schema never lets in), or not even UTF-8, is withheld whole rather than sent unshaped.
+    pub fn record(&self, record: &[u8]) -> String {
+        let Ok(Value::Object(mut all)) = serde_json::from_slice::<Value>(record) else {
             return "{}".into();
         };
         let mut kept = Map::new();
@@ -1284,10 +1284,11 @@ mod tests {
         let basis = ReadBasis::Granted(Box::new(grant("g1", "2027-01-01T00:00:00Z", false)));
         let view = basis.view(&["id".into()]).expect("a view");
         let record = r#"{"id":"33010619900307123X","name":"张三丰","mobile":"13812345678","income":9000}"#;
-        let shaped: Value = serde_json::from_str(&view.record(record)).expect("JSON");
+        let shaped: Value = serde_json::from_str(&view.record(record.as_bytes())).expect("JSON");
         assert_eq!(shaped, serde_json::json!({"id": "330106********123X", "name": "张**"}));
         assert_eq!(view.key(r#"["33010619900307123X"]"#), r#"["330106********123X"]"#);
-        assert_eq!(view.record("[1,2]"), "{}");
+        assert_eq!(view.record(b"[1,2]"), "{}");
+        assert_eq!(view.record(b"{\"a\": \"\xff\"}"), "{}", "not UTF-8: withheld");
         assert!(ReadBasis::Owner.view(&["id".into()]).is_none());
     }
 

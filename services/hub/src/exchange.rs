@@ -185,7 +185,7 @@ pub(crate) fn note_basis(note: &CallNote, basis: &ReadBasis) {
 fn shaped(view: Option<&RecordView>, mut change: StoredChange) -> StoredChange {
     if let Some(view) = view {
         change.key = view.key(&change.key);
-        change.record = change.record.map(|r| view.record(&r));
+        change.record = change.record.map(|r| view.record(&r).into_bytes());
     }
     change
 }
@@ -238,14 +238,14 @@ fn change_api(c: StoredChange) -> pb::Change {
             ChangeOp::Delete => pb::ChangeOp::Delete,
         } as i32,
         key: c.key.into_bytes(),
-        record: c.record.map(String::into_bytes).unwrap_or_default(),
+        record: c.record.unwrap_or_default(),
         published_at: Some(timestamp(c.published_at)),
     }
 }
 
 /// About what a change takes in a message.
 fn message_bytes(c: &StoredChange) -> usize {
-    c.key.len() + c.record.as_ref().map_or(0, String::len) + 32
+    c.key.len() + c.record.as_ref().map_or(0, Vec::len) + 32
 }
 
 /// Keeps the leading changes that fit in one message (always at least one). Returns whether the
@@ -1810,7 +1810,7 @@ mod tests {
             sequence,
             op: ChangeOp::Upsert,
             key: format!("[{sequence}]"),
-            record: Some("x".repeat(bytes)),
+            record: Some(vec![b'x'; bytes]),
             published_at: crate::clock::now(),
         }
     }

@@ -340,7 +340,7 @@ impl InterfaceApi {
             )));
         }
         let response_json = match basis.view(&[]) {
-            Some(view) => view.record(&response.to_string()),
+            Some(view) => view.record(response.to_string().as_bytes()),
             None => response.to_string(),
         };
         Ok(pb::InvokeResponse {

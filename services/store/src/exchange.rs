@@ -244,7 +244,10 @@ macro_rules! exchange_store {
                 sequence: stored_u64(get(row, "sequence")?, "changes.sequence")?,
                 op: ChangeOp::parse(&op).ok_or_else(|| corrupt("changes.op", &op))?,
                 key: get(row, "key")?,
-                record: get(row, "record")?,
+                // The stored text's bytes, without the UTF-8 check a String would make (both
+                // engines hand TEXT over as its bytes).
+                record: sqlx::Row::try_get_unchecked::<Option<Vec<u8>>, _>(row, "record")
+                    .map_err(crate::error::db_error)?,
                 published_at: get(row, "published_at")?,
             })
         }

@@ -263,7 +263,10 @@ pub struct StoredChange {
     pub sequence: u64,
     pub op: ChangeOp,
     pub key: String,
-    pub record: Option<String>,
+    /// The record's JSON as the publish validated and stored it. It is read back as bytes and
+    /// not checked again: the drain sends it on as it is (protobuf `bytes`), and only a reader
+    /// whose grant shapes records parses it.
+    pub record: Option<Vec<u8>>,
     pub published_at: DateTime<Utc>,
 }
 

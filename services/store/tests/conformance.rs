@@ -2395,7 +2395,12 @@ async fn snapshot(store: &dyn Store, dataset: &str, as_of: u64, page: u32) -> Ve
         let done = found.len() < page as usize;
         rows.extend(found.into_iter().map(|c| {
             assert_eq!(c.op, ChangeOp::Upsert);
-            (c.key, c.sequence, c.record.expect("an upsert has a record"))
+            let record = c.record.expect("an upsert has a record");
+            (
+                c.key,
+                c.sequence,
+                String::from_utf8(record).expect("the record as published"),
+            )
         }));
         if done {
             return rows;
@@ -2592,8 +2597,8 @@ async fn batches_get_consecutive_sequences_and_count_records(store: Arc<dyn Stor
     for (i, (stored, change)) in log.iter().zip(&published).enumerate() {
         assert_eq!(stored.sequence, i as u64 + 1);
         assert_eq!(
-            (stored.op, &stored.key, &stored.record),
-            (change.op, &change.key, &change.record)
+            (stored.op, &stored.key, stored.record.as_deref()),
+            (change.op, &change.key, change.record.as_deref().map(str::as_bytes))
         );
     }
     assert_eq!(log[0].published_at, t(100));
@@ -2972,7 +2977,7 @@ async fn uploads_resume_and_complete_as_file_versions(store: Arc<dyn Store>) {
             log[0].record.as_deref(),
             log[0].published_at
         ),
-        (ChangeOp::Upsert, r#"["执照.pdf"]"#, Some(metadata), t(60))
+        (ChangeOp::Upsert, r#"["执照.pdf"]"#, Some(metadata.as_bytes()), t(60))
     );
     let dataset = store.get_dataset(&files.id).await.expect("get").expect("dataset");
     assert_eq!((dataset.record_count, dataset.last_sequence), (1, 1));

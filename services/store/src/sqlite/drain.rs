@@ -116,7 +116,7 @@ fn native_change(row: &rusqlite::Row<'_>) -> Result<StoredChange> {
     let key = text(row.get_ref(2).map_err(native_error)?, "changes.key")?;
     let record = match row.get_ref(3).map_err(native_error)? {
         ValueRef::Null => None,
-        value => Some(utf8(text(value, "changes.record")?, "changes.record")?),
+        value => Some(text(value, "changes.record")?.to_vec()),
     };
     let published_at = text(row.get_ref(4).map_err(native_error)?, "changes.published_at")?;
     let published_at = std::str::from_utf8(published_at)
