@@ -7,6 +7,7 @@
 //! them over loopback with real mutual TLS.
 
 mod catalogue;
+mod curve;
 mod hub;
 mod interfaces;
 mod native;
@@ -92,6 +93,12 @@ struct Args {
     /// Write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// The scale curve's largest dataset (`--only CURVE`) [full: 10000000, quick: 3000].
+    #[arg(long)]
+    curve_records: Option<u64>,
+    /// Where the scale curve's SVG chart is written.
+    #[arg(long, value_name = "FILE", default_value = "target/bench-curve.svg")]
+    curve_svg: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -195,6 +202,9 @@ struct Bench {
     opened: Vec<Opened>,
     rows: Vec<Row>,
     info: Vec<String>,
+    /// The scale curve's settings when it is asked for (`CURVE` or `C1` in `--only`, or no `--only`).
+    curve_settings: Option<curve::CurveSettings>,
+    curve: Option<curve::Curve>,
 }
 
 fn rate(count: u64, started: Instant) -> f64 {
@@ -369,6 +379,13 @@ impl Bench {
         hub.stop().await?;
         if self.s.wants("B7") {
             self.b7().await?;
+        }
+        if let Some(cs) = self.curve_settings.clone() {
+            let store = self.open_store("curve").await?;
+            let hub = self.start_hub(store, BenchmarkSwitches::default()).await?;
+            let mut catalog = Catalog::prepare(&hub, self.opened[store].store.as_ref()).await?;
+            self.curve = Some(curve::run(&hub, &mut catalog, &cs).await?);
+            hub.stop().await?;
         }
         Ok(())
     }
@@ -1229,6 +1246,17 @@ async fn main() -> ExitCode {
     } else {
         Err("not asked for".into())
     };
+    let curve_settings = if settings.wants("CURVE") || settings.wants("C1") {
+        match curve::CurveSettings::new(settings.quick, args.curve_records, settings.batch, settings.in_flight) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
     let started = Instant::now();
     let date = chrono::Local::now();
     let mut bench = Bench {
@@ -1242,6 +1270,8 @@ async fn main() -> ExitCode {
         opened: Vec::new(),
         rows: Vec::new(),
         info: Vec::new(),
+        curve_settings,
+        curve: None,
     };
     let machine = sys::Machine::read();
     let build = if cfg!(debug_assertions) { "debug" } else { "release" };
@@ -1302,6 +1332,28 @@ async fn main() -> ExitCode {
     for line in &bench.info {
         println!("- {line}");
     }
+    if let Some(c) = &bench.curve {
+        println!();
+        println!(
+            "Scale curve (issue #16): publishers each to its own dataset over its own connection, sharing {} records; \
+             followers each over its own connection reading one dataset of {} from the start; sizes: {} records \
+             published just before each size, then the last {} read; one measurement a point",
+            c.settings.publish_total, c.settings.drain_records, c.settings.window, c.settings.drain_window
+        );
+        print!("{}", c.table());
+        for (from, to, r) in &c.fills {
+            println!("- curve fill {from}..{to}: {r:.0} records/s");
+        }
+        let title = format!(
+            "xinqiao-bench scale curve, {}, {} ({build} build)",
+            bench.backend_name(),
+            date.format("%Y-%m-%d %H:%M")
+        );
+        match std::fs::write(&args.curve_svg, c.svg(&title)) {
+            Ok(()) => println!("- curve chart: {}", args.curve_svg.display()),
+            Err(e) => eprintln!("warning: cannot write {}: {e}", args.curve_svg.display()),
+        }
+    }
     println!("- finished in {elapsed:.1}s; other work on this machine makes the figures noisy: read the spreads");
     if let Some(path) = &args.json {
         let doc = json!({
@@ -1314,6 +1366,7 @@ async fn main() -> ExitCode {
             "nats": nats_text,
             "rows": bench.rows.iter().map(Row::json).collect::<Vec<_>>(),
             "info": bench.info,
+            "curve": bench.curve.as_ref().map(curve::Curve::json),
             "elapsed_seconds": elapsed,
             "error": result.as_ref().err(),
         });
