@@ -20,6 +20,7 @@ use xinqiao_domain::schema::{RegisteredSchema, SchemaRef, Subject};
 
 mod access;
 mod audit;
+mod catalog;
 mod console;
 mod departments;
 mod error;

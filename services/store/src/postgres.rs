@@ -7,20 +7,15 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Timelike, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::types::Json;
-use sqlx::{Connection, Decode, Postgres, QueryBuilder, Row, Type};
-use xinqiao_domain::catalogue::{CatalogEntry, EntryContent, EntryFilter, resource_code};
-use xinqiao_domain::lifecycle::{EntryAction, EntryState};
-use xinqiao_domain::policy::EntryVisibility;
+use sqlx::{Connection, Decode, Postgres, Row, Type};
 use xinqiao_domain::{Error, Result};
 
-use crate::error::{corrupt, db_error, migrate_error, translate};
+use crate::StoredChange;
+use crate::error::{db_error, migrate_error};
 use crate::exchange::bound;
-use crate::{CatalogStore, EntryChange, EntryVersionRecord, StoredChange};
 
 // What the drain (`drain.rs`, the backend's own read of a dataset's changes) shares with the rest
 // of the exchange.

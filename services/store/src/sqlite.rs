@@ -8,22 +8,18 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Timelike, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
 use sqlx::{Decode, QueryBuilder, Row, Sqlite, Type};
-use xinqiao_domain::catalogue::{CatalogEntry, EntryContent, EntryFilter, resource_code};
 use xinqiao_domain::exchange::ChangeOp;
-use xinqiao_domain::lifecycle::{EntryAction, EntryState};
-use xinqiao_domain::policy::EntryVisibility;
 use xinqiao_domain::{Error, Result};
 
-use crate::error::{corrupt, db_error, migrate_error, translate};
+use crate::StoredChange;
+use crate::error::{corrupt, db_error, migrate_error};
 use crate::exchange::bound;
-use crate::{CatalogStore, EntryChange, EntryVersionRecord, StoredChange};
 
 // What the drain (`drain.rs`, the backend's own read of a dataset's changes) shares with the rest
 // of the exchange.
