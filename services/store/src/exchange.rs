@@ -515,7 +515,11 @@ macro_rules! exchange_store {
                             ))
                         });
                 }
-                append_changes(&mut tx, batch.dataset, head, batch.changes, at).await?;
+                // A batch whose changes were all rejected claims its idempotency key and no more:
+                // nothing to append, and the dataset's head stays where it is.
+                if !batch.changes.is_empty() {
+                    append_changes(&mut tx, batch.dataset, head, batch.changes, (first, last), at).await?;
+                }
                 // Last, so that the chain's head is locked only while this transaction commits.
                 if let Some(audit) = &batch.audit {
                     let event = crate::audit::batch_event(audit.event, accepted, first, last);
@@ -762,8 +766,16 @@ macro_rules! exchange_store {
                     key: file_key(&current.file_name),
                     record: Some(metadata.to_string()),
                 };
-                let (sequence, _) =
-                    append_changes(&mut tx, &current.dataset, head, std::slice::from_ref(&change), at).await?;
+                let (sequence, last) = sequences(head.last_sequence, 1)?;
+                append_changes(
+                    &mut tx,
+                    &current.dataset,
+                    head,
+                    std::slice::from_ref(&change),
+                    (sequence, last),
+                    at,
+                )
+                .await?;
                 let mut query = QueryBuilder::<$db>::new("UPDATE uploads SET sequence = ");
                 query.push_bind(sequence).push(" WHERE id = ").push_bind(id);
                 query.push(" RETURNING ").push(UPLOAD_FIELDS);

@@ -14,20 +14,16 @@ const CHANGES_BY_KEY: &str = "changes c";
 
 /// Appends `changes` to a dataset's log after `head` (whose row the caller has locked) and moves
 /// the dataset on: its last sequence, record count and last publish time, announcing the new
-/// head to the other hub nodes at commit. Returns the first and last sequence numbers given (0
-/// and 0 for no change).
+/// head to the other hub nodes at commit. `changes` is not empty, and `first` to `last` are the
+/// sequence numbers they take (see `crate::exchange::sequences`).
 async fn append_changes(
     conn: &mut PgConnection,
     dataset: &str,
     head: Head,
     changes: &[NewChange],
+    (first, last): (i64, i64),
     at: DateTime<Utc>,
-) -> Result<(i64, i64)> {
-    let (first, last) = sequences(head.last_sequence, changes.len())?;
-    if changes.is_empty() {
-        return Ok((first, last));
-    }
-
+) -> Result<()> {
     // How many of the batch's keys are present now: one lookup of each key's latest change,
     // through the (dataset, key, sequence) index. This statement's snapshot is taken after the
     // lock was granted, so it sees every earlier batch.
@@ -75,7 +71,7 @@ async fn append_changes(
     .execute(&mut *conn)
     .await
     .map_err(db_error)?;
-    Ok((first, last))
+    Ok(())
 }
 
 /// `id` is one of `ids`, bound as one array: the statement is the same whatever their number.

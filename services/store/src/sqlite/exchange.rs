@@ -19,21 +19,18 @@ const CHANGES_BY_KEY: &str = "changes c INDEXED BY changes_key";
 const MAX_INSERT_ROWS: usize = 512;
 
 /// Appends `changes` to a dataset's log after `head` and moves the dataset on: its last
-/// sequence, record count and last publish time. Returns the first and last sequence numbers
-/// given (0 and 0 for no change). Runs inside the caller's write transaction, which the single
-/// writer connection makes the only one: nobody else numbers changes meanwhile.
+/// sequence, record count and last publish time. `changes` is not empty, and `first` to `last`
+/// are the sequence numbers they take (see `crate::exchange::sequences`). Runs inside the
+/// caller's write transaction, which the single writer connection makes the only one: nobody
+/// else numbers changes meanwhile.
 async fn append_changes(
     conn: &mut SqliteConnection,
     dataset: &str,
     head: Head,
     changes: &[NewChange],
+    (first, last): (i64, i64),
     at: DateTime<Utc>,
-) -> Result<(i64, i64)> {
-    let (first, last) = sequences(head.last_sequence, changes.len())?;
-    if changes.is_empty() {
-        return Ok((first, last));
-    }
-
+) -> Result<()> {
     // How many of the batch's keys are present now: one lookup of each key's latest change,
     // through the (dataset, key, sequence) index.
     let keys = BatchKeys::of(changes);
@@ -79,7 +76,7 @@ async fn append_changes(
         .execute(&mut *conn)
         .await
         .map_err(db_error)?;
-    Ok((first, last))
+    Ok(())
 }
 
 /// `id` is one of `ids`, bound as one JSON text: the statement is the same whatever their number.
