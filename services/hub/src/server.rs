@@ -275,18 +275,20 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     let audit_service = AuditServiceServer::new(AuditApi::new(store.clone(), auth.clone(), keys, anchor_files))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(4 * 1024 * 1024));
-    let interface_api = Arc::new(InterfaceApi::new(
-        store.clone(),
-        auth.clone(),
-        registry.clone(),
-        HubCertificate {
-            cert: config.cert(),
-            key: config.key(),
-        },
-        metrics.clone(),
-        directory_api.entry_cache(),
-    )
-    .relay(relay));
+    let interface_api = Arc::new(
+        InterfaceApi::new(
+            store.clone(),
+            auth.clone(),
+            registry.clone(),
+            HubCertificate {
+                cert: config.cert(),
+                key: config.key(),
+            },
+            metrics.clone(),
+            directory_api.entry_cache(),
+        )
+        .relay(relay),
+    );
     let web = crate::web::routes(crate::web::Web {
         directory: directory_api,
         interfaces: interface_api.clone(),
