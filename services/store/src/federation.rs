@@ -94,11 +94,11 @@ where
 }
 
 /// The one implementation of [`crate::FederationStore`], for either backend (see
-/// `interface_store!`). `$substring` names the engine's substring-position function; the search
-/// now takes its SQL from `crate::search` (shared with the own entries' search), by the store's
-/// `SEARCH_ENGINE`, and each store's `index_search_text` keeps its search index.
+/// `interface_store!`). The search takes its SQL from `crate::search` (shared with the own
+/// entries' search), by the store's `SEARCH_ENGINE`, and each store's `index_search_text` keeps
+/// its search index.
 macro_rules! federation_store {
-    ($store:ty, $db:ty, $read:ident, $write:ident, $substring:literal) => {
+    ($store:ty, $db:ty, $read:ident, $write:ident) => {
         impl $store {
             /// Takes the feed's next position inside `tx`: the head's row stays locked until the
             /// transaction ends, so positions follow commit order.

@@ -191,10 +191,7 @@ fn parse_notification<'p>(payload: &'p str, schema: &str) -> Option<(&'p str, u6
     Some((dataset, sequence.parse().ok()?))
 }
 
-/// Forwards the heads other nodes announce for this schema into `sink` until it closes or the
-/// store does. A lost connection is reopened on the next receive; announcements made meanwhile
-/// are lost, which is why the hub also re-reads the heads now and then.
-/// Departments changed by any hub node, as `<schema> <code>` (see `listen_departments`).
+/// Departments changed by any hub node, as `<schema> <code>` (see `listen_for_departments`).
 const DEPARTMENTS_CHANNEL: &str = "xinqiao_departments";
 
 impl PgStore {
@@ -236,84 +233,75 @@ impl PgStore {
     }
 }
 
-async fn forward_departments(
+/// Forwards what other hub nodes announce on `listener` into `sink` until it closes or the store
+/// does: each payload that `read` accepts (it refuses those of stores in other schemas). A lost
+/// connection is reopened on the next receive; announcements made meanwhile are lost, which is
+/// why the hub also re-reads now and then. `what` names the announcements in the log.
+async fn forward<T>(
     mut listener: PgListener,
+    sink: tokio::sync::mpsc::Sender<T>,
+    closed: sqlx::pool::CloseEvent,
+    what: &str,
+    read: impl Fn(&str) -> Option<T>,
+) {
+    let mut retry = LISTEN_RETRY;
+    tokio::pin!(closed);
+    loop {
+        let received = tokio::select! {
+            received = listener.recv() => received,
+            () = sink.closed() => break,
+            () = &mut closed => break,
+        };
+        match received {
+            Ok(notification) => {
+                retry = LISTEN_RETRY;
+                let Some(announced) = read(notification.payload()) else {
+                    continue;
+                };
+                if sink.send(announced).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?retry, "listening for {what} failed");
+                tokio::select! {
+                    () = tokio::time::sleep(retry) => {}
+                    () = sink.closed() => break,
+                }
+                retry = (retry * 2).min(LISTEN_RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Forwards the codes of departments that other nodes changed in this schema.
+async fn forward_departments(
+    listener: PgListener,
     schema: String,
     sink: tokio::sync::mpsc::Sender<String>,
     closed: sqlx::pool::CloseEvent,
 ) {
-    let mut retry = LISTEN_RETRY;
-    tokio::pin!(closed);
-    loop {
-        let received = tokio::select! {
-            received = listener.recv() => received,
-            () = sink.closed() => break,
-            () = &mut closed => break,
-        };
-        match received {
-            Ok(notification) => {
-                retry = LISTEN_RETRY;
-                let Some(code) = notification
-                    .payload()
-                    .split_once(' ')
-                    .and_then(|(from, code)| (from == schema).then_some(code))
-                else {
-                    continue;
-                };
-                if sink.send(code.to_string()).await.is_err() {
-                    break;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?retry, "listening for department changes failed");
-                tokio::select! {
-                    () = tokio::time::sleep(retry) => {}
-                    () = sink.closed() => break,
-                }
-                retry = (retry * 2).min(LISTEN_RETRY_MAX);
-            }
-        }
-    }
+    let read = |payload: &str| {
+        let (from, code) = payload.split_once(' ')?;
+        (from == schema).then(|| code.to_string())
+    };
+    forward(listener, sink, closed, "department changes", read).await;
 }
 
+/// Forwards the heads (dataset, last sequence) that other nodes committed in this schema.
 async fn forward_changes(
-    mut listener: PgListener,
+    listener: PgListener,
     schema: String,
     sink: tokio::sync::mpsc::Sender<(String, u64)>,
     closed: sqlx::pool::CloseEvent,
 ) {
-    let mut retry = LISTEN_RETRY;
-    tokio::pin!(closed);
-    loop {
-        let received = tokio::select! {
-            received = listener.recv() => received,
-            () = sink.closed() => break,
-            () = &mut closed => break,
-        };
-        match received {
-            Ok(notification) => {
-                retry = LISTEN_RETRY;
-                let Some((dataset, sequence)) = parse_notification(notification.payload(), &schema) else {
-                    continue;
-                };
-                if sink.send((dataset.to_string(), sequence)).await.is_err() {
-                    break;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?retry, "listening for other hub nodes' changes failed");
-                tokio::select! {
-                    () = tokio::time::sleep(retry) => {}
-                    () = sink.closed() => break,
-                }
-                retry = (retry * 2).min(LISTEN_RETRY_MAX);
-            }
-        }
-    }
+    let read =
+        |payload: &str| parse_notification(payload, &schema).map(|(dataset, sequence)| (dataset.to_string(), sequence));
+    forward(listener, sink, closed, "other hub nodes' changes", read).await;
 }
 
 crate::interface::interface_store!(PgStore, sqlx::Postgres, pool, pool);
-crate::federation::federation_store!(PgStore, sqlx::Postgres, pool, pool, "strpos");
+crate::federation::federation_store!(PgStore, sqlx::Postgres, pool, pool);
 crate::console::console_store!(PgStore, sqlx::Postgres, pool, pool);
 
 #[cfg(test)]

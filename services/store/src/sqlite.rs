@@ -189,7 +189,7 @@ fn db_version(version: u64) -> Result<i64> {
 }
 
 crate::interface::interface_store!(SqliteStore, sqlx::Sqlite, readers, writer);
-crate::federation::federation_store!(SqliteStore, sqlx::Sqlite, readers, writer, "instr");
+crate::federation::federation_store!(SqliteStore, sqlx::Sqlite, readers, writer);
 crate::console::console_store!(SqliteStore, sqlx::Sqlite, readers, writer);
 
 #[cfg(test)]
