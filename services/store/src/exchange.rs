@@ -1,10 +1,11 @@
 //! Datasets, their change logs, consumer cursors and file uploads, written once for both backends
 //! (`exchange_store!`), and what both work out the same way when they append to a dataset's log.
 //!
-//! Backend-specific, through names each backend's module defines: `append_changes` (SQLite inserts
-//! many rows per statement; PostgreSQL inserts a batch in one statement of parallel arrays and
-//! notifies the other hub nodes at commit), `push_id_in` (a list of ids bound as one value: JSON
-//! for SQLite's `json_each`, an array for PostgreSQL's `ANY`), `CHANGES_BY_KEY` (SQLite is told
+//! Backend-specific, through names each backend's module defines: `insert_changes` (SQLite inserts
+//! many rows per statement; PostgreSQL a batch in one statement of parallel arrays),
+//! `push_key_table` and `push_id_in` (a list of keys or ids bound as one value: JSON for SQLite's
+//! `json_each`, an array for PostgreSQL), `push_head_moved` (PostgreSQL announces a dataset's new
+//! head to the other hub nodes in the statement that moves it), `CHANGES_BY_KEY` (SQLite is told
 //! which index walks a snapshot), the row lock `FOR_UPDATE` (empty on SQLite's single writer), and
 //! the inherent methods `changes_after` (the drain's read), `listen_for_changes` (PostgreSQL's
 //! LISTEN; nothing on SQLite) and `upload_reader`.
@@ -191,7 +192,7 @@ macro_rules! exchange_store {
         use crate::access::stored_u64;
         use crate::error::{corrupt, dataset_write_error, db_error, translate};
         use crate::exchange::{
-            CHANGE_COLUMNS, CONSUMER_COLUMNS, DATASET_COLUMNS, Head, UPLOAD_COLUMNS, UPLOAD_FIELDS, bound,
+            BatchKeys, CHANGE_COLUMNS, CONSUMER_COLUMNS, DATASET_COLUMNS, Head, UPLOAD_COLUMNS, UPLOAD_FIELDS, bound,
             check_append, check_complete, dataset_not_found, file_key, sequences, slice_chunks, to_db,
             upload_not_found,
         };
@@ -316,6 +317,42 @@ macro_rules! exchange_store {
                 })
             })
             .transpose()
+        }
+
+        /// Appends `changes` (not empty; `first` to `last` are the sequence numbers they take, see
+        /// `sequences`) to a dataset's log after `head`, which the caller has locked
+        /// (`lock_dataset`), and moves the dataset on: its last sequence, record count and last
+        /// publish time. The rows are written by the backend's `insert_changes`, and the head is
+        /// moved in the statement the backend's `push_head_moved` wraps around the update.
+        async fn append_changes(
+            conn: &mut $conn,
+            dataset: &str,
+            head: Head,
+            changes: &[NewChange],
+            (first, last): (i64, i64),
+            at: DateTime<Utc>,
+        ) -> Result<()> {
+            // How many of the batch's keys are present now: one lookup of each key's latest
+            // change, through the (dataset, key, sequence) index. This statement's snapshot is
+            // taken after the dataset's lock was granted, so it sees every earlier batch.
+            let keys = BatchKeys::of(changes);
+            let mut query = QueryBuilder::<$db>::new("SELECT count(*) FROM ");
+            push_key_table(&mut query, &keys);
+            query.push(" WHERE (SELECT c.op FROM changes c WHERE c.dataset = ").push_bind(dataset);
+            query.push(" AND c.key = k.value ORDER BY c.sequence DESC LIMIT 1) = 'upsert'");
+            let present_before: i64 = query.build_query_scalar().fetch_one(&mut *conn).await.map_err(db_error)?;
+
+            insert_changes(conn, dataset, changes, (first, last), at).await?;
+
+            let mut query = QueryBuilder::<$db>::new("");
+            push_head_moved(&mut query, |update| {
+                update.push("UPDATE datasets SET last_sequence = ").push_bind(last);
+                update.push(", record_count = ").push_bind(keys.record_count(head.record_count, present_before));
+                update.push(", last_published_at = ").push_bind(at);
+                update.push(" WHERE id = ").push_bind(dataset);
+            });
+            query.build().execute(&mut *conn).await.map_err(db_error)?;
+            Ok(())
         }
 
         /// Reads a dataset's head, locking its row (`FOR_UPDATE`) until the transaction ends. Every

@@ -7,38 +7,20 @@ use sqlx::Postgres;
 use sqlx::postgres::PgConnection;
 
 use super::{CHANGES_CHANNEL, FOR_UPDATE, PgStore, forward_changes, get, stored_time};
-use crate::exchange::BatchKeys;
 
 /// PostgreSQL picks the (dataset, key, sequence) index for a snapshot by itself.
 const CHANGES_BY_KEY: &str = "changes c";
 
-/// Appends `changes` to a dataset's log after `head` (whose row the caller has locked) and moves
-/// the dataset on: its last sequence, record count and last publish time, announcing the new
-/// head to the other hub nodes at commit. `changes` is not empty, and `first` to `last` are the
-/// sequence numbers they take (see `crate::exchange::sequences`).
-async fn append_changes(
+/// Inserts `changes`, numbered `first` to `last`.
+async fn insert_changes(
     conn: &mut PgConnection,
     dataset: &str,
-    head: Head,
     changes: &[NewChange],
     (first, last): (i64, i64),
     at: DateTime<Utc>,
 ) -> Result<()> {
-    // How many of the batch's keys are present now: one lookup of each key's latest change,
-    // through the (dataset, key, sequence) index. This statement's snapshot is taken after the
-    // lock was granted, so it sees every earlier batch.
-    let keys = BatchKeys::of(changes);
-    let present_before: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM UNNEST($2::text[]) AS k(key) WHERE (SELECT c.op FROM changes c \
-         WHERE c.dataset = $1 AND c.key = k.key ORDER BY c.sequence DESC LIMIT 1) = 'upsert'",
-    )
-    .bind(dataset)
-    .bind(&keys.keys)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(db_error)?;
-
-    // The whole batch in one statement, as parallel arrays: change i gets sequence last + i.
+    // The whole batch in one statement, as parallel arrays: change i (from 1) gets sequence
+    // first - 1 + i.
     let ops: Vec<&str> = changes.iter().map(|c| c.op.as_str()).collect();
     let change_keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
     let records: Vec<Option<&str>> = changes.iter().map(|c| c.record.as_deref()).collect();
@@ -48,7 +30,7 @@ async fn append_changes(
          FROM UNNEST($3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(op, key, record, n)",
     )
     .bind(dataset)
-    .bind(head.last_sequence)
+    .bind(first - 1)
     .bind(&ops)
     .bind(&change_keys)
     .bind(&records)
@@ -56,22 +38,28 @@ async fn append_changes(
     .execute(&mut *conn)
     .await
     .map_err(|e| translate(e, &format!("changes {first} to {last} of dataset {dataset}")))?;
-
-    // The notification is delivered when (and only if) the transaction commits.
-    sqlx::query(
-        "WITH moved AS (UPDATE datasets SET last_sequence = $2, record_count = $3, last_published_at = $4 \
-         WHERE id = $1 RETURNING id, last_sequence) \
-         SELECT pg_notify($5, current_schema() || ' ' || last_sequence || ' ' || id) FROM moved",
-    )
-    .bind(dataset)
-    .bind(last)
-    .bind(keys.record_count(head.record_count, present_before))
-    .bind(at)
-    .bind(CHANGES_CHANNEL)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error)?;
     Ok(())
+}
+
+/// A batch's keys as the table `k(value)`, bound as one array. The column is named as SQLite's
+/// `json_each` names it, for the query both backends share.
+fn push_key_table(query: &mut QueryBuilder<Postgres>, keys: &BatchKeys<'_>) {
+    query
+        .push("UNNEST(")
+        .push_bind(&keys.keys)
+        .push("::text[]) AS k(value)");
+}
+
+/// Moving a dataset's head announces it to the other hub nodes as `<schema> <last sequence>
+/// <dataset>`, in the same statement; the notification is delivered when (and only if) the
+/// transaction commits.
+fn push_head_moved(query: &mut QueryBuilder<Postgres>, update: impl FnOnce(&mut QueryBuilder<Postgres>)) {
+    query.push("WITH moved AS (");
+    update(query);
+    query
+        .push(" RETURNING id, last_sequence) SELECT pg_notify(")
+        .push_bind(CHANGES_CHANNEL)
+        .push(", current_schema() || ' ' || last_sequence || ' ' || id) FROM moved");
 }
 
 /// `id` is one of `ids`, bound as one array: the statement is the same whatever their number.

@@ -7,7 +7,6 @@ use sqlx::Sqlite;
 use sqlx::sqlite::SqliteConnection;
 
 use super::{FOR_UPDATE, SqliteStore, get, stored_time};
-use crate::exchange::BatchKeys;
 
 /// A snapshot walks the (dataset, key, sequence) index in key order; SQLite's planner would
 /// otherwise pick the (dataset, sequence) key and sort.
@@ -18,32 +17,15 @@ const CHANGES_BY_KEY: &str = "changes c INDEXED BY changes_key";
 /// kept in the statement cache whatever the batch sizes.
 const MAX_INSERT_ROWS: usize = 512;
 
-/// Appends `changes` to a dataset's log after `head` and moves the dataset on: its last
-/// sequence, record count and last publish time. `changes` is not empty, and `first` to `last`
-/// are the sequence numbers they take (see `crate::exchange::sequences`). Runs inside the
-/// caller's write transaction, which the single writer connection makes the only one: nobody
-/// else numbers changes meanwhile.
-async fn append_changes(
+/// Inserts `changes`, numbered from `first`. Runs inside the caller's write transaction, which
+/// the single writer connection makes the only one: nobody else numbers changes meanwhile.
+async fn insert_changes(
     conn: &mut SqliteConnection,
     dataset: &str,
-    head: Head,
     changes: &[NewChange],
-    (first, last): (i64, i64),
+    (first, _): (i64, i64),
     at: DateTime<Utc>,
 ) -> Result<()> {
-    // How many of the batch's keys are present now: one lookup of each key's latest change,
-    // through the (dataset, key, sequence) index.
-    let keys = BatchKeys::of(changes);
-    let present_before: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM json_each(?) AS k WHERE (SELECT c.op FROM changes c \
-         WHERE c.dataset = ? AND c.key = k.value ORDER BY c.sequence DESC LIMIT 1) = 'upsert'",
-    )
-    .bind(keys.json())
-    .bind(dataset)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(db_error)?;
-
     let mut sequence = first;
     let mut rest = changes;
     while !rest.is_empty() {
@@ -67,16 +49,17 @@ async fn append_changes(
         sequence += rows as i64;
         rest = tail;
     }
-
-    sqlx::query("UPDATE datasets SET last_sequence = ?, record_count = ?, last_published_at = ? WHERE id = ?")
-        .bind(last)
-        .bind(keys.record_count(head.record_count, present_before))
-        .bind(at)
-        .bind(dataset)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error)?;
     Ok(())
+}
+
+/// A batch's keys as the table `k(value)`, bound as one JSON text.
+fn push_key_table(query: &mut QueryBuilder<Sqlite>, keys: &BatchKeys<'_>) {
+    query.push("json_each(").push_bind(keys.json()).push(") AS k");
+}
+
+/// One hub per SQLite file: a dataset's new head is nobody else's news.
+fn push_head_moved(query: &mut QueryBuilder<Sqlite>, update: impl FnOnce(&mut QueryBuilder<Sqlite>)) {
+    update(query);
 }
 
 /// `id` is one of `ids`, bound as one JSON text: the statement is the same whatever their number.
