@@ -8,8 +8,13 @@ pub(crate) const SELECT_ENTRY: &str = "SELECT e.resource_code, e.provider_code, 
      e.state, e.version, e.state_reason, e.published_at, e.created_at, e.updated_at \
      FROM catalog_entries e JOIN departments d ON d.code = e.provider_code";
 
+/// An entry's version as the database holds it (a BIGINT on both engines).
+pub(crate) fn db_version(version: u64) -> xinqiao_domain::Result<i64> {
+    i64::try_from(version).map_err(|_| xinqiao_domain::Error::invalid("version", "is out of range"))
+}
+
 /// The one implementation of [`crate::CatalogStore`], for either backend, instantiated in the
-/// backend's `catalog` module, where `get`, `stored_time` and `db_version` are that backend's.
+/// backend's `catalog` module, where `get` and `stored_time` are that backend's.
 /// `$row` and `$conn` are its row and connection types, `$read` and `$write` its pools (reads
 /// outside a transaction), and `begin_write` its write transaction. The module also provides:
 /// - `ContentValue<'a>`, `content_value` and `content_of`: the entry content as bound to and read
@@ -26,7 +31,7 @@ macro_rules! catalog_store {
         use xinqiao_domain::search::SearchPosition;
         use xinqiao_domain::{Error, Result};
 
-        use crate::catalog::SELECT_ENTRY;
+        use crate::catalog::{SELECT_ENTRY, db_version};
         use crate::error::{corrupt, db_error, translate};
         use crate::{CatalogStore, EntryChange, EntryVersionRecord};
 

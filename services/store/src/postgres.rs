@@ -7,7 +7,6 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, Timelike, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Decode, Postgres, Row, Type};
@@ -15,7 +14,10 @@ use xinqiao_domain::{Error, Result};
 
 use crate::StoredChange;
 use crate::error::{db_error, migrate_error};
+// PostgreSQL keeps microseconds (rounding the rest); truncating first makes the value stored
+// exactly the value given, on both backends.
 use crate::exchange::bound;
+use crate::interface::stored_time;
 
 // What the drain (`drain.rs`, the backend's own read of a dataset's changes) shares with the rest
 // of the exchange.
@@ -157,18 +159,8 @@ fn parse_url(url: &str) -> Result<PgConnectOptions> {
     PgConnectOptions::from_str(url).map_err(|e| Error::invalid("database_url", format!("is not a PostgreSQL URL: {e}")))
 }
 
-/// PostgreSQL keeps microseconds (rounding the rest); truncating first makes the value stored
-/// exactly the value given, on both backends.
-fn stored_time(at: DateTime<Utc>) -> DateTime<Utc> {
-    at.with_nanosecond(at.nanosecond() / 1_000 * 1_000).unwrap_or(at)
-}
-
 fn get<'r, T: Decode<'r, Postgres> + Type<Postgres>>(row: &'r PgRow, column: &str) -> Result<T> {
     row.try_get(column).map_err(db_error)
-}
-
-fn db_version(version: u64) -> Result<i64> {
-    i64::try_from(version).map_err(|_| Error::invalid("version", "is out of range"))
 }
 
 // ---------------------------------------------------------------------------------------------

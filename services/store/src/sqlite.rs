@@ -8,7 +8,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, Timelike, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -19,7 +19,12 @@ use xinqiao_domain::{Error, Result};
 
 use crate::StoredChange;
 use crate::error::{corrupt, db_error, migrate_error};
+// Timestamps are kept to the microsecond, as PostgreSQL keeps them, so that both backends give
+// back exactly what they stored. sqlx writes them as RFC 3339 text in UTC with as few fraction
+// digits as the value needs (none, 3, 6), one text per instant; since `+` and `.` sort before the
+// digits, that text sorts as the instants do, and comparisons in SQL are plain text ones.
 use crate::exchange::bound;
+use crate::interface::stored_time;
 
 // What the drain (`drain.rs`, the backend's own read of a dataset's changes) shares with the rest
 // of the exchange.
@@ -172,20 +177,8 @@ fn in_memory(url: &str) -> bool {
     database == ":memory:" || params.split('&').any(|p| p == "mode=memory")
 }
 
-/// Timestamps are kept to the microsecond, as PostgreSQL keeps them, so that both backends give
-/// back exactly what they stored. sqlx writes them as RFC 3339 text in UTC with as few fraction
-/// digits as the value needs (none, 3, 6), one text per instant; since `+` and `.` sort before
-/// the digits, that text sorts as the instants do, and comparisons in SQL are plain text ones.
-fn stored_time(at: DateTime<Utc>) -> DateTime<Utc> {
-    at.with_nanosecond(at.nanosecond() / 1_000 * 1_000).unwrap_or(at)
-}
-
 fn get<'r, T: Decode<'r, Sqlite> + Type<Sqlite>>(row: &'r SqliteRow, column: &str) -> Result<T> {
     row.try_get(column).map_err(db_error)
-}
-
-fn db_version(version: u64) -> Result<i64> {
-    i64::try_from(version).map_err(|_| Error::invalid("version", "is out of range"))
 }
 
 crate::interface::interface_store!(SqliteStore, sqlx::Sqlite, readers, writer);

@@ -6,7 +6,7 @@
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::types::Json;
 
-use super::{PgStore, db_version, get, stored_time};
+use super::{PgStore, get, stored_time};
 
 /// The content column is JSONB, which takes (and gives back) JSON values, not text.
 type ContentValue<'a> = Json<&'a EntryContent>;

@@ -5,7 +5,7 @@
 // `EntryContent`, `Error`, `Result`, `corrupt` and `db_error` come in with the macro's imports.
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
-use super::{SqliteStore, db_version, get, stored_time};
+use super::{SqliteStore, get, stored_time};
 
 /// SQLite has no JSON column type: the content is JSON text, encoded once per write and bound to
 /// both the entry's row and its version's.
