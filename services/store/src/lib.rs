@@ -28,9 +28,9 @@ mod exchange;
 mod federation;
 mod interface;
 mod operations;
+pub mod postgres;
 mod schemas;
 mod search;
-pub mod postgres;
 pub mod sqlite;
 
 pub use console::{ConsoleSession, ConsoleStore, SignInToken};
