@@ -673,7 +673,7 @@ mod tests {
             seconds: 1.0,
         };
         Curve {
-            settings: CurveSettings::new(true, None, 500, 4).unwrap(),
+            settings: CurveSettings::new(true, None, 500, 4).expect("quick settings"),
             points: vec![
                 p(Axis::Clients, Op::Publish, 1, 60_000.0, 60_000.0),
                 p(Axis::Clients, Op::Publish, 2, 90_000.0, 45_000.0),
@@ -699,7 +699,7 @@ mod tests {
         assert!(sizes(50_000, 100_000).is_empty());
         assert!(CurveSettings::new(false, Some(50_000), 500, 4).is_err());
         assert_eq!(
-            CurveSettings::new(true, None, 500, 4).unwrap().sizes,
+            CurveSettings::new(true, None, 500, 4).expect("quick settings").sizes,
             vec![1_000, 3_000]
         );
     }
