@@ -125,8 +125,9 @@ enum AccessCommand {
         overdue: bool,
         /// Those held on this hub below yours (跨级交换: what you applied for there through
         /// your own hub); their ids name it, as `330110:<id>`.
+        // Not `--hub` (nor the id `hub`): that is every command's address of the hub to call.
         #[arg(long, value_name = "DIVISION")]
-        hub: Option<String>,
+        on_hub: Option<String>,
         /// At most this many requests.
         #[arg(long, default_value_t = 200)]
         limit: usize,
@@ -143,8 +144,9 @@ enum AccessCommand {
         active: bool,
         /// Those held on this hub below yours (跨级交换: what you applied for there through
         /// your own hub); their ids name it, as `330110:<id>`.
+        // Not `--hub` (nor the id `hub`): that is every command's address of the hub to call.
         #[arg(long, value_name = "DIVISION")]
-        hub: Option<String>,
+        on_hub: Option<String>,
         /// At most this many grants.
         #[arg(long, default_value_t = 200)]
         limit: usize,
@@ -502,7 +504,7 @@ pub async fn run(args: AccessArgs) -> CliResult {
             dataset,
             state,
             overdue,
-            hub,
+            on_hub,
             limit,
         } => {
             let mut request = pb::ListRequestsRequest {
@@ -518,7 +520,7 @@ pub async fn run(args: AccessArgs) -> CliResult {
                 overdue,
                 page_size: limit.clamp(1, 1000) as u32,
                 page_token: String::new(),
-                hub: hub.unwrap_or_default(),
+                hub: on_hub.unwrap_or_default(),
             };
             let mut found = Vec::new();
             loop {
@@ -540,7 +542,7 @@ pub async fn run(args: AccessArgs) -> CliResult {
             party: side,
             dataset,
             active,
-            hub,
+            on_hub,
             limit,
         } => {
             let mut request = pb::ListGrantsRequest {
@@ -549,7 +551,7 @@ pub async fn run(args: AccessArgs) -> CliResult {
                 active_only: active,
                 page_size: limit.clamp(1, 1000) as u32,
                 page_token: String::new(),
-                hub: hub.unwrap_or_default(),
+                hub: on_hub.unwrap_or_default(),
             };
             let mut found = Vec::new();
             loop {
@@ -586,6 +588,28 @@ pub async fn run(args: AccessArgs) -> CliResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--hub` is every command's address of the hub to call; the hub a list is of is `--on-hub`,
+    /// and neither takes the other's value (they once shared clap's id `hub`).
+    #[test]
+    fn the_hub_called_and_the_hub_listed_are_two_options() {
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            access: AccessArgs,
+        }
+        let parse = |args: &[&str]| {
+            <Command as clap::Parser>::try_parse_from(args).map(|c| (c.access.client.hub, c.access.command))
+        };
+        let listed = |args: &[&str]| match parse(args) {
+            Ok((hub, AccessCommand::List { on_hub, .. } | AccessCommand::Grants { on_hub, .. })) => (hub, on_hub),
+            _ => panic!("{args:?} is not a list"),
+        };
+        let (called, on) = listed(&["x", "--hub", "https://hub:7443", "list"]);
+        assert_eq!((called.as_str(), on), ("https://hub:7443", None));
+        let (called, on) = listed(&["x", "--hub", "https://hub:7443", "grants", "--on-hub", "330110"]);
+        assert_eq!((called.as_str(), on.as_deref()), ("https://hub:7443", Some("330110")));
+    }
 
     #[test]
     fn masks_are_field_equals_rule() {

@@ -83,8 +83,9 @@ enum ReportCommand {
         dataset: Option<String>,
         /// Those held on this hub below yours (跨级交换: what you reported there through
         /// your own hub); their ids name it, as `330110:<id>`.
+        // Not `--hub` (nor the id `hub`): that is every command's address of the hub to call.
         #[arg(long, value_name = "DIVISION")]
-        hub: Option<String>,
+        on_hub: Option<String>,
         /// At most this many reports.
         #[arg(long, default_value_t = 200)]
         limit: usize,
@@ -242,7 +243,7 @@ pub async fn run(args: ReportArgs) -> CliResult {
             party,
             state,
             dataset,
-            hub,
+            on_hub,
             limit,
         } => {
             let mut request = pb::ListReportsRequest {
@@ -260,7 +261,7 @@ pub async fn run(args: ReportArgs) -> CliResult {
                 }) as i32,
                 page_size: limit.clamp(1, 1000) as u32,
                 page_token: String::new(),
-                hub: hub.unwrap_or_default(),
+                hub: on_hub.unwrap_or_default(),
             };
             let mut found = Vec::new();
             loop {
