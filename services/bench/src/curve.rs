@@ -15,6 +15,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 use xinqiao_proto::v1 as pb;
 
+use crate::chart::{escape, step};
 use crate::hub::{self, Catalog, DRAIN_PAGE, Exchange, Hub};
 use crate::report::{Ctx, Res};
 
@@ -318,30 +319,6 @@ const MARGIN_R: f64 = 20.0;
 const GAP: f64 = 30.0;
 const TOP: f64 = 50.0;
 const PLOT_H: f64 = 220.0;
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
-/// A round step for about five ticks up to `max`.
-pub fn step(max: f64) -> f64 {
-    if max <= 0.0 {
-        return 1.0;
-    }
-    let raw = max / 5.0;
-    let magnitude = 10f64.powf(raw.log10().floor());
-    let m = raw / magnitude;
-    let nice = if m <= 1.0 {
-        1.0
-    } else if m <= 2.0 {
-        2.0
-    } else if m <= 5.0 {
-        5.0
-    } else {
-        10.0
-    };
-    nice * magnitude
-}
 
 /// Maps `x` in [lo, hi] (both > 0) onto [0, width] on a log scale.
 pub fn log_x(x: f64, lo: f64, hi: f64, width: f64) -> f64 {

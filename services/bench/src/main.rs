@@ -7,6 +7,7 @@
 //! them over loopback with real mutual TLS.
 
 mod catalogue;
+mod chart;
 mod curve;
 mod hub;
 mod interfaces;

@@ -16,6 +16,8 @@
 //! rate at which publishers and followers keep up together. `--rate 70%` measures that first,
 //! restarts the hub, and runs at 70 % of it; `--rate 20000` runs at an absolute rate.
 
+#[path = "../chart.rs"]
+mod chart;
 #[allow(dead_code)]
 #[path = "../records.rs"]
 mod records;

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::chart::{escape, step};
 use crate::run::PhaseReport;
 
 const WIDTH: f64 = 900.0;
@@ -16,30 +17,6 @@ struct Series<'a> {
     name: &'a str,
     colour: &'a str,
     points: Vec<(f64, f64)>,
-}
-
-/// A round step for about five ticks up to `max`.
-fn step(max: f64) -> f64 {
-    if max <= 0.0 {
-        return 1.0;
-    }
-    let raw = max / 5.0;
-    let magnitude = 10f64.powf(raw.log10().floor());
-    let m = raw / magnitude;
-    let nice = if m <= 1.0 {
-        1.0
-    } else if m <= 2.0 {
-        2.0
-    } else if m <= 5.0 {
-        5.0
-    } else {
-        10.0
-    };
-    nice * magnitude
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// One panel at vertical offset `y0`.
