@@ -1024,6 +1024,13 @@ async fn subscribe_delivers_live_changes_in_order_without_gaps(backend: Backend)
     let (changes, _) = receive(&mut live, 1).await;
     assert_eq!(names(&changes), ["公司999"]);
 
+    // Far behind, in batches of two: the hub reads the store several batches at a time, and the
+    // next page while this one goes out; still every change once, in order.
+    let mut behind = ok(police.subscribe(subscribe(&dataset, 0, "", 2)).await);
+    let (changes, sizes) = receive(&mut behind, 62).await;
+    assert_eq!(sequences(&changes), (1..=62).collect::<Vec<_>>());
+    assert!(sizes.iter().all(|s| *s == 2), "{sizes:?}");
+
     // The batch tells how far the dataset goes.
     let mut again = ok(police.subscribe(subscribe(&dataset, 60, "", 0)).await);
     let batch = next_batch(&mut again).await;

@@ -264,6 +264,67 @@ fn fit_message(changes: &mut Vec<StoredChange>) -> bool {
     cut
 }
 
+/// A subscription's reads of the store, ahead of what it has sent: a page of READ_AHEAD batches
+/// at a time (a follower far behind costs one query per several messages), and, when a page came
+/// back full, the next page read while this one goes out, so that the database's work on it
+/// overlaps the hub's on this one. The log only grows after a position, so a page read early is
+/// the page a later read would give; nothing read is sent before the rights are re-checked.
+struct ReadAhead {
+    store: Arc<dyn Store>,
+    dataset: String,
+    size: u32,
+    /// Read, not yet sent, in order.
+    pending: VecDeque<StoredChange>,
+    /// The dataset's last sequence as of the latest page.
+    last_sequence: u64,
+    /// The read of the page after `pending`.
+    next: Option<tokio::task::JoinHandle<Result<(Vec<StoredChange>, u64)>>>,
+}
+
+impl ReadAhead {
+    fn new(store: Arc<dyn Store>, dataset: &str, size: u32) -> Self {
+        ReadAhead {
+            store,
+            dataset: dataset.to_owned(),
+            size,
+            pending: VecDeque::new(),
+            last_sequence: 0,
+            next: None,
+        }
+    }
+
+    /// The next message's changes after `after` (the last one sent); none when caught up.
+    async fn message(&mut self, after: u64, max: usize) -> Result<Vec<StoredChange>> {
+        if self.pending.is_empty() {
+            let (changes, last_sequence) = match self.next.take() {
+                Some(read) => read
+                    .await
+                    .map_err(|e| Error::Internal(format!("reading ahead of a subscription: {e}")))??,
+                None => self.store.fetch_changes(&self.dataset, after, self.size).await?,
+            };
+            (self.pending, self.last_sequence) = (changes.into(), last_sequence);
+            if self.pending.len() >= self.size as usize
+                && let Some(last) = self.pending.back()
+            {
+                let (store, dataset, from, size) = (self.store.clone(), self.dataset.clone(), last.sequence, self.size);
+                self.next = Some(tokio::spawn(
+                    async move { store.fetch_changes(&dataset, from, size).await },
+                ));
+            }
+        }
+        Ok(next_message(&mut self.pending, max))
+    }
+}
+
+impl Drop for ReadAhead {
+    /// A stream that ends stops its read ahead.
+    fn drop(&mut self) {
+        if let Some(read) = &self.next {
+            read.abort();
+        }
+    }
+}
+
 /// Takes the next message's changes from those read ahead: at most `max` of them, as many as fit
 /// in one message (at least one, if any).
 fn next_message(pending: &mut VecDeque<StoredChange>, max: usize) -> Vec<StoredChange> {
@@ -1284,23 +1345,18 @@ impl ExchangeService for ExchangeApi {
         tokio::spawn(async move {
             let mut view = basis.view(&dataset.key);
             let mut delivered = 0usize;
-            // Changes read but not yet sent: the store is read READ_AHEAD batches at a time, so
-            // that a follower far behind costs one query per several messages.
-            let mut pending: VecDeque<StoredChange> = VecDeque::new();
             let read_size = max_batch.saturating_mul(READ_AHEAD).min(MAX_FETCH).max(max_batch);
-            let mut last_sequence = 0;
+            let mut reads = ReadAhead::new(api.store.clone(), &dataset.id, read_size);
             let outcome = loop {
                 // Before every message, so that a revocation stops what was read ahead too.
                 if let Err(e) = rights.recheck(&mut view, &dataset.key).await {
                     break Err(to_status(e));
                 }
-                if pending.is_empty() {
-                    match api.store.fetch_changes(&dataset.id, after, read_size).await {
-                        Ok((changes, last)) => (pending, last_sequence) = (changes.into(), last),
-                        Err(e) => break Err(to_status(e)),
-                    }
-                }
-                let changes = next_message(&mut pending, max_batch as usize);
+                let changes = match reads.message(after, max_batch as usize).await {
+                    Ok(changes) => changes,
+                    Err(e) => break Err(to_status(e)),
+                };
+                let last_sequence = reads.last_sequence;
                 lag.set(last_sequence.saturating_sub(changes.last().map_or(after, |c| c.sequence)));
                 if let Some(last) = changes.last() {
                     after = last.sequence;
