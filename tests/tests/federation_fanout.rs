@@ -133,6 +133,24 @@ async fn followers_of_one_view_share_one_stream_across_each_hub_pair(backend: Ba
         assert_eq!(sequences(&changes(stream, 1).await), [11]);
     }
 
+    // The third, riding on the first's upstream, is checked on the county in its own name every
+    // CHECK_INTERVAL (a Fetch that moves no record); one such check, before the first is cut off.
+    let third_checked = async {
+        loop {
+            let checks = county.audit_events("Fetch").await;
+            if checks
+                .iter()
+                .any(|e| e.actor == format!("hub:{CITY}") && e.detail.contains(same_view[2].as_str()))
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(15), third_checked)
+        .await
+        .expect("the third follower checked on the county within 15 s");
+
     // The first, whose upstream carries the shared stream, cut off: the third re-opens from
     // its position and goes on, nothing lost or repeated.
     ok(provider.revoke_grant(revoke_grant(&grants[0], "核验事项已办结")).await);
