@@ -359,6 +359,42 @@ macro_rules! catalog_store {
                 }
                 Ok(found)
             }
+
+            async fn get_entries(&self, resource_codes: &[String]) -> Result<Vec<CatalogEntry>> {
+                if resource_codes.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut query = QueryBuilder::<$db>::new(SELECT_ENTRY);
+                query.push(" WHERE e.resource_code IN (");
+                let mut list = query.separated(", ");
+                for code in resource_codes {
+                    list.push_bind(code.clone());
+                }
+                query.push(") ORDER BY e.resource_code");
+                let rows = query.build().fetch_all(&self.$read).await.map_err(db_error)?;
+                rows.iter().map(entry).collect()
+            }
+
+            async fn entries_changed_since(
+                &self,
+                since: DateTime<Utc>,
+                after: Option<(DateTime<Utc>, String)>,
+                limit: u32,
+            ) -> Result<Vec<CatalogEntry>> {
+                let mut query = QueryBuilder::<$db>::new(SELECT_ENTRY);
+                query.push(" WHERE e.updated_at >= ").push_bind(stored_time(since));
+                if let Some((at, code)) = after {
+                    let at = stored_time(at);
+                    query.push(" AND (e.updated_at > ").push_bind(at);
+                    query.push(" OR (e.updated_at = ").push_bind(at);
+                    query.push(" AND e.resource_code > ").push_bind(code).push("))");
+                }
+                query
+                    .push(" ORDER BY e.updated_at, e.resource_code LIMIT ")
+                    .push_bind(i64::from(limit));
+                let rows = query.build().fetch_all(&self.$read).await.map_err(db_error)?;
+                rows.iter().map(entry).collect()
+            }
         }
     };
 }

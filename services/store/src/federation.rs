@@ -353,6 +353,32 @@ macro_rules! federation_store {
                     .map(|row| crate::federation::feed_change(row).map(|c| c.entry))
                     .collect()
             }
+
+            async fn get_federated_entries(
+                &self,
+                keys: &[(String, String)],
+            ) -> xinqiao_domain::Result<Vec<xinqiao_domain::federation::FederatedEntry>> {
+                if keys.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut query = sqlx::QueryBuilder::<$db>::new("SELECT ");
+                query.push(crate::federation::FEED_COLUMNS);
+                query.push(" FROM catalogue_feed WHERE origin_hub <> '' AND (");
+                let mut first = true;
+                for (origin, code) in keys {
+                    if !first {
+                        query.push(" OR ");
+                    }
+                    first = false;
+                    query.push("(origin_hub = ").push_bind(origin.clone());
+                    query.push(" AND resource_code = ").push_bind(code.clone()).push(")");
+                }
+                query.push(") ORDER BY origin_hub, resource_code");
+                let rows = query.build().fetch_all(&self.$read).await.map_err(crate::error::db_error)?;
+                rows.iter()
+                    .map(|row| crate::federation::feed_change(row).map(|c| c.entry))
+                    .collect()
+            }
         }
     };
 }

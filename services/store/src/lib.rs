@@ -115,6 +115,20 @@ pub trait CatalogStore: Send + Sync {
         after: Option<&xinqiao_domain::search::SearchPosition>,
         limit: u32,
     ) -> Result<Vec<CatalogEntry>>;
+
+    /// The current versions of the entries with these codes, in code order; codes that name no
+    /// entry are left out. One read however many (the caller bounds the list, a page's worth).
+    async fn get_entries(&self, resource_codes: &[String]) -> Result<Vec<CatalogEntry>>;
+
+    /// Current entries last changed at or after `since` (`updated_at`), ordered by
+    /// (`updated_at`, code), after the position (`after_at`, `after_code`) when given, at most
+    /// `limit`: how a hub node follows the changes other nodes make.
+    async fn entries_changed_since(
+        &self,
+        since: DateTime<Utc>,
+        after: Option<(DateTime<Utc>, String)>,
+        limit: u32,
+    ) -> Result<Vec<CatalogEntry>>;
 }
 
 /// What registering a schema did.
@@ -529,6 +543,12 @@ pub trait FederationStore: Send + Sync {
     /// The aggregated entries holding this resource code (from any origin hub), in their latest
     /// state: where a department's read of a dataset held on another hub is relayed (跨级交换).
     async fn federated_entries(&self, resource_code: &str) -> Result<Vec<xinqiao_domain::federation::FederatedEntry>>;
+    /// The aggregated entries with these (origin hub, resource code) keys, in their latest state,
+    /// ordered by key; keys that name none are left out. One read for a page's worth.
+    async fn get_federated_entries(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<xinqiao_domain::federation::FederatedEntry>>;
 }
 
 /// Everything the hub stores.

@@ -240,6 +240,7 @@ conformance!(
     entries_published_before_federation_join_the_feed,
     the_catalogue_feed_follows_publications_and_withdrawals,
     aggregated_changes_apply_once_and_are_searchable,
+    entries_are_read_many_at_once_and_by_change,
     a_version_a_dataset_uses_is_not_deleted_for_good,
     departments_are_registered_listed_and_paged,
     a_department_code_is_registered_once,
@@ -5402,6 +5403,74 @@ async fn the_catalogue_feed_follows_publications_and_withdrawals(store: Arc<dyn 
     let c = create(store, &provider, &content("201", "从未发布")).await;
     save_as(store, &c, EntryState::Withdrawn, EntryAction::Withdraw).await;
     assert_eq!(feed(store, 3).await, vec![]);
+}
+
+/// What the hub's in-memory search reads: a page's entries in one call, own and aggregated, and
+/// the entries changed since a time, paged by (time, code).
+async fn entries_are_read_many_at_once_and_by_change(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let provider = register(store, 1).await;
+    let a = create(store, &provider, &content("102", "甲")).await;
+    let b = create(store, &provider, &content("101", "乙")).await;
+    let c = create(store, &provider, &content("102", "丙")).await;
+    let b = publish(store, &b).await;
+    let wanted = vec![
+        c.resource_code.clone(),
+        "999/000001".to_string(),
+        b.resource_code.clone(),
+    ];
+    let got = store.get_entries(&wanted).await.expect("get many");
+    assert_eq!(got, vec![b.clone(), c.clone()], "in code order, the unknown left out");
+    assert_eq!(store.get_entries(&[]).await, Ok(Vec::new()));
+
+    // a and c at t(1), b at t(2): since t(1) all three, by (time, code); paged two at a time.
+    let changed = |after: Option<(DateTime<Utc>, String)>, since: i64| async move {
+        store
+            .entries_changed_since(t(since), after, 2)
+            .await
+            .expect("changed since")
+            .into_iter()
+            .map(|e| e.resource_code)
+            .collect::<Vec<_>>()
+    };
+    let mut first_two = vec![a.resource_code.clone(), c.resource_code.clone()];
+    first_two.sort();
+    assert_eq!(changed(None, 1).await, first_two);
+    let last = (t(1), first_two[1].clone());
+    assert_eq!(changed(Some(last), 1).await, [b.resource_code.clone()]);
+    assert_eq!(changed(None, 2).await, [b.resource_code.clone()]);
+    assert!(changed(None, 3).await.is_empty());
+
+    store
+        .add_peer(&peer_hub("330110", Relation::Child))
+        .await
+        .expect("add the county");
+    let batch = [
+        child_change(4, "330110", "102/000001", "企业登记信息", EntryState::Published),
+        child_change(7, "330110", "102/000002", "个体工商户信息", EntryState::Published),
+    ];
+    assert_eq!(store.apply_catalogue_changes("330110", 0, &batch, 7).await, Ok(2));
+    let keys = vec![
+        ("330110".to_string(), "102/000002".to_string()),
+        ("330110".to_string(), "102/000009".to_string()),
+        ("330100".to_string(), "102/000001".to_string()),
+        ("330110".to_string(), "102/000001".to_string()),
+    ];
+    let got = store.get_federated_entries(&keys).await.expect("get aggregated");
+    assert_eq!(
+        got.iter()
+            .map(|f| (
+                f.origin_hub.as_str(),
+                f.entry.resource_code.as_str(),
+                f.entry.content.name.as_str()
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("330110", "102/000001", "企业登记信息"),
+            ("330110", "102/000002", "个体工商户信息")
+        ]
+    );
+    assert_eq!(store.get_federated_entries(&[]).await, Ok(Vec::new()));
 }
 
 async fn aggregated_changes_apply_once_and_are_searchable(store: Arc<dyn Store>) {
