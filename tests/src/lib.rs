@@ -219,6 +219,11 @@ impl TestHub {
         self.store.as_ref()
     }
 
+    /// The hub's store as a shared handle, for parts of the hub a test builds beside it.
+    pub fn store_handle(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
     /// Another hub node over this hub's store and PKI, as a second node behind a load balancer
     /// over one PostgreSQL is (on SQLite, a stand-in that shares the store object). Stopped when
     /// dropped with the test's runtime.

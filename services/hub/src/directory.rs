@@ -18,6 +18,7 @@ use crate::auth::Authenticator;
 use crate::cache::{Cache, FRESH_FOR};
 use crate::convert;
 use crate::paging::{decode, next_token};
+use crate::search_index::CatalogueSearch;
 use crate::status::answer;
 
 const DEPARTMENTS: &str = "departments";
@@ -28,18 +29,29 @@ pub struct DirectoryApi {
     /// Current entries for GetEntry, the directory's most frequent call, and for interface
     /// calls; forgotten by every change made here (see `cache` for other hub nodes).
     entries: Arc<Cache<String, CatalogEntry>>,
+    /// The catalogue search in memory, told of every change made here.
+    search: Arc<CatalogueSearch>,
     /// What the catalogue export says of this hub.
     catalogue: CatalogueSite,
 }
 
 impl DirectoryApi {
+    /// The directory; its search reads the store until [`CatalogueSearch::start`] (on
+    /// [`DirectoryApi::catalogue_search`]) has built the index.
     pub fn new(store: Arc<dyn Store>, auth: Authenticator) -> Self {
+        let entries = Arc::new(Cache::new(FRESH_FOR));
         Self {
             auth,
+            search: Arc::new(CatalogueSearch::new(store.clone(), entries.clone())),
             store,
-            entries: Arc::new(Cache::new(FRESH_FOR)),
+            entries,
             catalogue: CatalogueSite::default(),
         }
+    }
+
+    /// The catalogue search, to start and to ask how large it is.
+    pub fn catalogue_search(&self) -> Arc<CatalogueSearch> {
+        self.search.clone()
     }
 
     /// How the catalogue export names the platform and its address (the defaults otherwise).
@@ -92,6 +104,9 @@ impl DirectoryApi {
         };
         let saved = self.store.save_entry_version(&entry, &change).await;
         self.entries.forget(&entry.resource_code);
+        if let Ok(saved) = &saved {
+            self.search.saved(saved);
+        }
         saved
     }
 
@@ -309,6 +324,7 @@ impl DirectoryService for DirectoryApi {
                 at: crate::clock::now(),
             };
             let entry = self.store.create_entry(provider, &content, &change).await?;
+            self.search.saved(&entry);
             note.about(&entry.resource_code, &entry.provider_code);
             Ok(convert::entry(entry))
         })
@@ -515,7 +531,7 @@ impl DirectoryService for DirectoryApi {
             let visibility = policy::entry_visibility(&caller);
             // With the entries aggregated from child hubs (目录汇聚), marked with their origin.
             let (entries, next_page_token) = crate::federation::search_entries(
-                self.store.as_ref(),
+                &self.search,
                 &visibility,
                 &filter,
                 &r.page_token,

@@ -24,6 +24,7 @@ pub mod refusals;
 pub mod registry;
 pub mod sample_upstream;
 pub mod schemas;
+pub mod search_index;
 pub mod server;
 pub mod status;
 pub mod tls;

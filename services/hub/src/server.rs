@@ -192,6 +192,7 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     let registry = Registry::new(store.clone());
     let (stopping_tx, stopping) = watch::channel(false);
     forget_departments_changed_elsewhere(store.as_ref(), auth.clone(), stopping.clone()).await?;
+    directory_api.catalogue_search().start(stopping.clone());
     let metrics = Metrics::new();
     metrics.track_audit_chain(store.clone());
     let (serving, serving_rx) = watch::channel(false);

@@ -377,7 +377,7 @@ fn change_api(c: CatalogueChange, own: &str) -> pb::CatalogueChange {
 /// order (by relevance tier with a keyword, then by origin and code). The page token says which
 /// part it continues and after which position.
 pub async fn search_entries(
-    store: &dyn Store,
+    search: &crate::search_index::CatalogueSearch,
     visibility: &EntryVisibility,
     filter: &EntryFilter,
     page_token: &str,
@@ -394,8 +394,8 @@ pub async fn search_entries(
     let aggregated_after = match decode(ENTRIES, page_token) {
         Ok(local_after) => {
             let local_after = parse(local_after)?;
-            let mut page = store
-                .search_entries(visibility, filter, local_after.as_ref(), limit + 1)
+            let mut page = search
+                .own_entries(visibility, filter, local_after.as_ref(), limit + 1)
                 .await?;
             if page.len() > limit as usize || local_only {
                 let token = if page.len() > limit as usize {
@@ -411,7 +411,7 @@ pub async fn search_entries(
             let last_local = page.last().map(|e| position("", e));
             let local: Vec<pb::CatalogEntry> = page.into_iter().map(convert::entry).collect();
             let room = limit - local.len() as u32;
-            let (aggregated, more) = aggregated_page(store, visibility, filter, None, room).await?;
+            let (aggregated, more) = aggregated_page(search, visibility, filter, None, room).await?;
             let token = match (more, aggregated.last(), last_local) {
                 (false, _, _) => String::new(),
                 (true, Some(last), _) => encode(AGGREGATED, &position(&last.origin_hub, &last.entry).key()),
@@ -430,7 +430,7 @@ pub async fn search_entries(
     if local_only {
         return Ok((Vec::new(), String::new()));
     }
-    let (aggregated, more) = aggregated_page(store, visibility, filter, Some(&aggregated_after), limit).await?;
+    let (aggregated, more) = aggregated_page(search, visibility, filter, Some(&aggregated_after), limit).await?;
     let token = match aggregated.last() {
         Some(last) if more => encode(AGGREGATED, &position(&last.origin_hub, &last.entry).key()),
         _ => String::new(),
@@ -459,15 +459,13 @@ pub async fn aggregated_entry(store: &dyn Store, caller: &Caller, name: &str) ->
 
 /// At most `room` aggregated entries after `after`, and whether more follow.
 async fn aggregated_page(
-    store: &dyn Store,
+    search: &crate::search_index::CatalogueSearch,
     visibility: &EntryVisibility,
     filter: &EntryFilter,
     after: Option<&SearchPosition>,
     room: u32,
 ) -> Result<(Vec<federation::FederatedEntry>, bool)> {
-    let mut page = store
-        .search_federated_entries(visibility, filter, after, room + 1)
-        .await?;
+    let mut page = search.aggregated_entries(visibility, filter, after, room + 1).await?;
     let more = page.len() > room as usize;
     page.truncate(room as usize);
     Ok((page, more))
