@@ -90,7 +90,8 @@ pub struct Setup {
     pub hub: Caller,
     pub direct: Caller,
     pub floor: Caller,
-    _upstream: SampleUpstream,
+    /// The upstream, told how to behave (its service time) before each part.
+    pub upstream: SampleUpstream,
     _dir: tempfile::TempDir,
 }
 
@@ -202,7 +203,7 @@ pub async fn setup(hub: &Hub, pki_dir: &Path, concurrency: u32) -> Res<Setup> {
             hub.provider_channel().await?,
         )),
         direct: Caller::Direct(Arc::new(direct), Arc::new(interface)),
-        _upstream: upstream,
+        upstream,
         _dir: dir,
     })
 }

@@ -29,6 +29,7 @@ use serde_json::json;
 use tonic_health::pb::health_client::HealthClient;
 use xinqiao_domain::identity::Principal;
 use xinqiao_hub::config::BenchmarkSwitches;
+use xinqiao_hub::sample_upstream::Behaviour;
 use xinqiao_proto::v1 as pb;
 use xinqiao_store::{PgStore, SqliteStore, Store};
 
@@ -73,6 +74,11 @@ struct Args {
     /// Catalogue entries B5 searches [full: 100000, quick: 200]; GetEntry reads the first 200 (quick: 12).
     #[arg(long)]
     catalog_entries: Option<usize>,
+    /// The upstream's own service times B8 is measured at, in milliseconds: 0 is an upstream that
+    /// answers at once (the hub's whole cost shows); 5 and 20 ms are a provider's lookup in its
+    /// own database and a typical national verification service [default: 0,5,20].
+    #[arg(long, value_delimiter = ',')]
+    b8_service_ms: Vec<u64>,
     /// Concurrent unary calls on the one channel in B5.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
@@ -112,6 +118,7 @@ struct Settings {
     b7_base: u64,
     b7_window: u64,
     b5_seconds: f64,
+    b8_service_ms: Vec<u64>,
     catalog_entries: usize,
     concurrency: usize,
     batch: usize,
@@ -132,6 +139,11 @@ impl Settings {
             b7_base: args.b7_base.unwrap_or(if q { 1_000 } else { 100_000 }),
             b7_window: args.b7_window.unwrap_or(if q { 1_000 } else { 20_000 }),
             b5_seconds: args.b5_seconds.unwrap_or(if q { 0.2 } else { 2.0 }),
+            b8_service_ms: if args.b8_service_ms.is_empty() {
+                vec![0, 5, 20]
+            } else {
+                args.b8_service_ms.clone()
+            },
             catalog_entries: args.catalog_entries.unwrap_or(if q { 200 } else { 100_000 }),
             concurrency: args.concurrency.max(1),
             batch: args.batch.clamp(1, 10_000),
@@ -141,6 +153,9 @@ impl Settings {
         };
         if s.rounds == 0 || s.records == 0 || s.b3_records == 0 || s.b7_window == 0 || s.b7_base == 0 {
             return Err("--rounds, --records, --b3-records, --b7-base and --b7-window must be above 0".into());
+        }
+        if s.b8_service_ms.iter().any(|&ms| ms > 1_000) {
+            return Err("--b8-service-ms: at most 1000 ms (the interface's timeout is 10 s)".into());
         }
         if s.b7_records < s.b7_base {
             return Err("--b7-records must be at least --b7-base".into());
@@ -162,6 +177,7 @@ impl Settings {
             "b7_base": self.b7_base,
             "b7_window": self.b7_window,
             "b5_seconds": self.b5_seconds,
+            "b8_service_ms": self.b8_service_ms,
             "catalog_entries": self.catalog_entries,
             "concurrency": self.concurrency,
             "batch": self.batch,
@@ -392,32 +408,61 @@ impl Bench {
     }
 
     /// B8: a service interface called through the hub against its upstream called directly, at 16
-    /// concurrent callers, the two in turn each round.
+    /// concurrent callers, the two in turn each round; once for each of the upstream's service
+    /// times (`--b8-service-ms`).
     async fn b8(&mut self, hub: &Hub) -> Res<()> {
         const CALLERS: usize = 16;
         let s = self.s.clone();
         progress("B8: starting the sample 身份核验 upstream and registering it");
         let setup = interfaces::setup(hub, &self.dir().join("pki"), CALLERS as u32).await?;
         let duration = Duration::from_secs_f64(s.b5_seconds);
-        let (mut ours, mut direct, mut floor) = (Vec::new(), Vec::new(), Vec::new());
-        for round in 0..s.rounds {
-            let mut pair = [("hub", &setup.hub), ("direct", &setup.direct)];
-            if round % 2 == 1 {
-                pair.reverse();
-            }
-            for (name, caller) in pair {
-                progress(&format!("B8: round {}/{}: {name}", round + 1, s.rounds));
-                let load = interfaces::load(caller, CALLERS, duration).await?;
-                if name == "hub" { &mut ours } else { &mut direct }.push(load);
-            }
-            if s.ours_only {
-                direct.clear();
-            }
-        }
-        // The gRPC floor's CPU per call, after the pairs: what any call to the hub costs.
+        // The gRPC floor's CPU per call: what any call to the hub costs.
         progress("B8: the gRPC floor (Health/Check)");
-        floor.push(interfaces::load(&setup.floor, CALLERS, duration).await?);
-        let size = format!("{CALLERS} x {:.1}s x {}", s.b5_seconds, s.rounds);
+        let floor = [interfaces::load(&setup.floor, CALLERS, duration).await?];
+        for &service_ms in &s.b8_service_ms {
+            setup.upstream.behave(if service_ms == 0 {
+                Behaviour::Serve
+            } else {
+                Behaviour::Slow(Duration::from_millis(service_ms))
+            });
+            let (mut ours, mut direct) = (Vec::new(), Vec::new());
+            for round in 0..s.rounds {
+                let mut pair = [("hub", &setup.hub), ("direct", &setup.direct)];
+                if round % 2 == 1 {
+                    pair.reverse();
+                }
+                for (name, caller) in pair {
+                    progress(&format!(
+                        "B8: upstream {service_ms} ms: round {}/{}: {name}",
+                        round + 1,
+                        s.rounds
+                    ));
+                    let load = interfaces::load(caller, CALLERS, duration).await?;
+                    if name == "hub" { &mut ours } else { &mut direct }.push(load);
+                }
+                if s.ours_only {
+                    direct.clear();
+                }
+            }
+            self.b8_rows(service_ms, &ours, &direct, &floor);
+        }
+        Ok(())
+    }
+
+    /// B8's two rows for one service time of the upstream.
+    fn b8_rows(
+        &mut self,
+        service_ms: u64,
+        ours: &[interfaces::Load],
+        direct: &[interfaces::Load],
+        floor: &[interfaces::Load],
+    ) {
+        let size = format!("16 x {:.1}s x {}", self.s.b5_seconds, self.s.rounds);
+        let upstream = if service_ms == 0 {
+            "upstream at once".to_string()
+        } else {
+            format!("upstream {service_ms} ms")
+        };
         let rates = |v: &[interfaces::Load]| v.iter().map(|l| l.rate).collect::<Vec<_>>();
         let p99s = |v: &[interfaces::Load]| v.iter().map(|l| l.p99_ms).collect::<Vec<_>>();
         let cpu = |v: &[interfaces::Load]| {
@@ -433,33 +478,39 @@ impl Bench {
         self.rows.push(
             Row::new(
                 "B8",
-                "Invoke rate",
+                format!("Invoke rate, {upstream}"),
                 "the upstream called directly",
                 Unit::RequestsPerSec,
                 Goal::AtLeast(0.7),
             )
             .size(size.clone())
-            .samples(rates(&ours), rates(&direct))
-            .note(
-                "POST /verify of the sample 身份核验 upstream (HTTPS, client certificate required) in this process; \
-                     through the hub: mTLS gRPC, the read gate, request and answer schema checks, the audit trail",
-            ),
+            .samples(rates(ours), rates(direct))
+            .note(format!(
+                "POST /verify of the sample 身份核验 upstream (HTTPS, client certificate required) in this process, \
+                 answering after {service_ms} ms of its own; through the hub: mTLS gRPC, the read gate, request and \
+                 answer schema checks, the audit trail"
+            )),
         );
         self.rows.push(
-            Row::new("B8", "Invoke p99", "direct p99", Unit::Millis, Goal::AtMost(2.0))
-                .size(size)
-                .samples(p99s(&ours), p99s(&direct))
-                .note(format!(
-                    "p50: through the hub {}, direct {}; CPU of the whole process (callers, hub, upstream) per call: \
-                     through the hub {}, direct {}, a Health/Check on the hub (the gRPC floor) {}",
-                    p50(&ours),
-                    p50(&direct),
-                    cpu(&ours),
-                    cpu(&direct),
-                    cpu(&floor)
-                )),
+            Row::new(
+                "B8",
+                format!("Invoke p99, {upstream}"),
+                "direct p99",
+                Unit::Millis,
+                Goal::AtMost(2.0),
+            )
+            .size(size)
+            .samples(p99s(ours), p99s(direct))
+            .note(format!(
+                "p50: through the hub {}, direct {}; CPU of the whole process (callers, hub, upstream) per call: \
+                 through the hub {}, direct {}, a Health/Check on the hub (the gRPC floor) {}",
+                p50(ours),
+                p50(direct),
+                cpu(ours),
+                cpu(direct),
+                cpu(floor)
+            )),
         );
-        Ok(())
     }
 
     /// B1, B2, B4 and the publish half of B6: one loop, the contenders in turn each round, the
