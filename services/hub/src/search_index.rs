@@ -53,7 +53,7 @@ const READ_PAGE: u32 = 2_000;
 /// The posting lists are rebuilt once the changes kept beside them exceed this many (or a
 /// quarter of the catalogue), or once changes have stopped for [`QUIET_FOR`].
 const OVERLAY_MAX: usize = 256;
-const QUIET_FOR: Duration = Duration::from_secs(2);
+const QUIET_FOR: Duration = Duration::from_secs(1);
 
 /// An index term: one character, or two, packed into a number (no allocation per term).
 type Term = u64;
@@ -580,7 +580,7 @@ impl CatalogueSearch {
         let mut page = Vec::with_capacity(hits.len());
         for ((tier, record), entry) in hits.iter().zip(entries) {
             let Some(entry) = entry else { return Ok(None) };
-            if !agrees(record, *tier, &Record::of("", &entry), visibility, filter, &keyword) {
+            if !agrees(record, *tier, "", &entry, visibility, filter, &keyword) {
                 return Ok(None);
             }
             page.push(entry);
@@ -621,16 +621,7 @@ impl CatalogueSearch {
             let mut page = Vec::with_capacity(hits.len());
             for ((tier, record), key) in hits.iter().zip(&keys) {
                 match fetched.remove(key) {
-                    Some(f)
-                        if agrees(
-                            record,
-                            *tier,
-                            &Record::of(&f.origin_hub, &f.entry),
-                            visibility,
-                            filter,
-                            &keyword,
-                        ) =>
-                    {
+                    Some(f) if agrees(record, *tier, &f.origin_hub, &f.entry, visibility, filter, &keyword) => {
                         page.push(f)
                     }
                     _ => {
@@ -799,16 +790,33 @@ struct Following {
 }
 
 /// Whether the entry read for a hit is the one the index held, and still one the search returns
-/// at that tier: otherwise the index was stale and the store answers.
+/// at that tier: otherwise the index was stale and the store answers. An entry's content is fixed
+/// by its version (a change makes the next one; a child's withdrawal by unlinking changes the
+/// state), so at the same version the held text is the entry's, and the keyword and tier are
+/// tested on it without lower-casing the entry again; what the filters and visibility test is
+/// compared field by field.
 fn agrees(
     held: &Record,
     tier: u8,
-    read: &Record,
+    origin: &str,
+    entry: &CatalogEntry,
     visibility: &EntryVisibility,
     filter: &EntryFilter,
     keyword: &str,
 ) -> bool {
-    held == read && read.admits(visibility, filter) && search::relevance_tier(&read.text, keyword) == Some(tier)
+    let content = &entry.content;
+    *held.origin == *origin
+        && *held.code == *entry.resource_code
+        && held.version == entry.version
+        && held.state == entry.state
+        && *held.provider == *entry.provider_code
+        && *held.classification == *content.classification
+        && held.share == content.share.share_type
+        && held.open == content.open.open_type
+        && held.cycle == content.update_cycle
+        && held.format == content.format
+        && held.admits(visibility, filter)
+        && search::relevance_tier(&held.text, keyword) == Some(tier)
 }
 
 #[cfg(test)]
