@@ -289,4 +289,73 @@ mod tests {
         assert!(hits("旅行社") > 0 && hits("旅行社") < 200, "a rare one");
         assert_eq!(hits("海关"), 0, "one found nowhere");
     }
+
+    /// The hub's in-memory search index over B5's catalogue: what it holds, and what the process
+    /// grows by to hold it (`cargo test --release -p xinqiao-bench -- --ignored --nocapture
+    /// index_memory`).
+    #[test]
+    #[ignore = "a measurement: builds the index of 100,000 entries"]
+    fn index_memory() {
+        use std::sync::Arc;
+        use xinqiao_hub::search_index::{Index, Record};
+        fn rss_kib() -> u64 {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        }
+        let count = 100_000;
+        let before = rss_kib();
+        let now = Utc::now();
+        let records: Vec<Arc<Record>> = (0..count)
+            .map(|i| {
+                let entry = xinqiao_domain::catalogue::CatalogEntry {
+                    resource_code: format!("{}/{:06}", 101 + i % 9, i / 9 + 1),
+                    provider_code: "11330100MB00010011".into(),
+                    provider_name: String::new(),
+                    content: content(i),
+                    state: EntryState::Published,
+                    version: 2,
+                    state_reason: String::new(),
+                    published_at: Some(now),
+                    created_at: now,
+                    updated_at: now,
+                };
+                Arc::new(Record::of("", &entry))
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let index = Index::build(records);
+        let built = started.elapsed();
+        let after = rss_kib();
+        let visibility = xinqiao_domain::policy::EntryVisibility::PublishedOrOwnedBy("11330100MB00010011".into());
+        let started = std::time::Instant::now();
+        let rounds = 200;
+        for _ in 0..rounds {
+            for keyword in KEYWORDS {
+                let filter = xinqiao_domain::catalogue::EntryFilter {
+                    keyword: (*keyword).into(),
+                    ..Default::default()
+                };
+                let hits = index.search(true, &visibility, &filter, None, 21);
+                assert!(hits.is_some(), "{keyword} is served");
+            }
+        }
+        println!(
+            "a page of 21 from the index: {:.1} µs on average over the {} keywords",
+            started.elapsed().as_secs_f64() * 1e6 / (rounds * KEYWORDS.len()) as f64,
+            KEYWORDS.len()
+        );
+        println!(
+            "index of {} entries: {:.1} MiB by its own count, the process grew {:.1} MiB (RSS {:.1} -> {:.1} MiB); built in {:.2} s",
+            index.len(),
+            index.bytes() as f64 / 1048576.0,
+            after.saturating_sub(before) as f64 / 1024.0,
+            before as f64 / 1024.0,
+            after as f64 / 1024.0,
+            built.as_secs_f64()
+        );
+    }
 }
