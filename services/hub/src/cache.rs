@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a cached value is trusted: the most a change made on another hub node can go unseen.
@@ -19,7 +19,9 @@ pub const FRESH_FOR: Duration = Duration::from_secs(1);
 const MAX_VALUES: usize = 10_000;
 
 pub struct Cache<K, V> {
-    values: Mutex<HashMap<K, (V, Instant)>>,
+    /// Values are shared, so that a reader copies one after letting go of the lock: several
+    /// searches copy a page of entries each at once.
+    values: Mutex<HashMap<K, (Arc<V>, Instant)>>,
     fresh_for: Duration,
 }
 
@@ -31,18 +33,21 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, (V, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, (Arc<V>, Instant)>> {
         // The map holds plain values; a panic elsewhere while holding it leaves it usable.
         self.values.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The cached value, if it is still fresh.
     pub fn get(&self, key: &K) -> Option<V> {
-        let values = self.lock();
-        values
-            .get(key)
-            .filter(|(_, at)| at.elapsed() < self.fresh_for)
-            .map(|(value, _)| value.clone())
+        let shared = {
+            let values = self.lock();
+            values
+                .get(key)
+                .filter(|(_, at)| at.elapsed() < self.fresh_for)
+                .map(|(value, _)| value.clone())
+        };
+        shared.map(|value| V::clone(&value))
     }
 
     pub fn put(&self, key: K, value: V) {
@@ -50,7 +55,7 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
         if values.len() >= MAX_VALUES {
             values.clear();
         }
-        values.insert(key, (value, Instant::now()));
+        values.insert(key, (Arc::new(value), Instant::now()));
     }
 
     /// Forgets a value that has just changed.
