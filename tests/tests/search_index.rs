@@ -72,12 +72,16 @@ fn content(i: usize) -> EntryContent {
         format: ResourceFormat::Database,
         items,
         share: ShareAttributes {
-            share_type: if i % 4 == 0 {
+            share_type: if i.is_multiple_of(4) {
                 ShareType::Conditional
             } else {
                 ShareType::Unconditional
             },
-            condition: if i % 4 == 0 { "经审批".into() } else { String::new() },
+            condition: if i.is_multiple_of(4) {
+                "经审批".into()
+            } else {
+                String::new()
+            },
             channel: ShareChannel::Platform,
             exchange_kind: ExchangeKind::Table,
             legal_basis: String::new(),
@@ -86,7 +90,7 @@ fn content(i: usize) -> EntryContent {
             open_type: OpenType::NotOpen,
             condition: String::new(),
         },
-        update_cycle: if i % 2 == 0 {
+        update_cycle: if i.is_multiple_of(2) {
             UpdateCycle::Daily
         } else {
             UpdateCycle::Monthly
@@ -310,7 +314,7 @@ async fn the_index_answers_as_the_store_does(backend: Backend) {
         };
         let renamed = content(i + 1);
         let saved = save(store.as_ref(), entry, state, Some(renamed)).await;
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             search.saved(&saved);
         }
     }

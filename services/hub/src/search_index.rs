@@ -235,10 +235,13 @@ pub struct Index {
     /// Base ids whose record has changed since (the overlay holds the current one).
     dirty: Vec<bool>,
     /// Records changed since the build, by key, with the change's number.
-    overlay: BTreeMap<(Box<str>, Box<str>), (Arc<Record>, u64)>,
+    overlay: BTreeMap<Key, (Arc<Record>, u64)>,
     changes: u64,
     last_change: Option<Instant>,
 }
+
+/// An entry's key: (origin hub, resource code).
+type Key = (Box<str>, Box<str>);
 
 /// A search's answer from the index: the records of the page with their tier, in order.
 pub type Hits = Vec<(u8, Arc<Record>)>;
@@ -283,10 +286,10 @@ impl Index {
     /// Takes a record as the entry's current one, unless the index already holds it or a later
     /// version (a read that raced a change made here).
     pub fn put(&mut self, record: Record) {
-        if let Some(known) = self.current(record.key()) {
-            if **known == record || known.version > record.version {
-                return;
-            }
+        if let Some(known) = self.current(record.key())
+            && (**known == record || known.version > record.version)
+        {
+            return;
         }
         if let Some(id) = self.base.id_of(record.key()) {
             self.dirty[id] = true;
@@ -418,7 +421,7 @@ impl Index {
         if changed.is_empty() {
             return Some(found);
         }
-        changed.sort_by(|a, b| order(a, b));
+        changed.sort_by(order);
         let mut merged: Hits = found.into_iter().chain(changed).collect();
         merged.sort_by(order);
         merged.truncate(limit);
@@ -532,11 +535,11 @@ impl CatalogueSearch {
         } else {
             None
         };
-        if let Some(hits) = hits {
-            if let Some(entries) = self.own_page(visibility, filter, &hits).await? {
-                self.answered.fetch_add(1, AtomicOrdering::Relaxed);
-                return Ok(entries);
-            }
+        if let Some(hits) = hits
+            && let Some(entries) = self.own_page(visibility, filter, &hits).await?
+        {
+            self.answered.fetch_add(1, AtomicOrdering::Relaxed);
+            return Ok(entries);
         }
         self.store.search_entries(visibility, filter, after, limit).await
     }
@@ -568,11 +571,11 @@ impl CatalogueSearch {
                 .map(|e| (e.resource_code.clone(), e))
                 .collect();
             for ((_, r), slot) in hits.iter().zip(entries.iter_mut()) {
-                if slot.is_none() {
-                    if let Some(entry) = fetched.remove(&*r.code) {
-                        self.entries.put(entry.resource_code.clone(), entry.clone());
-                        *slot = Some(entry);
-                    }
+                if slot.is_none()
+                    && let Some(entry) = fetched.remove(&*r.code)
+                {
+                    self.entries.put(entry.resource_code.clone(), entry.clone());
+                    *slot = Some(entry);
                 }
             }
         }

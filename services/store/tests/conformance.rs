@@ -5437,8 +5437,8 @@ async fn entries_are_read_many_at_once_and_by_change(store: Arc<dyn Store>) {
     first_two.sort();
     assert_eq!(changed(None, 1).await, first_two);
     let last = (t(1), first_two[1].clone());
-    assert_eq!(changed(Some(last), 1).await, [b.resource_code.clone()]);
-    assert_eq!(changed(None, 2).await, [b.resource_code.clone()]);
+    assert_eq!(changed(Some(last), 1).await, std::slice::from_ref(&b.resource_code));
+    assert_eq!(changed(None, 2).await, std::slice::from_ref(&b.resource_code));
     assert!(changed(None, 3).await.is_empty());
 
     store
