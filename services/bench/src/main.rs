@@ -863,8 +863,9 @@ impl Bench {
                         s.concurrency,
                         if name == "tls-search" {
                             format!(
-                                "{} keywords in turn (src/catalogue.rs), a page of 20, {total} entries in all",
-                                keywords.len()
+                                "{} keywords in turn (src/catalogue.rs), a page of 20, {total} entries in all; {}",
+                                keywords.len(),
+                                catalogue::index_figures(s.catalog_entries)
                             )
                         } else {
                             format!("{} entries read in turn", s.catalog_entries)
