@@ -48,6 +48,11 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Entries changed this long before the last read are read again: a change committed late (its
 /// time is taken before its transaction commits) is still seen.
 const OVERLAP: Duration = Duration::from_secs(3);
+/// How often the whole index is read from the store again. Following reads the changes by their
+/// time, with an [`OVERLAP`]; a change whose time is further behind (a node's clock that is
+/// late, a transaction that took longer to commit) would otherwise stay unseen until the entry
+/// changes again.
+const REREAD_EVERY: Duration = Duration::from_secs(600);
 /// The page of the store reads that build and follow the index.
 const READ_PAGE: u32 = 2_000;
 /// The posting lists are rebuilt once the changes kept beside them exceed this many (or a
@@ -661,6 +666,7 @@ impl CatalogueSearch {
                 }
             };
             this.ready.store(true, AtomicOrdering::Release);
+            let mut read_whole = Instant::now();
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(POLL_EVERY) => {}
@@ -669,7 +675,13 @@ impl CatalogueSearch {
                 if *stopping.borrow() {
                     return;
                 }
-                if let Err(e) = this.follow(&mut follow).await {
+                if read_whole.elapsed() >= REREAD_EVERY {
+                    read_whole = Instant::now();
+                    match this.build().await {
+                        Ok(again) => follow = again,
+                        Err(e) => tracing::warn!(error = %e, "reading the catalogue again for the search index"),
+                    }
+                } else if let Err(e) = this.follow(&mut follow).await {
                     tracing::warn!(error = %e, "reading catalogue changes for the search index");
                 }
                 this.rebuild_if_due().await;
