@@ -35,6 +35,7 @@ use exchange::stored_change;
 mod access;
 mod audit;
 mod catalog;
+mod checkpoint;
 mod departments;
 mod drain;
 mod exchange;
@@ -62,6 +63,8 @@ pub struct SqliteStore {
     readers: SqlitePool,
     /// rusqlite readers for the drain's pages, on a file (see `drain`).
     native: Option<std::sync::Arc<drain::NativeReaders>>,
+    /// Checkpoints of the write-ahead log off the writer's path, on a file (see `checkpoint`).
+    checkpointer: Option<std::sync::Arc<std::sync::Mutex<checkpoint::Checkpointer>>>,
 }
 
 impl SqliteStore {
@@ -98,6 +101,7 @@ impl SqliteStore {
                 writer: pool.clone(),
                 readers: pool,
                 native: None,
+                checkpointer: None,
             }
         } else {
             if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -113,7 +117,8 @@ impl SqliteStore {
             let writer_options = options
                 .clone()
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal);
+                .synchronous(SqliteSynchronous::Normal)
+                .pragma("wal_autocheckpoint", checkpoint::BACKSTOP_PAGES.to_string());
             let writer = SqlitePoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -122,6 +127,9 @@ impl SqliteStore {
                 .await
                 .map_err(db_error)?;
             let native = Some(drain::NativeReaders::new(options.get_filename()));
+            let checkpointer = Some(std::sync::Arc::new(std::sync::Mutex::new(
+                checkpoint::Checkpointer::start(options.get_filename()),
+            )));
             let readers = SqlitePoolOptions::new()
                 .max_connections(READERS)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -131,6 +139,7 @@ impl SqliteStore {
                 writer,
                 readers,
                 native,
+                checkpointer,
             }
         };
         Ok(store)
@@ -140,6 +149,9 @@ impl SqliteStore {
     pub async fn close(&self) {
         if let Some(native) = &self.native {
             native.close();
+        }
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.lock().unwrap_or_else(|e| e.into_inner()).stop();
         }
         self.readers.close().await;
         self.writer.close().await;
