@@ -21,15 +21,8 @@ const MAX_VALUES: usize = 10_000;
 pub struct Cache<K, V> {
     /// Values are shared, so that a reader copies one after letting go of the lock: several
     /// searches copy a page of entries each at once.
-    values: Mutex<HashMap<K, Held<V>>>,
+    values: Mutex<HashMap<K, (Arc<V>, Instant)>>,
     fresh_for: Duration,
-}
-
-/// A value, when it was put, and whether a caller has been sent to read it again.
-struct Held<V> {
-    value: Arc<V>,
-    at: Instant,
-    renewing: bool,
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
@@ -40,32 +33,21 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Held<V>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, (Arc<V>, Instant)>> {
         // The map holds plain values; a panic elsewhere while holding it leaves it usable.
         self.values.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The cached value, if it is still fresh.
-    ///
-    /// Past half its freshness, one caller gets `None` (and so reads the value again and puts
-    /// it) while the others are still served the value: a value in steady use is renewed before
-    /// it expires, by one read, instead of every concurrent caller reading it at once when it
-    /// expires (which showed as the p99 of calls on a busy key).
     pub fn get(&self, key: &K) -> Option<V> {
         let shared = {
-            let mut values = self.lock();
-            let held = values.get_mut(key)?;
-            let age = held.at.elapsed();
-            if age >= self.fresh_for {
-                return None;
-            }
-            if age >= self.fresh_for / 2 && !held.renewing {
-                held.renewing = true;
-                return None;
-            }
-            held.value.clone()
+            let values = self.lock();
+            values
+                .get(key)
+                .filter(|(_, at)| at.elapsed() < self.fresh_for)
+                .map(|(value, _)| value.clone())
         };
-        Some(V::clone(&shared))
+        shared.map(|value| V::clone(&value))
     }
 
     pub fn put(&self, key: K, value: V) {
@@ -73,14 +55,7 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
         if values.len() >= MAX_VALUES {
             values.clear();
         }
-        values.insert(
-            key,
-            Held {
-                value: Arc::new(value),
-                at: Instant::now(),
-                renewing: false,
-            },
-        );
+        values.insert(key, (Arc::new(value), Instant::now()));
     }
 
     /// Forgets a value that has just changed.
@@ -103,26 +78,6 @@ mod tests {
         cache.put("b".to_string(), 2);
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(cache.get(&"b".to_string()), None, "stale values are not served");
-    }
-
-    #[test]
-    fn past_half_its_freshness_one_caller_renews_a_value_while_the_others_are_served() {
-        let cache = Cache::new(Duration::from_millis(200));
-        cache.put("a".to_string(), 1);
-        assert_eq!(cache.get(&"a".to_string()), Some(1));
-        std::thread::sleep(Duration::from_millis(120));
-        assert_eq!(
-            cache.get(&"a".to_string()),
-            None,
-            "the first caller past half renews it"
-        );
-        assert_eq!(cache.get(&"a".to_string()), Some(1), "the others are served meanwhile");
-        assert_eq!(cache.get(&"a".to_string()), Some(1));
-        cache.put("a".to_string(), 2);
-        assert_eq!(cache.get(&"a".to_string()), Some(2), "the renewed value starts afresh");
-        std::thread::sleep(Duration::from_millis(210));
-        assert_eq!(cache.get(&"a".to_string()), None, "a value not renewed still expires");
-        assert_eq!(cache.get(&"a".to_string()), None);
     }
 
     #[test]
