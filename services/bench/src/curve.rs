@@ -17,7 +17,7 @@ use xinqiao_proto::v1 as pb;
 
 use crate::chart::{escape, step};
 use crate::hub::{self, Catalog, DRAIN_PAGE, Exchange, Hub};
-use crate::report::{Ctx, Res};
+use crate::report::{Ctx, Res, si};
 
 /// What the curve measures.
 #[derive(Debug, Clone)]
@@ -149,18 +149,6 @@ pub struct Curve {
     pub points: Vec<Point>,
     /// Rates of the untimed fills between the size points, as (from, to, records/s).
     pub fills: Vec<(u64, u64, f64)>,
-}
-
-fn si(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{:.2}M", v / 1e6)
-    } else if v >= 1e4 {
-        format!("{:.1}k", v / 1e3)
-    } else if v >= 1e3 {
-        format!("{:.2}k", v / 1e3)
-    } else {
-        format!("{v:.0}")
-    }
 }
 
 /// "1000000" → "1M", "300000" → "300k".

@@ -58,7 +58,7 @@ impl Unit {
 }
 
 /// 12345 → "12.3k".
-fn si(v: f64) -> String {
+pub(crate) fn si(v: f64) -> String {
     if v >= 1e6 {
         format!("{:.2}M", v / 1e6)
     } else if v >= 1e4 {
