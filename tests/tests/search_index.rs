@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use prost::Message;
 use xinqiao_domain::catalogue::{
     CatalogEntry, DataItem, EntryContent, EntryFilter, ExchangeKind, OpenAttributes, OpenType, ResourceFormat,
     ShareAttributes, ShareChannel, ShareType, UpdateCycle,
@@ -16,7 +17,9 @@ use xinqiao_domain::lifecycle::{EntryAction, EntryState};
 use xinqiao_domain::policy::EntryVisibility;
 use xinqiao_domain::search::{self, SearchPosition};
 use xinqiao_hub::cache::{Cache, FRESH_FOR};
+use xinqiao_hub::convert;
 use xinqiao_hub::search_index::CatalogueSearch;
+use xinqiao_proto::v1 as pb;
 use xinqiao_store::{EntryChange, Store};
 use xinqiao_tests::*;
 
@@ -192,10 +195,16 @@ async fn compare(search: &CatalogueSearch, store: &dyn Store) {
                 for page in [3u32, 20] {
                     let mut after: Option<SearchPosition> = None;
                     loop {
-                        let ours = search
+                        let shared = search
                             .own_entries(visibility, &filter, after.as_ref(), page)
                             .await
                             .expect("index");
+                        // Each entry's encoded form is the API message of that very entry.
+                        for cached in &shared {
+                            let wire = pb::CatalogEntry::decode(cached.wire.clone()).expect("wire");
+                            assert_eq!(wire, convert::entry(cached.entry.clone()), "{keyword:?}");
+                        }
+                        let ours: Vec<CatalogEntry> = shared.iter().map(|c| c.entry.clone()).collect();
                         let theirs = store
                             .search_entries(visibility, &filter, after.as_ref(), page)
                             .await

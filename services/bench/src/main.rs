@@ -1249,6 +1249,10 @@ async fn probe_skip_validation(client: &mut Exchange, dataset: &str, tag: &str) 
     Ok((answer.accepted == 1, text))
 }
 
+/// The `xinqiao` binary's allocator (services/cli/src/main.rs): the hub in here is the hub shipped.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()

@@ -40,22 +40,28 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
 
     /// The cached value, if it is still fresh.
     pub fn get(&self, key: &K) -> Option<V> {
-        let shared = {
-            let values = self.lock();
-            values
-                .get(key)
-                .filter(|(_, at)| at.elapsed() < self.fresh_for)
-                .map(|(value, _)| value.clone())
-        };
-        shared.map(|value| V::clone(&value))
+        self.get_shared(key).map(|value| V::clone(&value))
     }
 
-    pub fn put(&self, key: K, value: V) {
+    /// The cached value itself, shared, if it is still fresh: for a reader that only looks at it
+    /// (a search checks the entries of its page and sends their encoded form).
+    pub fn get_shared(&self, key: &K) -> Option<Arc<V>> {
+        let values = self.lock();
+        values
+            .get(key)
+            .filter(|(_, at)| at.elapsed() < self.fresh_for)
+            .map(|(value, _)| value.clone())
+    }
+
+    /// Caches `value`, and gives it back shared.
+    pub fn put(&self, key: K, value: V) -> Arc<V> {
+        let value = Arc::new(value);
         let mut values = self.lock();
         if values.len() >= MAX_VALUES {
             values.clear();
         }
-        values.insert(key, (Arc::new(value), Instant::now()));
+        values.insert(key, (value.clone(), Instant::now()));
+        value
     }
 
     /// Forgets a value that has just changed.

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+use prost::Message;
 use tonic::{Request, Response, Status};
 use xinqiao_domain::catalogue::CatalogEntry;
 use xinqiao_domain::dcat::{self, CatalogueSite};
@@ -23,12 +25,30 @@ use crate::status::answer;
 
 const DEPARTMENTS: &str = "departments";
 
+/// A catalogue entry as the directory caches it: the entry, and its API message encoded once,
+/// which a search answers with as it is (`pb::SearchEntriesResponse::encoded`).
+#[derive(Debug, Clone)]
+pub struct CachedEntry {
+    pub entry: CatalogEntry,
+    pub wire: Bytes,
+}
+
+impl CachedEntry {
+    pub fn new(entry: CatalogEntry) -> Self {
+        let wire = Bytes::from(convert::entry(entry.clone()).encode_to_vec());
+        Self { entry, wire }
+    }
+}
+
+/// Current entries by resource code (see `cache` for how fresh).
+pub type EntryCache = Cache<String, CachedEntry>;
+
 pub struct DirectoryApi {
     store: Arc<dyn Store>,
     auth: Authenticator,
     /// Current entries for GetEntry, the directory's most frequent call, and for interface
     /// calls; forgotten by every change made here (see `cache` for other hub nodes).
-    entries: Arc<Cache<String, CatalogEntry>>,
+    entries: Arc<EntryCache>,
     /// The catalogue search in memory, told of every change made here.
     search: Arc<CatalogueSearch>,
     /// What the catalogue export says of this hub.
@@ -62,7 +82,7 @@ impl DirectoryApi {
 
     /// The entries as cached, for the services that read an entry on every call (an interface
     /// call); the directory forgets an entry here when it changes it.
-    pub fn entry_cache(&self) -> Arc<Cache<String, CatalogEntry>> {
+    pub fn entry_cache(&self) -> Arc<EntryCache> {
         self.entries.clone()
     }
 
@@ -121,16 +141,16 @@ impl DirectoryApi {
 /// the entry as cached.
 pub(crate) async fn cached_visible_entry(
     store: &dyn Store,
-    entries: &Cache<String, CatalogEntry>,
+    entries: &EntryCache,
     caller: &Caller,
     resource_code: &str,
 ) -> Result<CatalogEntry> {
-    let entry = match entries.get(&resource_code.to_string()) {
-        Some(entry) => entry,
+    let entry = match entries.get_shared(&resource_code.to_string()) {
+        Some(cached) => cached.entry.clone(),
         None => {
             let not_found = || entry_not_found(resource_code);
             let entry = store.get_entry(resource_code).await?.ok_or_else(not_found)?;
-            entries.put(resource_code.to_string(), entry.clone());
+            entries.put(resource_code.to_string(), CachedEntry::new(entry.clone()));
             entry
         }
     };
@@ -539,10 +559,7 @@ impl DirectoryService for DirectoryApi {
                 r.local_only,
             )
             .await?;
-            Ok(pb::SearchEntriesResponse {
-                entries,
-                next_page_token,
-            })
+            Ok(pb::SearchEntriesResponse::encoded(entries, next_page_token))
         })
         .await
     }

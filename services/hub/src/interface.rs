@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tonic::{Request, Response, Status};
-use xinqiao_domain::catalogue::CatalogEntry;
 use xinqiao_domain::identity::Caller;
 use xinqiao_domain::interface::{self as rules, Interface, InterfaceSpec, Method, Operation, RateBucket};
 use xinqiao_domain::schema::SchemaRef;
@@ -55,7 +54,7 @@ pub struct InterfaceApi {
     /// node's change is seen within the second, as with catalogue entries).
     interfaces: Cache<String, Arc<Callable>>,
     /// Catalogue entries as the directory caches them (it forgets one it changes).
-    entries: Arc<Cache<String, CatalogEntry>>,
+    entries: Arc<crate::directory::EntryCache>,
     /// Compiled request and response schemas: a registered version never changes.
     validators: Cache<(String, u32), Arc<xinqiao_schema::CompiledSchema>>,
     /// Calls of interfaces on entries held on other hubs, relayed there (跨级交换).
@@ -79,7 +78,7 @@ impl InterfaceApi {
         registry: Registry,
         hub: HubCertificate,
         metrics: Metrics,
-        entries: Arc<Cache<String, CatalogEntry>>,
+        entries: Arc<crate::directory::EntryCache>,
     ) -> Self {
         Self {
             store,

@@ -38,7 +38,7 @@ use xinqiao_domain::policy::EntryVisibility;
 use xinqiao_domain::search::{self, NAME_TIER, OTHER_TIER, SearchPosition};
 use xinqiao_store::Store;
 
-use crate::cache::Cache;
+use crate::directory::{CachedEntry, EntryCache};
 
 /// A walk that has read this many postings without filling its page gives the search to the
 /// store (a keyword common in the catalogue but rare under the filters).
@@ -476,7 +476,7 @@ impl Iterator for Merged<'_> {
 /// when it can answer, from the store otherwise.
 pub struct CatalogueSearch {
     store: Arc<dyn Store>,
-    entries: Arc<Cache<String, CatalogEntry>>,
+    entries: Arc<EntryCache>,
     own: RwLock<Index>,
     aggregated: RwLock<Index>,
     ready: AtomicBool,
@@ -495,7 +495,7 @@ fn write(index: &RwLock<Index>) -> std::sync::RwLockWriteGuard<'_, Index> {
 
 impl CatalogueSearch {
     /// A search that answers from the store until [`CatalogueSearch::start`] has built the index.
-    pub fn new(store: Arc<dyn Store>, entries: Arc<Cache<String, CatalogEntry>>) -> Self {
+    pub fn new(store: Arc<dyn Store>, entries: Arc<EntryCache>) -> Self {
         CatalogueSearch {
             store,
             entries,
@@ -527,14 +527,15 @@ impl CatalogueSearch {
         write(&self.own).put(Record::of("", entry));
     }
 
-    /// This hub's own entries as `Store::search_entries` gives them.
+    /// This hub's own entries as `Store::search_entries` gives them, each with its encoded API
+    /// message; shared with the entry cache when the index answers.
     pub async fn own_entries(
         &self,
         visibility: &EntryVisibility,
         filter: &EntryFilter,
         after: Option<&SearchPosition>,
         limit: u32,
-    ) -> Result<Vec<CatalogEntry>> {
+    ) -> Result<Vec<Arc<CachedEntry>>> {
         let hits = if self.is_ready() {
             read(&self.own).search(true, visibility, filter, after, limit as usize)
         } else {
@@ -546,7 +547,8 @@ impl CatalogueSearch {
             self.answered.fetch_add(1, AtomicOrdering::Relaxed);
             return Ok(entries);
         }
-        self.store.search_entries(visibility, filter, after, limit).await
+        let found = self.store.search_entries(visibility, filter, after, limit).await?;
+        Ok(found.into_iter().map(|e| Arc::new(CachedEntry::new(e))).collect())
     }
 
     /// The entries of a page of hits, from the entry cache or one read; `None` when one of them is
@@ -556,10 +558,10 @@ impl CatalogueSearch {
         visibility: &EntryVisibility,
         filter: &EntryFilter,
         hits: &Hits,
-    ) -> Result<Option<Vec<CatalogEntry>>> {
-        let mut entries: Vec<Option<CatalogEntry>> = hits
+    ) -> Result<Option<Vec<Arc<CachedEntry>>>> {
+        let mut entries: Vec<Option<Arc<CachedEntry>>> = hits
             .iter()
-            .map(|(_, r)| self.entries.get(&r.code.to_string()))
+            .map(|(_, r)| self.entries.get_shared(&r.code.to_string()))
             .collect();
         let missing: Vec<String> = hits
             .iter()
@@ -579,19 +581,18 @@ impl CatalogueSearch {
                 if slot.is_none()
                     && let Some(entry) = fetched.remove(&*r.code)
                 {
-                    self.entries.put(entry.resource_code.clone(), entry.clone());
-                    *slot = Some(entry);
+                    *slot = Some(self.entries.put(entry.resource_code.clone(), CachedEntry::new(entry)));
                 }
             }
         }
         let keyword = search::matching_keyword(&filter.keyword);
         let mut page = Vec::with_capacity(hits.len());
-        for ((tier, record), entry) in hits.iter().zip(entries) {
-            let Some(entry) = entry else { return Ok(None) };
-            if !agrees(record, *tier, "", &entry, visibility, filter, &keyword) {
+        for ((tier, record), cached) in hits.iter().zip(entries) {
+            let Some(cached) = cached else { return Ok(None) };
+            if !agrees(record, *tier, "", &cached.entry, visibility, filter, &keyword) {
                 return Ok(None);
             }
-            page.push(entry);
+            page.push(cached);
         }
         Ok(Some(page))
     }

@@ -7,6 +7,9 @@ pub mod codec;
 pub mod v1 {
     tonic::include_proto!("xinqiao.v1");
     include!(concat!(env!("OUT_DIR"), "/xinqiao.v1.text_fields.rs"));
+
+    mod search_response;
+    pub use search_response::SearchEntriesResponse;
 }
 
 /// The encoded file descriptor set of every xinqiao.v1 file and its imports, for server reflection.

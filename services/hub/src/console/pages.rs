@@ -181,6 +181,15 @@ fn refused(visitor: &Visitor, title: &str, status: &tonic::Status) -> Response {
     message(frame, refusal.http, title, &refusal.message)
 }
 
+/// A search's answer as a page reads it. The directory answers with its entries encoded already,
+/// for the wire; the console is in the same process, so it decodes them itself.
+fn decoded(found: tonic::Response<pb::SearchEntriesResponse>) -> Result<pb::SearchEntriesResponse, tonic::Status> {
+    found
+        .into_inner()
+        .decoded()
+        .map_err(|e| tonic::Status::internal(format!("the directory's answer does not decode: {e}")))
+}
+
 fn query(request: &Request) -> Form {
     Form::parse(request.uri().query().unwrap_or_default().as_bytes())
 }
@@ -467,7 +476,8 @@ async fn home(State(console): State<Console>, request: Request) -> Response {
             .search_entries(as_caller(search, p, remote))
             .await
         {
-            pending_reviews = found.into_inner().entries.len().to_string();
+            let found = found.into_inner();
+            pending_reviews = (found.entries.len() + found.encoded_entries.len()).to_string();
         }
     }
     if !visitor.is_evaluator() {
@@ -554,8 +564,9 @@ async fn catalog(State(console): State<Console>, request: Request) -> Response {
         .directory()
         .search_entries(as_caller(search, &visitor.principal, remote))
         .await
+        .and_then(decoded)
     {
-        Ok(found) => found.into_inner(),
+        Ok(found) => found,
         Err(status) => return refused(&visitor, "资源目录", &status),
     };
     let share_types = choices(
@@ -825,8 +836,9 @@ async fn review_page(
         .directory()
         .search_entries(as_caller(search, &visitor.principal, remote))
         .await
+        .and_then(decoded)
     {
-        Ok(found) => found.into_inner(),
+        Ok(found) => found,
         Err(status) => return refused(visitor, "审核队列", &status),
     };
     if !visitor.is_admin() && frame.error.is_empty() {

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use xinqiao_domain::catalogue::{CatalogEntry, EntryFilter};
@@ -375,7 +376,8 @@ fn change_api(c: CatalogueChange, own: &str) -> pb::CatalogueChange {
 /// The directory's search: this hub's own entries first, then unless `local_only` the entries
 /// aggregated from child hubs (目录汇聚), marked with their origin; each part in the store's
 /// order (by relevance tier with a keyword, then by origin and code). The page token says which
-/// part it continues and after which position.
+/// part it continues and after which position. Each entry comes encoded as its API message
+/// (`pb::SearchEntriesResponse::encoded`): this hub's own as the entry cache holds them.
 pub async fn search_entries(
     search: &crate::search_index::CatalogueSearch,
     visibility: &EntryVisibility,
@@ -383,7 +385,7 @@ pub async fn search_entries(
     page_token: &str,
     limit: u32,
     local_only: bool,
-) -> Result<(Vec<pb::CatalogEntry>, String)> {
+) -> Result<(Vec<Bytes>, String)> {
     let keyword = search::matching_keyword(&filter.keyword);
     let position = |origin: &str, entry: &CatalogEntry| SearchPosition::of_entry(origin, entry, &keyword);
     let forged = || Error::invalid("page_token", "is not a token this listing returned");
@@ -401,15 +403,15 @@ pub async fn search_entries(
                 let token = if page.len() > limit as usize {
                     page.truncate(limit as usize);
                     page.last()
-                        .map(|e| encode(ENTRIES, &position("", e).key()))
+                        .map(|e| encode(ENTRIES, &position("", &e.entry).key()))
                         .unwrap_or_default()
                 } else {
                     String::new()
                 };
-                return Ok((page.into_iter().map(convert::entry).collect(), token));
+                return Ok((page.iter().map(|e| e.wire.clone()).collect(), token));
             }
-            let last_local = page.last().map(|e| position("", e));
-            let local: Vec<pb::CatalogEntry> = page.into_iter().map(convert::entry).collect();
+            let last_local = page.last().map(|e| position("", &e.entry));
+            let local: Vec<Bytes> = page.iter().map(|e| e.wire.clone()).collect();
             let room = limit - local.len() as u32;
             let (aggregated, more) = aggregated_page(search, visibility, filter, None, room).await?;
             let token = match (more, aggregated.last(), last_local) {
@@ -419,7 +421,7 @@ pub async fn search_entries(
                 (true, None, Some(last)) => encode(ENTRIES, &last.key()),
                 (true, None, None) => String::new(),
             };
-            let aggregated = aggregated.into_iter().map(convert::federated_entry);
+            let aggregated = aggregated.into_iter().map(federated_wire);
             return Ok((local.into_iter().chain(aggregated).collect(), token));
         }
         Err(e) => {
@@ -435,7 +437,12 @@ pub async fn search_entries(
         Some(last) if more => encode(AGGREGATED, &position(&last.origin_hub, &last.entry).key()),
         _ => String::new(),
     };
-    Ok((aggregated.into_iter().map(convert::federated_entry).collect(), token))
+    Ok((aggregated.into_iter().map(federated_wire).collect(), token))
+}
+
+/// An aggregated entry's API message, encoded.
+fn federated_wire(entry: federation::FederatedEntry) -> Bytes {
+    Bytes::from(prost::Message::encode_to_vec(&convert::federated_entry(entry)))
 }
 
 /// An entry aggregated from a child hub (目录汇聚), as GetEntry answers it: read-only, under the

@@ -30,7 +30,6 @@ use xinqiao_store::Store;
 use super::fanout::Fanout;
 use super::trust;
 use crate::auth::Relayed;
-use crate::cache::Cache;
 use crate::pki::CertFiles;
 
 /// The metadata naming the department a peer hub relays a call for.
@@ -120,7 +119,7 @@ pub struct Relay {
     store: Arc<dyn Store>,
     /// Catalogue entries as the directory caches them: most reads are of this hub's own
     /// datasets, and asking whether the code is held here must not cost them a database read.
-    entries: Arc<Cache<String, CatalogEntry>>,
+    entries: Arc<crate::directory::EntryCache>,
     division: String,
     identity: CertFiles,
     /// Channels to peers, by division code, with the address and CA they were made for.
@@ -132,7 +131,7 @@ pub struct Relay {
 impl Relay {
     pub fn new(
         store: Arc<dyn Store>,
-        entries: Arc<Cache<String, CatalogEntry>>,
+        entries: Arc<crate::directory::EntryCache>,
         division: String,
         identity: CertFiles,
     ) -> Relay {
@@ -223,12 +222,13 @@ impl Relay {
 
     /// Whether this hub has an entry of `code` (from the directory's cache when fresh).
     async fn held_here(&self, code: &str) -> Result<bool> {
-        if self.entries.get(&code.to_string()).is_some() {
+        if self.entries.get_shared(&code.to_string()).is_some() {
             return Ok(true);
         }
         match self.store.get_entry(code).await? {
             Some(entry) => {
-                self.entries.put(code.to_string(), entry);
+                self.entries
+                    .put(code.to_string(), crate::directory::CachedEntry::new(entry));
                 Ok(true)
             }
             None => Ok(false),
