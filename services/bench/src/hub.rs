@@ -343,6 +343,8 @@ pub enum Unary {
     GetEntry(Directory, Arc<Vec<String>>),
     /// Searches for each keyword in turn.
     Search(Directory, Arc<Vec<String>>),
+    /// The same searches, each answer's entries counted rather than built (`skim`).
+    SearchSkimmed(tonic::client::Grpc<Channel>, Arc<Vec<String>>),
     Health(HealthClient<Channel>),
 }
 
@@ -366,6 +368,14 @@ impl Unary {
                         ..Default::default()
                     })
                     .await?;
+            }
+            Unary::SearchSkimmed(grpc, keywords) => {
+                let request = pb::SearchEntriesRequest {
+                    keyword: keywords[n % keywords.len()].clone(),
+                    page_size: 20,
+                    ..Default::default()
+                };
+                crate::skim::search(grpc, request).await?;
             }
             Unary::Health(client) => {
                 client.check(HealthCheckRequest { service: String::new() }).await?;

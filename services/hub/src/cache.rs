@@ -8,6 +8,7 @@
 //! reaches them when their copy expires, at most [`FRESH_FOR`] later. Live streams re-check their
 //! rights on their own schedule regardless.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
@@ -43,14 +44,29 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
         self.get_shared(key).map(|value| V::clone(&value))
     }
 
-    /// The cached value itself, shared, if it is still fresh: for a reader that only looks at it
-    /// (a search checks the entries of its page and sends their encoded form).
+    /// The cached value itself, shared, if it is still fresh: for a reader that only looks at it.
     pub fn get_shared(&self, key: &K) -> Option<Arc<V>> {
+        self.get_many_shared([key]).pop().flatten()
+    }
+
+    /// The values of `keys` that are cached and fresh, shared, in the keys' order, under one lock
+    /// and one reading of the clock: a search checks the entries of its page and sends their
+    /// encoded form.
+    pub fn get_many_shared<'k, Q>(&self, keys: impl IntoIterator<Item = &'k Q>) -> Vec<Option<Arc<V>>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized + 'k,
+    {
+        let now = Instant::now();
         let values = self.lock();
-        values
-            .get(key)
-            .filter(|(_, at)| at.elapsed() < self.fresh_for)
-            .map(|(value, _)| value.clone())
+        keys.into_iter()
+            .map(|key| {
+                values
+                    .get(key)
+                    .filter(|(_, at)| now.saturating_duration_since(*at) < self.fresh_for)
+                    .map(|(value, _)| value.clone())
+            })
+            .collect()
     }
 
     /// Caches `value`, and gives it back shared.
@@ -84,6 +100,19 @@ mod tests {
         cache.put("b".to_string(), 2);
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(cache.get(&"b".to_string()), None, "stale values are not served");
+    }
+
+    #[test]
+    fn many_values_come_shared_in_the_keys_order() {
+        let cache = Cache::new(Duration::from_millis(50));
+        let a = cache.put("a".to_string(), 1);
+        cache.put("b".to_string(), 2);
+        let found = cache.get_many_shared(["b", "missing", "a"]);
+        let plain: Vec<Option<i32>> = found.iter().map(|v| v.as_deref().copied()).collect();
+        assert_eq!(plain, [Some(2), None, Some(1)]);
+        assert!(Arc::ptr_eq(found[2].as_ref().unwrap(), &a), "the cached value itself, not a copy");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(cache.get_many_shared(["a", "b"]), [None, None], "stale values are not served");
     }
 
     #[test]

@@ -559,10 +559,7 @@ impl CatalogueSearch {
         filter: &EntryFilter,
         hits: &Hits,
     ) -> Result<Option<Vec<Arc<CachedEntry>>>> {
-        let mut entries: Vec<Option<Arc<CachedEntry>>> = hits
-            .iter()
-            .map(|(_, r)| self.entries.get_shared(&r.code.to_string()))
-            .collect();
+        let mut entries = self.entries.get_many_shared(hits.iter().map(|(_, r)| &*r.code));
         let missing: Vec<String> = hits
             .iter()
             .zip(&entries)
