@@ -49,7 +49,9 @@ impl Decoder for SkimDecoder {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Skimmed>, Status> {
-        skim(buf).map(Some).map_err(|e| Status::internal(format!("the answer does not decode: {e}")))
+        skim(buf)
+            .map(Some)
+            .map_err(|e| Status::internal(format!("the answer does not decode: {e}")))
     }
 }
 
@@ -116,10 +118,13 @@ mod tests {
     #[test]
     fn a_truncated_answer_is_an_error() {
         let answer = pb::SearchEntriesResponse {
-            entries: vec![pb::CatalogEntry::default(), pb::CatalogEntry {
-                resource_code: "101/000001".into(),
-                ..Default::default()
-            }],
+            entries: vec![
+                pb::CatalogEntry::default(),
+                pb::CatalogEntry {
+                    resource_code: "101/000001".into(),
+                    ..Default::default()
+                },
+            ],
             ..Default::default()
         };
         let wire = answer.encode_to_vec();

@@ -110,9 +110,16 @@ mod tests {
         let found = cache.get_many_shared(["b", "missing", "a"]);
         let plain: Vec<Option<i32>> = found.iter().map(|v| v.as_deref().copied()).collect();
         assert_eq!(plain, [Some(2), None, Some(1)]);
-        assert!(Arc::ptr_eq(found[2].as_ref().unwrap(), &a), "the cached value itself, not a copy");
+        assert!(
+            Arc::ptr_eq(found[2].as_ref().unwrap(), &a),
+            "the cached value itself, not a copy"
+        );
         std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(cache.get_many_shared(["a", "b"]), [None, None], "stale values are not served");
+        assert_eq!(
+            cache.get_many_shared(["a", "b"]),
+            [None, None],
+            "stale values are not served"
+        );
     }
 
     #[test]
