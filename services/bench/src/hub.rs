@@ -32,6 +32,9 @@ pub const PROVIDER: &str = "11330100MB00010011";
 /// Pages of subscribed changes the client asks for, as `xinqiao pull` does by default.
 pub const DRAIN_PAGE: u32 = 1000;
 const MAX_DECODED: usize = 256 * 1024 * 1024;
+/// How far back the search index's per-second reads look for changes made elsewhere
+/// (`search_index::OVERLAP`), with a second to spare.
+const INDEX_OVERLAP: Duration = Duration::from_secs(4);
 
 /// A hub serving in this process.
 pub struct Hub {
@@ -87,6 +90,26 @@ impl Hub {
 
     pub async fn admin_channel(&self) -> Res<Channel> {
         self.channel(pki::admin_files(&self.pki)).await
+    }
+
+    /// Waits until the hub's search index holds `entries` entries in its posting lists, then
+    /// for its per-second reads to pass the last changes (they re-read [`INDEX_OVERLAP`] back):
+    /// B5 measures searches in the steady state, not while the index takes in a catalogue
+    /// written behind its back. Gives up after `limit`, saying how far it got.
+    pub async fn index_settled(&self, entries: usize, limit: Duration) -> Res<()> {
+        let search = &self.running.catalogue_search;
+        let started = Instant::now();
+        while !search.holds_built(entries) {
+            if started.elapsed() > limit {
+                let (held, _) = search.size();
+                return Err(format!(
+                    "the hub's search index holds {held} of {entries} entries (or has some not built in) after {limit:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(INDEX_OVERLAP).await;
+        Ok(())
     }
 
     pub async fn stop(self) -> Res<()> {

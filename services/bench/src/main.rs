@@ -802,6 +802,13 @@ impl Bench {
             started.elapsed().as_secs_f64()
         ));
         let total = catalog.made() + grown;
+        progress("B5: waiting for the hub's search index to take in the catalogue");
+        let started = Instant::now();
+        hub.index_settled(total, Duration::from_secs(120)).await?;
+        progress(&format!(
+            "B5: the index holds the catalogue after {:.1}s",
+            started.elapsed().as_secs_f64()
+        ));
         let keywords: Arc<Vec<String>> = Arc::new(catalogue::KEYWORDS.iter().map(|k| k.to_string()).collect());
         let ops = |channel: tonic::transport::Channel| {
             let directory = hub::Directory::new(channel.clone());

@@ -276,6 +276,12 @@ impl Index {
         self.len() == 0
     }
 
+    /// How many records changed since the last build, each tested one by one by every search
+    /// until the next build folds them into the posting lists.
+    pub fn unbuilt(&self) -> usize {
+        self.overlay.len()
+    }
+
     /// Bytes held (an estimate).
     pub fn bytes(&self) -> usize {
         self.base.bytes() + self.dirty.len() + self.overlay.len() * 256
@@ -520,6 +526,14 @@ impl CatalogueSearch {
     pub fn size(&self) -> (usize, usize) {
         let (own, aggregated) = (read(&self.own), read(&self.aggregated));
         (own.len() + aggregated.len(), own.bytes() + aggregated.bytes())
+    }
+
+    /// Whether the index holds at least `entries` entries, every one of them in its posting lists
+    /// (none waiting for a build): for a benchmark, which measures searches once the index has
+    /// taken in a catalogue written behind its back.
+    pub fn holds_built(&self, entries: usize) -> bool {
+        let (own, aggregated) = (read(&self.own), read(&self.aggregated));
+        self.is_ready() && own.len() + aggregated.len() >= entries && own.unbuilt() + aggregated.unbuilt() == 0
     }
 
     /// Tells the index of one of this hub's entries as it has just been saved here.

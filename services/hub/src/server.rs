@@ -71,6 +71,8 @@ pub struct RunningHub {
     pub console_addr: SocketAddr,
     /// This hub's metrics (the handlers count into them; the scorecard sets its gauges).
     pub metrics: Metrics,
+    /// The directory's search in memory (its size and state, for reports and the benchmark).
+    pub catalogue_search: Arc<crate::search_index::CatalogueSearch>,
     stop: oneshot::Sender<()>,
     /// Tells live streams (subscriptions) to end, so that a graceful stop does not wait on them.
     stopping: watch::Sender<bool>,
@@ -192,7 +194,8 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
     let registry = Registry::new(store.clone());
     let (stopping_tx, stopping) = watch::channel(false);
     forget_departments_changed_elsewhere(store.as_ref(), auth.clone(), stopping.clone()).await?;
-    directory_api.catalogue_search().start(stopping.clone());
+    let catalogue_search = directory_api.catalogue_search();
+    catalogue_search.start(stopping.clone());
     let metrics = Metrics::new();
     metrics.track_audit_chain(store.clone());
     let (serving, serving_rx) = watch::channel(false);
@@ -408,6 +411,7 @@ pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<
         metrics_addr,
         console_addr,
         metrics,
+        catalogue_search,
         stop,
         stopping: stopping_tx,
         serving,
