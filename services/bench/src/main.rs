@@ -802,11 +802,15 @@ impl Bench {
             started.elapsed().as_secs_f64()
         ));
         let total = catalog.made() + grown;
-        progress("B5: waiting for the hub's search index to take in the catalogue");
+        progress("B5: waiting for the hubs' search indexes to take in the catalogue");
         let started = Instant::now();
         hub.index_settled(total, Duration::from_secs(120)).await?;
+        // B6's plaintext hub serves the same store, and so takes in the same catalogue.
+        if let Some(plain) = plain {
+            plain.index_settled(total, Duration::from_secs(120)).await?;
+        }
         progress(&format!(
-            "B5: the index holds the catalogue after {:.1}s",
+            "B5: the indexes hold the catalogue after {:.1}s",
             started.elapsed().as_secs_f64()
         ));
         let keywords: Arc<Vec<String>> = Arc::new(catalogue::KEYWORDS.iter().map(|k| k.to_string()).collect());
