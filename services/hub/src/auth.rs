@@ -46,8 +46,9 @@ impl Authenticator {
         if let Some(state) = self.departments.get(&code.to_string()) {
             return Ok(state);
         }
+        let since = self.departments.mark();
         let state = self.store.get_department(code).await?.map(|d| d.active);
-        self.departments.put(code.to_string(), state);
+        self.departments.put(since, code.to_string(), state);
         Ok(state)
     }
 

@@ -7,10 +7,15 @@
 //! `server::forget_departments_changed_elsewhere`); a lost notification, and any entry change,
 //! reaches them when their copy expires, at most [`FRESH_FOR`] later. Live streams re-check their
 //! rights on their own schedule regardless.
+//!
+//! A value read from the store is cached only if nothing was forgotten since the read began (see
+//! [`Cache::mark`]): otherwise a read that began before a change and ended after its `forget`
+//! would put the old value back, and this node would serve it for up to [`FRESH_FOR`].
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,13 +29,20 @@ pub struct Cache<K, V> {
     /// searches copy a page of entries each at once.
     values: Mutex<HashMap<K, (Arc<V>, Instant)>>,
     fresh_for: Duration,
+    /// How many times a value was forgotten, counted under the lock of `values`.
+    forgotten: AtomicU64,
 }
+
+/// When a read of the store for the cache began: see [`Cache::mark`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark(u64);
 
 impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
     pub fn new(fresh_for: Duration) -> Self {
         Self {
             values: Mutex::new(HashMap::new()),
             fresh_for,
+            forgotten: AtomicU64::new(0),
         }
     }
 
@@ -69,10 +81,20 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
             .collect()
     }
 
-    /// Caches `value`, and gives it back shared.
-    pub fn put(&self, key: K, value: V) -> Arc<V> {
+    /// Taken before reading the store for a value to [`Cache::put`]. (An older count only makes
+    /// `put` more cautious; the count that matters is compared under the lock.)
+    pub fn mark(&self) -> Mark {
+        Mark(self.forgotten.load(Ordering::Relaxed))
+    }
+
+    /// Caches `value`, read from the store since `since`, unless a value was forgotten meanwhile
+    /// (the read may have seen the store before that change); gives it back shared either way.
+    pub fn put(&self, since: Mark, key: K, value: V) -> Arc<V> {
         let value = Arc::new(value);
         let mut values = self.lock();
+        if self.forgotten.load(Ordering::Relaxed) != since.0 {
+            return value;
+        }
         if values.len() >= MAX_VALUES {
             values.clear();
         }
@@ -82,7 +104,9 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
 
     /// Forgets a value that has just changed.
     pub fn forget(&self, key: &K) {
-        self.lock().remove(key);
+        let mut values = self.lock();
+        values.remove(key);
+        self.forgotten.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -93,11 +117,11 @@ mod tests {
     #[test]
     fn values_expire_and_can_be_forgotten() {
         let cache = Cache::new(Duration::from_millis(50));
-        cache.put("a".to_string(), 1);
+        cache.put(cache.mark(), "a".to_string(), 1);
         assert_eq!(cache.get(&"a".to_string()), Some(1));
         cache.forget(&"a".to_string());
         assert_eq!(cache.get(&"a".to_string()), None);
-        cache.put("b".to_string(), 2);
+        cache.put(cache.mark(), "b".to_string(), 2);
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(cache.get(&"b".to_string()), None, "stale values are not served");
     }
@@ -105,8 +129,8 @@ mod tests {
     #[test]
     fn many_values_come_shared_in_the_keys_order() {
         let cache = Cache::new(Duration::from_millis(50));
-        let a = cache.put("a".to_string(), 1);
-        cache.put("b".to_string(), 2);
+        let a = cache.put(cache.mark(), "a".to_string(), 1);
+        cache.put(cache.mark(), "b".to_string(), 2);
         let found = cache.get_many_shared(["b", "missing", "a"]);
         let plain: Vec<Option<i32>> = found.iter().map(|v| v.as_deref().copied()).collect();
         assert_eq!(plain, [Some(2), None, Some(1)]);
@@ -123,10 +147,24 @@ mod tests {
     }
 
     #[test]
+    fn a_value_read_before_a_forget_is_not_cached() {
+        let cache = Cache::new(Duration::from_secs(60));
+        // A reader starts reading "a" from the store; meanwhile "a" changes and is forgotten.
+        let read_began = cache.mark();
+        cache.forget(&"a".to_string());
+        let old = cache.put(read_began, "a".to_string(), 1);
+        assert_eq!(*old, 1, "the reader still gets what it read");
+        assert_eq!(cache.get(&"a".to_string()), None, "the old value is not put back");
+        // A read that began after the forget is cached.
+        cache.put(cache.mark(), "a".to_string(), 2);
+        assert_eq!(cache.get(&"a".to_string()), Some(2));
+    }
+
+    #[test]
     fn it_stays_bounded() {
         let cache = Cache::new(Duration::from_secs(60));
         for i in 0..MAX_VALUES + 5 {
-            cache.put(i, i);
+            cache.put(cache.mark(), i, i);
         }
         assert!(cache.lock().len() <= MAX_VALUES);
     }

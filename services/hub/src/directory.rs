@@ -149,8 +149,9 @@ pub(crate) async fn cached_visible_entry(
         Some(cached) => cached.entry.clone(),
         None => {
             let not_found = || entry_not_found(resource_code);
+            let since = entries.mark();
             let entry = store.get_entry(resource_code).await?.ok_or_else(not_found)?;
-            entries.put(resource_code.to_string(), CachedEntry::new(entry.clone()));
+            entries.put(since, resource_code.to_string(), CachedEntry::new(entry.clone()));
             entry
         }
     };

@@ -147,6 +147,7 @@ impl InterfaceApi {
         if let Some(found) = self.interfaces.get(&code.to_string()) {
             return Ok(Some(found));
         }
+        let since = self.interfaces.mark();
         let Some(interface) = self.store.get_interface(code).await? else {
             return Ok(None);
         };
@@ -155,7 +156,7 @@ impl InterfaceApi {
         let grpc = GrpcMethods::resolve(&interface.spec)
             .map_err(|e| Error::Internal(format!("interface {code}: its stored descriptors do not resolve: {e}")))?;
         let found = Arc::new(Callable { interface, grpc });
-        self.interfaces.put(code.to_string(), found.clone());
+        self.interfaces.put(since, code.to_string(), found.clone());
         Ok(Some(found))
     }
 
@@ -219,9 +220,10 @@ impl InterfaceApi {
         if let Some(found) = self.validators.get(&key) {
             return Ok(found);
         }
+        let since = self.validators.mark();
         let registered = self.registry.resolve(&schema.subject, schema.version, true).await?;
         let compiled = self.registry.validator(&registered, FormatMode::Strict).await?;
-        self.validators.put(key, compiled.clone());
+        self.validators.put(since, key, compiled.clone());
         Ok(compiled)
     }
 

@@ -576,6 +576,7 @@ impl CatalogueSearch {
             .map(|((_, r), _)| r.code.to_string())
             .collect();
         if !missing.is_empty() {
+            let since = self.entries.mark();
             let mut fetched: HashMap<String, CatalogEntry> = self
                 .store
                 .get_entries(&missing)
@@ -587,7 +588,8 @@ impl CatalogueSearch {
                 if slot.is_none()
                     && let Some(entry) = fetched.remove(&*r.code)
                 {
-                    *slot = Some(self.entries.put(entry.resource_code.clone(), CachedEntry::new(entry)));
+                    let cached = CachedEntry::new(entry);
+                    *slot = Some(self.entries.put(since, cached.entry.resource_code.clone(), cached));
                 }
             }
         }

@@ -225,10 +225,11 @@ impl Relay {
         if self.entries.get_shared(&code.to_string()).is_some() {
             return Ok(true);
         }
+        let since = self.entries.mark();
         match self.store.get_entry(code).await? {
             Some(entry) => {
-                self.entries
-                    .put(code.to_string(), crate::directory::CachedEntry::new(entry));
+                let cached = crate::directory::CachedEntry::new(entry);
+                self.entries.put(since, code.to_string(), cached);
                 Ok(true)
             }
             None => Ok(false),
