@@ -837,7 +837,7 @@ impl Bench {
             }
         }
         if s.ours_only {
-            contenders.retain(|(name, _)| name != "tls-health");
+            contenders.retain(|(name, _)| name.starts_with("tls-") && name != "tls-health");
         }
         let duration = Duration::from_secs_f64(s.b5_seconds);
         // Per contender: rates, p50s and p99s of the rounds.

@@ -2,8 +2,8 @@
 //! server can answer with entries it holds encoded already.
 //!
 //! A search answers the same few hundred entries thousands of times a second. Building each as a
-//! message, copying it out of a cache and encoding it again was most of a search's cost on the
-//! hub (B5 in the README's Performance section). The wire format is the generated one exactly:
+//! message, copying it out of a cache and encoding it again was the largest part of a search's
+//! cost on the hub (B5 in the README's Performance section). The wire format is the generated one exactly:
 //! an encoded `CatalogEntry` and an embedded one are the same bytes on the wire (a
 //! length-delimited field 1), so clients, other languages and reflection see no difference.
 
