@@ -32,9 +32,6 @@ pub const PROVIDER: &str = "11330100MB00010011";
 /// Pages of subscribed changes the client asks for, as `xinqiao pull` does by default.
 pub const DRAIN_PAGE: u32 = 1000;
 const MAX_DECODED: usize = 256 * 1024 * 1024;
-/// How far back the search index's per-second reads look for changes made elsewhere
-/// (`search_index::OVERLAP`), with a second to spare.
-const INDEX_OVERLAP: Duration = Duration::from_secs(4);
 
 /// A hub serving in this process.
 pub struct Hub {
@@ -93,7 +90,8 @@ impl Hub {
     }
 
     /// Waits until the hub's search index holds `entries` entries in its posting lists, then
-    /// for its per-second reads to pass the last changes (they re-read [`INDEX_OVERLAP`] back):
+    /// for its per-second reads to pass the last changes (they re-read `search_index::OVERLAP`
+    /// back; a second to spare):
     /// B5 measures searches in the steady state, not while the index takes in a catalogue
     /// written behind its back. Gives up after `limit`, saying how far it got.
     pub async fn index_settled(&self, entries: usize, limit: Duration) -> Res<()> {
@@ -108,7 +106,7 @@ impl Hub {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(INDEX_OVERLAP).await;
+        tokio::time::sleep(xinqiao_hub::search_index::OVERLAP + Duration::from_secs(1)).await;
         Ok(())
     }
 

@@ -39,11 +39,11 @@ impl Authenticator {
     /// Called by the directory after it registers, changes, deactivates or reactivates a
     /// department, so that this hub's next call sees it.
     pub fn forget_department(&self, code: &str) {
-        self.departments.forget(&code.to_string());
+        self.departments.forget(code);
     }
 
     async fn department_state(&self, code: &str) -> Result<Option<bool>> {
-        if let Some(state) = self.departments.get(&code.to_string()) {
+        if let Some(state) = self.departments.get(code) {
             return Ok(state);
         }
         let since = self.departments.mark();

@@ -52,12 +52,20 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
     }
 
     /// The cached value, if it is still fresh.
-    pub fn get(&self, key: &K) -> Option<V> {
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.get_shared(key).map(|value| V::clone(&value))
     }
 
     /// The cached value itself, shared, if it is still fresh: for a reader that only looks at it.
-    pub fn get_shared(&self, key: &K) -> Option<Arc<V>> {
+    pub fn get_shared<Q>(&self, key: &Q) -> Option<Arc<V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.get_many_shared([key]).pop().flatten()
     }
 
@@ -103,7 +111,11 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
     }
 
     /// Forgets a value that has just changed.
-    pub fn forget(&self, key: &K) {
+    pub fn forget<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let mut values = self.lock();
         values.remove(key);
         self.forgotten.fetch_add(1, Ordering::Relaxed);

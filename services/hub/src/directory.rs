@@ -145,7 +145,7 @@ pub(crate) async fn cached_visible_entry(
     caller: &Caller,
     resource_code: &str,
 ) -> Result<CatalogEntry> {
-    let entry = match entries.get_shared(&resource_code.to_string()) {
+    let entry = match entries.get_shared(resource_code) {
         Some(cached) => cached.entry.clone(),
         None => {
             let not_found = || entry_not_found(resource_code);

@@ -144,7 +144,7 @@ impl InterfaceApi {
 
     /// The interface of an entry, from the cache when fresh.
     async fn current(&self, code: &str) -> Result<Option<Arc<Callable>>> {
-        if let Some(found) = self.interfaces.get(&code.to_string()) {
+        if let Some(found) = self.interfaces.get(code) {
             return Ok(Some(found));
         }
         let since = self.interfaces.mark();

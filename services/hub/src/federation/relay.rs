@@ -222,7 +222,7 @@ impl Relay {
 
     /// Whether this hub has an entry of `code` (from the directory's cache when fresh).
     async fn held_here(&self, code: &str) -> Result<bool> {
-        if self.entries.get_shared(&code.to_string()).is_some() {
+        if self.entries.get_shared(code).is_some() {
             return Ok(true);
         }
         let since = self.entries.mark();
